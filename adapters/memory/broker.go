@@ -1,0 +1,180 @@
+// Package memory is the in-process transport: a broker with queues, consumer
+// groups, acknowledgements and redelivery, so the service runs and is
+// tested with no broker at all. It keeps nothing across process restarts.
+package memory
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// Config configures the in-memory transport.
+type Config struct {
+	// QueueLimit bounds each queue; a publish to a full queue fails (the
+	// caller retries) rather than growing memory without bound.
+	QueueLimit int `yaml:"queue_limit"`
+}
+
+// SetDefaults fills the zero values with defaults. It is idempotent.
+func (c *Config) SetDefaults() {
+	if c.QueueLimit == 0 {
+		c.QueueLimit = 100_000
+	}
+}
+
+// Validate reports the first invalid field, named as in YAML, with the fix.
+func (c Config) Validate() error {
+	if c.QueueLimit < 1 {
+		return errors.New("queue_limit: must be 1 or more, e.g. 100000")
+	}
+	return nil
+}
+
+// ErrClosed is returned by a closed publisher or subscriber.
+var ErrClosed = errors.New("memory: closed")
+
+// ErrQueueFull is returned when a publish would go past Config.QueueLimit.
+var ErrQueueFull = errors.New("memory: queue full")
+
+// Broker routes messages from publishers to the queues of subscribers.
+//
+// Each (topic, group) pair has one queue, created by the first subscription
+// and kept for the broker's life, like a durable queue: its subscribers
+// compete for its messages. A publish goes to every queue of its
+// topic; published before any queue exists, messages wait for the first
+// one. A nacked message, or one unsettled when its subscriber closes, goes
+// back to the front of its queue.
+type Broker struct {
+	cfg    Config
+	logger watermill.LoggerAdapter
+
+	mu     sync.Mutex
+	topics map[string]*topic
+}
+
+type topic struct {
+	queues  map[string]*queue // by group
+	waiting []*message.Message
+}
+
+type queue struct {
+	name     string
+	messages []*message.Message
+	// changed is closed and replaced whenever a message is added.
+	changed chan struct{}
+}
+
+// NewBroker returns an empty broker.
+func NewBroker(cfg Config, logger watermill.LoggerAdapter) (*Broker, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("memory: %w", err)
+	}
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	return &Broker{cfg: cfg, logger: logger, topics: map[string]*topic{}}, nil
+}
+
+// Publish implements message.Publisher. It returns once every message is
+// in every queue of its topic.
+func (b *Broker) Publish(topicName string, msgs ...*message.Message) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := b.topic(topicName)
+	for _, msg := range msgs {
+		if len(t.queues) == 0 {
+			if len(t.waiting) >= b.cfg.QueueLimit {
+				return fmt.Errorf("%w: topic %s has no subscriber and %d messages waiting", ErrQueueFull, topicName, len(t.waiting))
+			}
+			t.waiting = append(t.waiting, msg.Copy())
+			continue
+		}
+		for _, q := range t.queues {
+			if len(q.messages) >= b.cfg.QueueLimit {
+				return fmt.Errorf("%w: queue %s holds %d messages", ErrQueueFull, q.name, len(q.messages))
+			}
+		}
+		for _, q := range t.queues {
+			q.push(msg.Copy())
+		}
+	}
+	return nil
+}
+
+// Depth returns how many messages wait in the queue of topic and group
+// (delivered, unsettled messages are not counted).
+func (b *Broker) Depth(topicName, group string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := b.topic(topicName)
+	if q, ok := t.queues[group]; ok {
+		return len(q.messages)
+	}
+	return len(t.waiting)
+}
+
+func (b *Broker) topic(name string) *topic {
+	t, ok := b.topics[name]
+	if !ok {
+		t = &topic{queues: map[string]*queue{}}
+		b.topics[name] = t
+	}
+	return t
+}
+
+// queue returns the queue of topic and group, creating it; the first queue
+// of a topic takes the messages that waited for one. b.mu must be held.
+func (b *Broker) queue(topicName, group string) *queue {
+	t := b.topic(topicName)
+	q, ok := t.queues[group]
+	if !ok {
+		q = &queue{name: topicName + "/" + group, changed: make(chan struct{})}
+		if len(t.queues) == 0 {
+			q.messages, t.waiting = t.waiting, nil
+		}
+		t.queues[group] = q
+	}
+	return q
+}
+
+// take removes the first message of q, or returns the channel to wait on.
+func (b *Broker) take(q *queue) (*message.Message, <-chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(q.messages) == 0 {
+		return nil, q.changed
+	}
+	msg := q.messages[0]
+	q.messages[0] = nil
+	q.messages = q.messages[1:]
+	return msg, nil
+}
+
+// requeue puts msg back at the front of q.
+func (b *Broker) requeue(q *queue, msg *message.Message) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q.messages = append([]*message.Message{msg}, q.messages...)
+	q.notify()
+}
+
+func (q *queue) push(msg *message.Message) {
+	q.messages = append(q.messages, msg)
+	q.notify()
+}
+
+func (q *queue) notify() {
+	close(q.changed)
+	q.changed = make(chan struct{})
+}
+
+// Close implements message.Publisher; the broker itself has nothing to
+// release.
+func (b *Broker) Close() error { return nil }
+
+var _ message.Publisher = (*Broker)(nil)

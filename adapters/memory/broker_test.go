@@ -1,0 +1,93 @@
+package memory_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
+
+	"github.com/hexmill/hexmill/adapters/memory"
+)
+
+func newBroker(t *testing.T) *memory.Broker {
+	t.Helper()
+	b, err := memory.NewBroker(memory.Config{}, watermill.NopLogger{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestPubSub(t *testing.T) {
+	// One broker for the suite, as one process has one: the suite's topics
+	// are unique per test.
+	b := newBroker(t)
+	tests.TestPubSub(t,
+		tests.Features{
+			ConsumerGroups:        true,
+			RequireSingleInstance: true,
+			Persistent:            true, // within the broker, which outlives publishers and subscribers
+		},
+		func(t *testing.T) (message.Publisher, message.Subscriber) {
+			return b, b.Subscriber("", 16)
+		},
+		func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
+			return b, b.Subscriber(group, 16)
+		},
+	)
+}
+
+// Stopping intake leaves delivered messages settleable; Close requeues the
+// unsettled ones for the next subscriber of the group.
+func TestStopIntakeThenClose(t *testing.T) {
+	b := newBroker(t)
+	for _, p := range []string{"a", "b", "c"} {
+		if err := b.Publish("t", message.NewMessage(p, []byte(p))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub := b.Subscriber("g", 2)
+	ctx, stopIntake := context.WithCancel(context.Background())
+	out, err := sub.Subscribe(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := <-out, <-out
+	stopIntake()
+	if _, open := <-out; open {
+		t.Fatal("output channel delivered a message after intake stopped")
+	}
+	if first.Context().Err() != nil {
+		t.Fatal("stopping intake cancelled the context of a message in flight")
+	}
+	first.Ack()
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if first.UUID != "a" || second.UUID != "b" {
+		t.Fatalf("got %s, %s; want a, b", first.UUID, second.UUID)
+	}
+
+	next := b.Subscriber("g", 1)
+	defer next.Close()
+	out, err = next.Subscribe(context.Background(), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for len(got) < 2 {
+		select {
+		case m := <-out:
+			got = append(got, m.UUID)
+			m.Ack()
+		case <-time.After(5 * time.Second):
+			t.Fatalf("got %v; want the unsettled b back, then c", got)
+		}
+	}
+	if got[0] != "b" || got[1] != "c" {
+		t.Fatalf("got %v; want [b c]", got)
+	}
+}

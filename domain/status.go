@@ -1,0 +1,90 @@
+package domain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hexmill/hexmill/ports"
+)
+
+// DeviceStatusHandlerName is the device status handler's binding key.
+const DeviceStatusHandlerName = "device-status"
+
+// StatusReport is a device's connectivity report.
+type StatusReport struct {
+	DeviceID string    `json:"device_id,omitempty"`
+	Status   string    `json:"status"` // online or offline
+	At       time.Time `json:"at"`
+}
+
+// DeviceStatusHandler keeps each device's last status and publishes
+// DeviceStatusChanged when it changes. Redeliveries and reports older than
+// the stored one change nothing.
+type DeviceStatusHandler struct {
+	store     ports.DeviceStore
+	publisher ports.Publisher
+}
+
+// NewDeviceStatusHandler returns the device status handler.
+func NewDeviceStatusHandler(store ports.DeviceStore, publisher ports.Publisher) *DeviceStatusHandler {
+	return &DeviceStatusHandler{store: store, publisher: publisher}
+}
+
+// Name implements ports.Handler.
+func (h *DeviceStatusHandler) Name() string { return DeviceStatusHandlerName }
+
+// Handle implements ports.Handler.
+func (h *DeviceStatusHandler) Handle(ctx context.Context, msg ports.Message) error {
+	var r StatusReport
+	if err := ports.DecodeJSON(msg.Payload, &r); err != nil {
+		return err
+	}
+	if r.DeviceID == "" {
+		r.DeviceID = msg.Attributes[AttrDeviceID]
+	}
+	online, err := r.validate()
+	if err != nil {
+		return ports.Invalid(err)
+	}
+	prev, known, err := h.store.Get(ctx, r.DeviceID)
+	if err != nil {
+		return fmt.Errorf("device status: %w", err)
+	}
+	if known && !r.At.After(prev.Since) {
+		return nil // a redelivery, or a report overtaken by a newer one
+	}
+	// Publish before saving: a crash in between publishes the change again
+	// on redelivery (a duplicate) rather than never (a loss).
+	if !known || prev.Online != online {
+		if err := h.publisher.Publish(ctx, DeviceStatusChanged{DeviceID: r.DeviceID, Online: online, At: r.At}); err != nil {
+			return err
+		}
+	}
+	if _, err := h.store.SaveIfNewer(ctx, ports.DeviceStatus{DeviceID: r.DeviceID, Online: online, Since: r.At}); err != nil {
+		return fmt.Errorf("device status: %w", err)
+	}
+	return nil
+}
+
+func (r StatusReport) validate() (online bool, err error) {
+	var errs []error
+	if r.DeviceID == "" {
+		errs = append(errs, errors.New("device_id is missing (in the payload or the topic)"))
+	}
+	switch r.Status {
+	case "online":
+		online = true
+	case "offline":
+	default:
+		errs = append(errs, fmt.Errorf("status %q is neither online nor offline", r.Status))
+	}
+	if r.At.IsZero() {
+		errs = append(errs, errors.New("at is missing: the device's time of the report orders reports"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return false, fmt.Errorf("device status: %w", err)
+	}
+	return online, nil
+}

@@ -1,0 +1,14 @@
+package ports
+
+// Keys of the transport metadata that fill Metadata. Adapters set them on
+// incoming messages (as watermill message metadata); the app reads them.
+// Every other metadata entry reaches the handler as an attribute.
+const (
+	// MetadataTopic is the concrete topic, queue or routing key a message
+	// arrived on (for example devices/42/telemetry for a subscription to
+	// devices/+/telemetry).
+	MetadataTopic = "topic"
+	// MetadataCorrelationID carries the correlation ID (the key watermill's
+	// correlation middleware uses).
+	MetadataCorrelationID = "correlation_id"
+)
