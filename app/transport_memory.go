@@ -39,3 +39,7 @@ func newMemoryOpener(broker *memory.Broker) Opener {
 		},
 	}
 }
+
+// MemoryOpener returns the in-memory transport on broker, for building a
+// Runtime without fx.
+func MemoryOpener(broker *memory.Broker) Opener { return newMemoryOpener(broker) }

@@ -1,0 +1,126 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"go.uber.org/fx"
+
+	"github.com/hexmill/hexmill/adapters/memory"
+	"github.com/hexmill/hexmill/domain"
+)
+
+// demo shows the sample pipeline at work on the in-memory transport: it
+// publishes telemetry and status reports, and logs every event the
+// handlers publish and every message that lands on the poison target.
+type demo struct {
+	cfg    Config
+	broker *memory.Broker
+	logger *slog.Logger
+
+	cancel context.CancelFunc
+	sub    *memory.Subscriber
+	wg     sync.WaitGroup
+}
+
+func registerDemo(lc fx.Lifecycle, cfg Config, broker *memory.Broker, logger *slog.Logger) {
+	if cfg.Demo.Enabled == nil || !*cfg.Demo.Enabled {
+		return
+	}
+	d := &demo{cfg: cfg, broker: broker, logger: logger.With("component", "demo")}
+	lc.Append(fx.Hook{OnStart: d.start, OnStop: d.stop})
+}
+
+func (d *demo) start(context.Context) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.cancel = cancel
+	d.sub = d.broker.Subscriber("demo-log", 16)
+	watch := map[string]string{d.cfg.Poison.Topic: "poison"}
+	for _, eventType := range sortedKeys(d.cfg.Events) {
+		if e := d.cfg.Events[eventType]; e.Transport == TransportMemory {
+			watch[e.Topic] = eventType
+		}
+	}
+	if d.cfg.Poison.Transport != TransportMemory {
+		delete(watch, d.cfg.Poison.Topic)
+	}
+	for topic, kind := range watch {
+		msgs, err := d.sub.Subscribe(ctx, topic)
+		if err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		d.wg.Add(1)
+		go d.log(kind, msgs)
+	}
+	d.wg.Add(1)
+	go d.generate(ctx)
+	d.logger.Info("demo on: publishing sample telemetry; inject your own with POST /inject/telemetry", "interval", d.cfg.Demo.Interval)
+	return nil
+}
+
+func (d *demo) stop(context.Context) error {
+	d.cancel()
+	err := d.sub.Close()
+	d.wg.Wait()
+	return err
+}
+
+func (d *demo) log(kind string, msgs <-chan *message.Message) {
+	defer d.wg.Done()
+	for msg := range msgs {
+		if kind == "poison" {
+			d.logger.Warn("poison", "reason", msg.Metadata.Get(middleware.ReasonForPoisonedKey), "handler", msg.Metadata.Get(middleware.PoisonedHandlerKey), "payload", string(msg.Payload))
+		} else {
+			d.logger.Info("event", "type", kind, "payload", string(msg.Payload))
+		}
+		msg.Ack()
+	}
+}
+
+func (d *demo) generate(ctx context.Context) {
+	defer d.wg.Done()
+	telemetry, okT := d.cfg.Handlers[domain.TelemetryHandlerName]
+	status, okS := d.cfg.Handlers[domain.DeviceStatusHandlerName]
+	ticker := time.NewTicker(d.cfg.Demo.Interval)
+	defer ticker.Stop()
+	for n := 0; ; n++ {
+		device := fmt.Sprintf("dev-%d", n%5+1)
+		now := time.Now().UTC()
+		if okT && telemetry.Transport == TransportMemory {
+			t := domain.Telemetry{
+				DeviceID: device, At: now,
+				Readings: map[string]float64{"temperature": 60 + float64(rand.IntN(300))/10, "humidity": float64(30 + rand.IntN(50))},
+			}
+			d.publish(telemetry.Topic, t)
+			d.logger.Info("telemetry sent", "device_id", device, "temperature", t.Readings["temperature"])
+		}
+		if okS && status.Transport == TransportMemory && n%7 == 0 {
+			report := domain.StatusReport{DeviceID: device, Status: []string{"online", "offline"}[n/7%2], At: now}
+			d.publish(status.Topic, report)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+func (d *demo) publish(topic string, v any) {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		d.logger.Error("demo: encode", "err", err)
+		return
+	}
+	if err := d.broker.Publish(topic, message.NewMessage(watermill.NewUUID(), payload)); err != nil {
+		d.logger.Error("demo: publish", "topic", topic, "err", err)
+	}
+}

@@ -1,0 +1,118 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/components/metrics"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hexmill/hexmill/ports"
+)
+
+// MetadataEventType names an event's type on the wire.
+const MetadataEventType = "event_type"
+
+// eventPublisher publishes domain events where their bindings say: JSON
+// payload, a new message ID, the event type and the correlation ID in
+// metadata.
+type eventPublisher struct {
+	routes   map[string]route // by event type
+	poisonTo route
+	all      []message.Publisher
+}
+
+type route struct {
+	topic     string
+	publisher message.Publisher
+}
+
+var _ ports.Publisher = (*eventPublisher)(nil)
+
+func newEventPublisher(cfg Config, transports map[string]*Transport, registry *prometheus.Registry) (*eventPublisher, error) {
+	p := &eventPublisher{routes: map[string]route{}}
+	var builder *metrics.PrometheusMetricsBuilder
+	if registry != nil {
+		b := metrics.NewPrometheusMetricsBuilder(registry, "hexmill", "")
+		builder = &b
+	}
+	open := func(field string, e EventBinding) (route, error) {
+		t := transports[e.Transport]
+		if t.Publisher == nil {
+			return route{}, &ConfigError{Field: field + ".transport", Fix: fmt.Sprintf("transport %s cannot publish", e.Transport)}
+		}
+		pub, err := t.Publisher(e.Options)
+		if err != nil {
+			return route{}, fmt.Errorf("%s: %w", field, err)
+		}
+		if builder != nil {
+			if pub, err = builder.DecoratePublisher(pub); err != nil {
+				return route{}, fmt.Errorf("%s: metrics: %w", field, err)
+			}
+		}
+		p.all = append(p.all, pub)
+		return route{topic: e.Topic, publisher: pub}, nil
+	}
+	for _, eventType := range sortedKeys(cfg.Events) {
+		r, err := open("events."+eventType, cfg.Events[eventType])
+		if err != nil {
+			_ = p.Close()
+			return nil, err
+		}
+		p.routes[eventType] = r
+	}
+	r, err := open("poison", cfg.Poison)
+	if err != nil {
+		_ = p.Close()
+		return nil, err
+	}
+	p.poisonTo = r
+	return p, nil
+}
+
+// Publish implements ports.Publisher.
+func (p *eventPublisher) Publish(ctx context.Context, events ...ports.Event) error {
+	for _, e := range events {
+		r, ok := p.routes[e.EventType()]
+		if !ok {
+			return fmt.Errorf("publish %s: no binding; add events.%s with its transport and topic to the configuration", e.EventType(), e.EventType())
+		}
+		payload, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("publish %s: %w", e.EventType(), err)
+		}
+		msg := message.NewMessage(watermill.NewUUID(), payload)
+		msg.Metadata.Set(MetadataEventType, e.EventType())
+		if id := ports.CorrelationID(ctx); id != "" {
+			msg.Metadata.Set(ports.MetadataCorrelationID, id)
+		}
+		msg.SetContext(ctx)
+		if err := r.publisher.Publish(r.topic, msg); err != nil {
+			return fmt.Errorf("publish %s to %s: %w", e.EventType(), r.topic, err)
+		}
+	}
+	return nil
+}
+
+// poison returns the publisher of the poison target.
+func (p *eventPublisher) poison() (message.Publisher, error) {
+	if p.poisonTo.publisher == nil {
+		return nil, errors.New("poison target: no publisher")
+	}
+	return p.poisonTo.publisher, nil
+}
+
+// Close closes every publisher.
+func (p *eventPublisher) Close() error {
+	var errs []error
+	for _, pub := range p.all {
+		if err := pub.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close publisher: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}

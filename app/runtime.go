@@ -1,0 +1,439 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/components/metrics"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hexmill/hexmill/ports"
+)
+
+// Format translates a wire format at the edge: it rewrites the payload (and
+// may add metadata) before the handler sees the message. An error wrapped
+// with ports.Invalid sends the message to the poison target.
+type Format func(msg *message.Message) error
+
+// Runtime runs the handlers on their transports and stops them without
+// losing a message. It is the router, the publishers and the stop protocol;
+// the fx module wraps it, and it works without fx too.
+//
+// Stop follows the protocol: stop intake; wait for in-flight handlers,
+// bounded by the drain timeout; hand unfinished messages back to their
+// brokers; close publishers; close connections.
+type Runtime struct {
+	cfg      Config
+	logger   *slog.Logger
+	openers  map[string]Opener
+	handlers []ports.Handler
+	formats  map[string]Format
+	registry *prometheus.Registry
+
+	transports  map[string]*Transport
+	publisher   *Publisher
+	publishers  *eventPublisher
+	subscribers []message.Subscriber
+	router      *message.Router
+	inflight    inflight
+
+	cancelIntake context.CancelFunc
+	abort        context.Context // cancelled when the drain timeout expires
+	cancelAbort  context.CancelFunc
+	routerDone   chan error
+
+	mu      sync.Mutex
+	state   runtimeState
+	stopErr error
+}
+
+type runtimeState int
+
+const (
+	stateNew runtimeState = iota
+	stateRunning
+	stateStopping
+	stateStopped
+)
+
+// RuntimeParams are what a Runtime is built from.
+type RuntimeParams struct {
+	Config     Config
+	Logger     *slog.Logger
+	Transports []Opener
+	Handlers   []ports.Handler
+	// Formats are the wire-format translations bindings may name, besides
+	// "" and "json".
+	Formats map[string]Format
+	// Registry receives the router's metrics; nil for none.
+	Registry *prometheus.Registry
+	// Publisher is the one the handlers were given; nil for a new one.
+	Publisher *Publisher
+}
+
+// NewRuntime checks that every handler is bound and every binding has its
+// handler and transport; it connects nothing.
+func NewRuntime(p RuntimeParams) (*Runtime, error) {
+	r := &Runtime{
+		cfg: p.Config, logger: p.Logger, handlers: p.Handlers, formats: p.Formats,
+		registry: p.Registry, openers: map[string]Opener{}, transports: map[string]*Transport{},
+		publisher: p.Publisher,
+	}
+	if r.publisher == nil {
+		r.publisher = NewPublisher()
+	}
+	if r.logger == nil {
+		r.logger = slog.Default()
+	}
+	for _, o := range p.Transports {
+		r.openers[o.Name] = o
+	}
+	names := map[string]bool{}
+	for _, h := range p.Handlers {
+		name := h.Name()
+		if names[name] {
+			return nil, fmt.Errorf("handler %q is registered twice", name)
+		}
+		names[name] = true
+		b, ok := r.cfg.Handlers[name]
+		if !ok {
+			return nil, &ConfigError{Field: "handlers." + name, Fix: "the handler is registered but not bound; set its transport and topic"}
+		}
+		if _, ok := r.openers[b.Transport]; !ok {
+			return nil, &ConfigError{Field: "handlers." + name + ".transport", Fix: fmt.Sprintf("transport %q is not part of this build", b.Transport)}
+		}
+		if _, err := r.format(b.Format); err != nil {
+			return nil, &ConfigError{Field: "handlers." + name + ".format", Fix: err.Error()}
+		}
+	}
+	for _, name := range sortedKeys(r.cfg.Handlers) {
+		if !names[name] {
+			return nil, &ConfigError{Field: "handlers." + name, Fix: "no handler has this name; remove the binding or register the handler in app/handlers.go"}
+		}
+	}
+	for _, t := range r.cfg.usedTransports() {
+		if _, ok := r.openers[t]; !ok {
+			return nil, &ConfigError{Field: "transports." + t, Fix: "this transport is not part of this build"}
+		}
+	}
+	return r, nil
+}
+
+// Start connects the transports the bindings use, declares their topology,
+// starts every subscription and returns once all of them consume.
+func (r *Runtime) Start(ctx context.Context) (err error) {
+	r.mu.Lock()
+	if r.state != stateNew {
+		r.mu.Unlock()
+		return errors.New("runtime: started twice")
+	}
+	r.state = stateRunning
+	r.mu.Unlock()
+	defer func() {
+		if err != nil {
+			r.closeAll(context.Background())
+			r.setState(stateStopped)
+		}
+	}()
+
+	for _, name := range r.cfg.usedTransports() {
+		t, err := r.openers[name].Open(ctx)
+		if err != nil {
+			return fmt.Errorf("open transport %s: %w", name, err)
+		}
+		r.transports[name] = t
+	}
+	publishers, err := newEventPublisher(r.cfg, r.transports, r.registry)
+	if err != nil {
+		return err
+	}
+	r.publishers = publishers
+	r.publisher.set(publishers)
+
+	wlogger := watermill.NewSlogLogger(r.logger)
+	r.router, err = message.NewRouter(message.RouterConfig{CloseTimeout: r.cfg.DrainTimeout}, wlogger)
+	if err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	r.abort, r.cancelAbort = context.WithCancel(context.Background())
+	if err := r.addMiddleware(wlogger); err != nil {
+		return err
+	}
+	for _, h := range r.handlers {
+		if err := r.addHandler(h); err != nil {
+			return err
+		}
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	r.cancelIntake = cancel
+	r.routerDone = make(chan error, 1)
+	go func() { r.routerDone <- r.router.Run(runCtx) }()
+	select {
+	case <-r.router.Running():
+	case err := <-r.routerDone:
+		r.routerDone <- err
+		return fmt.Errorf("router: %w", err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	r.logger.Info("consuming", "handlers", len(r.handlers), "transports", r.cfg.usedTransports())
+	return nil
+}
+
+func (r *Runtime) addMiddleware(wlogger watermill.LoggerAdapter) error {
+	if r.registry != nil {
+		metrics.NewPrometheusMetricsBuilder(r.registry, "hexmill", "").AddPrometheusRouterMetrics(r.router)
+	}
+	poison, err := r.publishers.poison()
+	if err != nil {
+		return err
+	}
+	toPoison, err := middleware.PoisonQueueWithFilter(poison, r.cfg.Poison.Topic, func(err error) bool {
+		return r.abort.Err() == nil // a handler cut short by stop is redelivered, not poisoned
+	})
+	if err != nil {
+		return fmt.Errorf("poison target: %w", err)
+	}
+	r.router.AddMiddleware(
+		r.inflight.middleware,
+		toPoison,
+		middleware.Retry{
+			MaxRetries:      r.cfg.Retry.MaxRetries,
+			InitialInterval: r.cfg.Retry.InitialInterval,
+			MaxInterval:     r.cfg.Retry.MaxInterval,
+			Multiplier:      r.cfg.Retry.Multiplier,
+			ShouldRetry: func(p middleware.RetryParams) bool {
+				return !errors.Is(p.Err, ports.ErrInvalid) && r.abort.Err() == nil
+			},
+			Logger: wlogger,
+		}.Middleware,
+		middleware.Recoverer,
+	)
+	return nil
+}
+
+func (r *Runtime) addHandler(h ports.Handler) error {
+	name := h.Name()
+	b := r.cfg.Handlers[name]
+	t := r.transports[b.Transport]
+	if t.Subscriber == nil {
+		return &ConfigError{Field: "handlers." + name + ".transport", Fix: fmt.Sprintf("transport %s cannot consume", b.Transport)}
+	}
+	sub, err := t.Subscriber(Subscription{Handler: name, Topic: b.Topic, Group: b.Group, Concurrency: b.Concurrency, Options: b.Options})
+	if err != nil {
+		return fmt.Errorf("handlers.%s: %w", name, err)
+	}
+	r.subscribers = append(r.subscribers, sub)
+	format, _ := r.format(b.Format)
+	params, _ := parseTopicParams(b.TopicParams)
+	r.router.AddConsumerHandler(name, b.Topic, routerOwnedSubscriber{sub}, r.handlerFunc(h, b, format, params))
+	return nil
+}
+
+// handlerFunc turns a ports.Handler into a watermill handler: it applies
+// the binding's wire format, fills Metadata and the correlation ID, and
+// gives the handler a context that ends when the message's does or the
+// drain timeout expires.
+func (r *Runtime) handlerFunc(h ports.Handler, b Binding, format Format, params *regexp.Regexp) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) error {
+		in := msg.Copy() // the poison target gets the message as it came
+		if format != nil {
+			if err := format(in); err != nil {
+				return err
+			}
+		}
+		topic := in.Metadata.Get(ports.MetadataTopic)
+		if topic == "" {
+			topic = b.Topic
+		}
+		correlationID := in.Metadata.Get(ports.MetadataCorrelationID)
+		if correlationID == "" {
+			correlationID = msg.UUID
+		}
+		attrs := make(map[string]string, len(in.Metadata)+2)
+		for k, v := range in.Metadata {
+			attrs[k] = v
+		}
+		for k, v := range topicParams(params, topic) {
+			attrs[k] = v
+		}
+		ctx, cancel := context.WithCancel(ports.WithCorrelationID(msg.Context(), correlationID))
+		defer cancel()
+		stopAbort := context.AfterFunc(r.abort, cancel)
+		defer stopAbort()
+		return h.Handle(ctx, ports.Message{
+			Metadata: ports.Metadata{
+				ID: msg.UUID, CorrelationID: correlationID, Topic: topic,
+				ReceivedAt: time.Now(), Attributes: attrs,
+			},
+			Payload: in.Payload,
+		})
+	}
+}
+
+func (r *Runtime) format(name string) (Format, error) {
+	if name == "" || name == "json" {
+		return nil, nil
+	}
+	if f, ok := r.formats[name]; ok {
+		return f, nil
+	}
+	known := []string{"json"}
+	known = append(known, sortedKeys(r.formats)...)
+	return nil, fmt.Errorf("unknown format %q; use one of %v", name, known)
+}
+
+// Publisher is the publisher the runtime connects.
+func (r *Runtime) Publisher() *Publisher { return r.publisher }
+
+// Ready returns nil while every subscription consumes and every transport
+// is connected.
+func (r *Runtime) Ready() error {
+	r.mu.Lock()
+	state := r.state
+	r.mu.Unlock()
+	if state != stateRunning || r.router == nil || !r.router.IsRunning() {
+		return errors.New("not consuming")
+	}
+	for _, name := range sortedKeys(r.transports) {
+		if t := r.transports[name]; t.Ready != nil {
+			if err := t.Ready(); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// InFlight is the number of messages being handled now.
+func (r *Runtime) InFlight() int { return r.inflight.count() }
+
+// Stop runs the stop protocol. ctx bounds the whole stop; the drain itself
+// is bounded by the configured drain timeout.
+func (r *Runtime) Stop(ctx context.Context) error {
+	r.mu.Lock()
+	if r.state != stateRunning {
+		err := r.stopErr
+		r.mu.Unlock()
+		return err
+	}
+	r.state = stateStopping
+	r.mu.Unlock()
+
+	// 1. Stop intake: subscriptions end, delivered messages stay settleable.
+	r.logger.Info("stopping: intake stopped, draining", "in_flight", r.inflight.count(), "drain_timeout", r.cfg.DrainTimeout)
+	r.cancelIntake()
+
+	// 2. Wait for in-flight handlers, bounded by the drain timeout.
+	drainCtx, cancelDrain := context.WithTimeout(ctx, r.cfg.DrainTimeout)
+	drained := r.inflight.wait(drainCtx)
+	cancelDrain()
+	if !drained {
+		r.logger.Warn("drain timeout: handing unfinished messages back to the broker", "in_flight", r.inflight.count())
+	}
+	// Handlers still running are told to give up; their messages are
+	// nacked, not poisoned.
+	r.cancelAbort()
+
+	err := r.closeAll(ctx)
+	r.mu.Lock()
+	r.state, r.stopErr = stateStopped, err
+	r.mu.Unlock()
+	r.logger.Info("stopped", "drained", drained)
+	return err
+}
+
+// closeAll runs steps 3 to 5 of the stop protocol: subscribers settle what
+// is unsettled (nack, release), the router ends, then publishers and last
+// the connections close.
+func (r *Runtime) closeAll(ctx context.Context) error {
+	var errs []error
+	for _, s := range r.subscribers {
+		if err := s.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close subscriber: %w", err))
+		}
+	}
+	if r.router != nil {
+		if err := r.router.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close router: %w", err))
+		}
+		if r.routerDone != nil {
+			select {
+			case <-r.routerDone:
+			case <-ctx.Done():
+				errs = append(errs, fmt.Errorf("router did not stop: %w", ctx.Err()))
+			}
+		}
+	}
+	if r.publishers != nil {
+		r.publisher.set(nil)
+		if err := r.publishers.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, name := range sortedKeys(r.transports) {
+		if t := r.transports[name]; t.Close != nil {
+			if err := t.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close transport %s: %w", name, err))
+			}
+		}
+	}
+	if r.cancelAbort != nil {
+		r.cancelAbort()
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Runtime) setState(s runtimeState) {
+	r.mu.Lock()
+	r.state = s
+	r.mu.Unlock()
+}
+
+// routerOwnedSubscriber keeps watermill's router from closing a subscriber:
+// the router closes subscribers as soon as it closes, which would nack
+// messages still being handled. The runtime closes them itself, after the
+// drain.
+type routerOwnedSubscriber struct{ message.Subscriber }
+
+func (routerOwnedSubscriber) Close() error { return nil }
+
+// Publisher is the domain's ports.Publisher. It exists before the runtime
+// starts (handlers are built with it) and publishes once the runtime has
+// opened its transports; before that, and after stop, Publish returns an
+// error.
+type Publisher struct {
+	mu    sync.RWMutex
+	inner *eventPublisher
+}
+
+var _ ports.Publisher = (*Publisher)(nil)
+
+// NewPublisher returns a publisher for NewRuntime to connect.
+func NewPublisher() *Publisher { return &Publisher{} }
+
+// Publish implements ports.Publisher.
+func (p *Publisher) Publish(ctx context.Context, events ...ports.Event) error {
+	p.mu.RLock()
+	inner := p.inner
+	p.mu.RUnlock()
+	if inner == nil {
+		return errors.New("publish: the service is not running")
+	}
+	return inner.Publish(ctx, events...)
+}
+
+func (p *Publisher) set(inner *eventPublisher) {
+	p.mu.Lock()
+	p.inner = inner
+	p.mu.Unlock()
+}

@@ -1,0 +1,359 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"go.uber.org/goleak"
+
+	"github.com/hexmill/hexmill/adapters/memory"
+	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/domain"
+	"github.com/hexmill/hexmill/ports"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const (
+	inTopic     = "in"
+	outTopic    = "out"
+	poisonTopic = "poison"
+	group       = "g"
+)
+
+// testEvent is what the test handlers publish.
+type testEvent struct {
+	Input string `json:"input"`
+}
+
+func (testEvent) EventType() string { return "TestEvent" }
+
+func testConfig() app.Config {
+	cfg := app.DefaultConfig()
+	cfg.DrainTimeout = 5 * time.Second
+	cfg.Retry = app.RetryConfig{MaxRetries: 2, InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond, Multiplier: 2}
+	cfg.Handlers = map[string]app.Binding{"test": {Transport: app.TransportMemory, Topic: inTopic, Group: group, Concurrency: 8, TopicParams: "{kind}"}}
+	cfg.Events = map[string]app.EventBinding{"TestEvent": {Transport: app.TransportMemory, Topic: outTopic}}
+	cfg.Poison = app.EventBinding{Transport: app.TransportMemory, Topic: poisonTopic}
+	return cfg
+}
+
+func newBroker(t *testing.T) *memory.Broker {
+	t.Helper()
+	b, err := memory.NewBroker(memory.Config{}, watermill.NopLogger{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// startRuntime runs handle as handler "test" on broker; it returns the
+// runtime and its publisher, and stops it when the test ends unless the
+// test stopped it.
+func startRuntime(t *testing.T, cfg app.Config, broker *memory.Broker, handle func(ctx context.Context, pub ports.Publisher, msg ports.Message) error) *app.Runtime {
+	t.Helper()
+	pub := app.NewPublisher()
+	h := ports.HandlerFunc{HandlerName: "test", Func: func(ctx context.Context, msg ports.Message) error {
+		return handle(ctx, pub, msg)
+	}}
+	rt, err := app.NewRuntime(app.RuntimeParams{
+		Config:     cfg,
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Transports: []app.Opener{app.MemoryOpener(broker)},
+		Handlers:   []ports.Handler{h},
+		Publisher:  pub,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Stop(context.Background()) })
+	return rt
+}
+
+func publish(t *testing.T, b *memory.Broker, topic, id, payload string) *message.Message {
+	t.Helper()
+	msg := message.NewMessage(id, []byte(payload))
+	if err := b.Publish(topic, msg); err != nil {
+		t.Fatal(err)
+	}
+	return msg
+}
+
+// receive reads n messages of topic in its own group and acks them.
+func receive(t *testing.T, b *memory.Broker, topic string, n int) []*message.Message {
+	t.Helper()
+	sub := b.Subscriber("test-reader", 1)
+	defer sub.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	msgs, err := sub.Subscribe(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []*message.Message
+	for len(got) < n {
+		select {
+		case m := <-msgs:
+			m.Ack()
+			got = append(got, m)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: got %d messages, want %d", topic, len(got), n)
+		}
+	}
+	return got
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A handler mid-way when stop begins finishes: its event is published (the
+// publisher is still open, unlike watermill's Router.Close, upstream issue
+// #446) and its input is acked once; nothing comes back.
+func TestStopDrainsInFlightHandlers(t *testing.T) {
+	broker := newBroker(t)
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	var calls atomic.Int32
+	publishErr := make(chan error, 1)
+	rt := startRuntime(t, testConfig(), broker, func(ctx context.Context, pub ports.Publisher, msg ports.Message) error {
+		calls.Add(1)
+		close(entered)
+		<-release
+		err := pub.Publish(ctx, testEvent{Input: msg.ID})
+		publishErr <- err
+		return err
+	})
+	publish(t, broker, inTopic, "m1", "{}")
+	<-entered
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- rt.Stop(context.Background()) }()
+	waitFor(t, "intake to stop", func() bool { return rt.Ready() != nil })
+	select {
+	case err := <-stopped:
+		t.Fatalf("stop returned while a handler was in flight: %v", err)
+	default:
+	}
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+
+	if err := <-publishErr; err != nil {
+		t.Fatalf("publish from the draining handler: %v", err)
+	}
+	out := receive(t, broker, outTopic, 1)
+	var ev testEvent
+	if err := json.Unmarshal(out[0].Payload, &ev); err != nil || ev.Input != "m1" {
+		t.Fatalf("event = %s (%v), want input m1", out[0].Payload, err)
+	}
+	if d := broker.Depth(inTopic, group); d != 0 {
+		t.Fatalf("input queue holds %d messages after an acked drain, want 0", d)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("handler ran %d times, want 1", n)
+	}
+}
+
+// When the drain timeout expires, the unfinished message goes back to the
+// broker and the next start handles it; it is not poisoned.
+func TestStopAfterDrainTimeoutRedelivers(t *testing.T) {
+	broker := newBroker(t)
+	cfg := testConfig()
+	cfg.DrainTimeout = 50 * time.Millisecond
+	entered := make(chan struct{})
+	first := startRuntime(t, cfg, broker, func(ctx context.Context, _ ports.Publisher, _ ports.Message) error {
+		close(entered)
+		<-ctx.Done() // a handler slower than the drain timeout
+		return ctx.Err()
+	})
+	publish(t, broker, inTopic, "slow", "{}")
+	<-entered
+	if err := first.Stop(context.Background()); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if d := broker.Depth(inTopic, group); d != 1 {
+		t.Fatalf("input queue holds %d messages after the drain timeout, want the unfinished one back", d)
+	}
+
+	handled := make(chan string, 1)
+	startRuntime(t, cfg, broker, func(_ context.Context, _ ports.Publisher, msg ports.Message) error {
+		handled <- msg.ID
+		return nil
+	})
+	select {
+	case id := <-handled:
+		if id != "slow" {
+			t.Fatalf("redelivered %q, want slow", id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the unfinished message was not redelivered on the next start")
+	}
+	if d := broker.Depth(poisonTopic, ""); d != 0 {
+		t.Fatalf("%d messages poisoned, want 0", d)
+	}
+}
+
+// A failing handler is retried; after the last retry its message goes to
+// the poison target with the reason, and the messages behind it are handled.
+// Invalid input skips the retries.
+func TestPoisonAfterRetries(t *testing.T) {
+	tests := []struct {
+		name      string
+		err       error
+		wantCalls int32
+	}{
+		{"transient error retried", errors.New("database down"), 3},
+		{"invalid input not retried", ports.Invalid(errors.New("temperature is not a number")), 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			broker := newBroker(t)
+			var badCalls atomic.Int32
+			good := make(chan string, 10)
+			startRuntime(t, testConfig(), broker, func(_ context.Context, _ ports.Publisher, msg ports.Message) error {
+				if msg.ID == "bad" {
+					badCalls.Add(1)
+					return tt.err
+				}
+				good <- msg.ID
+				return nil
+			})
+			publish(t, broker, inTopic, "bad", `{"x":1}`)
+			publish(t, broker, inTopic, "good", "{}")
+
+			poisoned := receive(t, broker, poisonTopic, 1)[0]
+			if poisoned.UUID != "bad" || string(poisoned.Payload) != `{"x":1}` {
+				t.Fatalf("poisoned %s %s, want bad with its payload", poisoned.UUID, poisoned.Payload)
+			}
+			if reason := poisoned.Metadata.Get(middleware.ReasonForPoisonedKey); reason != tt.err.Error() {
+				t.Fatalf("poison reason %q, want %q", reason, tt.err.Error())
+			}
+			if got := badCalls.Load(); got != tt.wantCalls {
+				t.Fatalf("bad message handled %d times, want %d", got, tt.wantCalls)
+			}
+			select {
+			case id := <-good:
+				if id != "good" {
+					t.Fatalf("handled %q, want good", id)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the message behind the poison one was not handled")
+			}
+		})
+	}
+}
+
+// A panic is recovered, retried and poisoned like an error; the service
+// goes on.
+func TestPanicIsRecovered(t *testing.T) {
+	broker := newBroker(t)
+	startRuntime(t, testConfig(), broker, func(_ context.Context, _ ports.Publisher, msg ports.Message) error {
+		if msg.ID == "boom" {
+			panic("handler bug")
+		}
+		return nil
+	})
+	publish(t, broker, inTopic, "boom", "{}")
+	if got := receive(t, broker, poisonTopic, 1)[0]; got.UUID != "boom" {
+		t.Fatalf("poisoned %s, want boom", got.UUID)
+	}
+}
+
+// The handler gets the message's metadata, and events it publishes carry
+// the correlation ID on.
+func TestMetadataAndCorrelation(t *testing.T) {
+	broker := newBroker(t)
+	got := make(chan ports.Message, 1)
+	startRuntime(t, testConfig(), broker, func(ctx context.Context, pub ports.Publisher, msg ports.Message) error {
+		got <- msg
+		return pub.Publish(ctx, testEvent{Input: msg.ID})
+	})
+	in := message.NewMessage("m1", []byte("{}"))
+	in.Metadata.Set(ports.MetadataCorrelationID, "corr-7")
+	in.Metadata.Set("source", "test")
+	if err := broker.Publish(inTopic, in); err != nil {
+		t.Fatal(err)
+	}
+	msg := <-got
+	if msg.ID != "m1" || msg.CorrelationID != "corr-7" || msg.Topic != inTopic || msg.ReceivedAt.IsZero() {
+		t.Fatalf("metadata = %+v", msg.Metadata)
+	}
+	if msg.Attributes["source"] != "test" || msg.Attributes["kind"] != inTopic {
+		t.Fatalf("attributes = %v, want source=test and kind=%s from topic_params", msg.Attributes, inTopic)
+	}
+	out := receive(t, broker, outTopic, 1)[0]
+	if c := out.Metadata.Get(ports.MetadataCorrelationID); c != "corr-7" {
+		t.Fatalf("event correlation ID %q, want corr-7", c)
+	}
+	if et := out.Metadata.Get(app.MetadataEventType); et != "TestEvent" {
+		t.Fatalf("event type %q, want TestEvent", et)
+	}
+}
+
+func TestNewRuntimeRefusesUnboundHandlers(t *testing.T) {
+	cfg := testConfig()
+	h := ports.HandlerFunc{HandlerName: "unbound", Func: func(context.Context, ports.Message) error { return nil }}
+	_, err := app.NewRuntime(app.RuntimeParams{Config: cfg, Transports: []app.Opener{app.MemoryOpener(newBroker(t))}, Handlers: []ports.Handler{h}})
+	var ce *app.ConfigError
+	if !errors.As(err, &ce) || ce.Field != "handlers.unbound" {
+		t.Fatalf("err = %v, want a ConfigError on handlers.unbound", err)
+	}
+}
+
+// The sample domain runs end to end on the runtime.
+func TestSampleDomainOnRuntime(t *testing.T) {
+	broker := newBroker(t)
+	cfg := app.DefaultConfig()
+	cfg.Events[domain.AlertRaisedType] = app.EventBinding{Transport: app.TransportMemory, Topic: "alerts"}
+	pub := app.NewPublisher()
+	rt, err := app.NewRuntime(app.RuntimeParams{
+		Config:     cfg,
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Transports: []app.Opener{app.MemoryOpener(broker)},
+		Handlers: []ports.Handler{
+			domain.NewTelemetryHandler(cfg.Domain, pub, fixedClock{}),
+			domain.NewDeviceStatusHandler(memory.NewDeviceStore(), pub),
+		},
+		Publisher: pub,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Stop(context.Background())
+	publish(t, broker, cfg.Handlers[domain.TelemetryHandlerName].Topic, "t1", `{"device_id":"d1","readings":{"temperature":99.5}}`)
+	alert := receive(t, broker, "alerts", 1)[0]
+	var a domain.AlertRaised
+	if err := json.Unmarshal(alert.Payload, &a); err != nil || a.DeviceID != "d1" || a.Value != 99.5 {
+		t.Fatalf("alert %s (%v)", alert.Payload, err)
+	}
+}
+
+type fixedClock struct{}
+
+func (fixedClock) Now() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }

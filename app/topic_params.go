@@ -1,0 +1,60 @@
+package app
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+var paramName = regexp.MustCompile(`\{([a-z_][a-z0-9_]*)\}`)
+
+// parseTopicParams compiles a pattern such as "devices/{device_id}/telemetry"
+// into a matcher; each {name} matches one segment (no "/" or "."). An empty
+// pattern gives nil.
+func parseTopicParams(pattern string) (*regexp.Regexp, error) {
+	if pattern == "" {
+		return nil, nil
+	}
+	var b strings.Builder
+	b.WriteString("^")
+	last := 0
+	seen := map[string]bool{}
+	for _, m := range paramName.FindAllStringSubmatchIndex(pattern, -1) {
+		b.WriteString(regexp.QuoteMeta(pattern[last:m[0]]))
+		name := pattern[m[2]:m[3]]
+		if seen[name] {
+			return nil, fmt.Errorf("{%s} appears twice; name each segment once", name)
+		}
+		seen[name] = true
+		fmt.Fprintf(&b, `(?P<%s>[^/.]+)`, name)
+		last = m[1]
+	}
+	if last == 0 {
+		return nil, fmt.Errorf("%q names no segment; write e.g. devices/{device_id}/telemetry", pattern)
+	}
+	if strings.ContainsAny(paramName.ReplaceAllString(pattern, ""), "{}") {
+		return nil, fmt.Errorf("%q has a stray brace; a segment name is {lower_case_letters_digits_and_underscores}", pattern)
+	}
+	b.WriteString(regexp.QuoteMeta(pattern[last:]))
+	b.WriteString("$")
+	return regexp.Compile(b.String())
+}
+
+// topicParams returns the named segments of topic, or nil when it does not
+// match.
+func topicParams(re *regexp.Regexp, topic string) map[string]string {
+	if re == nil {
+		return nil
+	}
+	m := re.FindStringSubmatch(topic)
+	if m == nil {
+		return nil
+	}
+	params := make(map[string]string, len(m)-1)
+	for i, name := range re.SubexpNames() {
+		if name != "" {
+			params[name] = m[i]
+		}
+	}
+	return params
+}
