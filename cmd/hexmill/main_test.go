@@ -1,0 +1,219 @@
+package main_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hexmill-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "hexmill")
+	build := exec.Command("go", "build", "-race", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build hexmill:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// service is the hexmill binary running as a process, its JSON log lines
+// parsed as they come.
+type service struct {
+	cmd   *exec.Cmd
+	lines chan map[string]any
+	done  chan struct{}
+	wg    sync.WaitGroup
+}
+
+func startService(t *testing.T, env ...string) *service {
+	t.Helper()
+	cmd := exec.Command(binary)
+	cmd.Env = append(os.Environ(), append([]string{"HEXMILL_LOG_FORMAT=json", "HEXMILL_HTTP_ADDR=127.0.0.1:0"}, env...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &service{cmd: cmd, lines: make(chan map[string]any, 1024), done: make(chan struct{})}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(s.lines)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var line map[string]any
+			if json.Unmarshal(sc.Bytes(), &line) != nil {
+				line = map[string]any{"msg": sc.Text()}
+			}
+			select {
+			case s.lines <- line:
+			default: // nobody is waiting for this many lines
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		s.wg.Wait()
+		_ = cmd.Wait()
+	})
+	return s
+}
+
+// waitLog returns the first log line for which match is true.
+func (s *service) waitLog(t *testing.T, what string, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case line, ok := <-s.lines:
+			if !ok {
+				t.Fatalf("service exited before logging %s", what)
+			}
+			if match(line) {
+				return line
+			}
+		case <-timeout:
+			t.Fatalf("no log line: %s", what)
+		}
+	}
+}
+
+func msgIs(msg string) func(map[string]any) bool {
+	return func(l map[string]any) bool { return l["msg"] == msg }
+}
+
+// The newcomer's path: no configuration, no broker; the demo pipeline
+// handles messages, an injected reading raises an alert, the ops endpoints
+// answer, and SIGTERM exits 0 within the drain timeout.
+func TestRunInjectAndStop(t *testing.T) {
+	const drainTimeout = 5 * time.Second
+	s := startService(t, "HEXMILL_DEMO_INTERVAL=50ms", fmt.Sprintf("HEXMILL_DRAIN_TIMEOUT=%s", drainTimeout))
+	addr := s.waitLog(t, "ops http listening", msgIs("ops http listening"))["addr"].(string)
+	base := "http://" + addr
+	s.waitLog(t, "consuming", msgIs("consuming"))
+	s.waitLog(t, "demo telemetry sent", msgIs("telemetry sent"))
+
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, body := get(t, base+path); code != http.StatusOK {
+			t.Fatalf("%s: %d %s", path, code, body)
+		}
+	}
+
+	resp, err := http.Post(base+"/inject/telemetry", "application/json",
+		strings.NewReader(`{"device_id":"newcomer-1","readings":{"temperature":123.4}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("inject: %d %s", resp.StatusCode, body)
+	}
+	s.waitLog(t, "the alert for the injected reading", func(l map[string]any) bool {
+		p, _ := l["payload"].(string)
+		return l["msg"] == "event" && l["type"] == "AlertRaised" && strings.Contains(p, `"device_id":"newcomer-1"`) && strings.Contains(p, "123.4")
+	})
+
+	// Bad input is poisoned with a reason; the service goes on.
+	resp, err = http.Post(base+"/inject/telemetry", "application/json", strings.NewReader(`{"device_id":"x","readings":{"temperature":"hot"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	s.waitLog(t, "the poisoned bad input", func(l map[string]any) bool {
+		r, _ := l["reason"].(string)
+		return l["msg"] == "poison" && strings.Contains(r, "temperature")
+	})
+
+	if code, body := get(t, base+"/metrics"); code != http.StatusOK || !strings.Contains(body, "hexmill_handler_execution_time_seconds") {
+		t.Fatalf("/metrics: %d, router metrics missing:\n%.500s", code, body)
+	}
+
+	start := time.Now()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	s.waitLog(t, "stopped", msgIs("stopped"))
+	s.wg.Wait()
+	err = s.cmd.Wait()
+	elapsed := time.Since(start)
+	if err != nil {
+		t.Fatalf("exit after SIGTERM: %v, want status 0", err)
+	}
+	if elapsed > drainTimeout {
+		t.Fatalf("stop took %s, longer than the drain timeout %s", elapsed, drainTimeout)
+	}
+	t.Logf("SIGTERM to exit 0: %s", elapsed)
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// An invalid configuration gives one line naming the field, its variable
+// and the fix, and exit status 2, before anything connects.
+func TestInvalidConfiguration(t *testing.T) {
+	cases := []struct {
+		name string
+		env  []string
+		want []string
+	}{
+		{"bad duration", []string{"HEXMILL_DRAIN_TIMEOUT=soon"}, []string{"drain_timeout", "HEXMILL_DRAIN_TIMEOUT", "duration"}},
+		{"unknown transport", []string{"HEXMILL_HANDLERS_TELEMETRY_TRANSPORT=kafka"}, []string{"handlers.telemetry.transport", "HEXMILL_HANDLERS_TELEMETRY_TRANSPORT", "kafka", "memory"}},
+		{"bad log level", []string{"HEXMILL_LOG_LEVEL=loud"}, []string{"log.level", "HEXMILL_LOG_LEVEL", "debug, info, warn, error"}},
+		{"missing config file", []string{"HEXMILL_CONFIG=/nonexistent/hexmill.yaml"}, []string{"HEXMILL_CONFIG"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(binary)
+			cmd.Env = append(os.Environ(), tc.env...)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+				t.Fatalf("exit: %v, want status 2", err)
+			}
+			out := strings.TrimSpace(stderr.String())
+			if strings.Count(out, "\n") != 0 {
+				t.Fatalf("want one line, got:\n%s", out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("error %q does not mention %q", out, w)
+				}
+			}
+		})
+	}
+}
