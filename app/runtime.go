@@ -245,8 +245,9 @@ func (r *Runtime) addHandler(h ports.Handler) error {
 // drain timeout expires.
 func (r *Runtime) handlerFunc(h ports.Handler, b Binding, format Format, params *regexp.Regexp) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
-		in := msg.Copy() // the poison target gets the message as it came
+		in := msg
 		if format != nil {
+			in = msg.Copy() // the poison target gets the message as it came
 			if err := format(in); err != nil {
 				return err
 			}

@@ -40,10 +40,14 @@ func TestMain(m *testing.M) {
 // service is the hexmill binary running as a process, its JSON log lines
 // parsed as they come.
 type service struct {
-	cmd   *exec.Cmd
-	lines chan map[string]any
-	done  chan struct{}
-	wg    sync.WaitGroup
+	cmd *exec.Cmd
+	wg  sync.WaitGroup
+
+	mu      sync.Mutex
+	lines   []map[string]any
+	next    int           // the first line waitLog has not looked at
+	changed chan struct{} // closed and replaced on every new line
+	exited  bool
 }
 
 func startService(t *testing.T, env ...string) *service {
@@ -57,11 +61,10 @@ func startService(t *testing.T, env ...string) *service {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &service{cmd: cmd, lines: make(chan map[string]any, 1024), done: make(chan struct{})}
+	s := &service{cmd: cmd, changed: make(chan struct{})}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer close(s.lines)
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
@@ -69,11 +72,16 @@ func startService(t *testing.T, env ...string) *service {
 			if json.Unmarshal(sc.Bytes(), &line) != nil {
 				line = map[string]any{"msg": sc.Text()}
 			}
-			select {
-			case s.lines <- line:
-			default: // nobody is waiting for this many lines
-			}
+			s.mu.Lock()
+			s.lines = append(s.lines, line)
+			close(s.changed)
+			s.changed = make(chan struct{})
+			s.mu.Unlock()
 		}
+		s.mu.Lock()
+		s.exited = true
+		close(s.changed)
+		s.mu.Unlock()
 	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
@@ -88,14 +96,22 @@ func (s *service) waitLog(t *testing.T, what string, match func(map[string]any) 
 	t.Helper()
 	timeout := time.After(30 * time.Second)
 	for {
-		select {
-		case line, ok := <-s.lines:
-			if !ok {
-				t.Fatalf("service exited before logging %s", what)
-			}
+		s.mu.Lock()
+		for s.next < len(s.lines) {
+			line := s.lines[s.next]
+			s.next++
 			if match(line) {
+				s.mu.Unlock()
 				return line
 			}
+		}
+		exited, changed := s.exited, s.changed
+		s.mu.Unlock()
+		if exited {
+			t.Fatalf("service exited before logging %s", what)
+		}
+		select {
+		case <-changed:
 		case <-timeout:
 			t.Fatalf("no log line: %s", what)
 		}
@@ -146,7 +162,7 @@ func TestRunInjectAndStop(t *testing.T) {
 	resp.Body.Close()
 	s.waitLog(t, "the poisoned bad input", func(l map[string]any) bool {
 		r, _ := l["reason"].(string)
-		return l["msg"] == "poison" && strings.Contains(r, "temperature")
+		return l["msg"] == "poison" && strings.Contains(r, "readings")
 	})
 
 	if code, body := get(t, base+"/metrics"); code != http.StatusOK || !strings.Contains(body, "hexmill_handler_execution_time_seconds") {

@@ -1,0 +1,49 @@
+# hexmill — `make help` lists the targets.
+
+GO       ?= go
+PKGS     ?= ./...
+BENCH_N  ?= 50000
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: ## run the service (in-memory transport and demo unless configured otherwise)
+	$(GO) run ./cmd/hexmill
+
+.PHONY: build
+build: ## build bin/hexmill and bin/hexmill-bench
+	$(GO) build -o bin/ ./cmd/...
+
+.PHONY: test
+test: ## all tests with -race: unit, and integration against the brokers in HEXMILL_TEST_* (or testcontainers)
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+.PHONY: test-unit
+test-unit: ## unit tests only: no broker needed (integration tests skip)
+	env -u HEXMILL_TEST_RABBITMQ_URL -u HEXMILL_TEST_MQTT_URL -u HEXMILL_TEST_AMQP1_ADDR \
+		$(GO) test -race -short -count=1 $(PKGS)
+
+.PHONY: test-integration
+test-integration: ## integration tests: adapters, the binary, end to end (needs brokers)
+	$(GO) test -race -count=1 -timeout 30m ./adapters/... ./integration/... ./cmd/...
+
+.PHONY: bench
+bench: ## hexmill vs the raw clients, side by side, ratio printed (BENCH_N messages per side)
+	$(GO) run ./cmd/hexmill-bench -n $(BENCH_N)
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+.PHONY: up
+up: ## start RabbitMQ, Mosquitto and the service with docker compose
+	docker compose up --build -d
+
+.PHONY: down
+down: ## stop what `make up` started
+	docker compose down -v

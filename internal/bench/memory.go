@@ -1,0 +1,91 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/hexmill/hexmill/adapters/memory"
+	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/ports"
+)
+
+// The in-memory pipeline: publish -> queue -> handler -> ack, through
+// hexmill's runtime (router, middleware, stop protocol) and through the
+// memory broker alone. It measures what the framework itself costs.
+func init() {
+	register(Case{
+		Name:    "memory/pipeline",
+		Hexmill: memoryHexmill,
+		Raw:     memoryRaw,
+	})
+}
+
+const memoryConcurrency = 64
+
+func memoryHexmill(ctx context.Context, opts Options) (Result, error) {
+	broker, err := memory.NewBroker(memory.Config{QueueLimit: opts.Messages + 1}, watermill.NopLogger{})
+	if err != nil {
+		return Result{}, err
+	}
+	rec := newRecorder(opts.Messages)
+	cfg := app.DefaultConfig()
+	cfg.Handlers = map[string]app.Binding{"bench": {Transport: app.TransportMemory, Topic: "bench.in", Group: "bench", Concurrency: memoryConcurrency}}
+	cfg.Events = nil
+	rt, err := app.NewRuntime(app.RuntimeParams{
+		Config:     cfg,
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Transports: []app.Opener{app.MemoryOpener(broker)},
+		Handlers: []ports.Handler{ports.HandlerFunc{HandlerName: "bench", Func: func(_ context.Context, msg ports.Message) error {
+			rec.record(msg.Payload)
+			return nil
+		}}},
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	if err := rt.Start(ctx); err != nil {
+		return Result{}, err
+	}
+	defer rt.Stop(context.Background())
+	return memoryPublish(ctx, opts, broker, rec)
+}
+
+func memoryRaw(ctx context.Context, opts Options) (Result, error) {
+	broker, err := memory.NewBroker(memory.Config{QueueLimit: opts.Messages + 1}, watermill.NopLogger{})
+	if err != nil {
+		return Result{}, err
+	}
+	rec := newRecorder(opts.Messages)
+	sub := broker.Subscriber("bench", memoryConcurrency)
+	defer sub.Close()
+	subCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	msgs, err := sub.Subscribe(subCtx, "bench.in")
+	if err != nil {
+		return Result{}, err
+	}
+	go func() {
+		for msg := range msgs {
+			rec.record(msg.Payload)
+			msg.Ack()
+		}
+	}()
+	return memoryPublish(ctx, opts, broker, rec)
+}
+
+func memoryPublish(ctx context.Context, opts Options, broker *memory.Broker, rec *recorder) (Result, error) {
+	start := time.Now()
+	if err := publishAll(opts, func(int) error {
+		return broker.Publish("bench.in", message.NewMessage(watermill.NewUUID(), stamp(opts.Size)))
+	}); err != nil {
+		return Result{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	return rec.wait(ctx, start)
+}
