@@ -158,7 +158,7 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 	r.publishers = publishers
 	r.publisher.set(publishers)
 
-	wlogger := watermill.NewSlogLogger(r.logger)
+	wlogger := NewWatermillLogger(r.logger)
 	r.router, err = message.NewRouter(message.RouterConfig{CloseTimeout: r.cfg.DrainTimeout}, wlogger)
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
@@ -206,16 +206,7 @@ func (r *Runtime) addMiddleware(wlogger watermill.LoggerAdapter) error {
 	r.router.AddMiddleware(
 		r.inflight.middleware,
 		toPoison,
-		middleware.Retry{
-			MaxRetries:      r.cfg.Retry.MaxRetries,
-			InitialInterval: r.cfg.Retry.InitialInterval,
-			MaxInterval:     r.cfg.Retry.MaxInterval,
-			Multiplier:      r.cfg.Retry.Multiplier,
-			ShouldRetry: func(p middleware.RetryParams) bool {
-				return !errors.Is(p.Err, ports.ErrInvalid) && r.abort.Err() == nil
-			},
-			Logger: wlogger,
-		}.Middleware,
+		retry{cfg: r.cfg.Retry, abort: r.abort, logger: r.logger}.middleware,
 		middleware.Recoverer,
 	)
 	return nil
@@ -240,9 +231,7 @@ func (r *Runtime) addHandler(h ports.Handler) error {
 }
 
 // handlerFunc turns a ports.Handler into a watermill handler: it applies
-// the binding's wire format, fills Metadata and the correlation ID, and
-// gives the handler a context that ends when the message's does or the
-// drain timeout expires.
+// the binding's wire format and fills Metadata and the correlation ID.
 func (r *Runtime) handlerFunc(h ports.Handler, b Binding, format Format, params *regexp.Regexp) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		in := msg
@@ -267,10 +256,9 @@ func (r *Runtime) handlerFunc(h ports.Handler, b Binding, format Format, params 
 		for k, v := range topicParams(params, topic) {
 			attrs[k] = v
 		}
-		ctx, cancel := context.WithCancel(ports.WithCorrelationID(msg.Context(), correlationID))
-		defer cancel()
-		stopAbort := context.AfterFunc(r.abort, cancel)
-		defer stopAbort()
+		// The message's context ends when its subscriber closes, which the
+		// stop protocol does once the drain timeout expired.
+		ctx := ports.WithCorrelationID(msg.Context(), correlationID)
 		return h.Handle(ctx, ports.Message{
 			Metadata: ports.Metadata{
 				ID: msg.UUID, CorrelationID: correlationID, Topic: topic,

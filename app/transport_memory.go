@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/fx"
 
@@ -21,7 +20,7 @@ var memoryModule = fx.Module("memory",
 )
 
 func newMemoryBroker(cfg Config, logger *slog.Logger) (*memory.Broker, error) {
-	return memory.NewBroker(cfg.Transports.Memory, watermill.NewSlogLogger(logger))
+	return memory.NewBroker(cfg.Transports.Memory, NewWatermillLogger(logger))
 }
 
 func newMemoryOpener(broker *memory.Broker) Opener {
