@@ -38,10 +38,13 @@ type Subscription struct {
 //     delivered, the output channel is closed, but messages already
 //     delivered can still be acked or nacked, and those acks reach the
 //     broker.
+//   - A delivered message's context does not derive from the Subscribe
+//     context (stopping intake must not cut handlers short); it ends when
+//     the message is settled or the subscriber closes.
 //   - Close settles what is still unsettled so that the broker redelivers it
-//     (nack with requeue, AMQP release, MQTT: no ack), then releases the
-//     subscriber's resources. Close may be called after or without a
-//     context cancellation and more than once.
+//     (nack with requeue, AMQP release, MQTT: no ack), cancels the contexts
+//     of those messages, then releases the subscriber's resources. Close may
+//     be called after or without a context cancellation and more than once.
 //
 // And for its publisher:
 //
