@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"strings"
 	"syscall"
 
 	"github.com/hexmill/hexmill/internal/bench"
@@ -29,6 +30,7 @@ func main() {
 	flag.IntVar(&opts.Publishers, "publishers", 16, "concurrent publishers")
 	flag.IntVar(&opts.Size, "size", 64, "payload bytes")
 	flag.StringVar(&filter, "run", "", "only cases whose name matches this regular expression")
+	report := flag.String("report", "", "also write a markdown report with SVG charts into this directory (e.g. docs/bench)")
 	flag.Parse()
 
 	re, err := regexp.Compile(filter)
@@ -41,6 +43,14 @@ func main() {
 
 	fmt.Printf("hexmill-bench: %d messages per side, %d publishers, %d-byte payloads\n\n", opts.Messages, opts.Publishers, opts.Size)
 	rows := bench.Execute(ctx, os.Stdout, bench.Cases(re), opts)
+	if *report != "" {
+		r := bench.Report{Dir: *report, Command: "go run ./cmd/hexmill-bench " + strings.Join(os.Args[1:], " "), Options: opts, Rows: rows}
+		if err := r.Write(); err != nil {
+			fmt.Fprintf(os.Stderr, "hexmill-bench: report: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Printf("\nreport written to %s\n", *report)
+	}
 	for _, r := range rows {
 		if r.Err != nil {
 			os.Exit(1)
