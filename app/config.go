@@ -1,11 +1,14 @@
 package app
 
 import (
+	"encoding"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -120,6 +123,9 @@ const (
 	TransportAliyun   = "aliyun"
 )
 
+// DefaultConcurrency is a binding's concurrency when it sets none.
+const DefaultConcurrency = 64
+
 var transportNames = []string{TransportMemory, TransportRabbitMQ, TransportMQTT, TransportAliyun}
 
 // DefaultConfig is the configuration of a fresh checkout: the sample
@@ -134,14 +140,15 @@ func DefaultConfig() Config {
 		Poison:       EventBinding{Transport: TransportMemory, Topic: "hexmill.poison"},
 		Demo:         DemoConfig{Interval: time.Second},
 		Handlers: map[string]Binding{
-			domain.TelemetryHandlerName:    {Transport: TransportMemory, Topic: "devices.telemetry", Group: "hexmill"},
-			domain.DeviceStatusHandlerName: {Transport: TransportMemory, Topic: "devices.status", Group: "hexmill"},
+			domain.TelemetryHandlerName:    {Transport: TransportMemory, Topic: "devices.telemetry", Group: "hexmill", Concurrency: DefaultConcurrency},
+			domain.DeviceStatusHandlerName: {Transport: TransportMemory, Topic: "devices.status", Group: "hexmill", Concurrency: DefaultConcurrency},
 		},
 		Events: map[string]EventBinding{
 			domain.AlertRaisedType:         {Transport: TransportMemory, Topic: "alerts"},
 			domain.DeviceStatusChangedType: {Transport: TransportMemory, Topic: "devices.status-changed"},
 		},
-		Domain: domain.DefaultConfig(),
+		Domain:     domain.DefaultConfig(),
+		Transports: TransportsConfig{Memory: memory.Config{QueueLimit: memory.DefaultQueueLimit}},
 	}
 }
 
@@ -170,6 +177,15 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 }
 
 func decodeYAML(b []byte, cfg *Config) error {
+	// Check the document against Config first: yaml.v3's own errors give
+	// a line and a Go type, not the setting, its variable and a fix.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("%w (fix the YAML syntax)", err)
+	}
+	if err := checkYAML(&doc, reflect.TypeOf(cfg).Elem(), ""); err != nil {
+		return err
+	}
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) { // an empty file sets nothing
@@ -189,7 +205,7 @@ func (c *Config) setDefaults() {
 	c.Transports.Aliyun.SetDefaults()
 	for name, b := range c.Handlers {
 		if b.Concurrency == 0 {
-			b.Concurrency = 64
+			b.Concurrency = DefaultConcurrency
 		}
 		c.Handlers[name] = b
 	}
@@ -294,7 +310,15 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w", prefixField("transports."+t+".", err))
 		}
 	}
-	return c.Domain.Validate()
+	if err := c.Domain.Validate(); err != nil {
+		// "config: domain.thresholds.x: what to do"
+		field, fix, ok := strings.Cut(strings.TrimPrefix(err.Error(), "config: "), ": ")
+		if !ok || strings.Contains(field, " ") {
+			field, fix = "domain", err.Error()
+		}
+		return &ConfigError{Field: field, Fix: fix}
+	}
+	return nil
 }
 
 func (c Config) validateTransport(name string) error {
@@ -355,4 +379,178 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+var (
+	yamlUnmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+	textUnmarshalerType = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
+)
+
+// checkYAML reports the first setting of a YAML document that does not fit
+// type t (Config at the top): an unknown key or a value of the wrong kind,
+// as a ConfigError naming the setting, its line and what to write.
+func checkYAML(n *yaml.Node, t reflect.Type, path string) error {
+	switch n.Kind {
+	case 0:
+		return nil // an empty document
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if err := checkYAML(c, t, path); err != nil {
+				return err
+			}
+		}
+		return nil
+	case yaml.AliasNode:
+		if n.Alias == nil {
+			return nil
+		}
+		return checkYAML(n.Alias, t, path)
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return nil // leaves the default
+	}
+	pt := reflect.PointerTo(t)
+	if t.Kind() != reflect.Pointer && (pt.Implements(yamlUnmarshalerType) || pt.Implements(textUnmarshalerType)) {
+		return decodeYAMLValue(n, t, path)
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		return checkYAML(n, t.Elem(), path)
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return yamlKindError(n, t, path)
+		}
+		fields := map[string]reflect.Type{}
+		yamlFields(t, fields)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.ShortTag() == "!!merge" {
+				continue // "<<: *anchor": yaml.v3 checks the merged keys itself
+			}
+			ft, ok := fields[k.Value]
+			if !ok {
+				return &ConfigError{Field: join(path, k.Value), Fix: fmt.Sprintf("line %d: not a setting; %s takes %s",
+					k.Line, orTop(path), strings.Join(sortedKeys(fields), ", "))}
+			}
+			if err := checkYAML(v, ft, join(path, k.Value)); err != nil {
+				return err
+			}
+		}
+		return nil
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return yamlKindError(n, t, path)
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.ShortTag() == "!!merge" {
+				continue
+			}
+			if err := checkYAML(v, t.Elem(), join(path, k.Value)); err != nil {
+				return err
+			}
+		}
+		return nil
+	case reflect.Slice, reflect.Array:
+		if n.Kind != yaml.SequenceNode {
+			return yamlKindError(n, t, path)
+		}
+		for i, item := range n.Content {
+			err := checkYAML(item, t.Elem(), path)
+			var ce *ConfigError
+			if errors.As(err, &ce) {
+				// A list item has no variable of its own: name the list.
+				rel := strings.TrimPrefix(strings.TrimPrefix(ce.Field, path), ".")
+				if rel != "" {
+					rel += ": "
+				}
+				return &ConfigError{Field: path, Fix: fmt.Sprintf("item %d: %s%s", i+1, rel, ce.Fix)}
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return decodeYAMLValue(n, t, path)
+}
+
+// yamlFields gathers the YAML names of t's fields, inline ones included.
+func yamlFields(t reflect.Type, fields map[string]reflect.Type) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if strings.Contains(opts, "inline") {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				yamlFields(ft, fields)
+			}
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name) // yaml.v3's default
+		}
+		fields[name] = f.Type
+	}
+}
+
+func decodeYAMLValue(n *yaml.Node, t reflect.Type, path string) error {
+	if err := n.Decode(reflect.New(t).Interface()); err != nil {
+		return yamlKindError(n, t, path)
+	}
+	return nil
+}
+
+func yamlKindError(n *yaml.Node, t reflect.Type, path string) error {
+	if path == "" {
+		return fmt.Errorf("line %d: the file must be a mapping of settings (key: value), e.g. drain_timeout: 10s", n.Line)
+	}
+	got := n.Value
+	switch n.Kind {
+	case yaml.MappingNode:
+		got = "a mapping"
+	case yaml.SequenceNode:
+		got = "a list"
+	default:
+		got = strconv.Quote(got)
+	}
+	return &ConfigError{Field: path, Fix: fmt.Sprintf("line %d: cannot use %s: want %s", n.Line, got, wantKind(t))}
+}
+
+func wantKind(t reflect.Type) string {
+	if t == durationType {
+		return "a duration such as 500ms, 10s, 1m"
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "a whole number"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number, 0 or more"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a single value (quote it if needed)"
+	case reflect.Struct:
+		return "a mapping of settings (key: value)"
+	case reflect.Map:
+		return "a mapping (name: value)"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	}
+	return "a value of type " + t.String()
+}
+
+func orTop(path string) string {
+	if path == "" {
+		return "the top level"
+	}
+	return path
 }

@@ -9,9 +9,10 @@ import (
 )
 
 // applyEnv overrides cfg's fields from environment variables named after
-// their YAML paths (see Config). Map entries are reached by their keys:
-// existing ones always, new ones for handlers and events when the variable
-// names a field of the entry (HEXMILL_HANDLERS_MYHANDLER_TOPIC) .
+// their YAML paths (see Config). Map entries are reached by their keys, and
+// only entries that exist already (from the defaults or the YAML file):
+// lookup cannot list variables, so a new handler, event or threshold is
+// added in the YAML file, after which the environment can override it.
 func applyEnv(cfg *Config, prefix string, lookup func(string) (string, bool)) error {
 	return applyEnvValue(reflect.ValueOf(cfg).Elem(), "", prefix, lookup)
 }
@@ -36,9 +37,6 @@ func applyEnvValue(v reflect.Value, path, prefix string, lookup func(string) (st
 	case reflect.Map:
 		if v.Type().Key().Kind() != reflect.String {
 			return nil
-		}
-		if v.IsNil() {
-			v.Set(reflect.MakeMap(v.Type()))
 		}
 		for _, key := range v.MapKeys() {
 			elem := reflect.New(v.Type().Elem()).Elem()

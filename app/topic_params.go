@@ -15,6 +15,9 @@ func parseTopicParams(pattern string) (*regexp.Regexp, error) {
 	if pattern == "" {
 		return nil, nil
 	}
+	if strings.ContainsAny(paramName.ReplaceAllString(pattern, ""), "{}") {
+		return nil, fmt.Errorf("%q has a stray brace; a segment name is {lower_case_letters_digits_and_underscores}", pattern)
+	}
 	var b strings.Builder
 	b.WriteString("^")
 	last := 0
@@ -31,9 +34,6 @@ func parseTopicParams(pattern string) (*regexp.Regexp, error) {
 	}
 	if last == 0 {
 		return nil, fmt.Errorf("%q names no segment; write e.g. devices/{device_id}/telemetry", pattern)
-	}
-	if strings.ContainsAny(paramName.ReplaceAllString(pattern, ""), "{}") {
-		return nil, fmt.Errorf("%q has a stray brace; a segment name is {lower_case_letters_digits_and_underscores}", pattern)
 	}
 	b.WriteString(regexp.QuoteMeta(pattern[last:]))
 	b.WriteString("$")

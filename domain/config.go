@@ -29,11 +29,11 @@ func (c Config) Validate() error {
 	}
 	sort.Strings(metrics)
 	for _, m := range metrics {
-		if v := c.Thresholds[m]; math.IsNaN(v) || math.IsInf(v, 0) {
-			return fmt.Errorf("config: domain.thresholds.%s: must be a finite number", m)
-		}
 		if m == "" {
 			return fmt.Errorf("config: domain.thresholds: a metric name must not be empty")
+		}
+		if v := c.Thresholds[m]; math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("config: domain.thresholds.%s: must be a finite number", m)
 		}
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -82,12 +83,17 @@ func JSONHandler[T any](name string, handle func(ctx context.Context, in T, md M
 // DecodeJSON decodes one JSON document into v, refusing unknown fields and
 // trailing data; the error is Invalid and says what is wrong.
 func DecodeJSON(payload []byte, v any) error {
+	if len(bytes.TrimSpace(payload)) == 0 {
+		return Invalid(fmt.Errorf("decode %T: the payload is empty; want a JSON document", v))
+	}
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return Invalid(fmt.Errorf("decode %T: %w", v, err))
 	}
-	if dec.More() {
+	// dec.More reports false before a stray "}" or "]": ask for the next
+	// token instead; only the end of the input is fine.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return Invalid(fmt.Errorf("decode %T: trailing data after the JSON document", v))
 	}
 	return nil

@@ -19,10 +19,13 @@ type Config struct {
 	QueueLimit int `yaml:"queue_limit"`
 }
 
+// DefaultQueueLimit is Config.QueueLimit's default.
+const DefaultQueueLimit = 100_000
+
 // SetDefaults fills the zero values with defaults. It is idempotent.
 func (c *Config) SetDefaults() {
 	if c.QueueLimit == 0 {
-		c.QueueLimit = 100_000
+		c.QueueLimit = DefaultQueueLimit
 	}
 }
 
