@@ -46,6 +46,7 @@ func New(cfg Config, extra ...fx.Option) *fx.App {
 // Config and a *slog.Logger to use it.
 var Module = fx.Module("hexmill",
 	memoryModule,
+	mqttModule,
 	handlers,
 	fx.Provide(
 		newRegistry,

@@ -1,0 +1,217 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+)
+
+// connOptions are what differs between the publisher's and a subscriber's
+// connection.
+type connOptions struct {
+	clientID string
+	// persistent: clean start false and Config.SessionExpiry; otherwise a
+	// clean session that ends with the connection.
+	persistent bool
+	// receiveMaximum is announced in CONNECT (0: not announced).
+	receiveMaximum uint16
+	manualAck      bool
+	onPublish      func(paho.PublishReceived) (bool, error)
+	onUp           func(*autopaho.ConnectionManager, *paho.Connack)
+	onDown         func() bool
+	session        session.SessionManager
+	// lastErr records the latest failed connection attempt.
+	lastErr *lastError
+}
+
+// lastError keeps the latest connection failure, for errors that say why
+// there is no connection (wrong CA, refused credentials, ...).
+type lastError struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (l *lastError) set(err error) {
+	l.mu.Lock()
+	l.err = err
+	l.mu.Unlock()
+}
+
+// wrap adds the latest connection failure to err.
+func (l *lastError) wrap(err error) error {
+	if l == nil {
+		return err
+	}
+	l.mu.Lock()
+	last := l.err
+	l.mu.Unlock()
+	if last == nil {
+		return err
+	}
+	return fmt.Errorf("%w (last connection attempt: %v)", err, last)
+}
+
+// tlsConfig builds the TLS configuration for mqtts:// and wss:// servers.
+func (c Config) tlsConfig() (*tls.Config, error) {
+	tc := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         c.TLS.ServerName,
+		InsecureSkipVerify: c.TLS.InsecureSkipVerify, //nolint:gosec // opt-in, documented as tests only
+	}
+	if c.TLS.CAFile != "" {
+		pem, err := os.ReadFile(c.TLS.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file: %s holds no PEM certificate", c.TLS.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if c.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert_file/tls.key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+func (c Config) serverURLs() ([]*url.URL, error) {
+	urls := make([]*url.URL, 0, len(c.Servers))
+	for _, s := range c.Servers {
+		u, err := url.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("servers: %w", err)
+		}
+		urls = append(urls, u)
+	}
+	return urls, nil
+}
+
+// reconnectBackoff is exponential from ReconnectMin to ReconnectMax with
+// jitter; attempt 0 (the first connection) does not wait.
+func (c Config) reconnectBackoff(attempt int) time.Duration {
+	if attempt == 0 {
+		return 0
+	}
+	d := c.ReconnectMin
+	for i := 1; i < attempt && d < c.ReconnectMax; i++ {
+		d *= 2
+	}
+	d = min(d, c.ReconnectMax)
+	return d/2 + rand.N(d/2+1) //nolint:gosec // jitter
+}
+
+// nackBackoff is the delay before the attempts-th redelivery of a nacked
+// message.
+func (c Config) nackBackoff(attempts int) time.Duration {
+	d := c.NackBackoffMin
+	for i := 1; i < attempts && d < c.NackBackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, c.NackBackoffMax)
+}
+
+// clientConfig is the autopaho configuration of one connection.
+func (c Config) clientConfig(o connOptions, logger watermill.LoggerAdapter) (autopaho.ClientConfig, error) {
+	urls, err := c.serverURLs()
+	if err != nil {
+		return autopaho.ClientConfig{}, err
+	}
+	tc, err := c.tlsConfig()
+	if err != nil {
+		return autopaho.ClientConfig{}, err
+	}
+	cc := autopaho.ClientConfig{
+		ServerUrls:                    urls,
+		TlsCfg:                        tc,
+		KeepAlive:                     uint16(c.KeepAlive / time.Second),
+		CleanStartOnInitialConnection: !o.persistent,
+		ConnectTimeout:                c.ConnectTimeout,
+		ReconnectBackoff:              c.reconnectBackoff,
+		ConnectUsername:               c.Username,
+		OnConnectionUp:                o.onUp,
+		OnConnectionDown:              o.onDown,
+		OnConnectError: func(err error) {
+			if o.lastErr != nil {
+				o.lastErr.set(err)
+			}
+			logger.Error("MQTT connect attempt failed; retrying", err, nil)
+		},
+		Errors:     pahoLogger{logger},
+		PahoErrors: pahoLogger{logger},
+		ClientConfig: paho.ClientConfig{
+			ClientID:                   o.clientID,
+			OnPublishReceived:          []func(paho.PublishReceived) (bool, error){},
+			PacketTimeout:              c.PublishTimeout,
+			EnableManualAcknowledgment: o.manualAck,
+			SendAcksInterval:           c.AckInterval,
+			Session:                    o.session,
+			OnServerDisconnect: func(d *paho.Disconnect) {
+				reason := ""
+				if d.Properties != nil {
+					reason = d.Properties.ReasonString
+				}
+				logger.Error("MQTT broker disconnected us", fmt.Errorf("reason code 0x%02x %s", d.ReasonCode, reason),
+					watermill.LogFields{"hint": "0x8e means another connection took over this client ID: make client_id unique per replica"})
+			},
+			OnClientError: func(err error) {
+				logger.Debug("MQTT connection error", watermill.LogFields{"err": err.Error()})
+			},
+		},
+	}
+	if c.Password != "" {
+		cc.ConnectPassword = []byte(c.Password.Reveal())
+	}
+	if o.onPublish != nil {
+		cc.OnPublishReceived = append(cc.OnPublishReceived, o.onPublish)
+	}
+	if o.persistent {
+		cc.SessionExpiryInterval = uint32(c.SessionExpiry / time.Second)
+	}
+	if o.receiveMaximum > 0 {
+		rm := o.receiveMaximum
+		cc.ConnectPacketBuilder = func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			if cp.Properties == nil {
+				cp.Properties = &paho.ConnectProperties{}
+			}
+			cp.Properties.ReceiveMaximum = &rm
+			return cp, nil
+		}
+	}
+	return cc, nil
+}
+
+// connect starts a connection manager; it connects (and reconnects) in the
+// background until Disconnect.
+func connect(cc autopaho.ClientConfig) (*autopaho.ConnectionManager, error) {
+	cm, err := autopaho.NewConnection(context.Background(), cc)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt: connect: %w", err)
+	}
+	return cm, nil
+}
+
+// pahoLogger passes paho's error log to watermill's logger at debug level:
+// paho reports every dropped connection there, and the adapter logs what
+// matters itself.
+type pahoLogger struct{ l watermill.LoggerAdapter }
+
+func (p pahoLogger) Println(v ...any) { p.l.Debug(fmt.Sprint(v...), nil) }
+func (p pahoLogger) Printf(format string, v ...any) {
+	p.l.Debug(fmt.Sprintf(format, v...), nil)
+}

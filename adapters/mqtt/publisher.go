@@ -1,0 +1,210 @@
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+
+	"github.com/hexmill/hexmill/ports"
+)
+
+// PropertyUUID is the MQTT v5 user property that carries the watermill
+// message UUID. Every other metadata entry travels as a user property of
+// its own name, except MetadataContentType (the Content Type property) and
+// ports.MetadataCorrelationID (the Correlation Data property).
+const PropertyUUID = "watermill_uuid"
+
+// MetadataContentType is the metadata key mapped to the MQTT v5 Content
+// Type property.
+const MetadataContentType = "content_type"
+
+// ErrClosed is returned by a closed publisher or subscriber.
+var ErrClosed = errors.New("mqtt: closed")
+
+// Publisher publishes watermill messages as MQTT v5 PUBLISH packets. It
+// returns once the broker has taken each message: for QoS 1 and 2 after
+// PUBACK / PUBCOMP, with the broker's reason code as an error when it
+// refuses.
+//
+// Publishers made by WithOptions share their parent's connection; only the
+// parent's Close disconnects it.
+type Publisher struct {
+	conn *pubConn
+	opts PublishOptions
+	// owner is true for the publisher that owns the connection.
+	owner bool
+}
+
+type pubConn struct {
+	cfg     Config
+	logger  watermill.LoggerAdapter
+	cm      *autopaho.ConnectionManager
+	release func()
+	up      atomic.Bool
+	lastErr lastError
+
+	mu     sync.RWMutex
+	closed bool
+	wg     sync.WaitGroup // publishes in progress
+}
+
+var _ message.Publisher = (*Publisher)(nil)
+
+// NewPublisher connects a publisher (in the background: Publish waits for
+// the connection up to Config.PublishTimeout). Its session is clean: the
+// publisher keeps nothing across connections; a publish interrupted by a
+// dropped connection returns an error and the caller retries.
+func NewPublisher(cfg Config, logger watermill.LoggerAdapter) (*Publisher, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	opts, err := cfg.ParsePublishOptions(nil)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	id, release := cfg.claimClientID("pub")
+	logger = logger.With(watermill.LogFields{"client_id": id})
+	c := &pubConn{cfg: cfg, logger: logger, release: release}
+	cc, err := cfg.clientConfig(connOptions{
+		clientID: id,
+		lastErr:  &c.lastErr,
+		onUp:     func(*autopaho.ConnectionManager, *paho.Connack) { c.up.Store(true) },
+		onDown:   func() bool { c.up.Store(false); return true },
+	}, logger)
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	if c.cm, err = connect(cc); err != nil {
+		release()
+		return nil, err
+	}
+	return &Publisher{conn: c, opts: opts, owner: true}, nil
+}
+
+// WithOptions returns a publisher on the same connection with an event
+// binding's options ("qos", "retain"); unknown keys are an error.
+func (p *Publisher) WithOptions(options map[string]string) (*Publisher, error) {
+	opts, err := p.conn.cfg.ParsePublishOptions(options)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	return &Publisher{conn: p.conn, opts: opts}, nil
+}
+
+// Publish implements message.Publisher. It refuses $share/ and wildcard
+// topics before anything reaches the broker.
+func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
+	if err := checkPublishTopic(topic); err != nil {
+		return fmt.Errorf("mqtt: publish: %w", err)
+	}
+	c := p.conn
+	c.mu.RLock()
+	if c.closed {
+		c.mu.RUnlock()
+		return ErrClosed
+	}
+	c.wg.Add(1)
+	c.mu.RUnlock()
+	defer c.wg.Done()
+
+	for _, msg := range msgs {
+		if err := c.publish(topic, p.opts, msg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *pubConn) publish(topic string, o PublishOptions, msg *message.Message) error {
+	pub := &paho.Publish{
+		Topic:   topic,
+		QoS:     o.QoS,
+		Retain:  o.Retain,
+		Payload: msg.Payload,
+		Properties: &paho.PublishProperties{
+			User: make(paho.UserProperties, 0, len(msg.Metadata)+1),
+		},
+	}
+	pub.Properties.User.Add(PropertyUUID, msg.UUID)
+	for k, v := range msg.Metadata {
+		switch k {
+		case MetadataContentType:
+			pub.Properties.ContentType = v
+		case ports.MetadataCorrelationID:
+			pub.Properties.CorrelationData = []byte(v)
+		case ports.MetadataTopic:
+			// where the message came from; the subscriber sets its own
+		default:
+			pub.Properties.User.Add(k, v)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.PublishTimeout)
+	defer cancel()
+	for {
+		if err := c.cm.AwaitConnection(ctx); err != nil {
+			return c.lastErr.wrap(fmt.Errorf("mqtt: publish %s to %s: no connection to the broker: %w", msg.UUID, topic, err))
+		}
+		resp, err := c.cm.Publish(ctx, pub)
+		if errors.Is(err, autopaho.ConnectionDownError) || errors.Is(err, session.ErrNoConnection) {
+			continue // dropped between the wait and the publish: nothing was sent
+		}
+		if resp != nil && resp.ReasonCode >= 0x80 {
+			reason := ""
+			if resp.Properties != nil && resp.Properties.ReasonString != "" {
+				reason = " (" + resp.Properties.ReasonString + ")"
+			}
+			return fmt.Errorf("mqtt: publish %s to %s: broker refused with reason code 0x%02x%s", msg.UUID, topic, resp.ReasonCode, reason)
+		}
+		if err != nil {
+			return fmt.Errorf("mqtt: publish %s to %s: %w", msg.UUID, topic, err)
+		}
+		return nil
+	}
+}
+
+// Ready reports nil while the publisher's connection is up.
+func (p *Publisher) Ready() error {
+	if !p.conn.up.Load() {
+		return p.conn.lastErr.wrap(errors.New("mqtt: publisher not connected to the broker"))
+	}
+	return nil
+}
+
+// Close implements message.Publisher: for the owner, it waits for the
+// publishes in progress and disconnects; for a publisher made by
+// WithOptions it does nothing.
+func (p *Publisher) Close() error {
+	if !p.owner {
+		return nil
+	}
+	c := p.conn
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.wg.Wait()
+	defer c.release()
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CloseTimeout)
+	defer cancel()
+	if err := c.cm.Disconnect(ctx); err != nil {
+		return fmt.Errorf("mqtt: publisher disconnect: %w", err)
+	}
+	return nil
+}
