@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -229,6 +231,91 @@ func TestInvalidConfiguration(t *testing.T) {
 				if !strings.Contains(out, w) {
 					t.Errorf("error %q does not mention %q", out, w)
 				}
+			}
+		})
+	}
+}
+
+// With an invalid setting the service connects to nothing, even to a
+// broker that a valid binding names.
+func TestInvalidConfigurationConnectsNothing(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			accepted <- struct{}{}
+			c.Close()
+		}
+	}()
+	cmd := exec.Command(binary)
+	cmd.Env = append(os.Environ(),
+		"HEXMILL_EVENTS_ALERTRAISED_TRANSPORT=rabbitmq",
+		"HEXMILL_TRANSPORTS_RABBITMQ_URL=amqp://guest:guest@"+l.Addr().String()+"/",
+		"HEXMILL_RETRY_MAX_RETRIES=-1",
+	)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+		t.Fatalf("exit: %v (%s), want status 2", err, out)
+	}
+	if !strings.Contains(string(out), "retry.max_retries") {
+		t.Fatalf("error %q does not name retry.max_retries", out)
+	}
+	l.Close() // Accept returns: a connection made before this was counted
+	select {
+	case <-accepted:
+		t.Fatal("the service connected to the broker although its configuration is invalid")
+	default:
+	}
+}
+
+// Secrets never reach the configuration dump, the log or an error.
+func TestSecretsAreNeverPrinted(t *testing.T) {
+	secrets := map[string]string{
+		"HEXMILL_TRANSPORTS_RABBITMQ_PASSWORD":        "rabbit-s3cret",
+		"HEXMILL_TRANSPORTS_MQTT_PASSWORD":            "mqtt-s3cret",
+		"HEXMILL_TRANSPORTS_ALIYUN_ACCESS_KEY_SECRET": "aliyun-s3cret",
+		"HEXMILL_TRANSPORTS_ALIYUN_SECURITY_TOKEN":    "sts-s3cret",
+	}
+	env := os.Environ()
+	for k, v := range secrets {
+		env = append(env, k+"="+v)
+	}
+	cases := []struct {
+		name string
+		args []string
+		env  []string
+	}{
+		{"config dump", []string{"-print-config"}, nil},
+		// Bind to RabbitMQ on a port nobody listens on: start fails and
+		// says why, with the URL it dialled.
+		{"start error", nil, []string{
+			"HEXMILL_EVENTS_ALERTRAISED_TRANSPORT=rabbitmq",
+			"HEXMILL_TRANSPORTS_RABBITMQ_URL=amqp://guest:rabbit-s3cret@127.0.0.1:1/",
+			"HEXMILL_TRANSPORTS_RABBITMQ_PASSWORD=",
+			"HEXMILL_HTTP_ADDR=127.0.0.1:0",
+			"HEXMILL_LOG_LEVEL=debug",
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(binary, tc.args...)
+			cmd.Env = append(slices.Clone(env), tc.env...)
+			out, _ := cmd.CombinedOutput()
+			if len(out) == 0 {
+				t.Fatal("no output")
+			}
+			for k, v := range secrets {
+				if strings.Contains(string(out), v) {
+					t.Errorf("%s's value is printed:\n%s", k, out)
+				}
+			}
+			if tc.name == "config dump" && !strings.Contains(string(out), "[redacted]") {
+				t.Errorf("the dump does not show secrets as [redacted]:\n%s", out)
 			}
 		})
 	}
