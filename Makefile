@@ -31,6 +31,14 @@ test-unit: ## unit tests only: no broker needed (integration tests skip)
 test-integration: ## integration tests: adapters, the binary, end to end (needs brokers)
 	$(GO) test -race -count=1 -timeout 30m ./adapters/... ./integration/... ./cmd/...
 
+.PHONY: test-e2e
+test-e2e: ## end-to-end reliability tests on the real binary (kill, cut, restart, scale-out, bad input), CI size
+	$(GO) test -race -count=1 -run E2E -v ./integration/
+
+.PHONY: test-e2e-full
+test-e2e-full: ## the same at full size (50k-150k messages per test)
+	HEXMILL_E2E_FULL=1 $(GO) test -race -count=1 -timeout 60m -run E2E -v ./integration/
+
 .PHONY: bench
 bench: ## hexmill vs the raw clients, side by side, ratio printed (BENCH_N messages per side)
 	$(GO) run ./cmd/hexmill-bench -n $(BENCH_N)

@@ -44,7 +44,7 @@ func main() {
 	fmt.Printf("hexmill-bench: %d messages per side, %d publishers, %d-byte payloads\n\n", opts.Messages, opts.Publishers, opts.Size)
 	rows := bench.Execute(ctx, os.Stdout, bench.Cases(re), opts)
 	if *report != "" {
-		r := bench.Report{Dir: *report, Command: "go run ./cmd/hexmill-bench " + strings.Join(os.Args[1:], " "), Options: opts, Rows: rows}
+		r := bench.Report{Dir: *report, Command: "go run ./cmd/hexmill-bench " + strings.Join(os.Args[1:], " "), Options: opts, Rows: rows, Notes: bench.E2ENotes()}
 		if err := r.Write(); err != nil {
 			fmt.Fprintf(os.Stderr, "hexmill-bench: report: %v\n", err)
 			os.Exit(1)

@@ -1,0 +1,590 @@
+package bench
+
+// The end-to-end case (issue 6, item 3): devices -> MQTT v5 QoS 1 ->
+// service -> RabbitMQ with publisher confirms, measured at a sink queue.
+//
+//	hexmill: the real binary (go build ./cmd/hexmill, no -race) as a
+//	         process, the sample telemetry handler, AlertRaised to RabbitMQ;
+//	raw:     the same pipeline written directly on paho.golang and
+//	         amqp091-go in this process, with the same guarantees: shared
+//	         subscription, persistent session, Receive Maximum 65535,
+//	         64 messages in flight, the MQTT ack only after RabbitMQ
+//	         confirmed the alert, 8 long-lived confirm channels.
+//
+// Both sides get a fresh private mosquitto (no queue limits), the same
+// generator (internal/load, 16 publishers x 64 in flight, as fast as
+// PUBACKs come) and the same sink consumer, so the ratio is the cost of
+// hexmill over hand-written client code. The hexmill side also reports
+// the service's peak RSS (VmHWM), see E2ENotes.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/hexmill/hexmill/internal/load"
+)
+
+// EnvBenchE2EInFlight overrides e2eInFlight.
+const EnvBenchE2EInFlight = "HEXMILL_BENCH_E2E_INFLIGHT"
+
+// e2eInFlight is how many messages both sides handle at once (the
+// telemetry binding's concurrency; the raw pipeline's workers). Persistent
+// messages are confirmed by RabbitMQ after its fsync, so throughput is
+// about in-flight / confirm latency: the service's default of 64 caps it
+// near 3 000 msg/s on this machine's disk.
+func e2eInFlight() int {
+	if n, err := strconv.Atoi(os.Getenv(EnvBenchE2EInFlight)); err == nil && n > 0 {
+		return n
+	}
+	return 512
+}
+
+// e2eChannels is the number of confirm channels: the RabbitMQ adapter's
+// default publish.channels.
+const e2eChannels = 8
+
+// e2eReceiveMaximum is the Receive Maximum both sides announce: enough to
+// keep e2eInFlight() busy, small enough that a backlog waits in the
+// broker, not in the service's memory (at 65535, a backlog of ~65k
+// messages held in process took the service's peak RSS past 130 MiB).
+func e2eReceiveMaximum() int { return max(2048, 4*e2eInFlight()) }
+
+func init() {
+	register(Case{
+		Name: "e2e/mqtt-service-rabbitmq",
+		Available: func(context.Context) error {
+			if _, err := os.Stat(mosquittoBin); err != nil {
+				return fmt.Errorf("install mosquitto (%v)", err)
+			}
+			conn, err := amqp.Dial(rabbitURL())
+			if err != nil {
+				return fmt.Errorf("RabbitMQ at HEXMILL_TEST_RABBITMQ_URL: %v", err)
+			}
+			return conn.Close()
+		},
+		Raw:     e2eSide("raw", rawPipeline),
+		Hexmill: e2eSide("hexmill", hexmillPipeline),
+	})
+}
+
+var (
+	e2eNotesMu sync.Mutex
+	e2eNotes   []string
+)
+
+// E2ENotes are the end-to-end case's figures that the table has no column
+// for (lost, duplicated, the service's peak RSS), one line per side run,
+// for Report.Notes.
+func E2ENotes() []string {
+	e2eNotesMu.Lock()
+	defer e2eNotesMu.Unlock()
+	return append([]string(nil), e2eNotes...)
+}
+
+func addE2ENote(format string, args ...any) {
+	line := fmt.Sprintf(format, args...)
+	fmt.Fprintln(os.Stderr, line)
+	e2eNotesMu.Lock()
+	e2eNotes = append(e2eNotes, line)
+	e2eNotesMu.Unlock()
+}
+
+// e2eNames are one side's broker names.
+type e2eNames struct {
+	run, mqttURL, exchange, sinkQueue, poisonQueue, group string
+}
+
+// pipeline starts the middle of the path and returns once it consumes;
+// stop ends it and returns what it wants reported.
+type pipeline func(ctx context.Context, n e2eNames) (stop func() string, err error)
+
+// e2eSide runs one side: broker, sink, pipeline, generator.
+func e2eSide(side string, start pipeline) Run {
+	return func(ctx context.Context, opts Options) (res Result, err error) {
+		mqttURL, stopMosquitto, err := startMosquitto()
+		if err != nil {
+			return Result{}, err
+		}
+		defer stopMosquitto()
+		run := load.NewRunID()
+		n := e2eNames{
+			run: run, mqttURL: mqttURL,
+			exchange:    "bench-e2e-" + run + "-events",
+			sinkQueue:   "bench-e2e-" + run + "-sink",
+			poisonQueue: "bench-e2e-" + run + "-poison",
+			group:       "bench-e2e-" + run,
+		}
+		sink, err := newE2ESink(n, opts.Messages)
+		if err != nil {
+			return Result{}, err
+		}
+		defer sink.close()
+
+		stop, err := start(ctx, n)
+		if err != nil {
+			return Result{}, err
+		}
+		stopped := false
+		var extra string
+		defer func() {
+			if !stopped {
+				_ = stop()
+			}
+		}()
+
+		sent, err := load.Send(ctx, load.SendConfig{
+			Transport: load.MQTT, URL: mqttURL, RunID: run, Count: opts.Messages,
+			Publishers: opts.Publishers, Window: 64, Devices: 16, ClientIDPrefix: "bench-e2e",
+		})
+		if err != nil {
+			return Result{}, fmt.Errorf("generator: %w", err)
+		}
+		res, lost, dup, err := sink.wait(ctx, sent.Started)
+		extra = stop()
+		stopped = true
+		addE2ENote("e2e/mqtt-service-rabbitmq %s: %d messages, %.0f msg/s end to end (generator %.0f msg/s), lost %d, duplicated %d%s",
+			side, opts.Messages, res.Rate(), sent.Rate(), lost, dup, extra)
+		if err != nil {
+			return res, err
+		}
+		if lost > 0 {
+			return res, fmt.Errorf("%d of %d messages lost", lost, opts.Messages)
+		}
+		return res, nil
+	}
+}
+
+// e2eSink reads the alerts of one run from a queue bound to the events
+// exchange and records the latency of each message's first delivery.
+type e2eSink struct {
+	n          e2eNames
+	count      int
+	conn       *amqp.Connection
+	ch         *amqp.Channel
+	deliveries <-chan amqp.Delivery
+}
+
+func newE2ESink(n e2eNames, count int) (*e2eSink, error) {
+	conn, err := amqp.Dial(rabbitURL())
+	if err != nil {
+		return nil, err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	s := &e2eSink{n: n, count: count, conn: conn, ch: ch}
+	fail := func(err error) (*e2eSink, error) {
+		s.close()
+		return nil, err
+	}
+	if err := ch.ExchangeDeclare(n.exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+		return fail(err)
+	}
+	if _, err := ch.QueueDeclare(n.sinkQueue, true, false, false, false, nil); err != nil {
+		return fail(err)
+	}
+	if _, err := ch.QueueDeclare(n.poisonQueue, true, false, false, false, nil); err != nil {
+		return fail(err)
+	}
+	if err := ch.QueueBind(n.sinkQueue, "AlertRaised", n.exchange, false, nil); err != nil {
+		return fail(err)
+	}
+	if err := ch.Qos(2000, 0, false); err != nil {
+		return fail(err)
+	}
+	if s.deliveries, err = ch.Consume(n.sinkQueue, "", false, true, false, false, nil); err != nil {
+		return fail(err)
+	}
+	return s, nil
+}
+
+func (s *e2eSink) wait(ctx context.Context, started time.Time) (res Result, lost, dup int, err error) {
+	seen := make([]bool, s.count)
+	lat := make([]time.Duration, 0, s.count)
+	prefix := load.DeviceID(s.n.run, 0)
+	prefix = prefix[:len(prefix)-1]
+	var last time.Time
+	quiet := time.NewTimer(15 * time.Second)
+	defer quiet.Stop()
+	got := 0
+	for got < s.count {
+		select {
+		case d, ok := <-s.deliveries:
+			if !ok {
+				return res, s.count - got, dup, errors.New("sink: consumer closed")
+			}
+			now := time.Now()
+			var a struct {
+				DeviceID string    `json:"device_id"`
+				Value    float64   `json:"value"`
+				At       time.Time `json:"at"`
+			}
+			_ = d.Ack(false)
+			if json.Unmarshal(d.Body, &a) != nil || !strings.HasPrefix(a.DeviceID, prefix) {
+				continue
+			}
+			i := int(a.Value)
+			if i < 0 || i >= s.count {
+				continue
+			}
+			if seen[i] {
+				dup++
+				continue
+			}
+			seen[i] = true
+			got++
+			last = now
+			lat = append(lat, now.Sub(a.At))
+			if !quiet.Stop() {
+				<-quiet.C
+			}
+			quiet.Reset(15 * time.Second)
+		case <-quiet.C:
+			return Result{Messages: got, Elapsed: last.Sub(started), Latencies: lat}, s.count - got, dup, nil
+		case <-ctx.Done():
+			return Result{Messages: got, Elapsed: last.Sub(started), Latencies: lat}, s.count - got, dup, ctx.Err()
+		}
+	}
+	return Result{Messages: got, Elapsed: last.Sub(started), Latencies: lat}, 0, dup, nil
+}
+
+func (s *e2eSink) close() {
+	if s.ch != nil {
+		_, _ = s.ch.QueueDelete(s.n.sinkQueue, false, false, false)
+		_, _ = s.ch.QueueDelete(s.n.poisonQueue, false, false, false)
+		_ = s.ch.ExchangeDelete(s.n.exchange, false, false)
+	}
+	_ = s.conn.Close()
+}
+
+// ---- hexmill: the real binary ----
+
+var (
+	hexmillBinOnce sync.Once
+	hexmillBin     string
+	hexmillBinErr  error
+)
+
+// buildHexmill builds cmd/hexmill (without -race) once per process into a
+// temporary directory; it needs the module's source (run from the
+// repository).
+func buildHexmill(ctx context.Context) (string, error) {
+	hexmillBinOnce.Do(func() {
+		out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+		gomod := strings.TrimSpace(string(out))
+		if err != nil || gomod == "" || gomod == os.DevNull {
+			hexmillBinErr = fmt.Errorf("build hexmill: run from the hexmill repository (go env GOMOD: %q, %v)", gomod, err)
+			return
+		}
+		dir, err := os.MkdirTemp("", "hexmill-bench-bin")
+		if err != nil {
+			hexmillBinErr = err
+			return
+		}
+		bin := filepath.Join(dir, "hexmill")
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/hexmill")
+		build.Dir = filepath.Dir(gomod)
+		if out, err := build.CombinedOutput(); err != nil {
+			hexmillBinErr = fmt.Errorf("build hexmill: %v\n%s", err, out)
+			return
+		}
+		hexmillBin = bin
+	})
+	return hexmillBin, hexmillBinErr
+}
+
+func hexmillPipeline(ctx context.Context, n e2eNames) (func() string, error) {
+	bin, err := buildHexmill(ctx)
+	if err != nil {
+		return nil, err
+	}
+	u, _ := url.Parse(n.mqttURL)
+	conf := fmt.Sprintf(`service: bench-e2e
+http_addr: "off"
+log:
+  level: info
+  format: json
+demo:
+  enabled: false
+poison:
+  transport: rabbitmq
+  topic: %[1]s
+transports:
+  mqtt:
+    servers: [mqtt://%[2]s]
+    client_id: bench-e2e-%[3]s-{conn}-{n}
+    receive_maximum: %[8]d
+  rabbitmq:
+    url: %[4]s
+handlers:
+  telemetry:
+    transport: mqtt
+    topic: devices/+/telemetry
+    group: %[5]s
+    concurrency: %[7]d
+    topic_params: devices/{device_id}/telemetry
+  device-status:
+    transport: mqtt
+    topic: bench/%[3]s/status/+
+    group: %[5]s
+events:
+  AlertRaised:
+    transport: rabbitmq
+    topic: AlertRaised
+    options:
+      exchange: %[6]s
+  DeviceStatusChanged:
+    transport: rabbitmq
+    topic: DeviceStatusChanged
+    options:
+      exchange: %[6]s
+      mandatory: "false"
+domain:
+  thresholds:
+    seq: -1
+`, n.poisonQueue, u.Host, n.run, rabbitURL(), n.group, n.exchange, e2eInFlight(), e2eReceiveMaximum())
+	dir, err := os.MkdirTemp("", "hexmill-bench-e2e")
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "hexmill.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "HEXMILL_CONFIG="+path)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	// The log reader runs until the process's stderr closes; stop waits
+	// for it.
+	consuming := make(chan struct{})
+	readDone := make(chan struct{})
+	var errLines []string
+	go func() {
+		defer close(readDone)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		signalled := false
+		for sc.Scan() {
+			var line struct{ Msg, Level string }
+			if json.Unmarshal(sc.Bytes(), &line) != nil || line.Level == "ERROR" {
+				if len(errLines) < 5 {
+					errLines = append(errLines, sc.Text())
+				}
+			}
+			if !signalled && line.Msg == "consuming" {
+				signalled = true
+				close(consuming)
+			}
+		}
+	}()
+	stop := func() string {
+		rss := peakRSS(cmd.Process.Pid)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		<-readDone
+		err := cmd.Wait()
+		_ = os.RemoveAll(dir)
+		note := fmt.Sprintf("; service peak RSS (VmHWM) %s", rss)
+		if err != nil {
+			note += fmt.Sprintf("; exit: %v", err)
+		}
+		if len(errLines) > 0 {
+			note += fmt.Sprintf("; error lines: %q", errLines)
+		}
+		return note
+	}
+	timer := time.NewTimer(30 * time.Second)
+	defer timer.Stop()
+	select {
+	case <-consuming:
+		return stop, nil
+	case <-readDone:
+		stop()
+		return nil, fmt.Errorf("hexmill exited at start: %q", errLines)
+	case <-timer.C:
+		return nil, fmt.Errorf("hexmill not consuming within 30s%s", stop())
+	case <-ctx.Done():
+		stop()
+		return nil, ctx.Err()
+	}
+}
+
+// peakRSS reads VmHWM from /proc/<pid>/status.
+func peakRSS(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			f := strings.Fields(v)
+			if kb, err := strconv.Atoi(f[0]); err == nil {
+				return fmt.Sprintf("%.1f MiB", float64(kb)/1024)
+			}
+		}
+	}
+	return "unknown"
+}
+
+// ---- raw: paho.golang -> amqp091-go, same guarantees ----
+
+func rawPipeline(ctx context.Context, n e2eNames) (func() string, error) {
+	u, err := url.Parse(n.mqttURL)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := amqp.Dial(rabbitURL())
+	if err != nil {
+		return nil, err
+	}
+	channels := make([]*amqp.Channel, e2eChannels)
+	for i := range channels {
+		ch, err := conn.Channel()
+		if err == nil {
+			err = ch.Confirm(false)
+		}
+		if err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		channels[i] = ch
+	}
+	work := make(chan paho.PublishReceived, 65536)
+	var cm *autopaho.ConnectionManager
+	rm := uint16(e2eReceiveMaximum())
+	topic := "$share/" + n.group + "/devices/+/telemetry"
+	subscribed := make(chan error, 1)
+	var once sync.Once
+	lctx, cancel := context.WithCancel(context.Background())
+	cm, err = autopaho.NewConnection(lctx, autopaho.ClientConfig{
+		ServerUrls: []*url.URL{u}, KeepAlive: 30, SessionExpiryInterval: 3600,
+		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			if cp.Properties == nil {
+				cp.Properties = &paho.ConnectProperties{}
+			}
+			cp.Properties.ReceiveMaximum = &rm
+			return cp, nil
+		},
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+			_, err := cm.Subscribe(lctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}})
+			once.Do(func() { subscribed <- err })
+		},
+		ClientConfig: paho.ClientConfig{
+			ClientID:                   "bench-e2e-raw-" + watermill.NewShortUUID(),
+			EnableManualAcknowledgment: true,
+			SendAcksInterval:           10 * time.Millisecond,
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+				work <- pr // hand off: never block paho's reader
+				return true, nil
+			}},
+		},
+	})
+	if err != nil {
+		cancel()
+		_ = conn.Close()
+		return nil, err
+	}
+	var wg sync.WaitGroup
+	for w := range e2eInFlight() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ch := channels[w%len(channels)]
+			for pr := range work {
+				if err := rawHandle(lctx, ch, n.exchange, pr.Packet); err != nil {
+					continue // left unacked: redelivered on the next session, like a nack
+				}
+				_ = pr.Client.Ack(pr.Packet)
+			}
+		}()
+	}
+	stop := func() string {
+		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = cm.Disconnect(dctx)
+		dcancel()
+		cancel()
+		<-cm.Done()
+		close(work)
+		wg.Wait()
+		_ = conn.Close()
+		return ""
+	}
+	select {
+	case err := <-subscribed:
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		return stop, nil
+	case <-ctx.Done():
+		stop()
+		return nil, ctx.Err()
+	}
+}
+
+// rawHandle is the sample telemetry handler written by hand: decode,
+// raise an alert per reading above the threshold (-1 for seq), publish it
+// persistent and mandatory, and wait for the confirm.
+func rawHandle(ctx context.Context, ch *amqp.Channel, exchange string, p *paho.Publish) error {
+	var t struct {
+		DeviceID string             `json:"device_id"`
+		Readings map[string]float64 `json:"readings"`
+		At       time.Time          `json:"at"`
+	}
+	if err := json.Unmarshal(p.Payload, &t); err != nil {
+		return err
+	}
+	for metric, v := range t.Readings {
+		body, err := json.Marshal(struct {
+			DeviceID  string    `json:"device_id"`
+			Metric    string    `json:"metric"`
+			Value     float64   `json:"value"`
+			Threshold float64   `json:"threshold"`
+			At        time.Time `json:"at"`
+		}{t.DeviceID, metric, v, -1, t.At})
+		if err != nil {
+			return err
+		}
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, "AlertRaised", true, false, amqp.Publishing{
+			ContentType: "application/json", DeliveryMode: amqp.Persistent, MessageId: watermill.NewUUID(), Body: body,
+		})
+		if err != nil {
+			return err
+		}
+		ok, err := dc.WaitContext(ctx)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errors.New("nacked")
+		}
+	}
+	return nil
+}
