@@ -17,6 +17,17 @@ import (
 // MetadataEventType names an event's type on the wire.
 const MetadataEventType = "event_type"
 
+// ErrPublish marks a failure to publish an event (broker down, not
+// confirmed, unroutable). The message being handled is not at fault: after
+// its retries it is handed back to its broker for redelivery, never sent to
+// the poison target.
+var ErrPublish = errors.New("publish failed")
+
+type publishError struct{ err error }
+
+func (e publishError) Error() string   { return e.err.Error() }
+func (e publishError) Unwrap() []error { return []error{e.err, ErrPublish} }
+
 // eventPublisher publishes domain events where their bindings say: JSON
 // payload, a new message ID, the event type and the correlation ID in
 // metadata.
@@ -92,7 +103,7 @@ func (p *eventPublisher) Publish(ctx context.Context, events ...ports.Event) err
 		}
 		msg.SetContext(ctx)
 		if err := r.publisher.Publish(r.topic, msg); err != nil {
-			return fmt.Errorf("publish %s to %s: %w", e.EventType(), r.topic, err)
+			return publishError{fmt.Errorf("publish %s to %s: %w", e.EventType(), r.topic, err)}
 		}
 	}
 	return nil

@@ -198,7 +198,9 @@ func (r *Runtime) addMiddleware(wlogger watermill.LoggerAdapter) error {
 		return err
 	}
 	toPoison, err := middleware.PoisonQueueWithFilter(poison, r.cfg.Poison.Topic, func(err error) bool {
-		return r.abort.Err() == nil // a handler cut short by stop is redelivered, not poisoned
+		// A handler cut short by stop, or one whose events could not be
+		// published, is redelivered: the message itself is fine.
+		return r.abort.Err() == nil && !errors.Is(err, ErrPublish)
 	})
 	if err != nil {
 		return fmt.Errorf("poison target: %w", err)
@@ -416,7 +418,7 @@ func (p *Publisher) Publish(ctx context.Context, events ...ports.Event) error {
 	inner := p.inner
 	p.mu.RUnlock()
 	if inner == nil {
-		return errors.New("publish: the service is not running")
+		return publishError{errors.New("publish: the service is not running")}
 	}
 	return inner.Publish(ctx, events...)
 }

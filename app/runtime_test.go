@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync/atomic"
@@ -357,3 +358,41 @@ func TestSampleDomainOnRuntime(t *testing.T) {
 type fixedClock struct{}
 
 func (fixedClock) Now() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
+
+// A handler whose events cannot be published (the output broker is down)
+// is retried and then handed back for redelivery: its message is not
+// poisoned, and it is handled again once publishing works.
+func TestPublishFailureIsRedeliveredNotPoisoned(t *testing.T) {
+	broker := newBroker(t)
+	cfg := testConfig()
+	outage := make(chan struct{})
+	var calls atomic.Int32
+	handled := make(chan struct{})
+	startRuntime(t, cfg, broker, func(ctx context.Context, pub ports.Publisher, msg ports.Message) error {
+		n := calls.Add(1)
+		select {
+		case <-outage:
+		default:
+			if n == int32(cfg.Retry.MaxRetries)+1 {
+				close(outage) // the outage ends after the first round of retries
+			}
+			return fmt.Errorf("handler: %w", broken.Publish(ctx, testEvent{Input: msg.ID}))
+		}
+		close(handled)
+		return pub.Publish(ctx, testEvent{Input: msg.ID})
+	})
+	publish(t, broker, inTopic, "m1", "{}")
+	select {
+	case <-handled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the message was not redelivered after the publish failures")
+	}
+	receive(t, broker, outTopic, 1)
+	if d := broker.Depth(poisonTopic, ""); d != 0 {
+		t.Fatalf("%d messages poisoned because publishing failed, want 0", d)
+	}
+}
+
+// broken is a publisher whose broker is down: the runtime's publisher
+// before start.
+var broken = app.NewPublisher()
