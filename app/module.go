@@ -47,6 +47,7 @@ func New(cfg Config, extra ...fx.Option) *fx.App {
 var Module = fx.Module("hexmill",
 	memoryModule,
 	mqttModule,
+	rabbitMQModule,
 	handlers,
 	fx.Provide(
 		newRegistry,

@@ -1,10 +1,498 @@
 package rabbitmq
 
-// Config configures the rabbitmq transport. (Placeholder: the rabbitmq adapter issue fills it.)
-type Config struct{}
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hexmill/hexmill/internal/secret"
+)
+
+// Config configures the rabbitmq transport: where the broker is, how to
+// authenticate, how to reconnect, how to publish, and the topology declared
+// on every connect.
+//
+// The broker is named either by URL or by host, port, vhost, user and
+// password; a field set explicitly overrides the same part of the URL.
+type Config struct {
+	// URL is an AMQP 0-9-1 URI, amqp:// or amqps://. A password in it is
+	// redacted wherever the URL is printed; prefer the password field.
+	URL URL `yaml:"url"`
+	// Host, Port, VHost, User and Password override the URL's parts.
+	Host     string        `yaml:"host"`
+	Port     int           `yaml:"port"`
+	VHost    string        `yaml:"vhost"`
+	User     string        `yaml:"user"`
+	Password secret.String `yaml:"password"`
+	// ConnectionName is shown in the management UI (client property
+	// connection_name).
+	ConnectionName string `yaml:"connection_name"`
+	// Heartbeat is the AMQP heartbeat interval: a dead peer is noticed
+	// after about twice this.
+	Heartbeat time.Duration `yaml:"heartbeat"`
+	// DialTimeout bounds the TCP and TLS handshake of one connection attempt.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+
+	TLS       TLSConfig       `yaml:"tls"`
+	Reconnect ReconnectConfig `yaml:"reconnect"`
+	Publish   PublishConfig   `yaml:"publish"`
+	// SubscriberQueue is the template of the queue a subscription declares
+	// itself when its binding sets the bind_exchange option (see
+	// SubscriberConfig). Its name is ignored.
+	SubscriberQueue QueueConfig `yaml:"subscriber_queue"`
+
+	// Exchanges, Queues and Bindings are declared on start and again after
+	// every reconnect. A queue that exists with other arguments fails start
+	// with a MismatchError.
+	Exchanges []ExchangeConfig `yaml:"exchanges"`
+	Queues    []QueueConfig    `yaml:"queues"`
+	Bindings  []BindingConfig  `yaml:"bindings"`
+}
+
+// TLSConfig configures amqps. TLS is on when the URL is amqps:// or
+// Enabled is true.
+type TLSConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// CAFile is a PEM bundle of the CAs that sign the broker's certificate;
+	// empty uses the system roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are the client certificate and key presented to
+	// the broker (PEM); both or neither.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName is the name the broker's certificate must carry; empty
+	// uses the host.
+	ServerName string `yaml:"server_name"`
+}
+
+// ReconnectConfig is the exponential backoff between connection attempts
+// after a connection is lost. It never gives up: the service stays up and
+// reports not ready until the broker is back.
+type ReconnectConfig struct {
+	InitialInterval time.Duration `yaml:"initial_interval"`
+	MaxInterval     time.Duration `yaml:"max_interval"`
+	Multiplier      float64       `yaml:"multiplier"`
+}
+
+// PublishConfig are the defaults of every publisher of the transport; an
+// event binding's options override Exchange and Mandatory.
+type PublishConfig struct {
+	// Exchange the events are published to; "" is the default exchange,
+	// where the routing key (the binding's topic) is a queue name.
+	Exchange string `yaml:"exchange"`
+	// Persistent marks messages delivery mode 2 (default true).
+	Persistent *bool `yaml:"persistent"`
+	// Mandatory makes an unroutable message an error (default true).
+	Mandatory *bool `yaml:"mandatory"`
+	// Confirm waits for the broker's publisher confirm before Publish
+	// returns (default true). Confirms are pipelined: many messages are in
+	// flight on each channel.
+	Confirm *bool `yaml:"confirm"`
+	// Channels is the number of long-lived channels per publisher; calls
+	// are spread over them.
+	Channels int `yaml:"channels"`
+	// ConfirmTimeout bounds the wait for one publish's confirm.
+	ConfirmTimeout time.Duration `yaml:"confirm_timeout"`
+	// OutageWait is how long a publish waits for the connection to come
+	// back during an outage before it fails; 0 fails at once.
+	OutageWait time.Duration `yaml:"outage_wait"`
+}
+
+// Exchange types.
+const (
+	ExchangeDirect  = "direct"
+	ExchangeTopic   = "topic"
+	ExchangeFanout  = "fanout"
+	ExchangeHeaders = "headers"
+)
+
+// ExchangeConfig declares one exchange.
+type ExchangeConfig struct {
+	Name string `yaml:"name"`
+	// Type is direct, topic, fanout or headers.
+	Type string `yaml:"type"`
+	// Durable survives a broker restart (default true).
+	Durable    *bool `yaml:"durable"`
+	AutoDelete bool  `yaml:"auto_delete"`
+	Internal   bool  `yaml:"internal"`
+	// Arguments are extra x- arguments, e.g. alternate-exchange.
+	Arguments map[string]string `yaml:"arguments"`
+}
+
+// Queue types.
+const (
+	QueueQuorum  = "quorum"
+	QueueClassic = "classic"
+)
+
+// Overflow behaviours of a queue at its max length.
+const (
+	OverflowDropHead         = "drop-head"
+	OverflowRejectPublish    = "reject-publish"
+	OverflowRejectPublishDLX = "reject-publish-dlx"
+)
+
+// QueueConfig declares one queue.
+type QueueConfig struct {
+	Name string `yaml:"name"`
+	// Type is quorum (default) or classic.
+	Type string `yaml:"type"`
+	// Durable survives a broker restart (default true; quorum queues are
+	// always durable).
+	Durable    *bool `yaml:"durable"`
+	AutoDelete bool  `yaml:"auto_delete"`
+	// MessageTTL drops (or dead-letters) messages older than this (x-message-ttl).
+	MessageTTL time.Duration `yaml:"message_ttl"`
+	// Expires deletes the queue after it has been unused this long (x-expires).
+	Expires time.Duration `yaml:"expires"`
+	// MaxLength and MaxLengthBytes bound the queue (x-max-length,
+	// x-max-length-bytes); Overflow says what happens at the bound:
+	// drop-head, reject-publish (the publisher gets a nack: an error) or
+	// reject-publish-dlx.
+	MaxLength      int    `yaml:"max_length"`
+	MaxLengthBytes int    `yaml:"max_length_bytes"`
+	Overflow       string `yaml:"overflow"`
+	// DeadLetterExchange and DeadLetterRoutingKey receive rejected,
+	// expired and over-delivered messages.
+	DeadLetterExchange   string `yaml:"dead_letter_exchange"`
+	DeadLetterRoutingKey string `yaml:"dead_letter_routing_key"`
+	// DeliveryLimit dead-letters a message after this many redeliveries
+	// (quorum queues only, x-delivery-limit): the broker's backstop
+	// against a requeue loop.
+	DeliveryLimit int `yaml:"delivery_limit"`
+	// Arguments are further x- arguments, passed as strings; numbers are
+	// sent as numbers.
+	Arguments map[string]string `yaml:"arguments"`
+}
+
+// BindingConfig binds a queue (or an exchange) to an exchange.
+type BindingConfig struct {
+	Exchange string `yaml:"exchange"`
+	// Queue to bind; or DestinationExchange for an exchange-to-exchange binding.
+	Queue               string `yaml:"queue"`
+	DestinationExchange string `yaml:"destination_exchange"`
+	RoutingKey          string `yaml:"routing_key"`
+	// Arguments, e.g. x-match and the header values for a headers exchange.
+	Arguments map[string]string `yaml:"arguments"`
+}
+
+// URL is an AMQP URI that never prints its password: String, logs and
+// configuration dumps show it redacted.
+type URL string
+
+// Redacted returns the URL with the password replaced by "xxxxx".
+func (u URL) Redacted() string {
+	p, err := url.Parse(string(u))
+	if err != nil || p.User == nil {
+		if strings.Contains(string(u), "@") {
+			return "[redacted]"
+		}
+		return string(u)
+	}
+	return p.Redacted()
+}
+
+// String implements fmt.Stringer with the password redacted.
+func (u URL) String() string { return u.Redacted() }
+
+// MarshalYAML keeps a configuration dump from printing the password.
+func (u URL) MarshalYAML() (any, error) { return u.Redacted(), nil }
+
+// MarshalText keeps JSON and other encoders from printing the password.
+func (u URL) MarshalText() ([]byte, error) { return []byte(u.Redacted()), nil }
+
+// UnmarshalText reads the URL as written.
+func (u *URL) UnmarshalText(b []byte) error {
+	*u = URL(b)
+	return nil
+}
+
+// Defaults.
+const (
+	DefaultURL            = "amqp://127.0.0.1:5672/"
+	DefaultConnectionName = "hexmill"
+)
 
 // SetDefaults fills the zero values with defaults. It is idempotent.
-func (c *Config) SetDefaults() {}
+func (c *Config) SetDefaults() {
+	if c.URL == "" && c.Host == "" {
+		c.URL = DefaultURL
+	}
+	if c.ConnectionName == "" {
+		c.ConnectionName = DefaultConnectionName
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = 10 * time.Second
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 10 * time.Second
+	}
+	if c.Reconnect.InitialInterval == 0 {
+		c.Reconnect.InitialInterval = 200 * time.Millisecond
+	}
+	if c.Reconnect.MaxInterval == 0 {
+		c.Reconnect.MaxInterval = 15 * time.Second
+	}
+	if c.Reconnect.Multiplier == 0 {
+		c.Reconnect.Multiplier = 2
+	}
+	setBool(&c.Publish.Persistent, true)
+	setBool(&c.Publish.Mandatory, true)
+	setBool(&c.Publish.Confirm, true)
+	if c.Publish.Channels == 0 {
+		c.Publish.Channels = 8
+	}
+	if c.Publish.ConfirmTimeout == 0 {
+		c.Publish.ConfirmTimeout = 30 * time.Second
+	}
+	c.SubscriberQueue.setDefaults()
+	for i := range c.Exchanges {
+		setBool(&c.Exchanges[i].Durable, true)
+	}
+	for i := range c.Queues {
+		c.Queues[i].setDefaults()
+	}
+}
+
+func (q *QueueConfig) setDefaults() {
+	if q.Type == "" {
+		q.Type = QueueQuorum
+	}
+	setBool(&q.Durable, true)
+}
+
+func setBool(p **bool, v bool) {
+	if *p == nil {
+		*p = &v
+	}
+}
 
 // Validate reports the first invalid field, named as in YAML, with the fix.
-func (c Config) Validate() error { return nil }
+func (c Config) Validate() error {
+	if c.URL != "" {
+		u, err := url.Parse(string(c.URL))
+		if err != nil {
+			return errors.New("url: cannot parse it; write amqp://user@host:5672/vhost and set password separately")
+		}
+		if u.Scheme != "amqp" && u.Scheme != "amqps" {
+			return errors.New("url: must start with amqp:// or amqps://")
+		}
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		return errors.New("port: must be between 1 and 65535, e.g. 5672")
+	}
+	if c.Heartbeat < time.Second {
+		return errors.New("heartbeat: must be 1s or more, e.g. 10s")
+	}
+	if c.DialTimeout <= 0 {
+		return errors.New("dial_timeout: must be a positive duration, e.g. 10s")
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return errors.New("tls.cert_file: set both tls.cert_file and tls.key_file, or neither")
+	}
+	for _, f := range []struct{ name, path string }{{"tls.ca_file", c.TLS.CAFile}, {"tls.cert_file", c.TLS.CertFile}, {"tls.key_file", c.TLS.KeyFile}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return fmt.Errorf("%s: cannot read %s; point it at a PEM file", f.name, f.path)
+		}
+	}
+	if c.Reconnect.InitialInterval <= 0 || c.Reconnect.MaxInterval < c.Reconnect.InitialInterval {
+		return errors.New("reconnect.initial_interval: must be positive and not above reconnect.max_interval, e.g. 200ms and 15s")
+	}
+	if c.Reconnect.Multiplier < 1 {
+		return errors.New("reconnect.multiplier: must be 1 or more, e.g. 2")
+	}
+	if c.Publish.Channels < 1 || c.Publish.Channels > 256 {
+		return errors.New("publish.channels: must be between 1 and 256, e.g. 8")
+	}
+	if c.Publish.ConfirmTimeout <= 0 {
+		return errors.New("publish.confirm_timeout: must be a positive duration, e.g. 30s")
+	}
+	if c.Publish.OutageWait < 0 {
+		return errors.New("publish.outage_wait: must be 0 (fail at once) or a positive duration")
+	}
+	if err := c.SubscriberQueue.validate("subscriber_queue", false); err != nil {
+		return err
+	}
+	exchanges := map[string]bool{"": true, "amq.direct": true, "amq.topic": true, "amq.fanout": true, "amq.headers": true, "amq.match": true}
+	for i, e := range c.Exchanges {
+		path := fmt.Sprintf("exchanges[%d]", i)
+		if e.Name == "" || strings.HasPrefix(e.Name, "amq.") {
+			return fmt.Errorf("%s.name: must be set and not start with amq. (reserved)", path)
+		}
+		switch e.Type {
+		case ExchangeDirect, ExchangeTopic, ExchangeFanout, ExchangeHeaders:
+		default:
+			return fmt.Errorf("%s.type: must be direct, topic, fanout or headers", path)
+		}
+		exchanges[e.Name] = true
+	}
+	queues := map[string]bool{}
+	for i, q := range c.Queues {
+		path := fmt.Sprintf("queues[%d]", i)
+		if err := q.validate(path, true); err != nil {
+			return err
+		}
+		queues[q.Name] = true
+	}
+	for i, b := range c.Bindings {
+		path := fmt.Sprintf("bindings[%d]", i)
+		if b.Exchange == "" {
+			return fmt.Errorf("%s.exchange: must name the source exchange (the default exchange cannot be bound)", path)
+		}
+		if (b.Queue == "") == (b.DestinationExchange == "") {
+			return fmt.Errorf("%s.queue: set either queue or destination_exchange", path)
+		}
+	}
+	return nil
+}
+
+func (q QueueConfig) validate(path string, named bool) error {
+	if named && q.Name == "" {
+		return fmt.Errorf("%s.name: must be set", path)
+	}
+	switch q.Type {
+	case QueueQuorum, QueueClassic:
+	default:
+		return fmt.Errorf("%s.type: must be quorum or classic", path)
+	}
+	if q.Type == QueueQuorum && q.Durable != nil && !*q.Durable {
+		return fmt.Errorf("%s.durable: quorum queues are always durable; use type: classic for a transient queue", path)
+	}
+	if q.Type == QueueQuorum && q.AutoDelete {
+		return fmt.Errorf("%s.auto_delete: quorum queues cannot auto-delete; use expires or type: classic", path)
+	}
+	if q.MessageTTL < 0 || (q.MessageTTL > 0 && q.MessageTTL < time.Millisecond) {
+		return fmt.Errorf("%s.message_ttl: must be 0 (none) or at least 1ms", path)
+	}
+	if q.Expires < 0 || (q.Expires > 0 && q.Expires < time.Millisecond) {
+		return fmt.Errorf("%s.expires: must be 0 (never) or at least 1ms", path)
+	}
+	if q.MaxLength < 0 || q.MaxLengthBytes < 0 {
+		return fmt.Errorf("%s.max_length: must be 0 (unbounded) or more", path)
+	}
+	switch q.Overflow {
+	case "", OverflowDropHead, OverflowRejectPublish:
+	case OverflowRejectPublishDLX:
+		if q.Type == QueueQuorum {
+			return fmt.Errorf("%s.overflow: quorum queues do not support reject-publish-dlx; use reject-publish or drop-head", path)
+		}
+	default:
+		return fmt.Errorf("%s.overflow: must be drop-head, reject-publish or reject-publish-dlx", path)
+	}
+	if q.DeliveryLimit < 0 {
+		return fmt.Errorf("%s.delivery_limit: must be 0 (none) or more", path)
+	}
+	if q.DeliveryLimit > 0 && q.Type != QueueQuorum {
+		return fmt.Errorf("%s.delivery_limit: needs type: quorum (classic queues have no delivery limit)", path)
+	}
+	if q.DeadLetterRoutingKey != "" && q.DeadLetterExchange == "" {
+		return fmt.Errorf("%s.dead_letter_routing_key: needs dead_letter_exchange", path)
+	}
+	return nil
+}
+
+// dialURL is the URL with the explicit fields applied; it carries the
+// password, so it must never be printed.
+func (c Config) dialURL() (string, error) {
+	raw := string(c.URL)
+	if raw == "" {
+		raw = DefaultURL
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", errors.New("url: cannot parse it")
+	}
+	host, port := u.Hostname(), u.Port()
+	if c.Host != "" {
+		host = c.Host
+	}
+	if c.Port != 0 {
+		port = strconv.Itoa(c.Port)
+	}
+	if c.TLS.Enabled {
+		u.Scheme = "amqps"
+	}
+	if port == "" {
+		port = "5672"
+		if u.Scheme == "amqps" {
+			port = "5671"
+		}
+	}
+	u.Host = net.JoinHostPort(host, port)
+	user, pass := "", ""
+	if u.User != nil {
+		user = u.User.Username()
+		pass, _ = u.User.Password()
+	}
+	if c.User != "" {
+		user = c.User
+	}
+	if c.Password != "" {
+		pass = c.Password.Reveal()
+	}
+	switch {
+	case user != "" && pass != "":
+		u.User = url.UserPassword(user, pass)
+	case user != "":
+		u.User = url.User(user)
+	}
+	if c.VHost != "" {
+		u.Path = "/" + c.VHost
+		u.RawPath = "/" + url.PathEscape(c.VHost)
+	}
+	return u.String(), nil
+}
+
+// redact removes the password of the dial URL from s.
+func redact(s, dialURL string) string {
+	u, err := url.Parse(dialURL)
+	if err != nil || u.User == nil {
+		return s
+	}
+	if p, ok := u.User.Password(); ok && p != "" {
+		s = strings.ReplaceAll(s, dialURL, u.Redacted())
+		s = strings.ReplaceAll(s, p, "xxxxx")
+	}
+	return s
+}
+
+// tlsConfig builds the client TLS configuration, or nil for plain amqp.
+func (c Config) tlsConfig(dialURL string) (*tls.Config, error) {
+	u, _ := url.Parse(dialURL)
+	if u == nil || u.Scheme != "amqps" {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLS.ServerName}
+	if tc.ServerName == "" {
+		tc.ServerName = u.Hostname()
+	}
+	if c.TLS.CAFile != "" {
+		pem, err := os.ReadFile(c.TLS.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file: no PEM certificate in %s", c.TLS.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if c.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}

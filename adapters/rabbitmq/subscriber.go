@@ -1,0 +1,378 @@
+package rabbitmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// SubscriberOptions are the handler binding options a subscriber accepts.
+var SubscriberOptions = []string{"consumers", "bind_exchange", "routing_key"}
+
+// SubscriberConfig configures one subscriber.
+type SubscriberConfig struct {
+	// Name identifies the subscriber in consumer tags (the handler name).
+	Name string
+	// Prefetch is how many messages may be delivered and unsettled at
+	// once, over all Consumers (basic.qos per channel, split evenly).
+	Prefetch int
+	// Consumers is the number of AMQP consumers, each on its own channel,
+	// per subscription (seed 003's WorkerCount); default 1.
+	Consumers int
+	// BindExchange, when set, makes the subscription declare its queue
+	// (from the Config's subscriber_queue template) and bind it to this
+	// exchange with RoutingKey (default: the topic). With Group set, the
+	// queue is named "<topic>.<group>", so each group gets its own copy
+	// and the replicas of a group share it. Without BindExchange, the
+	// topic is the name of a queue from the topology and Group is not
+	// used: competing consumers of one queue are the group.
+	BindExchange string
+	RoutingKey   string
+	Group        string
+}
+
+// SubscriberConfigFor builds a subscriber's configuration from a handler
+// binding: its name, group, concurrency (the prefetch) and options
+// (consumers, bind_exchange, routing_key). Unknown options are an error.
+func SubscriberConfigFor(name, group string, concurrency int, options map[string]string) (SubscriberConfig, error) {
+	sc := SubscriberConfig{Name: name, Group: group, Prefetch: concurrency, Consumers: 1}
+	for _, k := range sortedKeys(options) {
+		v := options[k]
+		switch k {
+		case "consumers":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 64 {
+				return sc, errors.New("options.consumers: must be a whole number from 1 to 64")
+			}
+			sc.Consumers = n
+		case "bind_exchange":
+			sc.BindExchange = v
+		case "routing_key":
+			sc.RoutingKey = v
+		default:
+			return sc, fmt.Errorf("options.%s: unknown RabbitMQ subscribe option; use %s", k, strings.Join(SubscriberOptions, ", "))
+		}
+	}
+	if sc.RoutingKey != "" && sc.BindExchange == "" {
+		return sc, errors.New("options.routing_key: needs options.bind_exchange")
+	}
+	return sc, nil
+}
+
+// Subscriber consumes queues. See the package documentation for its stop
+// protocol.
+type Subscriber struct {
+	client *Client
+	cfg    SubscriberConfig
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup // consumers and subscription closers
+}
+
+var (
+	_ message.Subscriber           = (*Subscriber)(nil)
+	_ message.SubscribeInitializer = (*Subscriber)(nil)
+)
+
+var consumerSeq atomic.Uint64
+
+// NewSubscriber returns a subscriber on the client's connection.
+func (c *Client) NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
+	if cfg.Prefetch < 1 {
+		return nil, errors.New("rabbitmq: subscriber prefetch must be 1 or more")
+	}
+	if cfg.Consumers < 1 {
+		cfg.Consumers = 1
+	}
+	return &Subscriber{client: c, cfg: cfg, closing: make(chan struct{})}, nil
+}
+
+func (s *Subscriber) queueName(topic string) string {
+	if s.cfg.BindExchange != "" && s.cfg.Group != "" {
+		return topic + "." + s.cfg.Group
+	}
+	return topic
+}
+
+// SubscribeInitialize declares and binds the topic's queue when the
+// subscriber has a BindExchange; otherwise it does nothing.
+func (s *Subscriber) SubscribeInitialize(topic string) error {
+	if s.cfg.BindExchange == "" {
+		return nil
+	}
+	conn, err := s.client.connection(context.Background(), 0)
+	if err != nil {
+		return err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("open channel: %w", err)
+	}
+	defer func() { _ = ch.Close() }()
+	return s.declare(ch, topic)
+}
+
+func (s *Subscriber) declare(ch *amqp.Channel, topic string) error {
+	q := s.client.cfg.SubscriberQueue
+	q.Name = s.queueName(topic)
+	if err := declareQueue(ch, q); err != nil {
+		return err
+	}
+	key := s.cfg.RoutingKey
+	if key == "" {
+		key = topic
+	}
+	if err := ch.QueueBind(q.Name, key, s.cfg.BindExchange, false, nil); err != nil {
+		return fmt.Errorf("bind queue %q to exchange %q: %w", q.Name, s.cfg.BindExchange, err)
+	}
+	return nil
+}
+
+// Subscribe implements message.Subscriber: it returns once every consumer
+// of the subscription is consuming. Cancelling ctx stops intake
+// (basic.cancel) and closes the channel; delivered messages can still be
+// acked or nacked until Close. A nack requeues the message.
+func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	select {
+	case <-s.closing:
+		return nil, ErrClosed
+	default:
+	}
+	subCtx, cancel := context.WithCancel(ctx)
+	out := make(chan *message.Message)
+	started := make(chan error, s.cfg.Consumers)
+	var intake sync.WaitGroup
+	prefetch := max(1, (s.cfg.Prefetch+s.cfg.Consumers-1)/s.cfg.Consumers)
+	for range s.cfg.Consumers {
+		k := &consumer{
+			s: s, topic: topic, queue: s.queueName(topic), prefetch: prefetch, out: out,
+			tag: fmt.Sprintf("%s.%s.%d", s.client.cfg.ConnectionName, s.cfg.Name, consumerSeq.Add(1)),
+		}
+		intake.Add(1)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			k.run(subCtx, &intake, started)
+		}()
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		intake.Wait()
+		cancel()
+		close(out)
+	}()
+	var errs []error
+	for range s.cfg.Consumers {
+		if err := <-started; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		cancel()
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+// Close stops every subscription, requeues every unsettled message (nack
+// with requeue), closes the channels and waits for the subscriber's
+// goroutines. It is safe to call more than once.
+func (s *Subscriber) Close() error {
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.wg.Wait()
+	return nil
+}
+
+// consumer is one AMQP consumer of a subscription; it re-subscribes after
+// a reconnect.
+type consumer struct {
+	s        *Subscriber
+	topic    string
+	queue    string
+	tag      string
+	prefetch int
+	out      chan<- *message.Message
+	inflight sync.WaitGroup // settle goroutines
+}
+
+type stopReason int
+
+const (
+	channelLost stopReason = iota
+	intakeStopped
+	subscriberClosed
+)
+
+func (k *consumer) run(ctx context.Context, intake *sync.WaitGroup, started chan<- error) {
+	client := k.s.client
+	intakeDone := false
+	finishIntake := func() {
+		if !intakeDone {
+			intakeDone = true
+			intake.Done()
+		}
+	}
+	defer finishIntake()
+	defer client.unregister(k)
+	client.setConsuming(k, false)
+	b := newBackoff(client.cfg.Reconnect)
+	first := true
+	for {
+		ch, deliveries, err := k.start(ctx)
+		if first {
+			first = false
+			started <- err
+			if err != nil {
+				return
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+				k.inflight.Wait()
+				return
+			}
+			client.logger.Error("RabbitMQ consume failed; retrying", err, watermill.LogFields{"queue": k.queue})
+			if !b.wait(k.s.closing, ctx.Done()) {
+				k.inflight.Wait()
+				return
+			}
+			continue
+		}
+		b.reset()
+		client.setConsuming(k, true)
+		reason := k.pump(ctx, deliveries)
+		client.setConsuming(k, false)
+		switch reason {
+		case channelLost:
+			client.logger.Info("RabbitMQ consumer lost its channel; resubscribing", watermill.LogFields{"queue": k.queue})
+			_ = ch.Close()
+			continue
+		case intakeStopped:
+			// basic.cancel; what the client buffered but never handed out
+			// goes back at once.
+			_ = ch.Cancel(k.tag, false)
+			for d := range deliveries {
+				_ = d.Nack(false, true)
+			}
+		}
+		finishIntake()
+		k.inflight.Wait() // handlers settle, or Close requeues
+		_ = ch.Close()
+		return
+	}
+}
+
+// start opens a channel and consumes, waiting for the connection.
+func (k *consumer) start(ctx context.Context) (*amqp.Channel, <-chan amqp.Delivery, error) {
+	conn, err := k.s.client.connection(ctx, -1)
+	if err != nil {
+		return nil, nil, err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, nil, fmt.Errorf("open channel: %w", err)
+	}
+	if k.s.cfg.BindExchange != "" {
+		if err := k.s.declare(ch, k.topic); err != nil {
+			_ = ch.Close()
+			return nil, nil, err
+		}
+	}
+	if err := ch.Qos(k.prefetch, 0, false); err != nil {
+		_ = ch.Close()
+		return nil, nil, fmt.Errorf("qos: %w", err)
+	}
+	deliveries, err := ch.Consume(k.queue, k.tag, false, false, false, false, nil)
+	if err != nil {
+		_ = ch.Close()
+		var ae *amqp.Error
+		if errors.As(err, &ae) && ae.Code == amqp.NotFound {
+			return nil, nil, fmt.Errorf("consume queue %q: it does not exist; declare it under transports.rabbitmq.queues or set the bind_exchange option", k.queue)
+		}
+		return nil, nil, fmt.Errorf("consume queue %q: %w", k.queue, err)
+	}
+	return ch, deliveries, nil
+}
+
+// pump hands deliveries out, at most prefetch unsettled at once, until
+// intake stops, the subscriber closes or the channel is lost.
+func (k *consumer) pump(ctx context.Context, deliveries <-chan amqp.Delivery) stopReason {
+	slots := make(chan struct{}, k.prefetch)
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return intakeStopped
+		case <-k.s.closing:
+			return subscriberClosed
+		}
+		var d amqp.Delivery
+		select {
+		case delivery, ok := <-deliveries:
+			if !ok {
+				return channelLost
+			}
+			d = delivery
+		case <-ctx.Done():
+			return intakeStopped
+		case <-k.s.closing:
+			return subscriberClosed
+		}
+		msg := unmarshal(&d)
+		// A message context never depends on the Subscribe context; it ends
+		// when the message is settled, which Close forces. (A Background
+		// parent also keeps WithCancel from registering with a parent.)
+		msgCtx, cancel := context.WithCancel(context.Background())
+		msg.SetContext(msgCtx)
+		select {
+		case k.out <- msg:
+		case <-ctx.Done():
+			cancel()
+			_ = d.Nack(false, true)
+			return intakeStopped
+		case <-k.s.closing:
+			cancel()
+			_ = d.Nack(false, true)
+			return subscriberClosed
+		}
+		k.inflight.Add(1)
+		go func() {
+			defer k.inflight.Done()
+			defer func() { <-slots }()
+			defer cancel()
+			k.settle(&d, msg)
+		}()
+	}
+}
+
+// settle waits for the handler's verdict. An ack or nack that cannot reach
+// the broker (the channel was lost) is dropped: the broker redelivers.
+func (k *consumer) settle(d *amqp.Delivery, msg *message.Message) {
+	var err error
+	select {
+	case <-msg.Acked():
+		err = d.Ack(false)
+	case <-msg.Nacked():
+		err = d.Nack(false, true)
+	case <-k.s.closing:
+		select {
+		case <-msg.Acked(): // acked just as we closed: keep the ack
+			err = d.Ack(false)
+		default:
+			err = d.Nack(false, true)
+		}
+	}
+	if err != nil {
+		k.s.client.logger.Debug("RabbitMQ settle did not reach the broker; it will redeliver", watermill.LogFields{"queue": k.queue, "uuid": msg.UUID, "err": err.Error()})
+	}
+}
