@@ -48,6 +48,7 @@ var Module = fx.Module("hexmill",
 	memoryModule,
 	mqttModule,
 	rabbitMQModule,
+	aliyunModule,
 	handlers,
 	fx.Provide(
 		newRegistry,

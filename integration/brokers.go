@@ -111,3 +111,15 @@ func dockerAvailable(ctx context.Context) (err error) {
 	defer provider.Close()
 	return provider.Health(ctx)
 }
+
+// AMQP1Addr returns the host:port of an AMQP 1.0 broker (RabbitMQ with the
+// rabbitmq_amqp1_0 plugin) to test against, or skips: no container image
+// ships that plugin enabled.
+func AMQP1Addr(t testing.TB) string {
+	t.Helper()
+	if addr := os.Getenv(EnvAMQP1); addr != "" {
+		return addr
+	}
+	t.Skipf("no AMQP 1.0 broker: set %s, e.g. 127.0.0.1:5672 with rabbitmq_amqp1_0 enabled", EnvAMQP1)
+	return ""
+}

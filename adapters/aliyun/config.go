@@ -1,10 +1,225 @@
+// Package aliyun is the Aliyun IoT Platform server-side subscription
+// transport: it consumes the device messages Aliyun pushes over AMQP 1.0
+// (github.com/Azure/go-amqp) and hands them to watermill handlers. It is
+// consume-only; Aliyun has no publisher side on this interface.
+//
+// A Consumer holds Config.Connections connections, each with one receiver
+// link, and feeds every Subscriber made from it: Aliyun pushes all topics of
+// a consumer group on one link, and each subscription takes the messages
+// whose Aliyun topic (application property "topic") matches its filter.
+// See docs/aliyun.md.
 package aliyun
 
-// Config configures the aliyun transport. (Placeholder: the aliyun adapter issue fills it.)
-type Config struct{}
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hexmill/hexmill/internal/secret"
+)
+
+// Sign methods Aliyun accepts.
+const (
+	SignHMACSHA1   = "hmacsha1"
+	SignHMACSHA256 = "hmacsha256"
+	SignHMACMD5    = "hmacmd5"
+)
+
+// Config configures the aliyun transport. See docs/aliyun.md for every
+// field with its environment variable.
+type Config struct {
+	// Host is the AMQP endpoint. When empty it is built from
+	// IotInstanceID (${iotInstanceId}.amqp.iothub.aliyuncs.com) or, for an
+	// old public instance, from UID and RegionID
+	// (${uid}.iot-amqp.${regionId}.aliyuncs.com).
+	Host string `yaml:"host"`
+	// Port is 5671 (AMQPS) by default.
+	Port int `yaml:"port"`
+	// TLS is on by default; turn it off only for a local broker.
+	TLS *bool `yaml:"tls"`
+	// UID and RegionID build the old public instance's host.
+	UID      string `yaml:"uid"`
+	RegionID string `yaml:"region_id"`
+
+	AccessKeyID     string        `yaml:"access_key_id"`
+	AccessKeySecret secret.String `yaml:"access_key_secret"`
+	// SecurityToken switches authentication to STS (authMode=ststoken).
+	SecurityToken secret.String `yaml:"security_token"`
+	// ConsumerGroupID is the consumer group created in the IoT console.
+	ConsumerGroupID string `yaml:"consumer_group_id"`
+	// ClientID identifies this client in the console; connection i uses
+	// ClientID-i.
+	ClientID string `yaml:"client_id"`
+	// IotInstanceID is empty for the old public instance.
+	IotInstanceID string `yaml:"iot_instance_id"`
+	// SignMethod is hmacsha1, hmacsha256 or hmacmd5.
+	SignMethod string `yaml:"sign_method"`
+
+	// Connections is the number of connections, each with one receiver
+	// link (Aliyun pushes up to 1 000 msg/s per connection).
+	Connections int `yaml:"connections"`
+	// Credit is the link credit per connection: at most this many messages
+	// per connection are delivered and not yet settled.
+	Credit int `yaml:"credit"`
+	// IdleTimeout is the connection's idle timeout; go-amqp advertises half
+	// of it, which must be within Aliyun's 30..300 s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// SourceAddress is the receiver link's source: "/queue-name" for
+	// Aliyun (which ignores it), "/amq/queue/Q" or "/queue/Q" for
+	// RabbitMQ's AMQP 1.0 plugin.
+	SourceAddress string `yaml:"source_address"`
+	// ConnectTimeout bounds one attempt: dial, authenticate, attach (Aliyun
+	// wants all of it within 15 s).
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// StartTimeout bounds how long Start (and so the first Subscribe)
+	// waits for every connection to come up.
+	StartTimeout time.Duration `yaml:"start_timeout"`
+	// Reconnect paces the reconnect attempts.
+	Reconnect ReconnectConfig `yaml:"reconnect"`
+	// UnmatchedDelay is how long a message no subscription matches is held
+	// before it is released back to the broker (a subscription that
+	// appears meanwhile still gets it).
+	UnmatchedDelay time.Duration `yaml:"unmatched_delay"`
+	// SettleTimeout bounds sending one disposition (accept or release).
+	SettleTimeout time.Duration `yaml:"settle_timeout"`
+	// StallTimeout is how long a link with credit outstanding may stay
+	// silent before its credit is resynchronised with a drain (an idle
+	// source costs one drain per StallTimeout); a drain unanswered for as
+	// long reconnects.
+	StallTimeout time.Duration `yaml:"stall_timeout"`
+}
+
+// ReconnectConfig is the backoff between connection attempts.
+type ReconnectConfig struct {
+	// InitialInterval and MaxInterval bound the exponential backoff with
+	// jitter of one connection (Aliyun's demo: 10 ms doubling to 20 s).
+	InitialInterval time.Duration `yaml:"initial_interval"`
+	MaxInterval     time.Duration `yaml:"max_interval"`
+	// MaxAttemptsPerMinute caps the attempts of all connections together:
+	// Aliyun allows 100 per consumer group per minute.
+	MaxAttemptsPerMinute int `yaml:"max_attempts_per_minute"`
+}
 
 // SetDefaults fills the zero values with defaults. It is idempotent.
-func (c *Config) SetDefaults() {}
+func (c *Config) SetDefaults() {
+	if c.Port == 0 {
+		c.Port = 5671
+	}
+	if c.TLS == nil {
+		on := true
+		c.TLS = &on
+	}
+	if c.SignMethod == "" {
+		c.SignMethod = SignHMACSHA1
+	}
+	if c.Connections == 0 {
+		c.Connections = 1
+	}
+	if c.Credit == 0 {
+		c.Credit = 200
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 120 * time.Second
+	}
+	if c.SourceAddress == "" {
+		c.SourceAddress = "/queue-name"
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 15 * time.Second
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = 30 * time.Second
+	}
+	if c.Reconnect.InitialInterval == 0 {
+		c.Reconnect.InitialInterval = 10 * time.Millisecond
+	}
+	if c.Reconnect.MaxInterval == 0 {
+		c.Reconnect.MaxInterval = 20 * time.Second
+	}
+	if c.Reconnect.MaxAttemptsPerMinute == 0 {
+		c.Reconnect.MaxAttemptsPerMinute = 100
+	}
+	if c.UnmatchedDelay == 0 {
+		c.UnmatchedDelay = time.Second
+	}
+	if c.SettleTimeout == 0 {
+		c.SettleTimeout = 10 * time.Second
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = 2 * time.Second
+	}
+}
 
 // Validate reports the first invalid field, named as in YAML, with the fix.
-func (c Config) Validate() error { return nil }
+func (c Config) Validate() error {
+	switch {
+	case c.Host == "" && c.IotInstanceID == "" && (c.UID == "" || c.RegionID == ""):
+		return errors.New("host: must be set, or built from iot_instance_id, or from uid and region_id")
+	case strings.ContainsAny(c.Host, "/: "):
+		return errors.New("host: must be a host name without scheme or port, e.g. iot-06z00abc.amqp.iothub.aliyuncs.com")
+	case c.Port < 1 || c.Port > 65535:
+		return errors.New("port: must be 1..65535, e.g. 5671")
+	case c.AccessKeyID == "":
+		return errors.New("access_key_id: must be set to the AccessKey ID of a RAM user allowed to subscribe")
+	case c.AccessKeySecret == "":
+		return errors.New("access_key_secret: must be set; give it through HEXMILL_TRANSPORTS_ALIYUN_ACCESS_KEY_SECRET rather than the YAML file")
+	case c.ConsumerGroupID == "":
+		return errors.New("consumer_group_id: must be set to the consumer group ID from the IoT console")
+	case c.ClientID == "":
+		return errors.New("client_id: must be set, e.g. the host name; connection i uses client_id-i")
+	case strings.ContainsAny(c.ClientID, "|,="):
+		return errors.New("client_id: must not contain '|', ',' or '='")
+	case c.SignMethod != SignHMACSHA1 && c.SignMethod != SignHMACSHA256 && c.SignMethod != SignHMACMD5:
+		return fmt.Errorf("sign_method: %q is not supported; use hmacsha1, hmacsha256 or hmacmd5", c.SignMethod)
+	case c.Connections < 1 || c.Connections > 64:
+		return errors.New("connections: must be 1..64")
+	case c.Credit < 1 || c.Credit > 10000:
+		return errors.New("credit: must be 1..10000, e.g. 200 (messages must be settled within Aliyun's 30 s)")
+	case c.IdleTimeout < 60*time.Second || c.IdleTimeout > 600*time.Second:
+		return errors.New("idle_timeout: must be 60s..600s (go-amqp advertises half, Aliyun accepts 30..300 s)")
+	case c.SourceAddress == "":
+		return errors.New("source_address: must be set, e.g. /queue-name")
+	case c.ConnectTimeout <= 0:
+		return errors.New("connect_timeout: must be positive, e.g. 15s")
+	case c.StartTimeout <= 0:
+		return errors.New("start_timeout: must be positive, e.g. 30s")
+	case c.Reconnect.InitialInterval <= 0 || c.Reconnect.MaxInterval < c.Reconnect.InitialInterval:
+		return errors.New("reconnect.initial_interval: must be positive and not above reconnect.max_interval, e.g. 10ms and 20s")
+	case c.Reconnect.MaxAttemptsPerMinute < 1 || c.Reconnect.MaxAttemptsPerMinute > 100:
+		return errors.New("reconnect.max_attempts_per_minute: must be 1..100 (Aliyun refuses more than 100 per consumer group per minute)")
+	case c.UnmatchedDelay < 0:
+		return errors.New("unmatched_delay: must not be negative, e.g. 1s")
+	case c.SettleTimeout <= 0:
+		return errors.New("settle_timeout: must be positive, e.g. 10s")
+	case c.StallTimeout <= 0:
+		return errors.New("stall_timeout: must be positive, e.g. 2s")
+	}
+	return nil
+}
+
+// Endpoint is the host the connections dial.
+func (c Config) Endpoint() string {
+	switch {
+	case c.Host != "":
+		return c.Host
+	case c.IotInstanceID != "":
+		return c.IotInstanceID + ".amqp.iothub.aliyuncs.com"
+	default:
+		return c.UID + ".iot-amqp." + c.RegionID + ".aliyuncs.com"
+	}
+}
+
+func (c Config) tls() bool { return c.TLS == nil || *c.TLS }
+
+// address is the dial URL: no credentials in it, they go in SASL options.
+func (c Config) address() string {
+	scheme := "amqps"
+	if !c.tls() {
+		scheme = "amqp"
+	}
+	return fmt.Sprintf("%s://%s:%d", scheme, c.Endpoint(), c.Port)
+}
+
+// clientID is the client ID of connection i.
+func (c Config) clientID(i int) string { return fmt.Sprintf("%s-%d", c.ClientID, i) }

@@ -1,0 +1,374 @@
+package aliyun
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	amqp "github.com/Azure/go-amqp"
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// SubscriberConfig configures one Subscriber of a Consumer (one handler
+// binding).
+type SubscriberConfig struct {
+	// Name is the handler's name, for logs.
+	Name string
+	// Concurrency bounds the messages delivered to one subscription and
+	// not yet acked or nacked; the link credit bounds all of them together.
+	Concurrency int
+	// Options are binding options; this transport has none and rejects
+	// any key.
+	Options map[string]string
+}
+
+// Subscriber is a watermill subscriber on a Consumer's links. The topic
+// given to Subscribe is a filter on Aliyun's topic (MQTT style: "+" one
+// level, "#" the rest; "" everything). When several subscriptions match,
+// the most specific filter gets the message (exact, then wildcards, then
+// ""). A message no subscription matches is held for
+// Config.UnmatchedDelay, then released back to the broker and logged.
+//
+// The stop protocol (see app.Transport): Subscribe returns once every
+// connection has its link attached and credit issued; cancelling its
+// context closes the output channel, and once no subscription is left the
+// links get no more credit; messages already delivered can still be acked
+// (accept) or nacked (release). Message contexts are not derived from the
+// Subscribe context; Close cancels them. Close releases every message of
+// this subscriber that is not acked.
+type Subscriber struct {
+	c           *Consumer
+	name        string
+	concurrency int
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup // route watchers
+
+	mu     sync.Mutex
+	closed bool
+	routes []*route
+}
+
+var _ message.Subscriber = (*Subscriber)(nil)
+
+// Subscriber returns a subscriber on the consumer's links.
+func (c *Consumer) Subscriber(cfg SubscriberConfig) (*Subscriber, error) {
+	if len(cfg.Options) > 0 {
+		keys := make([]string, 0, len(cfg.Options))
+		for k := range cfg.Options {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		return nil, fmt.Errorf("aliyun: options: %s not known; the aliyun transport takes no binding options", strings.Join(keys, ", "))
+	}
+	return &Subscriber{c: c, name: cfg.Name, concurrency: max(cfg.Concurrency, 1), closing: make(chan struct{})}, nil
+}
+
+// route is one subscription: a topic filter and its output channel.
+type route struct {
+	sub         *Subscriber
+	filter      string
+	levels      []string // filter split at "/"
+	specificity int
+	out         chan *message.Message
+	slots       chan struct{} // one per message delivered and not yet acked or nacked
+	done        chan struct{} // closed when the subscription ends
+
+	mu       sync.Mutex
+	removed  bool
+	sending  sync.WaitGroup // deliveries trying to send on out
+	inflight sync.WaitGroup // delivered, not yet settled
+}
+
+// Subscribe implements message.Subscriber; topic is an Aliyun topic filter.
+func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	select {
+	case <-s.closing:
+		return nil, ErrClosed
+	default:
+	}
+	if err := s.c.Start(ctx); err != nil {
+		return nil, err
+	}
+	r := &route{sub: s, filter: topic, levels: strings.Split(topic, "/"), specificity: specificity(topic), out: make(chan *message.Message), slots: make(chan struct{}, s.concurrency), done: make(chan struct{})}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	s.routes = append(s.routes, r)
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.c.addRoute(r)
+	go func() {
+		defer s.wg.Done()
+		select {
+		case <-ctx.Done():
+		case <-s.closing:
+		case <-s.c.closing:
+		}
+		s.c.removeRoute(r)
+		r.mu.Lock()
+		r.removed = true
+		close(r.done)
+		r.mu.Unlock()
+		r.sending.Wait()
+		close(r.out)
+	}()
+	s.c.logger.Debug("aliyun: subscribed", watermill.LogFields{"handler": s.name, "topic_filter": topic})
+	return r.out, nil
+}
+
+// Close ends every subscription, releases the messages delivered and not
+// acked, and waits for them to be settled. Safe to call more than once.
+func (s *Subscriber) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		close(s.closing)
+	})
+	s.wg.Wait()
+	s.mu.Lock()
+	routes := slices.Clone(s.routes)
+	s.mu.Unlock()
+	for _, r := range routes {
+		r.inflight.Wait()
+	}
+	return nil
+}
+
+// matches is MatchTopic(r.filter, topic) without allocating.
+func (r *route) matches(topic string) bool {
+	if r.specificity == 0 {
+		return true
+	}
+	rest, done := topic, false
+	for i, f := range r.levels {
+		if f == "#" && i == len(r.levels)-1 {
+			return true
+		}
+		if done {
+			return false
+		}
+		level, tail, more := strings.Cut(rest, "/")
+		if f != "+" && f != level {
+			return false
+		}
+		rest, done = tail, !more
+	}
+	return done
+}
+
+type offerResult int
+
+const (
+	offerDone    offerResult = iota // delivered and settled
+	offerGone                       // the route ended before delivery
+	offerRelease                    // closing: release
+)
+
+// deliver takes one message from link l to its subscription and settles
+// it: accept after Ack, release after Nack or when nobody takes it.
+func (c *Consumer) deliver(l *link, am *amqp.Message) {
+	defer c.wg.Done()
+	wm := toWatermill(am)
+	topic := wm.Metadata.Get(MetadataTopic)
+	held := false
+	for {
+		if !c.intakeOn() {
+			l.settle(am, false)
+			return
+		}
+		r := c.match(topic)
+		if r == nil {
+			if held {
+				c.unmatched(topic, wm.UUID)
+				l.settle(am, false)
+				return
+			}
+			held = true
+			if !c.hold(l) {
+				l.settle(am, false)
+				return
+			}
+			continue
+		}
+		switch r.offer(l, am, wm) {
+		case offerDone:
+			return
+		case offerRelease:
+			l.settle(am, false)
+			return
+		}
+	}
+}
+
+// hold waits UnmatchedDelay; false when the consumer closes or the link
+// dies first.
+func (c *Consumer) hold(l *link) bool {
+	t := time.NewTimer(c.cfg.UnmatchedDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.closing:
+		return false
+	case <-l.dead:
+		return false
+	}
+}
+
+func (c *Consumer) unmatched(topic, id string) {
+	c.stats.unmatched.Add(1)
+	c.mu.Lock()
+	first := !c.loggedT[topic]
+	if first && len(c.loggedT) < 1000 {
+		c.loggedT[topic] = true
+	}
+	c.mu.Unlock()
+	fields := watermill.LogFields{"topic": topic, "message_id": id}
+	if first {
+		c.logger.Error("aliyun: no subscription matches the topic; message released back to the broker (bind a handler to it or remove it from the consumer group's subscription)", nil, fields)
+	} else {
+		c.logger.Debug("aliyun: unmatched message released", fields)
+	}
+}
+
+// offer delivers wm on r and settles am by the handler's verdict.
+func (r *route) offer(l *link, am *amqp.Message, wm *message.Message) offerResult {
+	c := r.sub.c
+	r.mu.Lock()
+	if r.removed {
+		r.mu.Unlock()
+		return offerGone
+	}
+	r.sending.Add(1)
+	r.mu.Unlock()
+	select {
+	case r.slots <- struct{}{}:
+	case <-r.done:
+		r.sending.Done()
+		return offerGone
+	case <-r.sub.closing:
+		r.sending.Done()
+		return offerRelease
+	case <-c.closing:
+		r.sending.Done()
+		return offerRelease
+	}
+	// Not derived from the Subscribe context; cancelled when the message is
+	// settled, and so on Close, which settles everything.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wm.SetContext(ctx)
+	select {
+	case r.out <- wm:
+	case <-r.done:
+		<-r.slots
+		r.sending.Done()
+		return offerGone
+	case <-r.sub.closing:
+		<-r.slots
+		r.sending.Done()
+		return offerRelease
+	case <-c.closing:
+		<-r.slots
+		r.sending.Done()
+		return offerRelease
+	}
+	r.inflight.Add(1)
+	r.sending.Done()
+	defer r.inflight.Done()
+	defer func() { <-r.slots }()
+	accept := false
+	select {
+	case <-wm.Acked():
+		accept = true
+	case <-wm.Nacked():
+	case <-r.sub.closing:
+		accept = acked(wm)
+	case <-c.closing:
+		accept = acked(wm)
+	}
+	l.settle(am, accept)
+	return offerDone
+}
+
+func acked(wm *message.Message) bool {
+	select {
+	case <-wm.Acked():
+		return true
+	default:
+		return false
+	}
+}
+
+// toWatermill turns an Aliyun push into a watermill message: the payload
+// untouched, the application properties as metadata, and the product key,
+// device name and device ID parsed from the topic.
+func toWatermill(am *amqp.Message) *message.Message {
+	var payload []byte
+	switch {
+	case len(am.Data) == 1:
+		payload = am.Data[0]
+	case len(am.Data) > 1:
+		payload = bytes.Join(am.Data, nil)
+	default:
+		switch v := am.Value.(type) {
+		case []byte:
+			payload = v
+		case string:
+			payload = []byte(v)
+		}
+	}
+	md := make(message.Metadata, len(am.ApplicationProperties)+3)
+	for k, v := range am.ApplicationProperties {
+		md[k] = propertyString(v)
+	}
+	id := md[MetadataMessageID]
+	if id == "" && am.Properties != nil && am.Properties.MessageID != nil {
+		id = propertyString(am.Properties.MessageID)
+	}
+	if id == "" {
+		id = watermill.NewUUID()
+	}
+	if pk, dn, ok := ParseTopic(md[MetadataTopic]); ok {
+		md[MetadataProductKey] = pk
+		md[MetadataDeviceName] = dn
+		if md[MetadataDeviceID] == "" {
+			md[MetadataDeviceID] = DeviceID(pk, dn)
+		}
+	}
+	wm := message.NewMessage(id, payload)
+	wm.Metadata = md
+	return wm
+}
+
+func propertyString(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case []byte:
+		return string(v)
+	case int64:
+		return strconv.FormatInt(v, 10)
+	case int32:
+		return strconv.FormatInt(int64(v), 10)
+	case uint64:
+		return strconv.FormatUint(v, 10)
+	case time.Time:
+		return v.UTC().Format(time.RFC3339Nano)
+	case nil:
+		return ""
+	default:
+		return fmt.Sprint(v)
+	}
+}

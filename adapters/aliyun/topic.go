@@ -1,0 +1,74 @@
+package aliyun
+
+import "strings"
+
+// Metadata keys the subscriber sets on every message. Every other
+// application property of the AMQP message is copied as it is.
+const (
+	// MetadataTopic is Aliyun's topic, e.g. /a1b2c3/dev1/thing/event/property/post.
+	MetadataTopic = "topic"
+	// MetadataMessageID is Aliyun's message ID (the watermill UUID too):
+	// duplicates happen, dedupe on it.
+	MetadataMessageID = "messageId"
+	// MetadataGenerateTime is when Aliyun generated the message, epoch
+	// milliseconds (not for ordering).
+	MetadataGenerateTime = "generateTime"
+	// MetadataProductKey and MetadataDeviceName are parsed from the topic.
+	MetadataProductKey = "productKey"
+	MetadataDeviceName = "deviceName"
+	// MetadataDeviceID is productKey + "." + deviceName (see DeviceID).
+	MetadataDeviceID = "device_id"
+)
+
+// DeviceID is the device ID the domain sees for an Aliyun device:
+// "{productKey}.{deviceName}", Aliyun's own MQTT client ID convention. A
+// product key has no ".", so the first "." splits it again.
+func DeviceID(productKey, deviceName string) string {
+	if productKey == "" || deviceName == "" {
+		return ""
+	}
+	return productKey + "." + deviceName
+}
+
+// ParseTopic returns the product key and device name of an Aliyun topic:
+// /{productKey}/{deviceName}/..., /sys/{productKey}/{deviceName}/...,
+// /ext/.../{productKey}/{deviceName}/... is not parsed, and
+// /as/mqtt/status/{productKey}/{deviceName}.
+func ParseTopic(topic string) (productKey, deviceName string, ok bool) {
+	parts := strings.Split(strings.TrimPrefix(topic, "/"), "/")
+	switch {
+	case len(parts) >= 5 && parts[0] == "as" && parts[1] == "mqtt" && parts[2] == "status":
+		productKey, deviceName = parts[3], parts[4]
+	case len(parts) >= 4 && parts[0] == "sys":
+		productKey, deviceName = parts[1], parts[2]
+	case len(parts) >= 3 && parts[0] != "as" && parts[0] != "ext" && parts[0] != "sys":
+		productKey, deviceName = parts[0], parts[1]
+	}
+	if productKey == "" || deviceName == "" {
+		return "", "", false
+	}
+	return productKey, deviceName, true
+}
+
+// MatchTopic reports whether topic matches filter, MQTT style: "+" is one
+// level, a trailing "#" any number of levels (including none); an empty
+// filter or "#" matches everything.
+func MatchTopic(filter, topic string) bool {
+	if filter == "" || filter == "#" {
+		return true
+	}
+	fs := strings.Split(filter, "/")
+	ts := strings.Split(topic, "/")
+	for i, f := range fs {
+		if f == "#" && i == len(fs)-1 {
+			return true
+		}
+		if i >= len(ts) {
+			return false
+		}
+		if f != "+" && f != ts[i] {
+			return false
+		}
+	}
+	return len(fs) == len(ts)
+}

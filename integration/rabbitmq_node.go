@@ -1,0 +1,178 @@
+package integration
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// EnvRabbitMQServer names the rabbitmq-server script a private node runs;
+// by default the one under /usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin.
+const EnvRabbitMQServer = "HEXMILL_TEST_RABBITMQ_SERVER"
+
+// ErrNoRabbitMQServer means no RabbitMQ installation was found to start a
+// private node from; tests skip.
+var ErrNoRabbitMQServer = errors.New("no rabbitmq-server found (install RabbitMQ or set " + EnvRabbitMQServer + ")")
+
+// RabbitMQNode is a private RabbitMQ node started by a test on free
+// loopback ports, with its own configuration, plugins and data directory,
+// so a test can configure a broker without touching the shared one. It
+// takes a few seconds to start.
+type RabbitMQNode struct {
+	// Addr is the AMQP listener's host:port (AMQP 0-9-1 and, with the
+	// rabbitmq_amqp1_0 plugin, AMQP 1.0).
+	Addr string
+	Name string
+
+	cmd  *exec.Cmd
+	dir  string
+	done chan struct{} // closed when the node's output ends
+
+	mu   sync.Mutex
+	tail []string // last lines of output, for errors
+}
+
+// RabbitMQNodeOptions configure a private node.
+type RabbitMQNodeOptions struct {
+	// Plugins to enable, e.g. rabbitmq_amqp1_0.
+	Plugins []string
+	// Config holds further rabbitmq.conf lines; the listener is set by
+	// StartRabbitMQNode.
+	Config string
+	// Dir is where the node keeps its files (a t.TempDir or os.MkdirTemp).
+	Dir string
+	// StartTimeout bounds the boot; 90 s by default.
+	StartTimeout time.Duration
+}
+
+// StartRabbitMQNode boots a private node and returns once it reports
+// "completed" (listening). Stop it with Stop.
+func StartRabbitMQNode(opts RabbitMQNodeOptions) (*RabbitMQNode, error) {
+	server := os.Getenv(EnvRabbitMQServer)
+	if server == "" {
+		matches, _ := filepath.Glob("/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin/rabbitmq-server")
+		if len(matches) == 0 {
+			return nil, ErrNoRabbitMQServer
+		}
+		server = matches[len(matches)-1]
+	}
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 90 * time.Second
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	distPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	dir := opts.Dir
+	name := fmt.Sprintf("hexmill-test-%d-%d@localhost", os.Getpid(), port)
+	conf := fmt.Sprintf("listeners.tcp.default = 127.0.0.1:%d\n%s\n", port, opts.Config)
+	plugins := "[" + strings.Join(opts.Plugins, ",") + "].\n"
+	files := map[string]string{"rabbitmq.conf": conf, "enabled_plugins": plugins, "rabbitmq-env.conf": ""}
+	for f, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(content), 0o600); err != nil {
+			return nil, fmt.Errorf("rabbitmq node: %w", err)
+		}
+	}
+	cmd := exec.Command(server)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"HOME="+dir, // the node's own Erlang cookie
+		"RABBITMQ_NODENAME="+name,
+		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
+		"RABBITMQ_NODE_PORT="+strconv.Itoa(port),
+		"RABBITMQ_DIST_PORT="+strconv.Itoa(distPort),
+		"RABBITMQ_CONFIG_FILE="+filepath.Join(dir, "rabbitmq.conf"),
+		"RABBITMQ_ADVANCED_CONFIG_FILE="+filepath.Join(dir, "advanced.config"),
+		"RABBITMQ_CONF_ENV_FILE="+filepath.Join(dir, "rabbitmq-env.conf"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(dir, "enabled_plugins"),
+		"RABBITMQ_PLUGINS_EXPAND_DIR="+filepath.Join(dir, "plugins-expand"),
+		"RABBITMQ_MNESIA_BASE="+filepath.Join(dir, "mnesia"),
+		"RABBITMQ_LOG_BASE="+filepath.Join(dir, "log"),
+		"RABBITMQ_PID_FILE="+filepath.Join(dir, "node.pid"),
+	)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmq node: %w", err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("rabbitmq node: start %s: %w", server, err)
+	}
+	n := &RabbitMQNode{Addr: fmt.Sprintf("127.0.0.1:%d", port), Name: name, cmd: cmd, dir: dir, done: make(chan struct{})}
+	ready := make(chan struct{})
+	go func() { // ends when the node's output ends; Stop waits for it
+		defer close(n.done)
+		sc := bufio.NewScanner(out)
+		signalled := false
+		for sc.Scan() {
+			line := sc.Text()
+			n.mu.Lock()
+			n.tail = append(n.tail, line)
+			if len(n.tail) > 40 {
+				n.tail = n.tail[1:]
+			}
+			n.mu.Unlock()
+			if !signalled && strings.Contains(line, "Starting broker") && strings.Contains(line, "completed") {
+				signalled = true
+				close(ready)
+			}
+		}
+	}()
+	timer := time.NewTimer(opts.StartTimeout)
+	defer timer.Stop()
+	select {
+	case <-ready:
+		return n, nil
+	case <-n.done:
+		n.Stop()
+		return nil, fmt.Errorf("rabbitmq node %s exited while starting:\n%s", name, n.output())
+	case <-timer.C:
+		n.Stop()
+		return nil, fmt.Errorf("rabbitmq node %s not up within %s:\n%s", name, opts.StartTimeout, n.output())
+	}
+}
+
+func (n *RabbitMQNode) output() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return strings.Join(n.tail, "\n")
+}
+
+// Stop terminates the node's process group (SIGTERM, then SIGKILL after
+// 20 s) and waits for it.
+func (n *RabbitMQNode) Stop() {
+	pgid := n.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	timer := time.NewTimer(20 * time.Second)
+	defer timer.Stop()
+	select {
+	case <-n.done:
+	case <-timer.C:
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-n.done
+	}
+	_ = n.cmd.Wait()
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
