@@ -18,6 +18,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -142,6 +143,18 @@ func (c *Client) dial() (*amqp.Connection, chan *amqp.Error, error) {
 	return conn, closed, nil
 }
 
+// isTLSRefusal reports a TLS alert from the broker, or a connection the
+// broker closed during the AMQP handshake, as a broker that requires a
+// client certificate does (with TLS 1.3 the alert can lose the race with
+// the close).
+func isTLSRefusal(err error) bool {
+	var ae *amqp.Error
+	msg := err.Error()
+	return strings.Contains(msg, "remote error: tls:") ||
+		(errors.As(err, &ae) && ae.Code == amqp.ChannelError) ||
+		errors.Is(err, amqp.ErrClosed)
+}
+
 // dialError explains the common failures and keeps the password out.
 func (c *Client) dialError(err error) error {
 	target := URL(c.dialURL).Redacted()
@@ -155,6 +168,8 @@ func (c *Client) dialError(err error) error {
 		return fmt.Errorf("connect %s: the broker's TLS certificate does not match the host; set tls.server_name to a name it carries: %s", target, redact(err.Error(), c.dialURL))
 	case errors.As(err, &ae) && ae.Code == amqp.AccessRefused:
 		return fmt.Errorf("connect %s: access refused: check user and password, and the user's permissions on the vhost", target)
+	case strings.HasPrefix(c.dialURL, "amqps:") && c.cfg.TLS.CertFile == "" && isTLSRefusal(err):
+		return fmt.Errorf("connect %s: the broker refused the TLS connection; it may require a client certificate: set tls.cert_file and tls.key_file (%s)", target, redact(err.Error(), c.dialURL))
 	}
 	return fmt.Errorf("connect %s: %s", target, redact(err.Error(), c.dialURL))
 }

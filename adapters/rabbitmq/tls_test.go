@@ -54,7 +54,7 @@ func TestTLS(t *testing.T) {
 		{"verified server, client certificate", rabbitmq.TLSConfig{CAFile: "ca.pem", CertFile: "client.pem", KeyFile: "client-key.pem", ServerName: "localhost"}, ""},
 		{"wrong CA", rabbitmq.TLSConfig{CAFile: "other-ca.pem", CertFile: "client.pem", KeyFile: "client-key.pem", ServerName: "localhost"}, "not signed by a CA in tls.ca_file"},
 		{"wrong server name", rabbitmq.TLSConfig{CAFile: "ca.pem", CertFile: "client.pem", KeyFile: "client-key.pem", ServerName: "broker.example"}, "set tls.server_name"},
-		{"no client certificate", rabbitmq.TLSConfig{CAFile: "ca.pem", ServerName: "localhost"}, "certificate required"},
+		{"no client certificate", rabbitmq.TLSConfig{CAFile: "ca.pem", ServerName: "localhost"}, "set tls.cert_file and tls.key_file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.tls
