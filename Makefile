@@ -40,8 +40,8 @@ test-e2e-full: ## the same at full size (50k-150k messages per test)
 	HEXMILL_E2E_FULL=1 $(GO) test -race -count=1 -timeout 60m -run E2E -v ./integration/
 
 .PHONY: bench
-bench: ## hexmill vs the raw clients, side by side, ratio printed (BENCH_N messages per side)
-	$(GO) run ./cmd/hexmill-bench -n $(BENCH_N)
+bench: ## hexmill vs the raw clients, side by side, ratio printed; report and charts into docs/bench
+	$(GO) run ./cmd/hexmill-bench -n $(BENCH_N) -report docs/bench
 
 .PHONY: lint
 lint: ## gofmt and go vet
