@@ -23,7 +23,7 @@ test: ## all tests with -race: unit, and integration against the brokers in HEXM
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
 
 .PHONY: test-unit
-test-unit: ## unit tests only: no broker needed (integration tests skip)
+test-unit: ## tests without HEXMILL_TEST_* brokers (those skip; tests that start private brokers from installed binaries still run)
 	env -u HEXMILL_TEST_RABBITMQ_URL -u HEXMILL_TEST_MQTT_URL -u HEXMILL_TEST_AMQP1_ADDR \
 		$(GO) test -race -short -count=1 $(PKGS)
 
