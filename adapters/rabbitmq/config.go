@@ -2,7 +2,6 @@ package rabbitmq
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hexmill/hexmill/internal/secret"
+	"github.com/hexmill/hexmill/internal/tlsfiles"
 )
 
 // Config configures the rabbitmq transport: where the broker is, how to
@@ -472,27 +472,12 @@ func (c Config) tlsConfig(dialURL string) (*tls.Config, error) {
 	if u == nil || u.Scheme != "amqps" {
 		return nil, nil
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLS.ServerName}
+	tc, err := tlsfiles.Files{CAFile: c.TLS.CAFile, CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile, ServerName: c.TLS.ServerName}.Config()
+	if err != nil {
+		return nil, err
+	}
 	if tc.ServerName == "" {
 		tc.ServerName = u.Hostname()
-	}
-	if c.TLS.CAFile != "" {
-		pem, err := os.ReadFile(c.TLS.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file: no PEM certificate in %s", c.TLS.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if c.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
 }
