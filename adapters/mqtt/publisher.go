@@ -152,6 +152,16 @@ func (c *pubConn) publish(topic string, o PublishOptions, msg *message.Message) 
 		}
 	}
 
+	// Fast path, while the connection is up: paho bounds the wait for a
+	// packet ID and for PUBACK/PUBCOMP by PacketTimeout (= PublishTimeout),
+	// so no context of our own is needed (one per publish costs a timer
+	// and its garbage).
+	if c.up.Load() {
+		resp, err := c.cm.Publish(context.Background(), pub)
+		if !connectionDown(err) {
+			return publishResult(msg, topic, resp, err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.PublishTimeout)
 	defer cancel()
 	for {
@@ -159,21 +169,31 @@ func (c *pubConn) publish(topic string, o PublishOptions, msg *message.Message) 
 			return c.lastErr.wrap(fmt.Errorf("mqtt: publish %s to %s: no connection to the broker: %w", msg.UUID, topic, err))
 		}
 		resp, err := c.cm.Publish(ctx, pub)
-		if errors.Is(err, autopaho.ConnectionDownError) || errors.Is(err, session.ErrNoConnection) {
+		if connectionDown(err) {
 			continue // dropped between the wait and the publish: nothing was sent
 		}
-		if resp != nil && resp.ReasonCode >= 0x80 {
-			reason := ""
-			if resp.Properties != nil && resp.Properties.ReasonString != "" {
-				reason = " (" + resp.Properties.ReasonString + ")"
-			}
-			return fmt.Errorf("mqtt: publish %s to %s: broker refused with reason code 0x%02x%s", msg.UUID, topic, resp.ReasonCode, reason)
-		}
-		if err != nil {
-			return fmt.Errorf("mqtt: publish %s to %s: %w", msg.UUID, topic, err)
-		}
-		return nil
+		return publishResult(msg, topic, resp, err)
 	}
+}
+
+// connectionDown reports an error of a publish that sent nothing because
+// there was no connection.
+func connectionDown(err error) bool {
+	return err != nil && (errors.Is(err, autopaho.ConnectionDownError) || errors.Is(err, session.ErrNoConnection))
+}
+
+func publishResult(msg *message.Message, topic string, resp *paho.PublishResponse, err error) error {
+	if resp != nil && resp.ReasonCode >= 0x80 {
+		reason := ""
+		if resp.Properties != nil && resp.Properties.ReasonString != "" {
+			reason = " (" + resp.Properties.ReasonString + ")"
+		}
+		return fmt.Errorf("mqtt: publish %s to %s: broker refused with reason code 0x%02x%s", msg.UUID, topic, resp.ReasonCode, reason)
+	}
+	if err != nil {
+		return fmt.Errorf("mqtt: publish %s to %s: %w", msg.UUID, topic, err)
+	}
+	return nil
 }
 
 // Ready reports nil while the publisher's connection is up.

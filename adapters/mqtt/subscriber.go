@@ -68,9 +68,11 @@ type Subscriber struct {
 	routes    []*route
 	// acks mirrors paho's ack tracker of the current connection: QoS 1/2
 	// packets in arrival order; paho flushes the acked prefix.
-	ackCli  *paho.Client
-	acks    []*ackEntry
-	acksMov chan struct{} // closed and replaced when acks moves
+	ackCli *paho.Client
+	acks   []*ackEntry
+	// acksMov, when not nil, is closed when acks moves: flushAcks waits
+	// on it (only Close waits, so no channel per ack otherwise).
+	acksMov chan struct{}
 }
 
 type route struct {
@@ -86,6 +88,9 @@ type route struct {
 	// signal holds a token while the queue may have messages for a
 	// waiting consumer.
 	signal chan struct{}
+	// room holds a token when a message left the queue: onPublish waits
+	// for it while the queue is full (see waitRoom).
+	room chan struct{}
 }
 
 type inbound struct {
@@ -133,7 +138,6 @@ func NewSubscriber(cfg Config, sc SubscriberConfig, logger watermill.LoggerAdapt
 		releaseID: func() {},
 		base:      base, cancelBase: cancel,
 		closing: make(chan struct{}), kick: make(chan struct{}, 1),
-		acksMov: make(chan struct{}),
 	}, nil
 }
 
@@ -162,7 +166,7 @@ func (s *Subscriber) route(filter string) *route {
 			return r
 		}
 	}
-	r := &route{filter: filter, full: full, qos: s.qos, state: make(chan struct{}), signal: make(chan struct{}, 1)}
+	r := &route{filter: filter, full: full, qos: s.qos, state: make(chan struct{}), signal: make(chan struct{}, 1), room: make(chan struct{}, 1)}
 	s.routes = append(s.routes, r)
 	return r
 }
@@ -470,11 +474,16 @@ func (s *Subscriber) onPublish(pr paho.PublishReceived) (bool, error) {
 			break
 		}
 	}
+	full := false
 	if target != nil {
 		target.queue = append(target.queue, in)
 		target.notify()
+		full = len(target.queue) >= s.cfg.ReceiveMaximum
 	}
 	s.mu.Unlock()
+	if full {
+		s.waitRoom(target)
+	}
 	if target == nil {
 		// A subscription left in the persistent session by an earlier
 		// configuration: nobody here handles it, and holding it unacked
@@ -486,6 +495,40 @@ func (s *Subscriber) onPublish(pr paho.PublishReceived) (bool, error) {
 	return true, nil
 }
 
+// roomWait bounds how long waitRoom holds one message.
+const roomWait = time.Second
+
+// waitRoom holds paho's receive goroutine while r's queue holds
+// ReceiveMaximum messages or more. A broker that keeps to the Receive
+// Maximum never fills it (the handed-out messages count against it too);
+// mosquitto 2.0 does not keep to it once acks flow (with Receive Maximum
+// 100 it had over 14 000 unacked messages out to a slowly acking client),
+// and without this bound a backlog at the broker would move into this
+// process's memory. Waiting here stops paho reading the connection, so the
+// backlog stays in the broker (TCP back-pressure); it ends as soon as a
+// consumer takes a message, at Close, or after roomWait at most (paho
+// ends a lost connection only once this goroutine returns, and it reads
+// PINGRESP on the same connection).
+func (s *Subscriber) waitRoom(r *route) {
+	timeout := time.NewTimer(roomWait)
+	defer timeout.Stop()
+	for {
+		s.mu.Lock()
+		n := len(r.queue)
+		s.mu.Unlock()
+		if n < s.cfg.ReceiveMaximum {
+			return
+		}
+		select {
+		case <-r.room:
+		case <-s.closing:
+			return
+		case <-timeout.C:
+			return
+		}
+	}
+}
+
 // ack acknowledges in on the connection it arrived on.
 func (s *Subscriber) ack(in *inbound) {
 	if in.ack == nil || in.stale() {
@@ -494,7 +537,9 @@ func (s *Subscriber) ack(in *inbound) {
 	s.mu.Lock()
 	in.ack.acked = true
 	s.mu.Unlock()
-	if err := in.cli.Ack(in.pb); err != nil && !errors.Is(err, paho.ErrPacketNotFound) {
+	// paho's Ack needs the QoS and packet ID only; the full packet would
+	// be copied with its properties.
+	if err := in.cli.Ack(&paho.Publish{QoS: in.pb.QoS, PacketID: in.pb.PacketID}); err != nil && !errors.Is(err, paho.ErrPacketNotFound) {
 		s.logger.Error("MQTT ack failed; the broker will redeliver", err, watermill.LogFields{"topic": in.pb.Topic})
 	}
 }
@@ -507,8 +552,10 @@ func (s *Subscriber) ackSent(id uint16) {
 	if len(s.acks) > 0 && s.acks[0].id == id {
 		s.acks[0] = nil
 		s.acks = s.acks[1:]
-		close(s.acksMov)
-		s.acksMov = make(chan struct{})
+		if s.acksMov != nil {
+			close(s.acksMov)
+			s.acksMov = nil
+		}
 	}
 }
 
@@ -521,6 +568,9 @@ func (s *Subscriber) flushAcks(deadline <-chan time.Time) {
 		if cli == nil || len(s.acks) == 0 || !s.acks[0].acked {
 			s.mu.Unlock()
 			return
+		}
+		if s.acksMov == nil {
+			s.acksMov = make(chan struct{})
 		}
 		moved := s.acksMov
 		s.mu.Unlock()
@@ -563,7 +613,10 @@ func (s *Subscriber) consume(ctx context.Context, r *route, out chan<- *message.
 			return
 		}
 		msg := s.message(in)
-		msgCtx, cancel := context.WithCancel(s.base)
+		// Not derived from s.base: a child of a cancellable context
+		// registers with it (a lock and a map entry per message); the
+		// settling goroutine cancels it at settle or Close instead.
+		msgCtx, cancel := context.WithCancel(context.Background())
 		msg.SetContext(msgCtx)
 		select {
 		case out <- msg:
@@ -593,6 +646,10 @@ func (s *Subscriber) next(ctx context.Context, r *route) *inbound {
 			in := r.queue[0]
 			r.queue[0] = nil
 			r.queue = r.queue[1:]
+			select {
+			case r.room <- struct{}{}:
+			default:
+			}
 			if !in.stale() {
 				if len(r.queue) > 0 {
 					r.notify() // for the other consumers of r

@@ -46,8 +46,21 @@ func init() {
 			}
 			return nil
 		},
-		Raw:     withBroker(rawMQTTEndToEnd),
+		Raw: withBroker(func(ctx context.Context, opts Options, url string) (Result, error) {
+			return rawMQTTEndToEnd(ctx, opts, url, false)
+		}),
 		Hexmill: withBroker(hexmillMQTTEndToEnd),
+		// raw+uuid is raw paho carrying what hexmill's messages carry on
+		// the wire: the message UUID as the user property watermill_uuid
+		// (docs/mqtt.md). paho.golang decodes every property string into
+		// a fresh bytes.Buffer of at least 512 bytes, so the property costs
+		// both sides CPU and garbage; the ratio to raw+uuid is the cost of
+		// the adapter itself.
+		Baselines: map[string]Run{
+			"raw+uuid": withBroker(func(ctx context.Context, opts Options, url string) (Result, error) {
+				return rawMQTTEndToEnd(ctx, opts, url, true)
+			}),
+		},
 	})
 }
 
@@ -190,7 +203,10 @@ func benchTopic() string { return "bench/" + watermill.NewShortUUID() }
 // rawMQTTEndToEnd: paho.golang autopaho, QoS 1, one publisher connection,
 // a subscriber with a persistent session, Receive Maximum 65535 and manual
 // acks sent after the handler (inline, on paho's goroutine).
-func rawMQTTEndToEnd(ctx context.Context, opts Options, server string) (Result, error) {
+//
+// With uuid, each publish carries a new message UUID as the user property
+// mqtt.PropertyUUID, as hexmill's publisher does.
+func rawMQTTEndToEnd(ctx context.Context, opts Options, server string, uuid bool) (Result, error) {
 	u, err := url.Parse(server)
 	if err != nil {
 		return Result{}, err
@@ -240,7 +256,11 @@ func rawMQTTEndToEnd(ctx context.Context, opts Options, server string) (Result, 
 		return Result{}, err
 	}
 	return e.publish(ctx, opts, func(payload []byte) error {
-		resp, err := pub.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload})
+		p := &paho.Publish{Topic: topic, QoS: 1, Payload: payload}
+		if uuid {
+			p.Properties = &paho.PublishProperties{User: paho.UserProperties{{Key: mqtt.PropertyUUID, Value: watermill.NewUUID()}}}
+		}
+		resp, err := pub.Publish(ctx, p)
 		if err == nil && resp != nil && resp.ReasonCode >= 0x80 {
 			err = fmt.Errorf("reason code 0x%02x", resp.ReasonCode)
 		}
