@@ -5,9 +5,7 @@ package integration_test
 // RabbitMQ names a test owns.
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -280,18 +278,9 @@ func (e *e2eEnv) send(ctx context.Context, s scale) (load.SendResult, error) {
 
 // service is one hexmill process, its JSON log lines parsed as they come.
 type service struct {
+	*integration.Process
 	name string
-	cmd  *exec.Cmd
-	wg   sync.WaitGroup
 	addr string // ops HTTP host:port
-
-	mu      sync.Mutex
-	lines   []map[string]any
-	next    int           // the first line waitLog has not looked at
-	changed chan struct{} // closed and replaced on every new line
-	exited  bool
-	waited  bool
-	exit    error
 }
 
 // startService starts a replica (its own client IDs) and waits until it
@@ -302,117 +291,16 @@ func (e *e2eEnv) startService(replica string, env ...string) *service {
 	cmd := exec.Command(hexmillBinary(t))
 	cmd.Env = append(os.Environ(), "HEXMILL_CONFIG="+e.config(replica), "GORACE=halt_on_error=1")
 	cmd.Env = append(cmd.Env, env...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd.Stdout = io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s := &service{name: replica, cmd: cmd, changed: make(chan struct{})}
-	s.wg.Add(1)
-	go s.read(stderr)
+	s := &service{Process: integration.StartProcess(t, replica, cmd), name: replica}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		s.wait()
 		if t.Failed() || os.Getenv("HEXMILL_E2E_DUMP") != "" {
-			s.dump(t, 40)
+			s.Dump(t, 40)
 		}
 	})
-	s.addr, _ = s.waitLog(t, "ops http listening", msgIs("ops http listening"))["addr"].(string)
-	s.waitLog(t, "consuming", msgIs("consuming"))
+	s.addr, _ = s.WaitLog(t, "ops http listening", integration.MsgIs("ops http listening"))["addr"].(string)
+	s.WaitLog(t, "consuming", integration.MsgIs("consuming"))
 	return s
-}
-
-func (s *service) read(stderr io.Reader) {
-	defer s.wg.Done()
-	sc := bufio.NewScanner(stderr)
-	sc.Buffer(make([]byte, 1<<20), 4<<20)
-	for sc.Scan() {
-		var line map[string]any
-		if json.Unmarshal(sc.Bytes(), &line) != nil {
-			line = map[string]any{"msg": sc.Text()}
-		}
-		s.mu.Lock()
-		s.lines = append(s.lines, line)
-		close(s.changed)
-		s.changed = make(chan struct{})
-		s.mu.Unlock()
-	}
-	s.mu.Lock()
-	s.exited = true
-	close(s.changed)
-	s.mu.Unlock()
-}
-
-// wait waits for the process and its log reader; it returns the exit
-// error (nil for status 0). Safe to call more than once.
-func (s *service) wait() error {
-	s.wg.Wait()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.waited {
-		s.exit = s.cmd.Wait()
-		s.waited = true
-	}
-	return s.exit
-}
-
-// waitLog returns the first log line not looked at yet for which match is
-// true.
-func (s *service) waitLog(t *testing.T, what string, match func(map[string]any) bool) map[string]any {
-	t.Helper()
-	timeout := time.NewTimer(60 * time.Second)
-	defer timeout.Stop()
-	for {
-		s.mu.Lock()
-		for s.next < len(s.lines) {
-			line := s.lines[s.next]
-			s.next++
-			if match(line) {
-				s.mu.Unlock()
-				return line
-			}
-		}
-		exited, changed := s.exited, s.changed
-		s.mu.Unlock()
-		if exited {
-			t.Fatalf("%s: service exited before logging %s", s.name, what)
-		}
-		select {
-		case <-changed:
-		case <-timeout.C:
-			t.Fatalf("%s: no log line: %s", s.name, what)
-		}
-	}
-}
-
-// countLog counts the log lines so far for which match is true.
-func (s *service) countLog(match func(map[string]any) bool) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, l := range s.lines {
-		if match(l) {
-			n++
-		}
-	}
-	return n
-}
-
-func (s *service) dump(t *testing.T, last int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	from := max(0, len(s.lines)-last)
-	for _, l := range s.lines[from:] {
-		b, _ := json.Marshal(l)
-		t.Logf("%s log: %s", s.name, b)
-	}
-}
-
-func msgIs(msg string) func(map[string]any) bool {
-	return func(l map[string]any) bool { return l["msg"] == msg }
 }
 
 func levelAtLeastError(l map[string]any) bool { return l["level"] == "ERROR" }
@@ -420,7 +308,7 @@ func levelAtLeastError(l map[string]any) bool { return l["level"] == "ERROR" }
 // signal sends sig to the process.
 func (s *service) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	if err := s.cmd.Process.Signal(sig); err != nil {
+	if err := s.Cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("%s: signal %v: %v", s.name, sig, err)
 	}
 }
@@ -429,7 +317,7 @@ func (s *service) signal(t *testing.T, sig syscall.Signal) {
 func (s *service) kill(t *testing.T) {
 	t.Helper()
 	s.signal(t, syscall.SIGKILL)
-	_ = s.wait()
+	_ = s.Wait()
 }
 
 // get fetches an ops endpoint.

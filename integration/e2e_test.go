@@ -44,7 +44,7 @@ func TestE2ESIGTERMRestart(t *testing.T) {
 	}
 	start := time.Now()
 	svc.signal(t, syscall.SIGTERM)
-	err := svc.wait()
+	err := svc.Wait()
 	stopped := time.Since(start)
 	if code := exitCode(err); code != 0 {
 		t.Fatalf("exit after SIGTERM: %v, want status 0", err)
@@ -52,7 +52,7 @@ func TestE2ESIGTERMRestart(t *testing.T) {
 	if stopped > e.drainTimeout {
 		t.Fatalf("stop took %s, longer than the drain timeout %s", stopped, e.drainTimeout)
 	}
-	if svc.countLog(msgIs("stopped")) != 1 {
+	if svc.CountLog(integration.MsgIs("stopped")) != 1 {
 		t.Fatal(`no "stopped" log line`)
 	}
 	t.Logf("SIGTERM at %d received: exit 0 after %s (drain timeout %s)", chk.Received(), stopped.Round(time.Millisecond), e.drainTimeout)
@@ -273,7 +273,7 @@ func TestE2EBadInput(t *testing.T) {
 		}
 	}
 	svc.requireReady(t)
-	if n := svc.countLog(levelAtLeastError); n > 0 {
+	if n := svc.CountLog(levelAtLeastError); n > 0 {
 		t.Logf("the service logged %d error lines", n)
 	}
 }

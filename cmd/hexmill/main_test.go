@@ -1,8 +1,6 @@
 package main_test
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,10 +11,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hexmill/hexmill/integration"
 )
 
 var binary string
@@ -39,89 +38,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// service is the hexmill binary running as a process, its JSON log lines
-// parsed as they come.
-type service struct {
-	cmd *exec.Cmd
-	wg  sync.WaitGroup
-
-	mu      sync.Mutex
-	lines   []map[string]any
-	next    int           // the first line waitLog has not looked at
-	changed chan struct{} // closed and replaced on every new line
-	exited  bool
-}
-
-func startService(t *testing.T, env ...string) *service {
+// startService runs the binary with JSON logs and the ops server on a free
+// port.
+func startService(t *testing.T, env ...string) *integration.Process {
 	t.Helper()
 	cmd := exec.Command(binary)
 	cmd.Env = append(os.Environ(), append([]string{"HEXMILL_LOG_FORMAT=json", "HEXMILL_HTTP_ADDR=127.0.0.1:0"}, env...)...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s := &service{cmd: cmd, changed: make(chan struct{})}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var line map[string]any
-			if json.Unmarshal(sc.Bytes(), &line) != nil {
-				line = map[string]any{"msg": sc.Text()}
-			}
-			s.mu.Lock()
-			s.lines = append(s.lines, line)
-			close(s.changed)
-			s.changed = make(chan struct{})
-			s.mu.Unlock()
-		}
-		s.mu.Lock()
-		s.exited = true
-		close(s.changed)
-		s.mu.Unlock()
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		s.wg.Wait()
-		_ = cmd.Wait()
-	})
-	return s
-}
-
-// waitLog returns the first log line for which match is true.
-func (s *service) waitLog(t *testing.T, what string, match func(map[string]any) bool) map[string]any {
-	t.Helper()
-	timeout := time.After(30 * time.Second)
-	for {
-		s.mu.Lock()
-		for s.next < len(s.lines) {
-			line := s.lines[s.next]
-			s.next++
-			if match(line) {
-				s.mu.Unlock()
-				return line
-			}
-		}
-		exited, changed := s.exited, s.changed
-		s.mu.Unlock()
-		if exited {
-			t.Fatalf("service exited before logging %s", what)
-		}
-		select {
-		case <-changed:
-		case <-timeout:
-			t.Fatalf("no log line: %s", what)
-		}
-	}
-}
-
-func msgIs(msg string) func(map[string]any) bool {
-	return func(l map[string]any) bool { return l["msg"] == msg }
+	return integration.StartProcess(t, "hexmill", cmd)
 }
 
 // The newcomer's path: no configuration, no broker; the demo pipeline
@@ -130,10 +53,10 @@ func msgIs(msg string) func(map[string]any) bool {
 func TestRunInjectAndStop(t *testing.T) {
 	const drainTimeout = 5 * time.Second
 	s := startService(t, "HEXMILL_DEMO_INTERVAL=50ms", fmt.Sprintf("HEXMILL_DRAIN_TIMEOUT=%s", drainTimeout))
-	addr := s.waitLog(t, "ops http listening", msgIs("ops http listening"))["addr"].(string)
+	addr := s.WaitLog(t, "ops http listening", integration.MsgIs("ops http listening"))["addr"].(string)
 	base := "http://" + addr
-	s.waitLog(t, "consuming", msgIs("consuming"))
-	s.waitLog(t, "demo telemetry sent", msgIs("telemetry sent"))
+	s.WaitLog(t, "consuming", integration.MsgIs("consuming"))
+	s.WaitLog(t, "demo telemetry sent", integration.MsgIs("telemetry sent"))
 
 	for _, path := range []string{"/healthz", "/readyz"} {
 		if code, body := get(t, base+path); code != http.StatusOK {
@@ -151,7 +74,7 @@ func TestRunInjectAndStop(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("inject: %d %s", resp.StatusCode, body)
 	}
-	s.waitLog(t, "the alert for the injected reading", func(l map[string]any) bool {
+	s.WaitLog(t, "the alert for the injected reading", func(l map[string]any) bool {
 		p, _ := l["payload"].(string)
 		return l["msg"] == "event" && l["type"] == "AlertRaised" && strings.Contains(p, `"device_id":"newcomer-1"`) && strings.Contains(p, "123.4")
 	})
@@ -162,7 +85,7 @@ func TestRunInjectAndStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	s.waitLog(t, "the poisoned bad input", func(l map[string]any) bool {
+	s.WaitLog(t, "the poisoned bad input", func(l map[string]any) bool {
 		r, _ := l["reason"].(string)
 		return l["msg"] == "poison" && strings.Contains(r, "readings")
 	})
@@ -172,12 +95,11 @@ func TestRunInjectAndStop(t *testing.T) {
 	}
 
 	start := time.Now()
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := s.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	s.waitLog(t, "stopped", msgIs("stopped"))
-	s.wg.Wait()
-	err = s.cmd.Wait()
+	s.WaitLog(t, "stopped", integration.MsgIs("stopped"))
+	err = s.Wait()
 	elapsed := time.Since(start)
 	if err != nil {
 		t.Fatalf("exit after SIGTERM: %v, want status 0", err)
