@@ -307,7 +307,7 @@ func (c Config) Validate() error {
 	}
 	for _, t := range c.usedTransports() {
 		if err := c.validateTransport(t); err != nil {
-			return fmt.Errorf("%w", prefixField("transports."+t+".", err))
+			return prefixField("transports."+t+".", err)
 		}
 	}
 	if err := c.Domain.Validate(); err != nil {

@@ -43,14 +43,14 @@ func (d *demo) start(context.Context) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	d.sub = d.broker.Subscriber("demo-log", 16)
-	watch := map[string]string{d.cfg.Poison.Topic: "poison"}
+	watch := map[string]string{} // memory topic -> what lands there
 	for _, eventType := range sortedKeys(d.cfg.Events) {
 		if e := d.cfg.Events[eventType]; e.Transport == TransportMemory {
 			watch[e.Topic] = eventType
 		}
 	}
-	if d.cfg.Poison.Transport != TransportMemory {
-		delete(watch, d.cfg.Poison.Topic)
+	if d.cfg.Poison.Transport == TransportMemory {
+		watch[d.cfg.Poison.Topic] = "poison"
 	}
 	for topic, kind := range watch {
 		msgs, err := d.sub.Subscribe(ctx, topic)

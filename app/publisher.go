@@ -109,14 +109,6 @@ func (p *eventPublisher) Publish(ctx context.Context, events ...ports.Event) err
 	return nil
 }
 
-// poison returns the publisher of the poison target.
-func (p *eventPublisher) poison() (message.Publisher, error) {
-	if p.poisonTo.publisher == nil {
-		return nil, errors.New("poison target: no publisher")
-	}
-	return p.poisonTo.publisher, nil
-}
-
 // Close closes every publisher.
 func (p *eventPublisher) Close() error {
 	var errs []error

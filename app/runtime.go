@@ -140,7 +140,9 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
 			r.closeAll(context.Background())
-			r.setState(stateStopped)
+			r.mu.Lock()
+			r.state = stateStopped
+			r.mu.Unlock()
 		}
 	}()
 
@@ -193,11 +195,7 @@ func (r *Runtime) addMiddleware(wlogger watermill.LoggerAdapter) error {
 	if r.registry != nil {
 		metrics.NewPrometheusMetricsBuilder(r.registry, "hexmill", "").AddPrometheusRouterMetrics(r.router)
 	}
-	poison, err := r.publishers.poison()
-	if err != nil {
-		return err
-	}
-	toPoison, err := middleware.PoisonQueueWithFilter(poison, r.cfg.Poison.Topic, func(err error) bool {
+	toPoison, err := middleware.PoisonQueueWithFilter(r.publishers.poisonTo.publisher, r.cfg.Poison.Topic, func(err error) bool {
 		// A handler cut short by stop, or one whose events could not be
 		// published, is redelivered: the message itself is fine.
 		return r.abort.Err() == nil && !errors.Is(err, ErrPublish)
@@ -305,9 +303,6 @@ func (r *Runtime) Ready() error {
 	return nil
 }
 
-// InFlight is the number of messages being handled now.
-func (r *Runtime) InFlight() int { return r.inflight.count() }
-
 // Stop runs the stop protocol. ctx bounds the whole stop; the drain itself
 // is bounded by the configured drain timeout.
 func (r *Runtime) Stop(ctx context.Context) error {
@@ -382,12 +377,6 @@ func (r *Runtime) closeAll(ctx context.Context) error {
 		r.cancelAbort()
 	}
 	return errors.Join(errs...)
-}
-
-func (r *Runtime) setState(s runtimeState) {
-	r.mu.Lock()
-	r.state = s
-	r.mu.Unlock()
 }
 
 // routerOwnedSubscriber keeps watermill's router from closing a subscriber:

@@ -18,7 +18,7 @@ import (
 var aliyunModule = fx.Module("aliyun",
 	fx.Provide(
 		fx.Annotate(newAliyunOpener, fx.ResultTags(`group:"transports"`)),
-		fx.Annotate(aliyunNamedFormats, fx.ResultTags(`group:"formats,flatten"`)),
+		fx.Annotate(aliyunFormats, fx.ResultTags(`group:"formats,flatten"`)),
 	),
 )
 
@@ -56,18 +56,9 @@ func openAliyun(ctx context.Context, cfg aliyun.Config, logger watermill.LoggerA
 // aliyunFormats are the wire-format translations the aliyun transport
 // offers to Binding.Format: they rewrite the message in place before the
 // handler sees it, and return a ports.Invalid error for malformed input.
-func aliyunFormats() map[string]func(*message.Message) error {
-	return map[string]func(*message.Message) error{
-		"alink-property": aliyun.AlinkPropertyToTelemetry,
-		"aliyun-status":  aliyun.StatusToReport,
+func aliyunFormats() []namedFormat {
+	return []namedFormat{
+		{Name: "alink-property", Format: aliyun.AlinkPropertyToTelemetry},
+		{Name: "aliyun-status", Format: aliyun.StatusToReport},
 	}
-}
-
-// aliyunNamedFormats offers aliyunFormats to the runtime's "formats" group.
-func aliyunNamedFormats() []namedFormat {
-	var out []namedFormat
-	for _, name := range sortedKeys(aliyunFormats()) {
-		out = append(out, namedFormat{Name: name, Format: aliyunFormats()[name]})
-	}
-	return out
 }

@@ -151,6 +151,14 @@ func (e *e2eEnv) serviceRabbitURL() string {
 	return u.String()
 }
 
+// begin returns the context a test of scale sc runs in (ended with the
+// test) and the checker reading the sink.
+func (e *e2eEnv) begin(sc scale) (context.Context, *load.Checker) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute+time.Duration(sc.Count)*time.Millisecond)
+	e.t.Cleanup(cancel)
+	return ctx, e.checker(15 * time.Second)
+}
+
 // checker starts the load checker on a queue of the test bound to the
 // events exchange with AlertRaised; it must exist before the service
 // publishes (the AlertRaised binding is mandatory).

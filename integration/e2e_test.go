@@ -33,9 +33,7 @@ import (
 func TestE2ESIGTERMRestart(t *testing.T) {
 	e := newE2EEnv(t)
 	sc := e2eScale(scale{Count: 3000, Rate: 1000}, scale{Count: 100000, Rate: 5000})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute+time.Duration(sc.Count)*time.Millisecond)
-	defer cancel()
-	chk := e.checker(15 * time.Second)
+	ctx, chk := e.begin(sc)
 	svc := e.startService("r0")
 	sending := e.sendAsync(ctx, sc)
 
@@ -67,9 +65,7 @@ func TestE2ESIGTERMRestart(t *testing.T) {
 func TestE2ESIGKILLRestart(t *testing.T) {
 	e := newE2EEnv(t)
 	sc := e2eScale(scale{Count: 3000, Rate: 1000}, scale{Count: 100000, Rate: 5000})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute+time.Duration(sc.Count)*time.Millisecond)
-	defer cancel()
-	chk := e.checker(15 * time.Second)
+	ctx, chk := e.begin(sc)
 	svc := e.startService("r0")
 	sending := e.sendAsync(ctx, sc)
 
@@ -94,9 +90,7 @@ func TestE2EConnectionsCut(t *testing.T) {
 	rabbitProxy := integration.NewProxy(t, e.rabbitAddr)
 	e.mqttAddr, e.rabbitAddr = mqttProxy.Addr(), rabbitProxy.Addr()
 	sc := e2eScale(scale{Count: 4000, Rate: 1000}, scale{Count: 100000, Rate: 5000})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute+time.Duration(sc.Count)*time.Millisecond)
-	defer cancel()
-	chk := e.checker(15 * time.Second)
+	ctx, chk := e.begin(sc)
 	svc := e.startService("r0")
 	sending := e.sendAsync(ctx, sc)
 
@@ -122,9 +116,7 @@ func TestE2EConnectionsCut(t *testing.T) {
 func TestE2EMosquittoRestart(t *testing.T) {
 	e := newE2EEnv(t)
 	sc := e2eScale(scale{Count: 3000, Rate: 1000}, scale{Count: 100000, Rate: 5000})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute+time.Duration(sc.Count)*time.Millisecond)
-	defer cancel()
-	chk := e.checker(15 * time.Second)
+	ctx, chk := e.begin(sc)
 	svc := e.startService("r0")
 	sending := e.sendAsync(ctx, sc)
 
@@ -152,9 +144,7 @@ func TestE2EMosquittoRestart(t *testing.T) {
 func TestE2EReplicasShareAndKill(t *testing.T) {
 	e := newE2EEnv(t)
 	sc := e2eScale(scale{Count: 4500, Rate: 1500}, scale{Count: 150000, Rate: 6000})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute+time.Duration(sc.Count)*time.Millisecond)
-	defer cancel()
-	chk := e.checker(15 * time.Second)
+	ctx, chk := e.begin(sc)
 	replicas := []*service{e.startService("r0"), e.startService("r1"), e.startService("r2")}
 	sending := e.sendAsync(ctx, sc)
 
@@ -192,9 +182,7 @@ func TestE2EReplicasShareAndKill(t *testing.T) {
 func TestE2EBadInput(t *testing.T) {
 	e := newE2EEnv(t)
 	sc := e2eScale(scale{Count: 2000, Rate: 1000}, scale{Count: 50000, Rate: 5000})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute+time.Duration(sc.Count)*time.Millisecond)
-	defer cancel()
-	chk := e.checker(15 * time.Second)
+	ctx, chk := e.begin(sc)
 	svc := e.startService("r0")
 	sending := e.sendAsync(ctx, sc)
 	if err := chk.AwaitReceived(ctx, sc.Count/4); err != nil {

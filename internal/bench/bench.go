@@ -60,9 +60,8 @@ func (r Result) Percentile(p float64) time.Duration {
 // Case is one measurement: the same work through hexmill and the raw client.
 type Case struct {
 	Name string
-	// Needs names what the case requires (an env variable or a broker);
-	// Available reports an error when it is missing, and the case is
-	// reported as skipped.
+	// Available reports an error when what the case needs (a broker, a
+	// binary) is missing; the case is then reported as skipped.
 	Available func(ctx context.Context) error
 	Hexmill   Run
 	Raw       Run

@@ -332,14 +332,7 @@ func hexmillPublish(ctx context.Context, o Options, window int) (Result, error) 
 		return Result{}, err
 	}
 	defer pub.Close()
-	body := make([]byte, o.Size)
-	return runPublishers(ctx, o, window, func(_ int, n int) error {
-		msgs := make([]*message.Message, n)
-		for j := range msgs {
-			msgs[j] = message.NewMessage(watermill.NewUUID(), body)
-		}
-		return pub.Publish(queue, msgs...)
-	})
+	return runPublishers(ctx, o, window, publishBatch(pub, queue, o.Size))
 }
 
 func watermillPublish(ctx context.Context, o Options, window int) (Result, error) {
@@ -355,14 +348,20 @@ func watermillPublish(ctx context.Context, o Options, window int) (Result, error
 		return Result{}, err
 	}
 	defer pub.Close()
-	body := make([]byte, o.Size)
-	return runPublishers(ctx, o, window, func(_ int, n int) error {
+	return runPublishers(ctx, o, window, publishBatch(pub, queue, o.Size))
+}
+
+// publishBatch publishes each batch of n messages in one Publish call, as
+// a watermill user would.
+func publishBatch(pub message.Publisher, queue string, size int) func(_ int, n int) error {
+	body := make([]byte, size)
+	return func(_ int, n int) error {
 		msgs := make([]*message.Message, n)
 		for j := range msgs {
 			msgs[j] = message.NewMessage(watermill.NewUUID(), body)
 		}
 		return pub.Publish(queue, msgs...)
-	})
+	}
 }
 
 // fill publishes n messages to queue with pipelined confirms.
