@@ -60,7 +60,8 @@ type Config struct {
 	// link (Aliyun pushes up to 1 000 msg/s per connection).
 	Connections int `yaml:"connections"`
 	// Credit is the link credit per connection: at most this many messages
-	// per connection are delivered and not yet settled.
+	// per connection are on their way or waiting for a handler (handlers
+	// hold at most their subscription's concurrency more).
 	Credit int `yaml:"credit"`
 	// IdleTimeout is the connection's idle timeout; go-amqp advertises half
 	// of it, which must be within Aliyun's 30..300 s.

@@ -27,9 +27,10 @@ var ErrAuth = errors.New("authentication refused")
 // the subscription whose topic filter matches it.
 //
 // Credit is managed explicitly (go-amqp's automatic credit stalls against
-// RabbitMQ 3.10): each link keeps at most Config.Credit messages delivered
-// and unsettled, and gives credit back as they are settled, while some
-// subscription is active. With no active subscription no credit is issued,
+// RabbitMQ 3.10): each link keeps at most Config.Credit messages on their
+// way or waiting for a handler, and gives credit back as handlers take them
+// (or they are released), while some subscription is active; the
+// subscription's Concurrency bounds the messages being handled. With no active subscription no credit is issued,
 // so intake stops; what the broker still sends on credit it had is
 // released at once.
 type Consumer struct {
@@ -462,7 +463,7 @@ type link struct {
 
 	mu          sync.Mutex
 	outstanding int // credit issued minus messages received (negative when the broker overshot)
-	unsettled   int // received, verdict not yet known (holds credit)
+	waiting     int // received, not yet taken by a handler nor released (holds credit)
 	pending     int // received, disposition not yet sent
 	overshot    bool
 	draining    bool          // a resync drain is under way: no credit meanwhile
@@ -471,7 +472,7 @@ type link struct {
 	idle        chan struct{} // signalled when pending drops to 0
 }
 
-// refill issues credit so that unsettled + outstanding reaches credit,
+// refill issues credit so that waiting + outstanding reaches credit,
 // while intake is on. Credit goes out in batches (a quarter of the credit)
 // to keep flow frames few, or at once when the broker has none left.
 func (l *link) refill() {
@@ -481,7 +482,7 @@ func (l *link) refill() {
 	if !on || l.draining {
 		return
 	}
-	want := l.credit - l.unsettled - l.outstanding
+	want := l.credit - l.waiting - l.outstanding
 	if want <= 0 || (want < l.batch && l.outstanding > 0) {
 		return
 	}
@@ -500,9 +501,14 @@ func (l *link) serve() error {
 	stop := context.AfterFunc(c.base, cancel)
 	defer stop()
 	for {
-		rctx, cancelReceive := context.WithTimeout(ctx, c.cfg.StallTimeout)
-		m, err := l.receiver.Receive(rctx, nil)
-		cancelReceive()
+		// What go-amqp has buffered is taken without a timer; only a wait
+		// for the next message is bounded by the stall timeout.
+		m, err := l.receiver.Prefetched(), error(nil)
+		if m == nil {
+			rctx, cancelReceive := context.WithTimeout(ctx, c.cfg.StallTimeout)
+			m, err = l.receiver.Receive(rctx, nil)
+			cancelReceive()
+		}
 		switch {
 		case err == nil:
 			l.mu.Lock()
@@ -530,7 +536,7 @@ func (l *link) serve() error {
 // track counts a received message as holding credit and awaiting its
 // disposition. l.mu must be held.
 func (l *link) track() {
-	l.unsettled++
+	l.waiting++
 	l.pending++
 	l.cn.c.stats.received.Add(1)
 }
@@ -601,18 +607,30 @@ func (l *link) resync(ctx context.Context) error {
 	return nil
 }
 
-// settle gives the credit of m back and sends its disposition. The credit
-// goes back first, as soon as the verdict is known: link credit does not
-// depend on settlement in AMQP 1.0, and the broker's next messages are
-// then on their way while the disposition is written.
-func (l *link) settle(m *amqp.Message, accept bool) {
-	c := l.cn.c
+// taken gives back the credit of a message a handler took (or that is
+// being released): link credit does not depend on settlement in AMQP 1.0,
+// and the broker's next messages are on their way while this one is
+// handled.
+func (l *link) taken() {
 	l.mu.Lock()
-	l.unsettled--
+	l.waiting--
 	l.mu.Unlock()
 	l.refill()
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.SettleTimeout)
-	defer cancel()
+}
+
+// release gives back the credit of a message no handler took and releases
+// it to the broker.
+func (l *link) release(m *amqp.Message) {
+	l.taken()
+	l.settle(m, false)
+}
+
+// settle sends the disposition of a message whose credit was given back.
+func (l *link) settle(m *amqp.Message, accept bool) {
+	c := l.cn.c
+	// No deadline of its own: go-amqp returns once the frame is written or
+	// the link ends, and shutdown ends the link after SettleTimeout.
+	ctx := context.Background()
 	var err error
 	if accept {
 		err = l.receiver.AcceptMessage(ctx, m)

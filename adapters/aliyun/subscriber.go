@@ -184,19 +184,19 @@ func (c *Consumer) deliver(l *link, am *amqp.Message) {
 	held := false
 	for {
 		if !c.intakeOn() {
-			l.settle(am, false)
+			l.release(am)
 			return
 		}
 		r := c.match(topic)
 		if r == nil {
 			if held {
 				c.unmatched(topic, wm.UUID)
-				l.settle(am, false)
+				l.release(am)
 				return
 			}
 			held = true
 			if !c.hold(l) {
-				l.settle(am, false)
+				l.release(am)
 				return
 			}
 			continue
@@ -205,7 +205,7 @@ func (c *Consumer) deliver(l *link, am *amqp.Message) {
 		case offerDone:
 			return
 		case offerRelease:
-			l.settle(am, false)
+			l.release(am)
 			return
 		}
 	}
@@ -284,6 +284,7 @@ func (r *route) offer(l *link, am *amqp.Message, wm *message.Message) offerResul
 		r.sending.Done()
 		return offerRelease
 	}
+	l.taken()
 	r.inflight.Add(1)
 	r.sending.Done()
 	defer r.inflight.Done()
