@@ -3,6 +3,7 @@
 GO       ?= go
 PKGS     ?= ./...
 BENCH_N  ?= 50000
+BENCH_ROUNDS ?= 3
 
 .DEFAULT_GOAL := help
 
@@ -41,7 +42,7 @@ test-e2e-full: ## the same at full size (50k-150k messages per test)
 
 .PHONY: bench
 bench: ## hexmill vs the raw clients, side by side, ratio printed; report and charts into docs/bench
-	$(GO) run ./cmd/hexmill-bench -n $(BENCH_N) -report docs/bench
+	$(GO) run ./cmd/hexmill-bench -n $(BENCH_N) -rounds $(BENCH_ROUNDS) -report docs/bench
 
 .PHONY: lint
 lint: ## gofmt and go vet

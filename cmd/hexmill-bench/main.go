@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -29,8 +30,10 @@ func main() {
 	flag.IntVar(&opts.Messages, "n", 50000, "messages per side")
 	flag.IntVar(&opts.Publishers, "publishers", 16, "concurrent publishers")
 	flag.IntVar(&opts.Size, "size", 64, "payload bytes")
+	flag.IntVar(&opts.Rounds, "rounds", 1, "rounds per side, interleaved; the median round is reported")
 	flag.StringVar(&filter, "run", "", "only cases whose name matches this regular expression")
 	report := flag.String("report", "", "also write a markdown report with SVG charts into this directory (e.g. docs/bench)")
+	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile (both sides) to this file")
 	flag.Parse()
 
 	re, err := regexp.Compile(filter)
@@ -41,8 +44,19 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	fmt.Printf("hexmill-bench: %d messages per side, %d publishers, %d-byte payloads\n\n", opts.Messages, opts.Publishers, opts.Size)
+	fmt.Printf("hexmill-bench: %d messages per side, %d publishers, %d-byte payloads, %d rounds\n\n", opts.Messages, opts.Publishers, opts.Size, max(opts.Rounds, 1))
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "hexmill-bench: -cpuprofile: %v\n", err)
+			os.Exit(2)
+		}
+	}
 	rows := bench.Execute(ctx, os.Stdout, bench.Cases(re), opts)
+	pprof.StopCPUProfile()
 	if *report != "" {
 		r := bench.Report{Dir: *report, Command: "go run ./cmd/hexmill-bench " + strings.Join(os.Args[1:], " "), Options: opts, Rows: rows, Notes: bench.E2ENotes()}
 		if err := r.Write(); err != nil {

@@ -124,7 +124,7 @@ func aliyunRaw(ctx context.Context, o Options, credit int) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	start := time.Now()
+	clk := startClock()
 	r, err := session.NewReceiver(ctx, "/queue/"+queue, &amqp.ReceiverOptions{Credit: -1, SettlementMode: amqp.ReceiverSettleModeFirst.Ptr()})
 	if err != nil {
 		return Result{}, err
@@ -177,7 +177,7 @@ func aliyunRaw(ctx context.Context, o Options, credit int) (Result, error) {
 			return Result{}, err
 		}
 	}
-	return Result{Messages: o.Messages, Elapsed: time.Since(start)}, nil
+	return clk.result(o.Messages, nil), nil
 }
 
 var sink int
@@ -218,7 +218,7 @@ func aliyunHexmill(ctx context.Context, o Options, credit int) (Result, error) {
 		return Result{}, err
 	}
 	defer sub.Close()
-	start := time.Now()
+	clk := startClock()
 	out, err := sub.Subscribe(ctx, "/+/+/thing/event/property/post")
 	if err != nil {
 		return Result{}, err
@@ -245,5 +245,5 @@ func aliyunHexmill(ctx context.Context, o Options, credit int) (Result, error) {
 		case <-time.After(100 * time.Microsecond):
 		}
 	}
-	return Result{Messages: o.Messages, Elapsed: time.Since(start)}, nil
+	return clk.result(o.Messages, nil), nil
 }

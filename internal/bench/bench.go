@@ -7,6 +7,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -23,6 +25,9 @@ type Options struct {
 	Messages   int // messages per side
 	Publishers int // concurrent publishing goroutines
 	Size       int // payload bytes
+	// Rounds is how often each side runs, interleaved (raw, hexmill,
+	// baselines, raw, ...); the median round is reported. 0 means 1.
+	Rounds int
 }
 
 // Run is one side of a case: it moves opts.Messages messages and reports
@@ -32,8 +37,11 @@ type Run func(ctx context.Context, opts Options) (Result, error)
 
 // Result is what one side measured.
 type Result struct {
-	Messages  int
-	Elapsed   time.Duration
+	Messages int
+	Elapsed  time.Duration
+	// CPU is the CPU time the side's client code used (this process, and
+	// for out-of-process sides the process under test), 0 if unknown.
+	CPU       time.Duration
 	Latencies []time.Duration
 }
 
@@ -98,41 +106,64 @@ func Cases(filter *regexp.Regexp) []Case {
 // Row is one reported line.
 type Row struct {
 	Case, Side string
-	Result     Result
-	Ratio      float64 // hexmill rate / this side's rate; 0 on the hexmill row
+	Result     Result    // the median round by rate
+	Rates      []float64 // every round's rate, in order
+	Ratio      float64   // hexmill rate / this side's rate; 0 on the hexmill row
 	Err        error
 }
 
-// Execute runs the cases and writes a markdown table to w as it goes. The
-// raw client runs first, then hexmill, then the baselines, so that both main
-// sides see the same broker state.
+const tableHeader = "| case | side | messages | msg/s | rounds (msg/s) | CPU / msg | p50 | p99 | hexmill / side |\n|---|---|---:|---:|---|---:|---:|---:|---:|\n"
+
+// Execute runs the cases and writes a markdown table to w as it goes. Each
+// round runs the raw client first, then hexmill, then the baselines, so
+// that both main sides see the same broker state; rounds interleave so that
+// a disturbance of the machine does not fall on one side only.
 func Execute(ctx context.Context, w io.Writer, cs []Case, opts Options) []Row {
-	fmt.Fprintf(w, "| case | side | messages | msg/s | p50 | p99 | hexmill / side |\n")
-	fmt.Fprintf(w, "|---|---|---:|---:|---:|---:|---:|\n")
+	fmt.Fprint(w, tableHeader)
 	var rows []Row
 	for _, c := range cs {
 		if c.Available != nil {
 			if err := c.Available(ctx); err != nil {
-				fmt.Fprintf(w, "| %s | skipped: %v | | | | | |\n", c.Name, err)
+				fmt.Fprintf(w, "| %s | skipped: %v | | | | | | | |\n", c.Name, err)
 				continue
 			}
 		}
-		raw, rawErr := c.Raw(ctx, opts)
-		hex, hexErr := c.Hexmill(ctx, opts)
-		caseRows := []Row{{Case: c.Name, Side: "raw", Result: raw, Err: rawErr}, {Case: c.Name, Side: "hexmill", Result: hex, Err: hexErr}}
+		caseRows := []Row{{Case: c.Name, Side: "raw"}, {Case: c.Name, Side: "hexmill"}}
+		runs := []Run{c.Raw, c.Hexmill}
 		names := make([]string, 0, len(c.Baselines))
 		for name := range c.Baselines {
 			names = append(names, name)
 		}
 		sort.Strings(names)
 		for _, name := range names {
-			r, err := c.Baselines[name](ctx, opts)
-			caseRows = append(caseRows, Row{Case: c.Name, Side: name, Result: r, Err: err})
+			caseRows = append(caseRows, Row{Case: c.Name, Side: name})
+			runs = append(runs, c.Baselines[name])
+		}
+		results := make([][]Result, len(runs))
+		for range max(opts.Rounds, 1) {
+			for i, run := range runs {
+				if caseRows[i].Err != nil {
+					continue
+				}
+				res, err := run(ctx, opts)
+				if err != nil {
+					caseRows[i].Err = err
+					continue
+				}
+				results[i] = append(results[i], res)
+				caseRows[i].Rates = append(caseRows[i].Rates, res.Rate())
+			}
 		}
 		for i := range caseRows {
+			if caseRows[i].Err == nil {
+				caseRows[i].Result = median(results[i])
+			}
+		}
+		hex := caseRows[1]
+		for i := range caseRows {
 			r := &caseRows[i]
-			if r.Side != "hexmill" && r.Err == nil && hexErr == nil && r.Result.Rate() > 0 {
-				r.Ratio = hex.Rate() / r.Result.Rate()
+			if r.Side != "hexmill" && r.Err == nil && hex.Err == nil && r.Result.Rate() > 0 {
+				r.Ratio = hex.Result.Rate() / r.Result.Rate()
 			}
 			writeRow(w, *r)
 		}
@@ -141,17 +172,36 @@ func Execute(ctx context.Context, w io.Writer, cs []Case, opts Options) []Row {
 	return rows
 }
 
+// median returns the result with the median rate (the lower one of the
+// middle two for an even count).
+func median(rs []Result) Result {
+	if len(rs) == 0 {
+		return Result{}
+	}
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b Result) int { return cmp.Compare(a.Rate(), b.Rate()) })
+	return s[(len(s)-1)/2]
+}
+
 func writeRow(w io.Writer, r Row) {
 	if r.Err != nil {
-		fmt.Fprintf(w, "| %s | %s | error: %v | | | | |\n", r.Case, r.Side, r.Err)
+		fmt.Fprintf(w, "| %s | %s | error: %v | | | | | | |\n", r.Case, r.Side, r.Err)
 		return
 	}
 	ratio := ""
 	if r.Ratio > 0 {
 		ratio = fmt.Sprintf("%.2fx", r.Ratio)
 	}
-	fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %s | %s |\n", r.Case, r.Side, r.Result.Messages,
-		r.Result.Rate(), fmtLatency(r.Result.Percentile(50)), fmtLatency(r.Result.Percentile(99)), ratio)
+	rounds := make([]string, len(r.Rates))
+	for i, v := range r.Rates {
+		rounds[i] = fmt.Sprintf("%.0f", v)
+	}
+	cpu := "-"
+	if r.Result.CPU > 0 && r.Result.Messages > 0 {
+		cpu = fmt.Sprintf("%.1f µs", float64(r.Result.CPU.Nanoseconds())/1e3/float64(r.Result.Messages))
+	}
+	fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %s | %s | %s | %s |\n", r.Case, r.Side, r.Result.Messages,
+		r.Result.Rate(), strings.Join(rounds, " / "), cpu, fmtLatency(r.Result.Percentile(50)), fmtLatency(r.Result.Percentile(99)), ratio)
 }
 
 func fmtLatency(d time.Duration) string {

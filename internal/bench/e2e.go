@@ -120,13 +120,14 @@ type e2eNames struct {
 }
 
 // pipeline starts the middle of the path and returns once it consumes;
-// stop ends it and returns what it wants reported.
-type pipeline func(ctx context.Context, n e2eNames) (stop func() string, err error)
+// stop ends it and returns what it wants reported. pid is the process the
+// pipeline runs in when that is not this one, 0 otherwise.
+type pipeline func(ctx context.Context, n e2eNames) (stop func() string, pid int, err error)
 
 // e2eSide runs one side: broker, sink, pipeline, generator.
 func e2eSide(side string, start pipeline) Run {
 	return func(ctx context.Context, opts Options) (res Result, err error) {
-		mqttURL, stopMosquitto, err := startMosquitto()
+		mqttURL, mosquittoPID, stopMosquitto, err := startMosquitto()
 		if err != nil {
 			return Result{}, err
 		}
@@ -145,7 +146,7 @@ func e2eSide(side string, start pipeline) Run {
 		}
 		defer sink.close()
 
-		stop, err := start(ctx, n)
+		stop, pid, err := start(ctx, n)
 		if err != nil {
 			return Result{}, err
 		}
@@ -157,6 +158,17 @@ func e2eSide(side string, start pipeline) Run {
 			}
 		}()
 
+		var cpu cpuMeter
+		if isLoopback(rabbitURL()) {
+			cpu.add("rabbitmq", pidOf("beam.smp"), false)
+		}
+		cpu.add("mosquitto", mosquittoPID, false)
+		cpu.add("service", pid, true)
+		self := "bench (generator, sink, pipeline)"
+		if pid != 0 {
+			self = "bench (generator, sink)"
+		}
+		cpu.add(self, os.Getpid(), true)
 		sent, err := load.Send(ctx, load.SendConfig{
 			Transport: load.MQTT, URL: mqttURL, RunID: run, Count: opts.Messages,
 			Publishers: opts.Publishers, Window: 64, Devices: 16, ClientIDPrefix: "bench-e2e",
@@ -165,7 +177,12 @@ func e2eSide(side string, start pipeline) Run {
 			return Result{}, fmt.Errorf("generator: %w", err)
 		}
 		res, lost, dup, err := sink.wait(ctx, sent.Started)
-		extra = stop()
+		perMessage, client := cpu.read(res.Messages)
+		if perMessage != "" {
+			extra = "; CPU per message: " + perMessage
+		}
+		res.CPU = client
+		extra = stop() + extra
 		stopped = true
 		addE2ENote("e2e/mqtt-service-rabbitmq %s: %d messages, %.0f msg/s end to end (generator %.0f msg/s), lost %d, duplicated %d%s",
 			side, opts.Messages, res.Rate(), sent.Rate(), lost, dup, extra)
@@ -320,10 +337,10 @@ func buildHexmill(ctx context.Context) (string, error) {
 	return hexmillBin, hexmillBinErr
 }
 
-func hexmillPipeline(ctx context.Context, n e2eNames) (func() string, error) {
+func hexmillPipeline(ctx context.Context, n e2eNames) (func() string, int, error) {
 	bin, err := buildHexmill(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	u, _ := url.Parse(n.mqttURL)
 	conf := fmt.Sprintf(`service: bench-e2e
@@ -372,23 +389,23 @@ domain:
 `, n.poisonQueue, u.Host, n.run, rabbitURL(), n.group, n.exchange, e2eInFlight(), e2eReceiveMaximum())
 	dir, err := os.MkdirTemp("", "hexmill-bench-e2e")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	path := filepath.Join(dir, "hexmill.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		_ = os.RemoveAll(dir)
-		return nil, err
+		return nil, 0, err
 	}
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "HEXMILL_CONFIG="+path)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		_ = os.RemoveAll(dir)
-		return nil, err
+		return nil, 0, err
 	}
 	if err := cmd.Start(); err != nil {
 		_ = os.RemoveAll(dir)
-		return nil, err
+		return nil, 0, err
 	}
 	// The log reader runs until the process's stderr closes; stop waits
 	// for it.
@@ -432,15 +449,15 @@ domain:
 	defer timer.Stop()
 	select {
 	case <-consuming:
-		return stop, nil
+		return stop, cmd.Process.Pid, nil
 	case <-readDone:
 		stop()
-		return nil, fmt.Errorf("hexmill exited at start: %q", errLines)
+		return nil, 0, fmt.Errorf("hexmill exited at start: %q", errLines)
 	case <-timer.C:
-		return nil, fmt.Errorf("hexmill not consuming within 30s%s", stop())
+		return nil, 0, fmt.Errorf("hexmill not consuming within 30s%s", stop())
 	case <-ctx.Done():
 		stop()
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	}
 }
 
@@ -463,14 +480,14 @@ func peakRSS(pid int) string {
 
 // ---- raw: paho.golang -> amqp091-go, same guarantees ----
 
-func rawPipeline(ctx context.Context, n e2eNames) (func() string, error) {
+func rawPipeline(ctx context.Context, n e2eNames) (func() string, int, error) {
 	u, err := url.Parse(n.mqttURL)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	conn, err := amqp.Dial(rabbitURL())
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	channels := make([]*amqp.Channel, e2eChannels)
 	for i := range channels {
@@ -480,7 +497,7 @@ func rawPipeline(ctx context.Context, n e2eNames) (func() string, error) {
 		}
 		if err != nil {
 			_ = conn.Close()
-			return nil, err
+			return nil, 0, err
 		}
 		channels[i] = ch
 	}
@@ -517,7 +534,7 @@ func rawPipeline(ctx context.Context, n e2eNames) (func() string, error) {
 	if err != nil {
 		cancel()
 		_ = conn.Close()
-		return nil, err
+		return nil, 0, err
 	}
 	var wg sync.WaitGroup
 	for w := range e2eInFlight() {
@@ -548,12 +565,12 @@ func rawPipeline(ctx context.Context, n e2eNames) (func() string, error) {
 	case err := <-subscribed:
 		if err != nil {
 			stop()
-			return nil, err
+			return nil, 0, err
 		}
-		return stop, nil
+		return stop, 0, nil
 	case <-ctx.Done():
 		stop()
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	}
 }
 
@@ -631,7 +648,11 @@ func rabbitmqCeiling(ctx context.Context, opts Options) (Result, error) {
 		next  atomic.Int64
 		first error
 	)
-	start := time.Now()
+	var cpu cpuMeter
+	if isLoopback(rabbitURL()) {
+		cpu.add("rabbitmq", pidOf("beam.smp"), false)
+	}
+	clk := startClock()
 	for w := range e2eInFlight() {
 		wg.Add(1)
 		go func() {
@@ -664,5 +685,9 @@ func rabbitmqCeiling(ctx context.Context, opts Options) (Result, error) {
 	if first != nil {
 		return Result{}, first
 	}
-	return Result{Messages: opts.Messages, Elapsed: time.Since(start), Latencies: lat}, nil
+	res := clk.result(opts.Messages, lat)
+	if perMessage, _ := cpu.read(opts.Messages); perMessage != "" {
+		addE2ENote("e2e/mqtt-service-rabbitmq rabbitmq-only: %d persistent confirmed publishes, %.0f msg/s; broker CPU per message: %s", opts.Messages, res.Rate(), perMessage)
+	}
+	return res, nil
 }

@@ -79,7 +79,7 @@ func memoryRaw(ctx context.Context, opts Options) (Result, error) {
 }
 
 func memoryPublish(ctx context.Context, opts Options, broker *memory.Broker, rec *recorder) (Result, error) {
-	start := time.Now()
+	clk := startClock()
 	if err := publishAll(opts, func(int) error {
 		return broker.Publish("bench.in", message.NewMessage(watermill.NewUUID(), stamp(opts.Size)))
 	}); err != nil {
@@ -87,5 +87,5 @@ func memoryPublish(ctx context.Context, opts Options, broker *memory.Broker, rec
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	return rec.wait(ctx, start)
+	return rec.wait(ctx, clk)
 }

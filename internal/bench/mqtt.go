@@ -71,7 +71,7 @@ func withBroker(run func(ctx context.Context, opts Options, url string) (Result,
 		if url := os.Getenv(EnvBenchMQTT); url != "" {
 			return run(ctx, opts, url)
 		}
-		url, stop, err := startMosquitto()
+		url, _, stop, err := startMosquitto()
 		if err != nil {
 			return Result{}, err
 		}
@@ -80,14 +80,16 @@ func withBroker(run func(ctx context.Context, opts Options, url string) (Result,
 	}
 }
 
-func startMosquitto() (string, func(), error) {
+// startMosquitto starts a private mosquitto without queue limits on a free
+// port and returns its URL, its process ID and a function that stops it.
+func startMosquitto() (string, int, func(), error) {
 	dir, err := os.MkdirTemp("", "hexmill-bench-mosquitto")
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
@@ -98,11 +100,11 @@ func startMosquitto() (string, func(), error) {
 	}
 	body := fmt.Sprintf("user %s\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 0\nmax_queued_bytes 0\nlistener %d 127.0.0.1\n", user, port)
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	cmd := exec.Command(mosquittoBin, "-c", conf)
 	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("start mosquitto: %w", err)
+		return "", 0, nil, fmt.Errorf("start mosquitto: %w", err)
 	}
 	stop := func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -114,11 +116,11 @@ func startMosquitto() (string, func(), error) {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			_ = c.Close()
-			return "mqtt://" + addr, stop, nil
+			return "mqtt://" + addr, cmd.Process.Pid, stop, nil
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return "", nil, fmt.Errorf("mosquitto does not listen on %s", addr)
+			return "", 0, nil, fmt.Errorf("mosquitto does not listen on %s", addr)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -163,7 +165,7 @@ func (e *e2e) handle(payload []byte) {
 }
 
 func (e *e2e) publish(ctx context.Context, opts Options, publish func([]byte) error) (Result, error) {
-	start := time.Now()
+	clk := startClock()
 	var (
 		wg   sync.WaitGroup
 		next atomic.Int64
@@ -195,7 +197,7 @@ func (e *e2e) publish(ctx context.Context, opts Options, publish func([]byte) er
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return Result{Messages: opts.Messages, Elapsed: time.Since(start), Latencies: e.lat}, nil
+	return clk.result(opts.Messages, e.lat), nil
 }
 
 func benchTopic() string { return "bench/" + watermill.NewShortUUID() }

@@ -76,11 +76,11 @@ func (r *recorder) record(payload []byte) {
 	}
 }
 
-// wait returns the result once every message arrived, measured from start.
-func (r *recorder) wait(ctx context.Context, start time.Time) (Result, error) {
+// wait returns the result once every message arrived, timed by clk.
+func (r *recorder) wait(ctx context.Context, clk clock) (Result, error) {
 	select {
 	case <-r.done:
-		return Result{Messages: len(r.lat), Elapsed: time.Since(start), Latencies: r.lat}, nil
+		return clk.result(len(r.lat), r.lat), nil
 	case <-ctx.Done():
 		return Result{}, fmt.Errorf("received %d of %d: %w", r.n.Load(), len(r.lat), ctx.Err())
 	}

@@ -201,7 +201,7 @@ func runPublishers(ctx context.Context, o Options, window int, send func(worker,
 		errs []error
 		lat  []time.Duration
 	)
-	start := time.Now()
+	clk := startClock()
 	for i := range o.Publishers {
 		wg.Add(1)
 		go func() {
@@ -225,7 +225,7 @@ func runPublishers(ctx context.Context, o Options, window int, send func(worker,
 		}()
 	}
 	wg.Wait()
-	res := Result{Messages: o.Messages, Elapsed: time.Since(start), Latencies: lat}
+	res := clk.result(o.Messages, lat)
 	if ctx.Err() != nil {
 		errs = append(errs, ctx.Err())
 	}
@@ -265,7 +265,7 @@ func rawPublish(ctx context.Context, o Options, window int, sliding bool) (Resul
 		mu   sync.Mutex
 		errs []error
 	)
-	start := time.Now()
+	clk := startClock()
 	for i := range o.Publishers {
 		wg.Add(1)
 		go func() {
@@ -310,7 +310,7 @@ func rawPublish(ctx context.Context, o Options, window int, sliding bool) (Resul
 		}()
 	}
 	wg.Wait()
-	return Result{Messages: o.Messages, Elapsed: time.Since(start)}, errors.Join(errs...)
+	return clk.result(o.Messages, nil), errors.Join(errs...)
 }
 
 func hexmillPublish(ctx context.Context, o Options, window int) (Result, error) {
@@ -417,7 +417,7 @@ func rawConsume(ctx context.Context, o Options) (Result, error) {
 	if err := ch.Qos(rabbitPrefetch, 0, false); err != nil {
 		return Result{}, err
 	}
-	start := time.Now()
+	clk := startClock()
 	deliveries, err := ch.Consume(queue, "", false, false, false, false, nil)
 	if err != nil {
 		return Result{}, err
@@ -432,7 +432,7 @@ func rawConsume(ctx context.Context, o Options) (Result, error) {
 			return Result{}, ctx.Err()
 		}
 	}
-	return Result{Messages: o.Messages, Elapsed: time.Since(start)}, nil
+	return clk.result(o.Messages, nil), nil
 }
 
 func hexmillConsume(ctx context.Context, o Options) (Result, error) {
@@ -457,7 +457,7 @@ func hexmillConsume(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	defer sub.Close()
-	start := time.Now()
+	clk := startClock()
 	out, err := sub.Subscribe(ctx, queue)
 	if err != nil {
 		return Result{}, err
@@ -470,5 +470,5 @@ func hexmillConsume(ctx context.Context, o Options) (Result, error) {
 			return Result{}, ctx.Err()
 		}
 	}
-	return Result{Messages: o.Messages, Elapsed: time.Since(start)}, nil
+	return clk.result(o.Messages, nil), nil
 }

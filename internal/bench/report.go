@@ -47,10 +47,10 @@ func (r Report) markdown(w io.Writer) error {
 	fmt.Fprintf(w, "# Benchmark: hexmill vs the raw clients\n\n")
 	fmt.Fprintf(w, "Produced by `%s` on %s.\n\n", r.Command, time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(w, "Machine: %s, %d CPUs, %s/%s, %s. Brokers on loopback.\n\n", machineName(host), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
-	fmt.Fprintf(w, "Each case moves %d messages per side, %d publishing goroutines, %d-byte payloads; the raw client runs first, then hexmill, in one process. The last column is hexmill's throughput divided by that row's.\n\n",
-		r.Options.Messages, r.Options.Publishers, r.Options.Size)
+	fmt.Fprintf(w, "Each case moves %d messages per side, %d publishing goroutines, %d-byte payloads. Every side runs %d rounds, interleaved (raw client, hexmill, the other references, again), all in one process; the table shows the median round, with every round's throughput beside it. CPU / msg is the CPU time of the side's own code per message (this benchmark process, which also runs the publishers and consumers that feed and drain the side, plus for the end-to-end case the service process), brokers excluded. The last column is hexmill's median throughput divided by that row's.\n\n",
+		r.Options.Messages, r.Options.Publishers, r.Options.Size, max(r.Options.Rounds, 1))
 	fmt.Fprintf(w, "![throughput](throughput.svg)\n\n![p99 latency](latency.svg)\n\n")
-	fmt.Fprintf(w, "| case | side | messages | msg/s | p50 | p99 | hexmill / side |\n|---|---|---:|---:|---:|---:|---:|\n")
+	fmt.Fprint(w, tableHeader)
 	for _, row := range r.Rows {
 		writeRow(w, row)
 	}
