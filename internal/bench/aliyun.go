@@ -108,7 +108,8 @@ func deleteQueue(queue string) {
 }
 
 // aliyunRaw: one go-amqp receiver, Credit -1, IssueCredit in batches of a
-// quarter of the credit as messages are accepted.
+// quarter of the credit as messages are accepted, buffered messages taken
+// without a timer, and hexmill's stall breaker.
 func aliyunRaw(ctx context.Context, o Options, credit int) (Result, error) {
 	queue, err := fillQueue(ctx, o, "raw")
 	defer deleteQueue(queue)
@@ -146,21 +147,44 @@ func aliyunRaw(ctx context.Context, o Options, credit int) (Result, error) {
 	if err := refill(); err != nil {
 		return Result{}, err
 	}
-	// And a stall breaker: silent for stallTimeout with credit believed
-	// outstanding (go-amqp's grant landed below what RabbitMQ had already
-	// sent), top the credit up. The prefilled queue is never empty, so no
-	// drain is needed here. hexmill runs with the same stall timeout.
+	// And the same stall breaker: silent for stallTimeout with credit
+	// believed outstanding (go-amqp's grant landed below what RabbitMQ had
+	// already sent), top the credit up, twice in a row at most; a third
+	// silence drains the link, after which broker and go-amqp agree on zero.
 	accept := func(m *amqp.Message) error {
 		handle(m.GetData())
 		return r.AcceptMessage(ctx, m)
 	}
+	silences := 0
 	for n := 0; n < o.Messages; {
-		rctx, cancel := context.WithTimeout(ctx, stallTimeout)
-		m, err := r.Receive(rctx, nil)
-		cancel()
+		m, err := r.Prefetched(), error(nil)
+		if m == nil {
+			rctx, cancel := context.WithTimeout(ctx, stallTimeout)
+			m, err = r.Receive(rctx, nil)
+			cancel()
+		}
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			outstanding += credit
-			if err := r.IssueCredit(uint32(credit)); err != nil {
+			if silences++; silences <= 2 {
+				outstanding += credit
+				if err := r.IssueCredit(uint32(credit)); err != nil {
+					return Result{}, err
+				}
+				continue
+			}
+			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := r.DrainCredit(dctx, nil)
+			cancel()
+			if err != nil {
+				return Result{}, fmt.Errorf("raw drain after %d: %w", n, err)
+			}
+			for m := r.Prefetched(); m != nil && n < o.Messages; m = r.Prefetched() {
+				if err := accept(m); err != nil {
+					return Result{}, err
+				}
+				n++
+			}
+			outstanding, silences = 0, 0
+			if err := refill(); err != nil {
 				return Result{}, err
 			}
 			continue
@@ -168,6 +192,7 @@ func aliyunRaw(ctx context.Context, o Options, credit int) (Result, error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("raw receive after %d: %w", n, err)
 		}
+		silences = 0
 		outstanding--
 		if err := accept(m); err != nil {
 			return Result{}, err
