@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -262,6 +263,65 @@ func TestPoisonAfterRetries(t *testing.T) {
 				}
 			case <-time.After(10 * time.Second):
 				t.Fatal("the message behind the poison one was not handled")
+			}
+		})
+	}
+}
+
+// Metadata that is not valid UTF-8 (a header or user property of a sender
+// that does not keep to its protocol) is poisoned before the handler sees
+// it, with a reason naming the key; the correlation ID, binary in MQTT, is
+// not checked; the messages around it are handled.
+func TestInvalidUTF8MetadataPoisoned(t *testing.T) {
+	tests := []struct {
+		name       string
+		key, value string
+		poisoned   bool
+		reason     string
+	}{
+		{"invalid value", "firmware", "v1\xff\xfe", true, `metadata "firmware": the value "v1\xff\xfe" is not valid UTF-8`},
+		{"invalid key", "fw\xc3", "1", true, `metadata key "fw\xc3" is not valid UTF-8`},
+		{"binary correlation ID", ports.MetadataCorrelationID, "\x00\xff\x10", false, ""},
+		{"valid UTF-8", "firmware", "v1.2 – ünïcode", false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			broker := newBroker(t)
+			handled := make(chan string, 10)
+			startRuntime(t, testConfig(), broker, func(_ context.Context, _ ports.Publisher, msg ports.Message) error {
+				handled <- msg.ID
+				return nil
+			})
+			in := message.NewMessage("odd", []byte("{}"))
+			in.Metadata.Set(tt.key, tt.value)
+			if err := broker.Publish(inTopic, in); err != nil {
+				t.Fatal(err)
+			}
+			publish(t, broker, inTopic, "good", "{}")
+			want := map[string]bool{"good": true}
+			if !tt.poisoned {
+				want["odd"] = true
+			}
+			for len(want) > 0 {
+				select {
+				case id := <-handled:
+					if !want[id] {
+						t.Fatalf("handled %q", id)
+					}
+					delete(want, id)
+				case <-time.After(10 * time.Second):
+					t.Fatalf("not handled: %v", want)
+				}
+			}
+			if !tt.poisoned {
+				return
+			}
+			poisoned := receive(t, broker, poisonTopic, 1)[0]
+			if poisoned.UUID != "odd" || poisoned.Metadata.Get(tt.key) != tt.value {
+				t.Fatalf("poisoned %s with %q=%q, want odd as it came", poisoned.UUID, tt.key, poisoned.Metadata.Get(tt.key))
+			}
+			if reason := poisoned.Metadata.Get(middleware.ReasonForPoisonedKey); !strings.HasPrefix(reason, tt.reason) {
+				t.Fatalf("poison reason %q, want it to start with %q", reason, tt.reason)
 			}
 		})
 	}

@@ -392,3 +392,37 @@ func TestMessageProperties(t *testing.T) {
 		}
 	}
 }
+
+// Metadata that is not valid UTF-8 (say, a poisoned message from a sender
+// that broke its protocol) is published with U+FFFD in place of the bad
+// bytes: the broker accepts the publish and keeps the connection, where
+// the raw bytes would make it close the connection.
+func TestPublishInvalidUTF8Metadata(t *testing.T) {
+	cfg := sharedConfig(t, "")
+	topic := "hx-" + watermill.NewShortUUID() + "/utf8"
+	sub := newSubscriber(t, cfg, mqtt.SubscriberConfig{Concurrency: 1})
+	out, err := sub.Subscribe(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := newPublisher(t, cfg)
+	bad := message.NewMessage(watermill.NewUUID(), []byte("x"))
+	bad.Metadata.Set("firmware", "v1\xff\xfe.2")
+	bad.Metadata.Set("k\xc3", "ok")
+	if err := pub.Publish(topic, bad); err != nil {
+		t.Fatalf("publish with invalid UTF-8 metadata: %v", err)
+	}
+	next := message.NewMessage(watermill.NewUUID(), []byte("y"))
+	if err := pub.Publish(topic, next); err != nil {
+		t.Fatalf("the next publish on the same connection: %v", err)
+	}
+	got := receive(t, out, 2, 10*time.Second)
+	if got[0].UUID != bad.UUID || got[1].UUID != next.UUID {
+		t.Fatalf("received %s, %s, want %s, %s", got[0].UUID, got[1].UUID, bad.UUID, next.UUID)
+	}
+	for k, v := range map[string]string{"firmware": "v1\uFFFD.2", "k\uFFFD": "ok"} {
+		if got[0].Metadata.Get(k) != v {
+			t.Errorf("metadata %q = %q, want %q", k, got[0].Metadata.Get(k), v)
+		}
+	}
+}

@@ -99,12 +99,12 @@ func TestOptions(t *testing.T) {
 }
 
 func TestTopics(t *testing.T) {
-	for _, topic := range []string{"$share/g/a", "a/+/b", "a/#", ""} {
+	for _, topic := range []string{"$share/g/a", "a/+/b", "a/#", "", "a/\xff"} {
 		if checkPublishTopic(topic) == nil {
 			t.Errorf("publish to %q accepted", topic)
 		}
 	}
-	for _, f := range []string{"a/b+", "a/#/b", "$share/g/a", ""} {
+	for _, f := range []string{"a/b+", "a/#/b", "$share/g/a", "", "a/\xc3/+"} {
 		if checkFilter(f) == nil {
 			t.Errorf("filter %q accepted", f)
 		}

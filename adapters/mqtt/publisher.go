@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -138,17 +140,17 @@ func (c *pubConn) publish(topic string, o PublishOptions, msg *message.Message) 
 			User: make(paho.UserProperties, 0, len(msg.Metadata)+1),
 		},
 	}
-	pub.Properties.User.Add(PropertyUUID, msg.UUID)
+	pub.Properties.User.Add(PropertyUUID, validUTF8(msg.UUID))
 	for k, v := range msg.Metadata {
 		switch k {
 		case MetadataContentType:
-			pub.Properties.ContentType = v
+			pub.Properties.ContentType = validUTF8(v)
 		case ports.MetadataCorrelationID:
-			pub.Properties.CorrelationData = []byte(v)
+			pub.Properties.CorrelationData = []byte(v) // binary in MQTT
 		case ports.MetadataTopic:
 			// where the message came from; the subscriber sets its own
 		default:
-			pub.Properties.User.Add(k, v)
+			pub.Properties.User.Add(validUTF8(k), validUTF8(v))
 		}
 	}
 
@@ -227,4 +229,16 @@ func (p *Publisher) Close() error {
 		return fmt.Errorf("mqtt: publisher disconnect: %w", err)
 	}
 	return nil
+}
+
+// validUTF8 returns s with each run of invalid UTF-8 replaced by U+FFFD.
+// MQTT v5 strings must be well-formed UTF-8: a broker closes the connection
+// of a client that sends anything else, which would fail every publish in
+// flight on it (and a poisoned message that carries such metadata could
+// never be published at all).
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, string(utf8.RuneError))
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrInvalidTopic is returned, wrapped, for a topic the broker would refuse
@@ -25,6 +26,8 @@ func checkPublishTopic(topic string) error {
 		return fmt.Errorf("%w: %q: a publish topic must not contain the wildcards + or #", ErrInvalidTopic, topic)
 	case strings.ContainsRune(topic, 0):
 		return fmt.Errorf("%w: %q contains a NUL character", ErrInvalidTopic, topic)
+	case !utf8.ValidString(topic):
+		return fmt.Errorf("%w: %q is not valid UTF-8 (MQTT topics must be)", ErrInvalidTopic, topic)
 	}
 	return nil
 }
@@ -41,6 +44,9 @@ func checkFilter(filter string) error {
 	}
 	if strings.ContainsRune(filter, 0) {
 		return fmt.Errorf("%w: %q contains a NUL character", ErrInvalidTopic, filter)
+	}
+	if !utf8.ValidString(filter) {
+		return fmt.Errorf("%w: %q is not valid UTF-8 (MQTT topic filters must be)", ErrInvalidTopic, filter)
 	}
 	levels := strings.Split(filter, "/")
 	for i, l := range levels {
