@@ -107,9 +107,10 @@ func Cases(filter *regexp.Regexp) []Case {
 type Row struct {
 	Case, Side string
 	Result     Result    // the median round by rate
-	Rates      []float64 // every round's rate, in order
+	Rates      []float64 // every successful round's rate, in order
+	Failed     []error   // the rounds that failed
 	Ratio      float64   // hexmill rate / this side's rate; 0 on the hexmill row
-	Err        error
+	Err        error     // set when every round failed
 }
 
 const tableHeader = "| case | side | messages | msg/s | rounds (msg/s) | CPU / msg | p50 | p99 | hexmill / side |\n|---|---|---:|---:|---|---:|---:|---:|---:|\n"
@@ -142,12 +143,12 @@ func Execute(ctx context.Context, w io.Writer, cs []Case, opts Options) []Row {
 		results := make([][]Result, len(runs))
 		for range max(opts.Rounds, 1) {
 			for i, run := range runs {
-				if caseRows[i].Err != nil {
-					continue
+				if ctx.Err() != nil {
+					break
 				}
 				res, err := run(ctx, opts)
 				if err != nil {
-					caseRows[i].Err = err
+					caseRows[i].Failed = append(caseRows[i].Failed, err)
 					continue
 				}
 				results[i] = append(results[i], res)
@@ -155,8 +156,12 @@ func Execute(ctx context.Context, w io.Writer, cs []Case, opts Options) []Row {
 			}
 		}
 		for i := range caseRows {
-			if caseRows[i].Err == nil {
+			if len(results[i]) > 0 {
 				caseRows[i].Result = median(results[i])
+			} else if len(caseRows[i].Failed) > 0 {
+				caseRows[i].Err = caseRows[i].Failed[0]
+			} else {
+				caseRows[i].Err = ctx.Err()
 			}
 		}
 		hex := caseRows[1]
@@ -195,6 +200,9 @@ func writeRow(w io.Writer, r Row) {
 	rounds := make([]string, len(r.Rates))
 	for i, v := range r.Rates {
 		rounds[i] = fmt.Sprintf("%.0f", v)
+	}
+	for _, err := range r.Failed {
+		rounds = append(rounds, "failed: "+err.Error())
 	}
 	cpu := "-"
 	if r.Result.CPU > 0 && r.Result.Messages > 0 {
