@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -32,9 +31,6 @@ import (
 //     own channel; hexmill's callers share its pool.
 //   - rabbitmq/consume-ack: drain a pre-filled queue, acking each message,
 //     prefetch rabbitPrefetch.
-//
-// Each side runs rabbitRounds times and reports its best round; the
-// rounds of all sides of a case alternate (see interleaved).
 const (
 	rabbitWindow   = 64
 	rabbitPrefetch = 100
@@ -48,19 +44,20 @@ func init() {
 		}
 		return conn.Close()
 	}
-	raw, hex, base := interleaved(
-		func(ctx context.Context, o Options) (Result, error) { return rawPublish(ctx, o, rabbitWindow, false) },
-		func(ctx context.Context, o Options) (Result, error) { return hexmillPublish(ctx, o, rabbitWindow) },
-		map[string]Run{
+	register(Case{
+		Name: "rabbitmq/publish-confirmed", Available: available,
+		Raw:     func(ctx context.Context, o Options) (Result, error) { return rawPublish(ctx, o, rabbitWindow, false) },
+		Hexmill: func(ctx context.Context, o Options) (Result, error) { return hexmillPublish(ctx, o, rabbitWindow) },
+		Baselines: map[string]Run{
 			"raw sliding window":             func(ctx context.Context, o Options) (Result, error) { return rawPublish(ctx, o, rabbitWindow, true) },
 			"watermill-amqp ConfirmDelivery": func(ctx context.Context, o Options) (Result, error) { return watermillPublish(ctx, o, rabbitWindow) },
 		},
-	)
-	register(Case{Name: "rabbitmq/publish-confirmed", Available: available, Raw: raw, Hexmill: hex, Baselines: base})
-	raw, hex, base = interleaved(
-		func(ctx context.Context, o Options) (Result, error) { return rawPublish(ctx, o, 1, false) },
-		func(ctx context.Context, o Options) (Result, error) { return hexmillPublish(ctx, o, 1) },
-		map[string]Run{
+	})
+	register(Case{
+		Name: "rabbitmq/publish-confirmed-single", Available: available,
+		Raw:     func(ctx context.Context, o Options) (Result, error) { return rawPublish(ctx, o, 1, false) },
+		Hexmill: func(ctx context.Context, o Options) (Result, error) { return hexmillPublish(ctx, o, 1) },
+		Baselines: map[string]Run{
 			// One confirm awaited per message is slow: a fifth of the
 			// messages give its rate.
 			"watermill-amqp ConfirmDelivery": func(ctx context.Context, o Options) (Result, error) {
@@ -68,92 +65,8 @@ func init() {
 				return watermillPublish(ctx, o, 1)
 			},
 		},
-	)
-	register(Case{Name: "rabbitmq/publish-confirmed-single", Available: available, Raw: raw, Hexmill: hex, Baselines: base})
-	raw, hex, _ = interleaved(rawConsume, hexmillConsume, nil)
-	register(Case{Name: "rabbitmq/consume-ack", Available: available, Raw: raw, Hexmill: hex})
-}
-
-// rabbitRounds is how many times each side runs; the best round counts.
-// The broker shares two cores with everything else on the machine, so a
-// single round measures the neighbours as much as the client.
-const rabbitRounds = 3
-
-// bestOf runs run rabbitRounds times and keeps the fastest round.
-func bestOf(run Run) Run {
-	return func(ctx context.Context, o Options) (Result, error) {
-		var best Result
-		for range rabbitRounds {
-			if err := ctx.Err(); err != nil {
-				return best, err
-			}
-			r, err := run(ctx, o)
-			if err != nil {
-				return r, err
-			}
-			if r.Rate() > best.Rate() {
-				best = r
-			}
-		}
-		return best, nil
-	}
-}
-
-// interleaved runs the rounds of every side in turn (raw, hexmill, the
-// baselines; then again) during the Raw call, which Execute makes first,
-// and hands each other side its best round when Execute calls it: load
-// from neighbours then hits all sides alike instead of whichever ran
-// during it.
-func interleaved(raw, hexmill Run, baselines map[string]Run) (Run, Run, map[string]Run) {
-	names := []string{"raw", "hexmill"}
-	runs := map[string]Run{"raw": raw, "hexmill": hexmill}
-	for name, run := range baselines {
-		names = append(names, name)
-		runs[name] = run
-	}
-	slices.Sort(names[2:])
-	var (
-		mu   sync.Mutex
-		best map[string]Result
-	)
-	rawRun := func(ctx context.Context, o Options) (Result, error) {
-		results := map[string]Result{}
-		for range rabbitRounds {
-			for _, name := range names {
-				if err := ctx.Err(); err != nil {
-					return results["raw"], err
-				}
-				r, err := runs[name](ctx, o)
-				if err != nil {
-					return r, fmt.Errorf("%s round: %w", name, err)
-				}
-				if r.Rate() > results[name].Rate() {
-					results[name] = r
-				}
-			}
-		}
-		mu.Lock()
-		best = results
-		mu.Unlock()
-		return results["raw"], nil
-	}
-	stored := func(name string) Run {
-		return func(ctx context.Context, o Options) (Result, error) {
-			mu.Lock()
-			r, ok := best[name]
-			delete(best, name)
-			mu.Unlock()
-			if ok {
-				return r, nil
-			}
-			return bestOf(runs[name])(ctx, o)
-		}
-	}
-	others := map[string]Run{}
-	for name := range baselines {
-		others[name] = stored(name)
-	}
-	return rawRun, stored("hexmill"), others
+	})
+	register(Case{Name: "rabbitmq/consume-ack", Available: available, Raw: rawConsume, Hexmill: hexmillConsume})
 }
 
 func rabbitURL() string {
