@@ -82,7 +82,9 @@ type Config struct {
 	// before it is released back to the broker (a subscription that
 	// appears meanwhile still gets it).
 	UnmatchedDelay time.Duration `yaml:"unmatched_delay"`
-	// SettleTimeout bounds sending one disposition (accept or release).
+	// SettleTimeout bounds how long Close waits for the dispositions
+	// (accepts, releases) still to be sent before it closes the links; a
+	// disposition on a lost link returns as soon as the link ends.
 	SettleTimeout time.Duration `yaml:"settle_timeout"`
 	// StallTimeout is how long a link with credit outstanding may stay
 	// silent before its credit is resynchronised with a drain (an idle

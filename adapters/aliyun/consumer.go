@@ -30,9 +30,9 @@ var ErrAuth = errors.New("authentication refused")
 // RabbitMQ 3.10): each link keeps at most Config.Credit messages on their
 // way or waiting for a handler, and gives credit back as handlers take them
 // (or they are released), while some subscription is active; the
-// subscription's Concurrency bounds the messages being handled. With no active subscription no credit is issued,
-// so intake stops; what the broker still sends on credit it had is
-// released at once.
+// subscription's Concurrency bounds the messages being handled. With no
+// active subscription no credit is issued, so intake stops; what the broker
+// still sends on credit it had is released at once.
 type Consumer struct {
 	cfg     Config
 	logger  watermill.LoggerAdapter
