@@ -87,8 +87,9 @@ type Config struct {
 	// disposition on a lost link returns as soon as the link ends.
 	SettleTimeout time.Duration `yaml:"settle_timeout"`
 	// StallTimeout is how long a link with credit outstanding may stay
-	// silent before its credit is topped up (twice in a row at most; an
-	// idle link then costs nothing).
+	// silent before its credit is resynchronised with a drain (an idle
+	// source costs one drain per StallTimeout); a drain unanswered for as
+	// long reconnects.
 	StallTimeout time.Duration `yaml:"stall_timeout"`
 }
 

@@ -65,8 +65,8 @@ type counters struct {
 // Stats counts what the consumer did since it started.
 type Stats struct {
 	Received, Accepted, Released, Unmatched, Reconnects, AuthFailures int64
-	// Resyncs counts the credit top-ups of links that stayed silent with
-	// credit believed outstanding (see Config.StallTimeout).
+	// Resyncs counts the drains of a link that was idle with credit
+	// believed outstanding (see Config.StallTimeout).
 	Resyncs int64
 }
 
@@ -409,8 +409,8 @@ func (cn *connection) dial() (*link, error) {
 
 const linkCloseTimeout = 500 * time.Millisecond
 
-// maxTopUps bounds the credit a silent link is given: at most
-// (1 + maxTopUps) × Config.Credit outstanding.
+// maxTopUps bounds the credit a silent link is given before it is
+// drained: at most (1 + maxTopUps) × Config.Credit outstanding.
 const maxTopUps = 2
 
 // redactedError is a broker error whose text had the user name (which
@@ -466,6 +466,7 @@ type link struct {
 	waiting     int // received, not yet taken by a handler nor released (holds credit)
 	pending     int // received, disposition not yet sent
 	overshot    bool
+	draining    bool          // a resync drain is under way: no credit meanwhile
 	toppedUp    int           // resync top-ups since the last message
 	dead        chan struct{} // closed when serve returns
 	idle        chan struct{} // signalled when pending drops to 0
@@ -478,7 +479,7 @@ func (l *link) refill() {
 	on := l.cn.c.intakeOn()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !on {
+	if !on || l.draining {
 		return
 	}
 	want := l.credit - l.waiting - l.outstanding
@@ -523,7 +524,9 @@ func (l *link) serve() error {
 		case ctx.Err() != nil:
 			return ErrClosed
 		case errors.Is(err, context.DeadlineExceeded):
-			l.resync()
+			if err := l.resync(ctx); err != nil {
+				return err
+			}
 		default:
 			return redact(err, l.cred)
 		}
@@ -549,31 +552,59 @@ func (l *link) dispatch(m *amqp.Message) {
 // go-amqp disagree about the credit. RabbitMQ 3.10 sends past the credit,
 // go-amqp computes each grant relative to its own count, which then went
 // negative, and the grant can land below what the broker already sent:
-// the link would wait forever. A silence tops the credit up by a full
-// Config.Credit, which lifts such a deficit: at most maxTopUps times in a
-// row, so an idle link holds at most (1 + maxTopUps) × Config.Credit and
-// then sends nothing more. The link is never drained: RabbitMQ 3.10's
-// AMQP 1.0 plugin crashes on a drain (rabbit_classic_queue:handle_event
-// has no clause for send_drained) and closes the connection, so an idle
-// link would reconnect every few seconds.
-func (l *link) resync() {
+// the link would wait forever. The first silences (maxTopUps) top the
+// credit up by a full Config.Credit each, which lifts such a deficit; the
+// next silence in a row drains the link, after which broker and go-amqp agree on zero and
+// the accounting starts afresh (so an idle link does not accumulate
+// credit). A drain unanswered within max(StallTimeout, 5 s) reconnects.
+func (l *link) resync(ctx context.Context) error {
 	c := l.cn.c
 	if !c.intakeOn() {
-		return
+		return nil
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	// The bound on the total matters for a link that gets a message now
-	// and then: each message ends a run of silences.
-	if l.outstanding <= 0 || l.toppedUp >= maxTopUps || l.outstanding+l.credit > (1+maxTopUps)*l.credit {
-		return
+	if l.outstanding <= 0 || l.draining {
+		l.mu.Unlock()
+		return nil
 	}
-	if err := l.receiver.IssueCredit(uint32(l.credit)); err != nil {
-		return // the link is going down; serve reports why
+	if l.toppedUp < maxTopUps {
+		l.toppedUp++
+		if err := l.receiver.IssueCredit(uint32(l.credit)); err == nil {
+			l.outstanding += l.credit
+		}
+		l.mu.Unlock()
+		c.stats.resyncs.Add(1)
+		return nil
 	}
-	l.toppedUp++
-	l.outstanding += l.credit
+	l.draining = true
+	l.mu.Unlock()
+	dctx, cancel := context.WithTimeout(ctx, max(c.cfg.StallTimeout, 5*time.Second))
+	err := l.receiver.DrainCredit(dctx, nil)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ErrClosed
+		}
+		return fmt.Errorf("aliyun: link silent with credit outstanding and the drain went unanswered: %w", redact(err, l.cred))
+	}
+	// Messages that came before the drain's answer are not counted
+	// against the credit to come.
+	var early []*amqp.Message
+	l.mu.Lock()
+	for m := l.receiver.Prefetched(); m != nil; m = l.receiver.Prefetched() {
+		l.track()
+		early = append(early, m)
+	}
+	l.outstanding = 0
+	l.draining = false
+	l.toppedUp = 0
+	l.mu.Unlock()
 	c.stats.resyncs.Add(1)
+	for _, m := range early {
+		l.dispatch(m)
+	}
+	l.refill()
+	return nil
 }
 
 // taken gives back the credit of a message a handler took (or that is
