@@ -482,8 +482,15 @@ func (l *link) refill() {
 	if !on || l.draining {
 		return
 	}
-	want := l.credit - l.waiting - l.outstanding
-	if want <= 0 || (want < l.batch && l.outstanding > 0) {
+	// go-amqp sends outstanding + want as the new link credit, in uint32.
+	// When the broker overshot (outstanding < 0) that sum can be zero or
+	// negative: at zero go-amqp sends no flow at all and forgets the grant,
+	// so the two counts part for good (the link later stalls); below zero
+	// it wraps to some four billion credits. Nothing is issued until the
+	// sum is positive.
+	target := l.credit - l.waiting
+	want := target - l.outstanding
+	if target <= 0 || want <= 0 || (want < l.batch && l.outstanding > 0) {
 		return
 	}
 	if err := l.receiver.IssueCredit(uint32(want)); err != nil {
