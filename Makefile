@@ -41,7 +41,7 @@ test-e2e-full: ## the same at full size (50k-150k messages per test)
 	HEXMILL_E2E_FULL=1 $(GO) test -race -count=1 -timeout 60m -run E2E -v ./integration/
 
 .PHONY: bench
-bench: ## hexmill vs the raw clients, side by side, ratio printed; report and charts into docs/bench
+bench: ## hexmill vs the raw clients, side by side in BENCH_ROUNDS interleaved rounds (median), ratio and CPU per message printed; report and charts into docs/bench
 	$(GO) run ./cmd/hexmill-bench -n $(BENCH_N) -rounds $(BENCH_ROUNDS) -report docs/bench
 
 .PHONY: lint
