@@ -250,11 +250,11 @@ func (r *Runtime) handlerFunc(h ports.Handler, b Binding, format Format, params 
 		if correlationID == "" {
 			correlationID = msg.UUID
 		}
-		if err := checkUTF8(in.Metadata); err != nil {
-			return ports.Invalid(err)
-		}
 		attrs := make(map[string]string, len(in.Metadata)+2)
 		for k, v := range in.Metadata {
+			if err := checkUTF8(k, v); err != nil {
+				return ports.Invalid(err)
+			}
 			attrs[k] = v
 		}
 		for k, v := range topicParams(params, topic) {
@@ -273,19 +273,17 @@ func (r *Runtime) handlerFunc(h ports.Handler, b Binding, format Format, params 
 	}
 }
 
-// checkUTF8 refuses metadata that is not valid UTF-8, so that it never
-// reaches a handler, a log line or an MQTT publish (where the broker would
-// close the connection). The correlation ID is exempt: MQTT carries it as
-// binary correlation data.
-func checkUTF8(md message.Metadata) error {
-	for k, v := range md {
-		switch {
-		case k == ports.MetadataCorrelationID:
-		case !utf8.ValidString(k):
-			return fmt.Errorf("metadata key %q is not valid UTF-8: the sender must send UTF-8 header and property names", k)
-		case !utf8.ValidString(v):
-			return fmt.Errorf("metadata %q: the value %q is not valid UTF-8: the sender must send UTF-8 header and property values", k, v)
-		}
+// checkUTF8 refuses a metadata entry that is not valid UTF-8, so that it
+// never reaches a handler, a log line or an MQTT publish (where the broker
+// would close the connection). The correlation ID is exempt: MQTT carries
+// it as binary correlation data.
+func checkUTF8(k, v string) error {
+	switch {
+	case k == ports.MetadataCorrelationID:
+	case !utf8.ValidString(k):
+		return fmt.Errorf("metadata key %q is not valid UTF-8: the sender must send UTF-8 header and property names", k)
+	case !utf8.ValidString(v):
+		return fmt.Errorf("metadata %q: the value %q is not valid UTF-8: the sender must send UTF-8 header and property values", k, v)
 	}
 	return nil
 }

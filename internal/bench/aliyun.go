@@ -37,8 +37,8 @@ const stallTimeout = 2 * time.Second
 // rawStallLimit ends a raw round whose link stays silent although the queue
 // is not empty: now and then raw go-amqp's link does not recover with the
 // same top-ups and drains that hexmill's adapter uses (seen twice in about
-// ten runs, never on the hexmill side); the round is then reported failed
-// instead of hanging the benchmark.
+// ten runs before hexmill's credit guard, never on the hexmill side); the
+// round is then reported failed instead of hanging the benchmark.
 const rawStallLimit = 30 * time.Second
 
 func amqp1Addr() string { return Env("HEXMILL_TEST_AMQP1_ADDR", "127.0.0.1:5672") }
