@@ -156,6 +156,9 @@ func (c Config) clientConfig(o connOptions, logger watermill.LoggerAdapter) (aut
 			},
 		},
 	}
+	if plainTCP(urls) {
+		cc.AttemptConnection = dialTCP(c.ConnectTimeout)
+	}
 	if c.Password != "" {
 		cc.ConnectPassword = []byte(c.Password.Reveal())
 	}

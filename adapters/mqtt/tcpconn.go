@@ -1,0 +1,136 @@
+package mqtt
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"golang.org/x/net/proxy"
+)
+
+// paho.golang reads a packet off the connection in three reads or more
+// (the type byte, each byte of the remaining length, the rest) and writes
+// it in parts. On a plain TCP socket each of those is a system call: about
+// ten per QoS 1 message end to end, the largest cost of a publish at load.
+// A TLS or WebSocket connection buffers in its own layer, so only mqtt://
+// servers need tcpConn.
+
+const (
+	// readBufferSize is the read buffer of one connection: one system
+	// call reads every packet that has arrived, up to this many bytes.
+	readBufferSize = 32 << 10
+	// maxGather bounds the bytes gathered for one write; a larger part
+	// of a packet is written on its own.
+	maxGather = 32 << 10
+)
+
+// plainTCP reports whether every server is reached over plain TCP.
+func plainTCP(urls []*url.URL) bool {
+	for _, u := range urls {
+		switch strings.ToLower(u.Scheme) {
+		case "mqtt", "tcp", "":
+		default:
+			return false
+		}
+	}
+	return len(urls) > 0
+}
+
+// dialTCP is autopaho's AttemptConnection for mqtt:// servers: it dials as
+// autopaho does (all_proxy is honoured) and returns a tcpConn.
+func dialTCP(timeout time.Duration) func(context.Context, autopaho.ClientConfig, *url.URL) (net.Conn, error) {
+	return func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+		// autopaho hands AttemptConnection its own context, not the one
+		// bounded by ConnectTimeout.
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		c, err := proxy.Dial(ctx, "tcp", u.Host)
+		if err != nil {
+			return nil, err
+		}
+		return newTCPConn(c), nil
+	}
+}
+
+// tcpConn gives paho one read system call per batch of packets and one
+// write per packet.
+//
+// Reads go through a bufio.Reader; only paho's reader goroutine reads.
+//
+// Writes: paho's packets.ControlPacket.WriteTo locks a connection that is
+// a sync.Locker while it writes the parts of one packet (autopaho asks
+// AttemptConnection for such a connection). tcpConn gathers the parts
+// while locked and writes them with one Write on Unlock. A failed write
+// closes the socket, so paho's reader fails and autopaho reconnects; what
+// was not acknowledged is sent again or reported, as for any write the
+// kernel accepted before the connection broke.
+type tcpConn struct {
+	net.Conn
+	r *bufio.Reader
+
+	mu  sync.Mutex // held by paho for the whole of one packet
+	buf []byte
+	err error // the first write error; later writes fail with it
+}
+
+func newTCPConn(c net.Conn) *tcpConn {
+	return &tcpConn{Conn: c, r: bufio.NewReaderSize(c, readBufferSize)}
+}
+
+func (c *tcpConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// Lock starts a packet.
+func (c *tcpConn) Lock() { c.mu.Lock() }
+
+// Unlock writes the packet gathered since Lock.
+func (c *tcpConn) Unlock() {
+	_ = c.flush()
+	c.mu.Unlock()
+}
+
+// Write gathers p. The caller holds the lock.
+func (c *tcpConn) Write(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	if len(c.buf)+len(p) > maxGather {
+		if err := c.flush(); err != nil {
+			return 0, err
+		}
+	}
+	if len(p) <= maxGather {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
+	}
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.fail(err)
+	}
+	return n, err
+}
+
+func (c *tcpConn) flush() error {
+	if len(c.buf) == 0 || c.err != nil {
+		c.buf = c.buf[:0]
+		return c.err
+	}
+	_, err := c.Conn.Write(c.buf)
+	c.buf = c.buf[:0]
+	if err != nil {
+		c.fail(err)
+	}
+	return err
+}
+
+func (c *tcpConn) fail(err error) {
+	c.err = err
+	_ = c.Conn.Close()
+}
