@@ -361,7 +361,10 @@ func (s *sender) publish(ctx context.Context, i int, l link) (err error) {
 	settle := func(wctx context.Context) error {
 		f := window[0]
 		if err := f.c(wctx); err != nil {
-			if wctx.Err() != nil {
+			// Only a wait cut short leaves the message in flight: any
+			// other error settled it (an unroutable message's return is
+			// taken once; settled again, it would count as confirmed).
+			if wctx.Err() != nil && errors.Is(err, wctx.Err()) {
 				return err // still in flight: drain settles it
 			}
 			window = window[1:]
