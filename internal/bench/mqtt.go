@@ -54,8 +54,9 @@ func init() {
 		// the wire: the message UUID as the user property watermill_uuid
 		// (docs/mqtt.md). paho.golang decodes every property string into
 		// a fresh bytes.Buffer of at least 512 bytes, so the property costs
-		// both sides CPU and garbage; the ratio to raw+uuid is the cost of
-		// the adapter itself.
+		// both sides CPU and garbage. Both raw sides use autopaho's own
+		// connection; hexmill reads and writes through its buffered one
+		// (docs/mqtt.md, "The connection").
 		Baselines: map[string]Run{
 			"raw+uuid": withBroker(func(ctx context.Context, opts Options, url string) (Result, error) {
 				return rawMQTTEndToEnd(ctx, opts, url, true)
