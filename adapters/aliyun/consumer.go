@@ -467,7 +467,7 @@ type link struct {
 	pending     int // received, disposition not yet sent
 	overshot    bool
 	draining    bool          // a resync drain is under way: no credit meanwhile
-	toppedUp    int           // resync top-ups since the last message
+	toppedUp    int           // resync top-ups since refill last issued credit
 	dead        chan struct{} // closed when serve returns
 	idle        chan struct{} // signalled when pending drops to 0
 }
@@ -497,6 +497,9 @@ func (l *link) refill() {
 		return // the link is going down; serve reports why
 	}
 	l.outstanding += want
+	// Credit flows again as handlers take messages: the top-ups, if
+	// any, were used up.
+	l.toppedUp = 0
 }
 
 // serve receives until the link fails or the consumer closes.
@@ -520,7 +523,6 @@ func (l *link) serve() error {
 		case err == nil:
 			l.mu.Lock()
 			l.outstanding--
-			l.toppedUp = 0
 			l.track()
 			if l.outstanding < 0 && !l.overshot {
 				l.overshot = true
@@ -561,9 +563,17 @@ func (l *link) dispatch(m *amqp.Message) {
 // negative, and the grant can land below what the broker already sent:
 // the link would wait forever. The first silences (maxTopUps) top the
 // credit up by a full Config.Credit each, which lifts such a deficit; the
-// next silence in a row drains the link, after which broker and go-amqp agree on zero and
-// the accounting starts afresh (so an idle link does not accumulate
-// credit). A drain unanswered within max(StallTimeout, 5 s) reconnects.
+// next silence drains the link, after which broker and go-amqp agree on
+// zero and the accounting starts afresh (so an idle link does not
+// accumulate credit). A drain unanswered within max(StallTimeout, 5 s)
+// reconnects.
+//
+// Top-ups count until refill issues credit again, not until the next
+// message: a link whose broker believes in less credit than go-amqp does
+// gets exactly each top-up and no more (refill sees the phantom credit
+// as outstanding and issues none), and the top-ups alone would move it at
+// Config.Credit messages per StallTimeout for good; a trickle of messages
+// would likewise keep an idle link's credit growing.
 func (l *link) resync(ctx context.Context) error {
 	c := l.cn.c
 	if !c.intakeOn() {

@@ -401,3 +401,47 @@ func TestIdleLinkResync(t *testing.T) {
 	}
 	_ = sub.Close()
 }
+
+// A trickle of messages, one after each silence, does not keep topping up
+// an idle link's credit: the top-ups count until refill issues credit
+// again, not until the next message, so the credit outstanding stays
+// within (1 + maxTopUps) × Credit and the link is drained (against
+// RabbitMQ 3.10: reconnected) instead. Counting top-ups from the last
+// message let the credit grow by Credit per silence here, and let a link
+// whose broker believed in less credit than go-amqp crawl at Credit
+// messages per StallTimeout for good (make bench, credit 20: ~10 msg/s).
+func TestTrickleKeepsCreditBounded(t *testing.T) {
+	addr := signingBroker(t)
+	queue := uniqueQueue("trickle")
+	cfg := testConfig(t, addr, queue)
+	cfg.Credit = 4
+	cfg.StallTimeout = 50 * time.Millisecond
+	c := newConsumer(t, cfg)
+	sub, _ := c.Subscriber(SubscriberConfig{Concurrency: 4})
+	out, err := sub.Subscribe(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	p := newPusher(t, addr)
+	bound := (1 + maxTopUps) * cfg.Credit
+	most := 0
+	for i := range 12 {
+		before := c.Stats().Resyncs
+		eventually(t, "a silence", 10*time.Second, func() bool { return c.Stats().Resyncs > before })
+		if err := p.push(queue, "/pk/dev/thing/event/property/post", fmt.Sprint("trickle-", i), []byte("x"), nil); err != nil {
+			t.Fatal(err)
+		}
+		m := receive(t, out)
+		m.Ack()
+		if l := c.conns[0].current(); l != nil {
+			l.mu.Lock()
+			most = max(most, l.outstanding+l.waiting)
+			l.mu.Unlock()
+		}
+	}
+	t.Logf("credit outstanding at most %d (bound %d); stats %+v", most, bound, c.Stats())
+	if most > bound {
+		t.Fatalf("credit outstanding reached %d, want at most (1 + maxTopUps) × Credit = %d", most, bound)
+	}
+}
