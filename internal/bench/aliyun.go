@@ -142,13 +142,14 @@ func aliyunRaw(ctx context.Context, o Options, credit int) (Result, error) {
 	// credit, in batches of a quarter, or at once when none is left. A
 	// naive "IssueCredit(n) after n accepts" stalls against RabbitMQ 3.10
 	// when the broker overshoots by exactly the batch.
-	batch, outstanding := max(1, credit/4), 0
+	batch, outstanding, silences := max(1, credit/4), 0, 0
 	refill := func() error {
 		want := credit - outstanding
 		if want <= 0 || (want < batch && outstanding > 0) {
 			return nil
 		}
 		outstanding += want
+		silences = 0 // the top-ups, if any, were used up
 		return r.IssueCredit(uint32(want))
 	}
 	if err := refill(); err != nil {
@@ -156,13 +157,14 @@ func aliyunRaw(ctx context.Context, o Options, credit int) (Result, error) {
 	}
 	// And the same stall breaker: silent for stallTimeout with credit
 	// believed outstanding (go-amqp's grant landed below what RabbitMQ had
-	// already sent), top the credit up, twice in a row at most; a third
-	// silence drains the link, after which broker and go-amqp agree on zero.
+	// already sent), top the credit up, twice at most until refill issues
+	// credit again; a third silence drains the link, after which broker and
+	// go-amqp agree on zero.
 	accept := func(m *amqp.Message) error {
 		handle(m.GetData())
 		return r.AcceptMessage(ctx, m)
 	}
-	silences, progress := 0, time.Now()
+	progress := time.Now()
 	for n := 0; n < o.Messages; {
 		if time.Since(progress) > rawStallLimit {
 			return Result{}, fmt.Errorf("raw go-amqp link stalled after %d messages: no message for %s despite top-ups and drains", n, rawStallLimit)
@@ -202,7 +204,7 @@ func aliyunRaw(ctx context.Context, o Options, credit int) (Result, error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("raw receive after %d: %w", n, err)
 		}
-		silences, progress = 0, time.Now()
+		progress = time.Now()
 		outstanding--
 		if err := accept(m); err != nil {
 			return Result{}, err
