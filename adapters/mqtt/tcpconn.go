@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/packets"
 	"golang.org/x/net/proxy"
 )
 
@@ -63,14 +64,17 @@ func dialTCP(timeout time.Duration) func(context.Context, autopaho.ClientConfig,
 }
 
 // tcpConn gives paho one read system call per batch of packets and one
-// write per packet.
+// write per packet, or per batch of acknowledgements.
 //
 // Reads go through a bufio.Reader; only paho's reader goroutine reads.
 //
 // Writes: paho's packets.ControlPacket.WriteTo locks a connection that is
 // a sync.Locker while it writes the parts of one packet (autopaho asks
 // AttemptConnection for such a connection). tcpConn gathers the parts
-// while locked and writes them with one Write on Unlock. A failed write
+// while locked and writes them with one Write on Unlock. PUBACKs are the
+// exception: paho writes a batch of them one by one (every
+// Config.AckInterval), so they are held for ackDelay, and written with
+// the rest of their batch or with the next other packet. A failed write
 // closes the socket, so paho's reader fails and autopaho reconnects; what
 // was not acknowledged is sent again or reported, as for any write the
 // kernel accepted before the connection broke.
@@ -78,10 +82,16 @@ type tcpConn struct {
 	net.Conn
 	r *bufio.Reader
 
-	mu  sync.Mutex // held by paho for the whole of one packet
-	buf []byte
-	err error // the first write error; later writes fail with it
+	mu       sync.Mutex // held by paho for the whole of one packet
+	buf      []byte
+	starting bool        // the next Write starts a packet (its fixed header)
+	acksOnly bool        // buf holds PUBACKs only
+	held     *time.Timer // writes held PUBACKs; nil when none are held
+	err      error       // the first write error; later writes fail with it
 }
+
+// ackDelay bounds how long a PUBACK waits for the rest of its batch.
+const ackDelay = 200 * time.Microsecond
 
 func newTCPConn(c net.Conn) *tcpConn {
 	return &tcpConn{Conn: c, r: bufio.NewReaderSize(c, readBufferSize)}
@@ -90,10 +100,28 @@ func newTCPConn(c net.Conn) *tcpConn {
 func (c *tcpConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // Lock starts a packet.
-func (c *tcpConn) Lock() { c.mu.Lock() }
+func (c *tcpConn) Lock() {
+	c.mu.Lock()
+	c.starting = true
+}
 
-// Unlock writes the packet gathered since Lock.
+// Unlock writes what was gathered, unless it is PUBACKs only: those wait
+// up to ackDelay for more.
 func (c *tcpConn) Unlock() {
+	switch {
+	case c.acksOnly && len(c.buf) > 0 && len(c.buf) < maxGather/2:
+		if c.held == nil {
+			c.held = time.AfterFunc(ackDelay, c.writeHeld)
+		}
+	default:
+		_ = c.flush()
+	}
+	c.mu.Unlock()
+}
+
+func (c *tcpConn) writeHeld() {
+	c.mu.Lock()
+	c.held = nil
 	_ = c.flush()
 	c.mu.Unlock()
 }
@@ -102,6 +130,11 @@ func (c *tcpConn) Unlock() {
 func (c *tcpConn) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
+	}
+	if c.starting && len(p) > 0 {
+		c.starting = false
+		isAck := p[0]>>4 == packets.PUBACK
+		c.acksOnly = isAck && (c.acksOnly || len(c.buf) == 0)
 	}
 	if len(c.buf)+len(p) > maxGather {
 		if err := c.flush(); err != nil {
@@ -119,7 +152,13 @@ func (c *tcpConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// flush writes what was gathered. The caller holds the lock.
 func (c *tcpConn) flush() error {
+	if c.held != nil {
+		c.held.Stop()
+		c.held = nil
+	}
+	c.acksOnly = false
 	if len(c.buf) == 0 || c.err != nil {
 		c.buf = c.buf[:0]
 		return c.err

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -181,6 +182,68 @@ func TestPlainTCP(t *testing.T) {
 		}
 		if got := plainTCP(urls); got != tt.want {
 			t.Errorf("plainTCP(%v) = %v, want %v", tt.servers, got, tt.want)
+		}
+	}
+}
+
+// countingConn counts the writes that reach the socket.
+type countingConn struct {
+	net.Conn
+	writes atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// paho writes a batch of PUBACKs one by one; they reach the socket in a
+// few writes, each within ackDelay, and a lone one is not held back.
+func TestTCPConnAckBatch(t *testing.T) {
+	c, peer := tcpPair(t)
+	counting := &countingConn{Conn: c.Conn}
+	c.Conn = counting
+	const acks = 100
+	for i := range acks {
+		pa := packets.NewControlPacket(packets.PUBACK)
+		pa.Content.(*packets.Puback).PacketID = uint16(i + 1)
+		if _, err := pa.WriteTo(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := peer.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range acks {
+		cp, err := packets.ReadPacket(peer)
+		if err != nil {
+			t.Fatalf("PUBACK %d: %v", i, err)
+		}
+		if id := cp.Content.(*packets.Puback).PacketID; id != uint16(i+1) {
+			t.Fatalf("PUBACK %d has packet ID %d", i, id)
+		}
+	}
+	if n := counting.writes.Load(); n > acks/2 {
+		t.Fatalf("%d PUBACKs took %d writes, want them gathered", acks, n)
+	} else {
+		t.Logf("%d PUBACKs in %d writes", acks, n)
+	}
+	// A PUBACK followed by another packet goes out with it at once.
+	pa := packets.NewControlPacket(packets.PUBACK)
+	pa.Content.(*packets.Puback).PacketID = 7
+	if _, err := pa.WriteTo(c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publishPacket(0, 0, 64).WriteTo(c); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []byte{packets.PUBACK, packets.PUBLISH} {
+		cp, err := packets.ReadPacket(peer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cp.Type != want {
+			t.Fatalf("packet type %d, want %d", cp.Type, want)
 		}
 	}
 }
