@@ -15,11 +15,24 @@ type inflight struct {
 	idle chan struct{} // closed while n == 0; nil means closed
 }
 
+// middleware counts a message in flight until it is settled. watermill's
+// router acks or nacks a message only after the middleware returned, so
+// the middleware settles it itself, as the router would (a later Ack or
+// Nack of the router does nothing): otherwise stop could close the
+// subscriber between the two and hand a handled message back to the
+// broker, to be delivered again. The runtime's handlers produce no
+// messages, which the router would publish before acking.
 func (f *inflight) middleware(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		f.add(1)
 		defer f.add(-1)
-		return h(msg)
+		produced, err := h(msg)
+		if err != nil {
+			msg.Nack()
+		} else {
+			msg.Ack()
+		}
+		return produced, err
 	}
 }
 
