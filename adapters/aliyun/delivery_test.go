@@ -376,10 +376,14 @@ func TestReconnectAttemptsCapped(t *testing.T) {
 
 // A link silent for stall_timeout with credit outstanding is resynchronised
 // with a drain (against RabbitMQ's answer) and keeps receiving.
-func TestIdleLinkResync(t *testing.T) {
-	addr := signingBroker(t)
-	queue := uniqueQueue("idle")
+// idleLink starts a consumer with a 50 ms stall timeout on an empty queue
+// and subscribes to every topic; the subscription closes with the test.
+func idleLink(t *testing.T, addr, queue string, credit int) (*Consumer, <-chan *message.Message) {
+	t.Helper()
 	cfg := testConfig(t, addr, queue)
+	if credit > 0 {
+		cfg.Credit = credit
+	}
 	cfg.StallTimeout = 50 * time.Millisecond
 	c := newConsumer(t, cfg)
 	sub, _ := c.Subscriber(SubscriberConfig{Concurrency: 4})
@@ -387,6 +391,14 @@ func TestIdleLinkResync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = sub.Close() })
+	return c, out
+}
+
+func TestIdleLinkResync(t *testing.T) {
+	addr := signingBroker(t)
+	queue := uniqueQueue("idle")
+	c, out := idleLink(t, addr, queue, 0)
 	eventually(t, "a resync of the idle link", 10*time.Second, func() bool { return c.Stats().Resyncs >= 2 })
 	p := newPusher(t, addr)
 	for i := range 3 {
@@ -399,7 +411,6 @@ func TestIdleLinkResync(t *testing.T) {
 	if err := c.Ready(); err != nil {
 		t.Fatalf("not ready after resyncs: %v", err)
 	}
-	_ = sub.Close()
 }
 
 // A trickle of messages, one after each silence, does not keep topping up
@@ -413,18 +424,10 @@ func TestIdleLinkResync(t *testing.T) {
 func TestTrickleKeepsCreditBounded(t *testing.T) {
 	addr := signingBroker(t)
 	queue := uniqueQueue("trickle")
-	cfg := testConfig(t, addr, queue)
-	cfg.Credit = 4
-	cfg.StallTimeout = 50 * time.Millisecond
-	c := newConsumer(t, cfg)
-	sub, _ := c.Subscriber(SubscriberConfig{Concurrency: 4})
-	out, err := sub.Subscribe(context.Background(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	const credit = 4
+	c, out := idleLink(t, addr, queue, credit)
 	p := newPusher(t, addr)
-	bound := (1 + maxTopUps) * cfg.Credit
+	bound := (1 + maxTopUps) * credit
 	most := 0
 	for i := range 12 {
 		before := c.Stats().Resyncs

@@ -108,12 +108,11 @@ func (c *tcpConn) Lock() {
 // Unlock writes what was gathered, unless it is PUBACKs only: those wait
 // up to ackDelay for more.
 func (c *tcpConn) Unlock() {
-	switch {
-	case c.acksOnly && len(c.buf) > 0 && len(c.buf) < maxGather/2:
+	if c.acksOnly && len(c.buf) < maxGather/2 {
 		if c.held == nil {
 			c.held = time.AfterFunc(ackDelay, c.writeHeld)
 		}
-	default:
+	} else {
 		_ = c.flush()
 	}
 	c.mu.Unlock()

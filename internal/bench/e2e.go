@@ -250,7 +250,8 @@ func (s *e2eSink) wait(ctx context.Context, started time.Time) (res Result, lost
 	var last time.Time
 	quiet := time.NewTimer(15 * time.Second)
 	defer quiet.Stop()
-	got, unacked := 0, 0
+	got := 0
+	var acks load.BatchAcker
 	for got < s.count {
 		select {
 		case d, ok := <-s.deliveries:
@@ -258,10 +259,7 @@ func (s *e2eSink) wait(ctx context.Context, started time.Time) (res Result, lost
 				return res, s.count - got, dup, errors.New("sink: consumer closed")
 			}
 			now := time.Now()
-			if unacked++; unacked >= load.AckBatch || len(s.deliveries) == 0 {
-				_ = d.Ack(true)
-				unacked = 0
-			}
+			acks.Ack(d, len(s.deliveries))
 			var a struct {
 				DeviceID string    `json:"device_id"`
 				Value    float64   `json:"value"`

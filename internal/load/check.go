@@ -203,13 +203,24 @@ func (c *Checker) consume(conn *amqp.Connection, deliveries <-chan amqp.Delivery
 	}
 }
 
-// AckBatch is how many deliveries one ack settles at most: the broker
-// handles one ack (multiple) per batch, or per lull in the deliveries.
-const AckBatch = 64
+// BatchAcker acks deliveries of one channel in batches: one ack
+// (multiple) for at most 64 deliveries, or for what arrived before a lull,
+// so the broker handles one ack per batch. Deliveries read but not yet
+// acked come again after a reconnect. Its zero value is ready to use.
+type BatchAcker struct{ unacked int }
+
+// Ack records d as handled; waiting is how many deliveries are already
+// buffered behind it (len of the deliveries channel).
+func (b *BatchAcker) Ack(d amqp.Delivery, waiting int) {
+	if b.unacked++; b.unacked >= 64 || waiting == 0 {
+		_ = d.Ack(true)
+		b.unacked = 0
+	}
+}
 
 // drain records deliveries until the channel closes or Close.
 func (c *Checker) drain(deliveries <-chan amqp.Delivery) {
-	unacked := 0
+	var acks BatchAcker
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -219,12 +230,9 @@ func (c *Checker) drain(deliveries <-chan amqp.Delivery) {
 				return
 			}
 			c.record(d.Body, time.Now())
-			// Unacked, a delivery comes again after a reconnect: a
-			// duplicate, which the report counts.
-			if unacked++; unacked >= AckBatch || len(deliveries) == 0 {
-				_ = d.Ack(true)
-				unacked = 0
-			}
+			// A delivery that comes again is a duplicate, which the
+			// report counts.
+			acks.Ack(d, len(deliveries))
 		}
 	}
 }
