@@ -11,7 +11,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/components/metrics"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,6 +44,8 @@ type Runtime struct {
 	subscribers []message.Subscriber
 	router      *message.Router
 	inflight    inflight
+	workers     *workers
+	metrics     *handlerMetrics // nil without a registry
 
 	cancelIntake context.CancelFunc
 	abort        context.Context // cancelled when the drain timeout expires
@@ -193,8 +194,14 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 }
 
 func (r *Runtime) addMiddleware(wlogger watermill.LoggerAdapter) error {
+	var outer []message.HandlerMiddleware
 	if r.registry != nil {
-		metrics.NewPrometheusMetricsBuilder(r.registry, "hexmill", "").AddPrometheusRouterMetrics(r.router)
+		m, err := newHandlerMetrics(r.registry)
+		if err != nil {
+			return err
+		}
+		r.metrics = m
+		outer = append(outer, m.middleware)
 	}
 	toPoison, err := middleware.PoisonQueueWithFilter(r.publishers.poisonTo.publisher, r.cfg.Poison.Topic, func(err error) bool {
 		// A handler cut short by stop, or one whose events could not be
@@ -204,7 +211,10 @@ func (r *Runtime) addMiddleware(wlogger watermill.LoggerAdapter) error {
 	if err != nil {
 		return fmt.Errorf("poison target: %w", err)
 	}
+	r.workers = newWorkers()
+	r.router.AddMiddleware(outer...)
 	r.router.AddMiddleware(
+		r.workers.middleware,
 		r.inflight.middleware,
 		toPoison,
 		retry{cfg: r.cfg.Retry, abort: r.abort, logger: r.logger}.middleware,
@@ -225,6 +235,9 @@ func (r *Runtime) addHandler(h ports.Handler) error {
 		return fmt.Errorf("handlers.%s: %w", name, err)
 	}
 	r.subscribers = append(r.subscribers, sub)
+	if r.metrics != nil {
+		r.metrics.add(name, b.Transport)
+	}
 	format, _ := r.format(b.Format)
 	params, _ := parseTopicParams(b.TopicParams)
 	r.router.AddConsumerHandler(name, b.Topic, routerOwnedSubscriber{sub}, r.handlerFunc(h, b, format, params))
@@ -368,14 +381,23 @@ func (r *Runtime) closeAll(ctx context.Context) error {
 		}
 	}
 	if r.router != nil {
-		if err := r.router.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close router: %w", err))
+		routerErr := r.router.Close()
+		if routerErr != nil {
+			errs = append(errs, fmt.Errorf("close router: %w", routerErr))
 		}
 		if r.routerDone != nil {
 			select {
 			case <-r.routerDone:
 			case <-ctx.Done():
 				errs = append(errs, fmt.Errorf("router did not stop: %w", ctx.Err()))
+			}
+		}
+		// Once the router has ended, every message's worker is done with
+		// it; a handler the router gave up on (close timeout) keeps its
+		// worker, as it kept the router's goroutine before.
+		if r.workers != nil && routerErr == nil {
+			if err := r.workers.close(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("handler workers did not stop: %w", err))
 			}
 		}
 	}
