@@ -16,25 +16,29 @@ import (
 	"github.com/hexmill/hexmill/ports"
 )
 
-// The router's metrics keep watermill's names and labels: one handled
-// message, one that failed (a publish outage: nacked, redelivered) and then
-// was handled.
+// The metrics keep watermill's names and labels: one message handled with
+// an event published, one that failed (a publish outage: nacked,
+// redelivered) and then was handled.
 func TestHandlerMetrics(t *testing.T) {
 	broker := newBroker(t)
 	cfg := testConfig()
 	registry := prometheus.NewRegistry()
 	var flakyCalls atomic.Int32
 	handled := make(chan string, 2)
+	pub := app.NewPublisher()
 	h := ports.HandlerFunc{HandlerName: "test", Func: func(ctx context.Context, msg ports.Message) error {
 		if msg.ID == "flaky" && flakyCalls.Add(1) <= int32(cfg.Retry.MaxRetries)+1 {
 			return fmt.Errorf("handler: %w", broken.Publish(ctx, testEvent{Input: msg.ID}))
 		}
 		handled <- msg.ID
+		if msg.ID == "ok" {
+			return pub.Publish(ctx, testEvent{Input: msg.ID})
+		}
 		return nil
 	}}
 	rt, err := app.NewRuntime(app.RuntimeParams{
 		Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Transports: []app.Opener{app.MemoryOpener(broker)}, Handlers: []ports.Handler{h}, Registry: registry,
+		Transports: []app.Opener{app.MemoryOpener(broker)}, Handlers: []ports.Handler{h}, Registry: registry, Publisher: pub,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +72,7 @@ func TestHandlerMetrics(t *testing.T) {
 		{"hexmill_handler_execution_time_seconds", map[string]string{"handler_name": "test", "success": "false"}, 1},
 		{"hexmill_subscriber_messages_received_total", map[string]string{"handler_name": "test", "subscriber_name": "memory", "acked": "acked"}, 2},
 		{"hexmill_subscriber_messages_received_total", map[string]string{"handler_name": "test", "subscriber_name": "memory", "acked": "nacked"}, 1},
+		{"hexmill_publish_time_seconds", map[string]string{"handler_name": "test", "publisher_name": "memory", "success": "true"}, 1},
 	}
 	for _, tt := range tests {
 		got, ok := sample(families, tt.family, tt.labels)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/components/metrics"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -46,10 +45,12 @@ var _ ports.Publisher = (*eventPublisher)(nil)
 
 func newEventPublisher(cfg Config, transports map[string]*Transport, registry *prometheus.Registry) (*eventPublisher, error) {
 	p := &eventPublisher{routes: map[string]route{}}
-	var builder *metrics.PrometheusMetricsBuilder
+	var publishTime *prometheus.HistogramVec
 	if registry != nil {
-		b := metrics.NewPrometheusMetricsBuilder(registry, "hexmill", "")
-		builder = &b
+		var err error
+		if publishTime, err = register(registry, newPublishTime()); err != nil {
+			return nil, err
+		}
 	}
 	open := func(field string, e EventBinding) (route, error) {
 		t := transports[e.Transport]
@@ -60,10 +61,8 @@ func newEventPublisher(cfg Config, transports map[string]*Transport, registry *p
 		if err != nil {
 			return route{}, fmt.Errorf("%s: %w", field, err)
 		}
-		if builder != nil {
-			if pub, err = builder.DecoratePublisher(pub); err != nil {
-				return route{}, fmt.Errorf("%s: metrics: %w", field, err)
-			}
+		if publishTime != nil {
+			pub = timedPublisher{Publisher: pub, name: e.Transport, time: publishTime}
 		}
 		p.all = append(p.all, pub)
 		return route{topic: e.Topic, publisher: pub}, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,56 +18,77 @@ type reading struct {
 	Value    float64 `json:"value"`
 }
 
+type decodeCase struct {
+	name    string
+	payload string
+	want    reading
+	wantErr string // "" for success; else a substring of the error
+}
+
+var decodeCases = []decodeCase{
+	{name: "valid", payload: `{"device_id":"d1","value":1.5}`, want: reading{"d1", 1.5}},
+	{name: "surrounding white space", payload: " \n\t{\"device_id\":\"d1\"}\r\n ", want: reading{DeviceID: "d1"}},
+	{name: "missing fields stay zero", payload: `{}`},
+	{name: "null leaves the value alone", payload: `null`},
+	{name: "empty", payload: ``, wantErr: "payload is empty"},
+	{name: "only white space", payload: "  \n", wantErr: "payload is empty"},
+	{name: "unknown field", payload: `{"device_id":"d1","extra":1}`, wantErr: `unknown field "extra"`},
+	{name: "wrong type", payload: `{"value":"high"}`, wantErr: "reading.value"},
+	{name: "not JSON", payload: `device_id=d1`, wantErr: "invalid character"},
+	{name: "truncated", payload: `{"device_id":"d1"`, wantErr: "unexpected EOF"},
+	{name: "trailing garbage", payload: `{"device_id":"d1"} garbage`, wantErr: "trailing data"},
+	{name: "second document", payload: `{"device_id":"d1"}{"device_id":"d2"}`, wantErr: "trailing data"},
+	{name: "trailing closing brace", payload: `{"device_id":"d1"}}`, wantErr: "trailing data"},
+	{name: "trailing closing bracket", payload: `{"device_id":"d1"}]`, wantErr: "trailing data"},
+	{name: "trailing comma", payload: `{"device_id":"d1"},`, wantErr: "trailing data"},
+	{name: "trailing number", payload: `{"device_id":"d1"} 1`, wantErr: "trailing data"},
+	{name: "valid after errors", payload: `{"device_id":"d2","value":-3}`, want: reading{"d2", -3}},
+}
+
 func TestDecodeJSON(t *testing.T) {
-	tests := []struct {
-		name    string
-		payload string
-		want    reading
-		wantErr string // "" for success; else a substring of the error
-	}{
-		{name: "valid", payload: `{"device_id":"d1","value":1.5}`, want: reading{"d1", 1.5}},
-		{name: "surrounding white space", payload: " \n\t{\"device_id\":\"d1\"}\r\n ", want: reading{DeviceID: "d1"}},
-		{name: "missing fields stay zero", payload: `{}`},
-		{name: "null leaves the value alone", payload: `null`},
-		{name: "empty", payload: ``, wantErr: "payload is empty"},
-		{name: "only white space", payload: "  \n", wantErr: "payload is empty"},
-		{name: "unknown field", payload: `{"device_id":"d1","extra":1}`, wantErr: `unknown field "extra"`},
-		{name: "wrong type", payload: `{"value":"high"}`, wantErr: "reading.value"},
-		{name: "not JSON", payload: `device_id=d1`, wantErr: "invalid character"},
-		{name: "truncated", payload: `{"device_id":"d1"`, wantErr: "unexpected EOF"},
-		{name: "trailing garbage", payload: `{"device_id":"d1"} garbage`, wantErr: "trailing data"},
-		{name: "second document", payload: `{"device_id":"d1"}{"device_id":"d2"}`, wantErr: "trailing data"},
-		{name: "trailing closing brace", payload: `{"device_id":"d1"}}`, wantErr: "trailing data"},
-		{name: "trailing closing bracket", payload: `{"device_id":"d1"}]`, wantErr: "trailing data"},
-		{name: "trailing comma", payload: `{"device_id":"d1"},`, wantErr: "trailing data"},
-		{name: "trailing number", payload: `{"device_id":"d1"} 1`, wantErr: "trailing data"},
+	for _, tt := range decodeCases {
+		t.Run(tt.name, func(t *testing.T) { checkDecode(t, tt) })
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var got reading
-			err := ports.DecodeJSON([]byte(tt.payload), &got)
-			if tt.wantErr == "" {
-				if err != nil {
-					t.Fatalf("DecodeJSON(%q) = %v, want nil", tt.payload, err)
-				}
-				if got != tt.want {
-					t.Errorf("DecodeJSON(%q) decoded %+v, want %+v", tt.payload, got, tt.want)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("DecodeJSON(%q) = nil, want an error containing %q", tt.payload, tt.wantErr)
-			}
-			if !errors.Is(err, ports.ErrInvalid) {
-				t.Errorf("errors.Is(%v, ErrInvalid) = false, want true", err)
-			}
-			if !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("DecodeJSON(%q) = %q, want it to contain %q", tt.payload, err, tt.wantErr)
-			}
-			if !strings.Contains(err.Error(), "ports_test.reading") {
-				t.Errorf("DecodeJSON(%q) = %q, want it to name the target type", tt.payload, err)
+}
+
+// Decoders are reused: whatever came before, in any order and at once, a
+// payload decodes as if alone.
+func TestDecodeJSONReusesDecoders(t *testing.T) {
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 500 {
+				checkDecode(t, decodeCases[(i*(g+3))%len(decodeCases)])
 			}
 		})
+	}
+	wg.Wait()
+}
+
+func checkDecode(t *testing.T, tt decodeCase) {
+	t.Helper()
+	var got reading
+	err := ports.DecodeJSON([]byte(tt.payload), &got)
+	if tt.wantErr == "" {
+		if err != nil {
+			t.Errorf("DecodeJSON(%q) = %v, want nil", tt.payload, err)
+		} else if got != tt.want {
+			t.Errorf("DecodeJSON(%q) decoded %+v, want %+v", tt.payload, got, tt.want)
+		}
+		return
+	}
+	if err == nil {
+		t.Errorf("DecodeJSON(%q) = nil, want an error containing %q", tt.payload, tt.wantErr)
+		return
+	}
+	if !errors.Is(err, ports.ErrInvalid) {
+		t.Errorf("errors.Is(%v, ErrInvalid) = false, want true", err)
+	}
+	if !strings.Contains(err.Error(), tt.wantErr) {
+		t.Errorf("DecodeJSON(%q) = %q, want it to contain %q", tt.payload, err, tt.wantErr)
+	}
+	if !strings.Contains(err.Error(), "ports_test.reading") {
+		t.Errorf("DecodeJSON(%q) = %q, want it to name the target type", tt.payload, err)
 	}
 }
 
