@@ -66,7 +66,7 @@ type LogConfig struct {
 	Format string `yaml:"format"` // text, json
 }
 
-// RetryConfig is the router's retry of a failing handler, with exponential
+// RetryConfig is the runtime's retry of a failing handler, with exponential
 // backoff, before the message goes to the poison target.
 type RetryConfig struct {
 	MaxRetries      int           `yaml:"max_retries"`

@@ -15,13 +15,10 @@ type inflight struct {
 	idle chan struct{} // closed while n == 0; nil means closed
 }
 
-// middleware counts a message in flight until it is settled. watermill's
-// router acks or nacks a message only after the middleware returned, so
-// the middleware settles it itself, as the router would (a later Ack or
-// Nack of the router does nothing): otherwise stop could close the
-// subscriber between the two and hand a handled message back to the
-// broker, to be delivered again. The runtime's handlers produce no
-// messages, which the router would publish before acking.
+// middleware counts a message in flight until it is settled, and settles
+// it: ack when the chain returned nil, nack otherwise. Settling before
+// leaving the count means stop never closes a subscriber between the two,
+// which would hand a handled message back to the broker.
 func (f *inflight) middleware(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		f.add(1)

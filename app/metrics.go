@@ -28,12 +28,6 @@ import (
 type handlerMetrics struct {
 	handlerTime *prometheus.HistogramVec
 	received    *prometheus.CounterVec
-	byHandler   map[string]*handlerSeries // written before the router runs
-}
-
-type handlerSeries struct {
-	ok, failed    prometheus.Observer
-	acked, nacked prometheus.Counter
 }
 
 // handlerTimeBuckets are watermill's default buckets for the handler time.
@@ -52,7 +46,6 @@ func newHandlerMetrics(registry *prometheus.Registry) (*handlerMetrics, error) {
 			Name:      "subscriber_messages_received_total",
 			Help:      "The total number of messages received by the subscriber",
 		}, []string{"handler_name", "subscriber_name", "acked"}),
-		byHandler: map[string]*handlerSeries{},
 	}
 	var err error
 	if m.handlerTime, err = register(registry, m.handlerTime); err != nil {
@@ -79,34 +72,25 @@ func register[C prometheus.Collector](registry *prometheus.Registry, c C) (C, er
 	return c, fmt.Errorf("metrics: %w", err)
 }
 
-// add resolves a handler's series; call it before the router runs.
-func (m *handlerMetrics) add(handler, transport string) {
-	m.byHandler[handler] = &handlerSeries{
-		ok:     m.handlerTime.WithLabelValues(handler, "true"),
-		failed: m.handlerTime.WithLabelValues(handler, "false"),
-		acked:  m.received.WithLabelValues(handler, transport, "acked"),
-		nacked: m.received.WithLabelValues(handler, transport, "nacked"),
-	}
-}
-
-// middleware times the rest of the chain and counts the message as acked
-// or nacked, as the in-flight middleware settles it.
-func (m *handlerMetrics) middleware(h message.HandlerFunc) message.HandlerFunc {
-	return func(msg *message.Message) ([]*message.Message, error) {
-		s := m.byHandler[message.HandlerNameFromCtx(msg.Context())]
-		start := time.Now()
-		produced, err := h(msg)
-		if s != nil {
+// middleware times the rest of a handler's chain and counts the message as
+// acked or nacked, as the in-flight middleware settles it.
+func (m *handlerMetrics) middleware(handler, transport string) message.HandlerMiddleware {
+	ok, failed := m.handlerTime.WithLabelValues(handler, "true"), m.handlerTime.WithLabelValues(handler, "false")
+	acked, nacked := m.received.WithLabelValues(handler, transport, "acked"), m.received.WithLabelValues(handler, transport, "nacked")
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			start := time.Now()
+			produced, err := h(msg)
 			took := time.Since(start).Seconds()
 			if err != nil {
-				s.failed.Observe(took)
-				s.nacked.Inc()
+				failed.Observe(took)
+				nacked.Inc()
 			} else {
-				s.ok.Observe(took)
-				s.acked.Inc()
+				ok.Observe(took)
+				acked.Inc()
 			}
+			return produced, err
 		}
-		return produced, err
 	}
 }
 
@@ -131,7 +115,7 @@ const noHandler = "<no handler>"
 func (p timedPublisher) Publish(topic string, msgs ...*message.Message) error {
 	handler := noHandler
 	if len(msgs) > 0 {
-		if h := message.HandlerNameFromCtx(msgs[0].Context()); h != "" {
+		if h := handlerName(msgs[0].Context()); h != "" {
 			handler = h
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,8 +23,9 @@ import (
 type Format func(msg *message.Message) error
 
 // Runtime runs the handlers on their transports and stops them without
-// losing a message. It is the router, the publishers and the stop protocol;
-// the fx module wraps it, and it works without fx too.
+// losing a message. It is the consumers (one per handler), the publishers
+// and the stop protocol; the fx module wraps it, and it works without fx
+// too.
 //
 // Stop follows the protocol: stop intake; wait for in-flight handlers,
 // bounded by the drain timeout; hand unfinished messages back to their
@@ -42,19 +42,19 @@ type Runtime struct {
 	publisher   *Publisher
 	publishers  *eventPublisher
 	subscribers []message.Subscriber
-	router      *message.Router
+	consumers   sync.WaitGroup // the consumers' goroutines
 	inflight    inflight
-	workers     *workers
 	metrics     *handlerMetrics // nil without a registry
 
+	intake       context.Context // the subscriptions'; cancelled at stop
 	cancelIntake context.CancelFunc
 	abort        context.Context // cancelled when the drain timeout expires
 	cancelAbort  context.CancelFunc
-	routerDone   chan error
 
 	mu      sync.Mutex
 	state   runtimeState
 	stopErr error
+	ended   []string // handlers whose subscription ended before stop
 }
 
 type runtimeState int
@@ -75,7 +75,8 @@ type RuntimeParams struct {
 	// Formats are the wire-format translations bindings may name, besides
 	// "" and "json".
 	Formats map[string]Format
-	// Registry receives the router's metrics; nil for none.
+	// Registry receives the handlers' and publishers' metrics; nil for
+	// none.
 	Registry *prometheus.Registry
 	// Publisher is the one the handlers were given; nil for a new one.
 	Publisher *Publisher
@@ -162,68 +163,26 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 	r.publishers = publishers
 	r.publisher.set(publishers)
 
-	wlogger := NewWatermillLogger(r.logger)
-	r.router, err = message.NewRouter(message.RouterConfig{CloseTimeout: r.cfg.DrainTimeout}, wlogger)
-	if err != nil {
-		return fmt.Errorf("router: %w", err)
-	}
-	r.abort, r.cancelAbort = context.WithCancel(context.Background())
-	if err := r.addMiddleware(wlogger); err != nil {
-		return err
-	}
-	for _, h := range r.handlers {
-		if err := r.addHandler(h); err != nil {
+	if r.registry != nil {
+		if r.metrics, err = newHandlerMetrics(r.registry); err != nil {
 			return err
 		}
 	}
-
-	runCtx, cancel := context.WithCancel(context.Background())
-	r.cancelIntake = cancel
-	r.routerDone = make(chan error, 1)
-	go func() { r.routerDone <- r.router.Run(runCtx) }()
-	select {
-	case <-r.router.Running():
-	case err := <-r.routerDone:
-		r.routerDone <- err
-		return fmt.Errorf("router: %w", err)
-	case <-ctx.Done():
-		return ctx.Err()
+	r.abort, r.cancelAbort = context.WithCancel(context.Background())
+	r.intake, r.cancelIntake = context.WithCancel(context.Background())
+	for _, h := range r.handlers {
+		if err := r.consume(ctx, h); err != nil {
+			return err
+		}
 	}
 	r.logger.Info("consuming", "handlers", len(r.handlers), "transports", r.cfg.usedTransports())
 	return nil
 }
 
-func (r *Runtime) addMiddleware(wlogger watermill.LoggerAdapter) error {
-	var outer []message.HandlerMiddleware
-	if r.registry != nil {
-		m, err := newHandlerMetrics(r.registry)
-		if err != nil {
-			return err
-		}
-		r.metrics = m
-		outer = append(outer, m.middleware)
-	}
-	toPoison, err := middleware.PoisonQueueWithFilter(r.publishers.poisonTo.publisher, r.cfg.Poison.Topic, func(err error) bool {
-		// A handler cut short by stop, or one whose events could not be
-		// published, is redelivered: the message itself is fine.
-		return r.abort.Err() == nil && !errors.Is(err, ErrPublish)
-	})
-	if err != nil {
-		return fmt.Errorf("poison target: %w", err)
-	}
-	r.workers = newWorkers()
-	r.router.AddMiddleware(outer...)
-	r.router.AddMiddleware(
-		r.workers.middleware,
-		r.inflight.middleware,
-		toPoison,
-		retry{cfg: r.cfg.Retry, abort: r.abort, logger: r.logger}.middleware,
-		middleware.Recoverer,
-	)
-	return nil
-}
-
-func (r *Runtime) addHandler(h ports.Handler) error {
+// consume subscribes h's binding and starts its consumer, with the
+// middleware chain, outermost first: handler name, metrics, in-flight
+// count and settling, poison target, retry, panic recovery.
+func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 	name := h.Name()
 	b := r.cfg.Handlers[name]
 	t := r.transports[b.Transport]
@@ -235,24 +194,89 @@ func (r *Runtime) addHandler(h ports.Handler) error {
 		return fmt.Errorf("handlers.%s: %w", name, err)
 	}
 	r.subscribers = append(r.subscribers, sub)
-	if r.metrics != nil {
-		r.metrics.add(name, b.Transport)
-	}
 	format, _ := r.format(b.Format)
 	params, _ := parseTopicParams(b.TopicParams)
-	r.router.AddConsumerHandler(name, b.Topic, routerOwnedSubscriber{sub}, r.handlerFunc(h, b, format, params))
+
+	chain := []message.HandlerMiddleware{named(name)}
+	if r.metrics != nil {
+		chain = append(chain, r.metrics.middleware(name, b.Transport))
+	}
+	chain = append(chain,
+		r.inflight.middleware,
+		r.poison(name, b),
+		retry{cfg: r.cfg.Retry, abort: r.abort, logger: r.logger}.middleware,
+		middleware.Recoverer,
+	)
+	handle := r.handlerFunc(h, b, format, params)
+	for i := len(chain) - 1; i >= 0; i-- {
+		handle = chain[i](handle)
+	}
+
+	// Subscribe returns once the subscription consumes; the subscription
+	// lives until stop cancels intake, not as long as ctx.
+	subscribed := make(chan error, 1)
+	var msgs <-chan *message.Message
+	go func() {
+		var err error
+		msgs, err = sub.Subscribe(r.intake, b.Topic)
+		subscribed <- err
+	}()
+	select {
+	case err := <-subscribed:
+		if err != nil {
+			return fmt.Errorf("handlers.%s: subscribe %s: %w", name, b.Topic, err)
+		}
+	case <-ctx.Done():
+		r.cancelIntake() // ends the Subscribe
+		<-subscribed
+		return fmt.Errorf("handlers.%s: subscribe %s: %w", name, b.Topic, ctx.Err())
+	}
+	c := &consumer{handler: name, msgs: msgs, handle: r.logFailure(name, handle), ended: func() { r.consumerEnded(name) }}
+	c.run(b.Concurrency, &r.consumers)
 	return nil
+}
+
+// logFailure logs a message handed back to its broker.
+func (r *Runtime) logFailure(name string, h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		produced, err := h(msg)
+		if err != nil && r.abort.Err() == nil {
+			r.logger.Error("handler failed; the message goes back to its broker", "handler", name, "message_id", msg.UUID, "err", err)
+		}
+		return produced, err
+	}
+}
+
+// consumerEnded notes a subscription that ended before stop: the service
+// is no longer ready.
+func (r *Runtime) consumerEnded(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state == stateRunning {
+		r.ended = append(r.ended, name)
+		r.logger.Error("subscription ended; the service is not ready", "handler", name)
+	}
+}
+
+// named puts the handler's name in the message's context.
+func named(name string) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			msg.SetContext(withHandler(msg.Context(), name))
+			return h(msg)
+		}
+	}
 }
 
 // handlerFunc turns a ports.Handler into a watermill handler: it applies
 // the binding's wire format and fills Metadata and the correlation ID.
-func (r *Runtime) handlerFunc(h ports.Handler, b Binding, format Format, params *regexp.Regexp) message.NoPublishHandlerFunc {
-	return func(msg *message.Message) error {
+func (r *Runtime) handlerFunc(h ports.Handler, b Binding, format Format, params *regexp.Regexp) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
 		in := msg
 		if format != nil {
 			in = msg.Copy() // the poison target gets the message as it came
 			if err := format(in); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		topic := in.Metadata.Get(ports.MetadataTopic)
@@ -266,7 +290,7 @@ func (r *Runtime) handlerFunc(h ports.Handler, b Binding, format Format, params 
 		attrs := make(map[string]string, len(in.Metadata)+2)
 		for k, v := range in.Metadata {
 			if err := checkUTF8(k, v); err != nil {
-				return ports.Invalid(err)
+				return nil, ports.Invalid(err)
 			}
 			attrs[k] = v
 		}
@@ -276,7 +300,7 @@ func (r *Runtime) handlerFunc(h ports.Handler, b Binding, format Format, params 
 		// The message's context ends when its subscriber closes, which the
 		// stop protocol does once the drain timeout expired.
 		ctx := ports.WithCorrelationID(msg.Context(), correlationID)
-		return h.Handle(ctx, ports.Message{
+		return nil, h.Handle(ctx, ports.Message{
 			Metadata: ports.Metadata{
 				ID: msg.UUID, CorrelationID: correlationID, Topic: topic,
 				ReceivedAt: time.Now(), Attributes: attrs,
@@ -322,8 +346,14 @@ func (r *Runtime) Ready() error {
 	r.mu.Lock()
 	state := r.state
 	r.mu.Unlock()
-	if state != stateRunning || r.router == nil || !r.router.IsRunning() {
+	if state != stateRunning {
 		return errors.New("not consuming")
+	}
+	r.mu.Lock()
+	ended := r.ended
+	r.mu.Unlock()
+	if len(ended) > 0 {
+		return fmt.Errorf("not consuming: the subscription of %v ended", ended)
 	}
 	for _, name := range sortedKeys(r.transports) {
 		if t := r.transports[name]; t.Ready != nil {
@@ -371,35 +401,20 @@ func (r *Runtime) Stop(ctx context.Context) error {
 }
 
 // closeAll runs steps 3 to 5 of the stop protocol: subscribers settle what
-// is unsettled (nack, release), the router ends, then publishers and last
-// the connections close.
+// is unsettled (nack, release) and close their channels, the consumers
+// end, then publishers and last the connections close.
 func (r *Runtime) closeAll(ctx context.Context) error {
+	if r.cancelIntake != nil {
+		r.cancelIntake()
+	}
 	var errs []error
 	for _, s := range r.subscribers {
 		if err := s.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close subscriber: %w", err))
 		}
 	}
-	if r.router != nil {
-		routerErr := r.router.Close()
-		if routerErr != nil {
-			errs = append(errs, fmt.Errorf("close router: %w", routerErr))
-		}
-		if r.routerDone != nil {
-			select {
-			case <-r.routerDone:
-			case <-ctx.Done():
-				errs = append(errs, fmt.Errorf("router did not stop: %w", ctx.Err()))
-			}
-		}
-		// Once the router has ended, every message's worker is done with
-		// it; a handler the router gave up on (close timeout) keeps its
-		// worker, as it kept the router's goroutine before.
-		if r.workers != nil && routerErr == nil {
-			if err := r.workers.close(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("handler workers did not stop: %w", err))
-			}
-		}
+	if err := r.waitConsumers(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if r.publishers != nil {
 		r.publisher.set(nil)
@@ -420,13 +435,28 @@ func (r *Runtime) closeAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// routerOwnedSubscriber keeps watermill's router from closing a subscriber:
-// the router closes subscribers as soon as it closes, which would nack
-// messages still being handled. The runtime closes them itself, after the
-// drain.
-type routerOwnedSubscriber struct{ message.Subscriber }
-
-func (routerOwnedSubscriber) Close() error { return nil }
+// waitConsumers waits until the consumers' goroutines returned: at once,
+// once the subscribers closed their channels, unless a handler ignores
+// that its context ended. Such a handler is given up on after another
+// drain timeout, as watermill's router did; its message goes back to the
+// broker with the connection.
+func (r *Runtime) waitConsumers(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		r.consumers.Wait()
+		close(done)
+	}()
+	grace := time.NewTimer(r.cfg.DrainTimeout)
+	defer grace.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-grace.C:
+		return errors.New("handlers did not return after the drain timeout and their context ended")
+	case <-ctx.Done():
+		return fmt.Errorf("handlers did not return: %w", ctx.Err())
+	}
+}
 
 // Publisher is the domain's ports.Publisher. It exists before the runtime
 // starts (handlers are built with it) and publishes once the runtime has

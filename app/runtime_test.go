@@ -250,8 +250,15 @@ func TestPoisonAfterRetries(t *testing.T) {
 			if poisoned.UUID != "bad" || string(poisoned.Payload) != `{"x":1}` {
 				t.Fatalf("poisoned %s %s, want bad with its payload", poisoned.UUID, poisoned.Payload)
 			}
-			if reason := poisoned.Metadata.Get(middleware.ReasonForPoisonedKey); reason != tt.err.Error() {
-				t.Fatalf("poison reason %q, want %q", reason, tt.err.Error())
+			for key, want := range map[string]string{
+				middleware.ReasonForPoisonedKey:  tt.err.Error(),
+				middleware.PoisonedHandlerKey:    "test",
+				middleware.PoisonedTopicKey:      inTopic,
+				middleware.PoisonedSubscriberKey: app.TransportMemory,
+			} {
+				if got := poisoned.Metadata.Get(key); got != want {
+					t.Errorf("poisoned message's %s = %q, want %q", key, got, want)
+				}
 			}
 			if got := badCalls.Load(); got != tt.wantCalls {
 				t.Fatalf("bad message handled %d times, want %d", got, tt.wantCalls)
@@ -456,3 +463,77 @@ func TestPublishFailureIsRedeliveredNotPoisoned(t *testing.T) {
 // broken is a publisher whose broker is down: the runtime's publisher
 // before start.
 var broken = app.NewPublisher()
+
+// The binding's concurrency is how many handlers run at once.
+func TestHandlersRunConcurrently(t *testing.T) {
+	broker := newBroker(t)
+	cfg := testConfig()
+	n := cfg.Handlers["test"].Concurrency
+	var in, most atomic.Int32
+	all := make(chan struct{})
+	startRuntime(t, cfg, broker, func(context.Context, ports.Publisher, ports.Message) error {
+		now := in.Add(1)
+		defer in.Add(-1)
+		for m := most.Load(); now > m && !most.CompareAndSwap(m, now); m = most.Load() {
+		}
+		if now == int32(n) {
+			close(all)
+		}
+		<-all
+		return nil
+	})
+	for i := range n {
+		publish(t, broker, inTopic, fmt.Sprint(i), "{}")
+	}
+	select {
+	case <-all:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("at most %d handlers ran at once, want %d", most.Load(), n)
+	}
+}
+
+// A subscription that ends while the service runs makes it unready,
+// naming the handler.
+func TestEndedSubscriptionIsNotReady(t *testing.T) {
+	broker := newBroker(t)
+	msgs := make(chan *message.Message)
+	opener := app.MemoryOpener(broker)
+	open := opener.Open
+	opener.Open = func(ctx context.Context) (*app.Transport, error) {
+		tr, err := open(ctx)
+		if err != nil {
+			return nil, err
+		}
+		tr.Subscriber = func(app.Subscription) (message.Subscriber, error) { return chanSubscriber(msgs), nil }
+		return tr, nil
+	}
+	h := ports.HandlerFunc{HandlerName: "test", Func: func(context.Context, ports.Message) error { return nil }}
+	rt, err := app.NewRuntime(app.RuntimeParams{
+		Config: testConfig(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Transports: []app.Opener{opener}, Handlers: []ports.Handler{h},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Stop(context.Background())
+	if err := rt.Ready(); err != nil {
+		t.Fatalf("ready after start: %v", err)
+	}
+	close(msgs)
+	waitFor(t, "the service to report not ready", func() bool { return rt.Ready() != nil })
+	if err := rt.Ready(); !strings.Contains(err.Error(), "test") {
+		t.Fatalf("Ready() = %v, want it to name the handler", err)
+	}
+}
+
+// chanSubscriber delivers what its channel carries.
+type chanSubscriber chan *message.Message
+
+func (c chanSubscriber) Subscribe(context.Context, string) (<-chan *message.Message, error) {
+	return c, nil
+}
+
+func (chanSubscriber) Close() error { return nil }
