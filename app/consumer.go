@@ -49,8 +49,15 @@ func (c *consumer) run(n int, wg *sync.WaitGroup) {
 // logs and metrics of what the handler does.
 type handlerKey struct{}
 
-func withHandler(ctx context.Context, name string) context.Context {
-	return context.WithValue(ctx, handlerKey{}, name)
+// named puts the handler's name in the message's context.
+func named(name string) message.HandlerMiddleware {
+	value := any(name) // converted once, not per message
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			msg.SetContext(context.WithValue(msg.Context(), handlerKey{}, value))
+			return h(msg)
+		}
+	}
 }
 
 // handlerName is the name of the handler ctx belongs to, "" outside one.

@@ -258,16 +258,6 @@ func (r *Runtime) consumerEnded(name string) {
 	}
 }
 
-// named puts the handler's name in the message's context.
-func named(name string) message.HandlerMiddleware {
-	return func(h message.HandlerFunc) message.HandlerFunc {
-		return func(msg *message.Message) ([]*message.Message, error) {
-			msg.SetContext(withHandler(msg.Context(), name))
-			return h(msg)
-		}
-	}
-}
-
 // handlerFunc turns a ports.Handler into a watermill handler: it applies
 // the binding's wire format and fills Metadata and the correlation ID.
 func (r *Runtime) handlerFunc(h ports.Handler, b Binding, format Format, params *regexp.Regexp) message.HandlerFunc {
