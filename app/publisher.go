@@ -14,7 +14,7 @@ import (
 )
 
 // MetadataEventType names an event's type on the wire.
-const MetadataEventType = "event_type"
+const MetadataEventType = ports.MetadataEventType
 
 // ErrPublish marks a failure to publish an event (broker down, not
 // confirmed, unroutable). The message being handled is not at fault: after

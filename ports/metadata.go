@@ -11,4 +11,6 @@ const (
 	// MetadataCorrelationID carries the correlation ID (the key watermill's
 	// correlation middleware uses).
 	MetadataCorrelationID = "correlation_id"
+	// MetadataEventType names the type of an event the service publishes.
+	MetadataEventType = "event_type"
 )

@@ -5,6 +5,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/hexmill/hexmill/ports"
 )
 
 // HeaderMessageUUID is the header in which watermill-amqp carries the
@@ -13,36 +15,67 @@ import (
 // published by watermill-amqp.
 const HeaderMessageUUID = "_watermill_message_uuid"
 
-// marshal turns a watermill message into an AMQP publishing: metadata
-// becomes headers, the UUID message_id.
+// MetadataContentType carries the AMQP content_type property.
+const MetadataContentType = "content_type"
+
+// maxShortstr is the longest value an AMQP short string property holds;
+// a longer one stays a header.
+const maxShortstr = 255
+
+// marshal turns a watermill message into an AMQP publishing: the UUID
+// becomes message_id; correlation_id, event_type and content_type become
+// the correlation_id, type and content_type properties, which brokers and
+// consumers know; the rest of the metadata becomes headers. RabbitMQ
+// parses a header table on every publish: two headers cost it ~15 µs of
+// CPU per message, a sixth of a persistent confirmed publish, in the
+// end-to-end benchmark.
 func marshal(msg *message.Message, persistent bool) amqp.Publishing {
-	var headers amqp.Table
-	if len(msg.Metadata) > 0 {
-		headers = make(amqp.Table, len(msg.Metadata))
-		for k, v := range msg.Metadata {
-			headers[k] = v
-		}
-	}
-	p := amqp.Publishing{
-		MessageId: msg.UUID,
-		Headers:   headers,
-		Body:      msg.Payload,
-	}
+	p := amqp.Publishing{MessageId: msg.UUID, Body: msg.Payload}
 	if persistent {
 		p.DeliveryMode = amqp.Persistent
+	}
+	for k, v := range msg.Metadata {
+		if len(v) <= maxShortstr {
+			switch k {
+			case ports.MetadataCorrelationID:
+				p.CorrelationId = v
+				continue
+			case ports.MetadataEventType:
+				p.Type = v
+				continue
+			case MetadataContentType:
+				p.ContentType = v
+				continue
+			}
+		}
+		if p.Headers == nil {
+			p.Headers = make(amqp.Table, len(msg.Metadata))
+		}
+		p.Headers[k] = v
 	}
 	return p
 }
 
-// unmarshal turns a delivery into a watermill message. Headers become
-// metadata: strings as they are, numbers and booleans formatted; tables
-// and arrays (such as the broker's x-death) are left out.
+// unmarshal turns a delivery into a watermill message. The correlation_id,
+// type and content_type properties become metadata, and so do headers (a
+// header wins over a property of the same name): strings as they are,
+// numbers and booleans formatted; tables and arrays (such as the broker's
+// x-death) are left out.
 func unmarshal(d *amqp.Delivery) *message.Message {
 	id := d.MessageId
 	if h, ok := d.Headers[HeaderMessageUUID].(string); ok && id == "" {
 		id = h
 	}
 	msg := message.NewMessage(id, d.Body)
+	if d.CorrelationId != "" {
+		msg.Metadata[ports.MetadataCorrelationID] = d.CorrelationId
+	}
+	if d.Type != "" {
+		msg.Metadata[ports.MetadataEventType] = d.Type
+	}
+	if d.ContentType != "" {
+		msg.Metadata[MetadataContentType] = d.ContentType
+	}
 	for k, v := range d.Headers {
 		if k == HeaderMessageUUID {
 			continue

@@ -72,24 +72,27 @@ func e2eReceiveMaximum() int { return max(2048, 4*e2eInFlight()) }
 
 func init() {
 	register(Case{
-		Name: "e2e/mqtt-service-rabbitmq",
-		Available: func(context.Context) error {
-			if _, err := os.Stat(mosquittoBin); err != nil {
-				return fmt.Errorf("install mosquitto (%v)", err)
-			}
-			conn, err := amqp.Dial(rabbitURL())
-			if err != nil {
-				return fmt.Errorf("RabbitMQ at HEXMILL_TEST_RABBITMQ_URL: %v", err)
-			}
-			return conn.Close()
-		},
-		Raw:     e2eSide("raw", rawPipeline),
-		Hexmill: e2eSide("hexmill", hexmillPipeline),
+		Name:      "e2e/mqtt-service-rabbitmq",
+		Available: e2eAvailable,
+		Raw:       e2eSide("raw", rawPipeline),
+		Hexmill:   e2eSide("hexmill", hexmillPipeline),
 		// rabbitmq-only is the broker's ceiling for this pipeline: only
 		// its last leg, persistent mandatory publishes with confirms to
 		// a durable queue, with the same in-flight and channels.
 		Baselines: map[string]Run{"rabbitmq-only": rabbitmqCeiling},
 	})
+}
+
+// e2eAvailable checks for mosquitto's binary and RabbitMQ.
+func e2eAvailable(context.Context) error {
+	if _, err := os.Stat(mosquittoBin); err != nil {
+		return fmt.Errorf("install mosquitto (%v)", err)
+	}
+	conn, err := amqp.Dial(rabbitURL())
+	if err != nil {
+		return fmt.Errorf("RabbitMQ at HEXMILL_TEST_RABBITMQ_URL: %v", err)
+	}
+	return conn.Close()
 }
 
 var (
@@ -119,6 +122,17 @@ type e2eNames struct {
 	run, mqttURL, exchange, sinkQueue, poisonQueue, group string
 }
 
+func newE2ENames(mqttURL string) e2eNames {
+	run := load.NewRunID()
+	return e2eNames{
+		run: run, mqttURL: mqttURL,
+		exchange:    "bench-e2e-" + run + "-events",
+		sinkQueue:   "bench-e2e-" + run + "-sink",
+		poisonQueue: "bench-e2e-" + run + "-poison",
+		group:       "bench-e2e-" + run,
+	}
+}
+
 // pipeline starts the middle of the path and returns once it consumes;
 // stop ends it and returns what it wants reported. pid is the process the
 // pipeline runs in when that is not this one, 0 otherwise.
@@ -132,19 +146,16 @@ func e2eSide(side string, start pipeline) Run {
 			return Result{}, err
 		}
 		defer stopMosquitto()
-		run := load.NewRunID()
-		n := e2eNames{
-			run: run, mqttURL: mqttURL,
-			exchange:    "bench-e2e-" + run + "-events",
-			sinkQueue:   "bench-e2e-" + run + "-sink",
-			poisonQueue: "bench-e2e-" + run + "-poison",
-			group:       "bench-e2e-" + run,
-		}
+		n := newE2ENames(mqttURL)
+		run := n.run
 		sink, err := newE2ESink(n, opts.Messages)
 		if err != nil {
 			return Result{}, err
 		}
 		defer sink.close()
+		if err := sink.consume(); err != nil {
+			return Result{}, err
+		}
 
 		stop, pid, err := start(ctx, n)
 		if err != nil {
@@ -233,13 +244,23 @@ func newE2ESink(n e2eNames, count int) (*e2eSink, error) {
 	if err := ch.QueueBind(n.sinkQueue, "AlertRaised", n.exchange, false, nil); err != nil {
 		return fail(err)
 	}
-	if err := ch.Qos(2000, 0, false); err != nil {
-		return fail(err)
-	}
-	if s.deliveries, err = ch.Consume(n.sinkQueue, "", false, true, false, false, nil); err != nil {
-		return fail(err)
-	}
 	return s, nil
+}
+
+// consume starts reading the sink queue.
+func (s *e2eSink) consume() error {
+	if err := s.ch.Qos(2000, 0, false); err != nil {
+		return err
+	}
+	var err error
+	s.deliveries, err = s.ch.Consume(s.n.sinkQueue, "", false, true, false, false, nil)
+	return err
+}
+
+// depth is how many messages the sink queue holds.
+func (s *e2eSink) depth() (int, error) {
+	q, err := s.ch.QueueDeclarePassive(s.n.sinkQueue, true, false, false, false, nil)
+	return q.Messages, err
 }
 
 func (s *e2eSink) wait(ctx context.Context, started time.Time) (res Result, lost, dup int, err error) {
@@ -523,7 +544,7 @@ func rawPipeline(ctx context.Context, n e2eNames) (func() string, int, error) {
 			once.Do(func() { subscribed <- err })
 		},
 		ClientConfig: paho.ClientConfig{
-			ClientID:                   "bench-e2e-raw-" + watermill.NewShortUUID(),
+			ClientID:                   "bench-e2e-raw-" + n.run, // a restart resumes the session
 			EnableManualAcknowledgment: true,
 			SendAcksInterval:           10 * time.Millisecond,
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
