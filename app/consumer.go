@@ -16,12 +16,12 @@ import (
 // goroutine that adds the router's context values, then starts a goroutine
 // per message: three goroutine hand-offs and a fresh stack, grown and
 // copied by the JSON decoder, per message (a fifth of the service's CPU in
-// the end-to-end benchmark). The middleware are watermill's
-// (message.HandlerMiddleware), so watermill's own work with them.
+// the end-to-end benchmark). The middleware keep watermill's signature
+// (message.HandlerMiddleware), so watermill's own, such as Recoverer, run
+// in the chain.
 type consumer struct {
-	handler string
-	msgs    <-chan *message.Message
-	handle  message.HandlerFunc
+	msgs   <-chan *message.Message
+	handle message.HandlerFunc
 	// ended is called once every goroutine returned, which they do when
 	// the subscriber closes its channel.
 	ended func()

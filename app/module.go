@@ -1,7 +1,7 @@
-// Package app wires hexmill together: configuration, the transports,
-// the domain's handlers, the runtime that runs them (a consumer per handler,
-// watermill middleware) with the stop protocol, and the ops HTTP server. It is the one package
-// that knows every adapter.
+// Package app wires hexmill together: configuration, the transports, the
+// domain's handlers, the runtime that runs them (a consumer per handler,
+// watermill middleware) with the stop protocol, and the ops HTTP server.
+// It is the one package that knows every adapter.
 package app
 
 import (

@@ -180,8 +180,8 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 }
 
 // consume subscribes h's binding and starts its consumer, with the
-// middleware chain, outermost first: handler name, metrics, in-flight
-// count and settling, poison target, retry, panic recovery.
+// middleware chain, outermost first: handler name, failure log, metrics,
+// in-flight count and settling, poison target, retry, panic recovery.
 func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 	name := h.Name()
 	b := r.cfg.Handlers[name]
@@ -197,7 +197,7 @@ func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 	format, _ := r.format(b.Format)
 	params, _ := parseTopicParams(b.TopicParams)
 
-	chain := []message.HandlerMiddleware{named(name)}
+	chain := []message.HandlerMiddleware{named(name), r.logFailure(name)}
 	if r.metrics != nil {
 		chain = append(chain, r.metrics.middleware(name, b.Transport))
 	}
@@ -231,19 +231,22 @@ func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 		<-subscribed
 		return fmt.Errorf("handlers.%s: subscribe %s: %w", name, b.Topic, ctx.Err())
 	}
-	c := &consumer{handler: name, msgs: msgs, handle: r.logFailure(name, handle), ended: func() { r.consumerEnded(name) }}
+	c := &consumer{msgs: msgs, handle: handle, ended: func() { r.consumerEnded(name) }}
 	c.run(b.Concurrency, &r.consumers)
 	return nil
 }
 
-// logFailure logs a message handed back to its broker.
-func (r *Runtime) logFailure(name string, h message.HandlerFunc) message.HandlerFunc {
-	return func(msg *message.Message) ([]*message.Message, error) {
-		produced, err := h(msg)
-		if err != nil && r.abort.Err() == nil {
-			r.logger.Error("handler failed; the message goes back to its broker", "handler", name, "message_id", msg.UUID, "err", err)
+// logFailure logs a message handed back to its broker, except when stop
+// cut its handler short.
+func (r *Runtime) logFailure(name string) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			produced, err := h(msg)
+			if err != nil && r.abort.Err() == nil {
+				r.logger.Error("handler failed; the message goes back to its broker", "handler", name, "message_id", msg.UUID, "err", err)
+			}
+			return produced, err
 		}
-		return produced, err
 	}
 }
 
