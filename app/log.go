@@ -9,8 +9,8 @@ import (
 
 // NewWatermillLogger adapts logger for watermill and the adapters. Unlike
 // watermill's own slog adapter, it does no work for a level the logger
-// does not log: watermill traces every message, and building those log
-// fields costs more than the rest of the router's work per message.
+// does not log: watermill's components trace every message, and building
+// those log fields can cost more than the rest of their work per message.
 func NewWatermillLogger(logger *slog.Logger) watermill.LoggerAdapter {
 	return levelGate{LoggerAdapter: watermill.NewSlogLogger(logger), logger: logger}
 }
