@@ -11,7 +11,9 @@ import (
 // poison sends a message whose handler failed for good to the poison
 // target, with the metadata of watermill's poison queue middleware
 // (reason_poisoned, topic_poisoned, handler_poisoned, subscriber_poisoned:
-// the transport), and then lets it be acked. A handler cut short by stop,
+// the transport), and then lets it be acked. watermill's own middleware
+// reads the handler, topic and subscriber from context values only its
+// router can set. A handler cut short by stop,
 // or one whose events could not be published, is handed back instead: the
 // message itself is fine. If the poison publish fails, the message is
 // handed back too.

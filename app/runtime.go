@@ -337,14 +337,11 @@ func (r *Runtime) Publisher() *Publisher { return r.publisher }
 // is connected.
 func (r *Runtime) Ready() error {
 	r.mu.Lock()
-	state := r.state
+	state, ended := r.state, r.ended
 	r.mu.Unlock()
 	if state != stateRunning {
 		return errors.New("not consuming")
 	}
-	r.mu.Lock()
-	ended := r.ended
-	r.mu.Unlock()
 	if len(ended) > 0 {
 		return fmt.Errorf("not consuming: the subscription of %v ended", ended)
 	}

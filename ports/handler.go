@@ -120,14 +120,12 @@ var decoders = sync.Pool{New: func() any {
 }}
 
 func newDecoder(payload []byte) *decoder {
+	var d *decoder
 	if len(payload) > maxPooledPayload {
-		d := &decoder{}
-		d.r.Reset(payload)
-		d.dec = json.NewDecoder(&d.r)
-		d.dec.DisallowUnknownFields()
-		return d
+		d = decoders.New().(*decoder) // not from the pool, nor back into it
+	} else {
+		d = decoders.Get().(*decoder)
 	}
-	d := decoders.Get().(*decoder)
 	d.r.Reset(payload)
 	return d
 }

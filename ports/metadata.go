@@ -13,4 +13,7 @@ const (
 	MetadataCorrelationID = "correlation_id"
 	// MetadataEventType names the type of an event the service publishes.
 	MetadataEventType = "event_type"
+	// MetadataContentType is the payload's media type, where the transport
+	// carries one (MQTT v5, AMQP).
+	MetadataContentType = "content_type"
 )

@@ -26,7 +26,7 @@ const PropertyUUID = "watermill_uuid"
 
 // MetadataContentType is the metadata key mapped to the MQTT v5 Content
 // Type property.
-const MetadataContentType = "content_type"
+const MetadataContentType = ports.MetadataContentType
 
 // ErrClosed is returned by a closed publisher or subscriber.
 var ErrClosed = errors.New("mqtt: closed")

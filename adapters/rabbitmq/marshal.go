@@ -15,9 +15,6 @@ import (
 // published by watermill-amqp.
 const HeaderMessageUUID = "_watermill_message_uuid"
 
-// MetadataContentType carries the AMQP content_type property.
-const MetadataContentType = "content_type"
-
 // maxShortstr is the longest value an AMQP short string property holds;
 // a longer one stays a header.
 const maxShortstr = 255
@@ -43,7 +40,7 @@ func marshal(msg *message.Message, persistent bool) amqp.Publishing {
 			case ports.MetadataEventType:
 				p.Type = v
 				continue
-			case MetadataContentType:
+			case ports.MetadataContentType:
 				p.ContentType = v
 				continue
 			}
@@ -74,7 +71,7 @@ func unmarshal(d *amqp.Delivery) *message.Message {
 		msg.Metadata[ports.MetadataEventType] = d.Type
 	}
 	if d.ContentType != "" {
-		msg.Metadata[MetadataContentType] = d.ContentType
+		msg.Metadata[ports.MetadataContentType] = d.ContentType
 	}
 	for k, v := range d.Headers {
 		if k == HeaderMessageUUID {

@@ -23,7 +23,7 @@ func TestMarshalProperties(t *testing.T) {
 		{name: "none", metadata: message.Metadata{}},
 		{
 			name:     "properties only",
-			metadata: message.Metadata{ports.MetadataCorrelationID: "c-1", ports.MetadataEventType: "AlertRaised", MetadataContentType: "application/json"},
+			metadata: message.Metadata{ports.MetadataCorrelationID: "c-1", ports.MetadataEventType: "AlertRaised", ports.MetadataContentType: "application/json"},
 			want:     amqp.Publishing{CorrelationId: "c-1", Type: "AlertRaised", ContentType: "application/json"},
 		},
 		{

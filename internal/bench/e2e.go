@@ -137,6 +137,28 @@ func newE2ENames(mqttURL string) e2eNames {
 	}
 }
 
+// e2eGenerate publishes the run's telemetry to mosquitto, as fast as
+// PUBACKs come.
+func e2eGenerate(ctx context.Context, n e2eNames, opts Options) (load.SendResult, error) {
+	sent, err := load.Send(ctx, load.SendConfig{
+		Transport: load.MQTT, URL: n.mqttURL, RunID: n.run, Count: opts.Messages,
+		Publishers: opts.Publishers, Window: 64, Devices: 16, ClientIDPrefix: "bench-e2e",
+	})
+	if err != nil {
+		return sent, fmt.Errorf("generator: %w", err)
+	}
+	return sent, nil
+}
+
+// brokerMeter measures RabbitMQ's CPU from now on, when it runs here.
+func brokerMeter() cpuMeter {
+	var cpu cpuMeter
+	if isLoopback(rabbitURL()) {
+		cpu.add("rabbitmq", pidOf("beam.smp"), false)
+	}
+	return cpu
+}
+
 // pipeline starts the middle of the path and returns once it consumes;
 // stop ends it and returns what it wants reported. pid is the process the
 // pipeline runs in when that is not this one, 0 otherwise.
@@ -151,7 +173,6 @@ func e2eSide(side string, start pipeline) Run {
 		}
 		defer stopMosquitto()
 		n := newE2ENames(mqttURL)
-		run := n.run
 		sink, err := newE2ESink(n, opts.Messages)
 		if err != nil {
 			return Result{}, err
@@ -173,10 +194,7 @@ func e2eSide(side string, start pipeline) Run {
 			}
 		}()
 
-		var cpu cpuMeter
-		if isLoopback(rabbitURL()) {
-			cpu.add("rabbitmq", pidOf("beam.smp"), false)
-		}
+		cpu := brokerMeter()
 		cpu.add("mosquitto", mosquittoPID, false)
 		cpu.add("service", pid, true)
 		self := "bench (generator, sink, pipeline)"
@@ -184,12 +202,9 @@ func e2eSide(side string, start pipeline) Run {
 			self = "bench (generator, sink)"
 		}
 		cpu.add(self, os.Getpid(), true)
-		sent, err := load.Send(ctx, load.SendConfig{
-			Transport: load.MQTT, URL: mqttURL, RunID: run, Count: opts.Messages,
-			Publishers: opts.Publishers, Window: 64, Devices: 16, ClientIDPrefix: "bench-e2e",
-		})
+		sent, err := e2eGenerate(ctx, n, opts)
 		if err != nil {
-			return Result{}, fmt.Errorf("generator: %w", err)
+			return Result{}, err
 		}
 		res, lost, dup, err := sink.wait(ctx, sent.Started)
 		perMessage, client := cpu.read(res.Messages)
@@ -689,10 +704,7 @@ func rabbitmqCeiling(ctx context.Context, opts Options) (Result, error) {
 		next  atomic.Int64
 		first error
 	)
-	var cpu cpuMeter
-	if isLoopback(rabbitURL()) {
-		cpu.add("rabbitmq", pidOf("beam.smp"), false)
-	}
+	cpu := brokerMeter()
 	clk := startClock()
 	for w := range e2eInFlight() {
 		wg.Add(1)

@@ -18,8 +18,6 @@ import (
 	"fmt"
 	"os"
 	"time"
-
-	"github.com/hexmill/hexmill/internal/load"
 )
 
 func init() {
@@ -54,12 +52,9 @@ func e2eBacklogSide(side string, start pipeline) Run {
 			return Result{}, err
 		}
 		stop()
-		sent, err := load.Send(ctx, load.SendConfig{
-			Transport: load.MQTT, URL: mqttURL, RunID: n.run, Count: opts.Messages,
-			Publishers: opts.Publishers, Window: 64, Devices: 16, ClientIDPrefix: "bench-e2e",
-		})
+		sent, err := e2eGenerate(ctx, n, opts)
 		if err != nil {
-			return Result{}, fmt.Errorf("generator: %w", err)
+			return Result{}, err
 		}
 
 		stop, pid, err := start(ctx, n)
@@ -72,10 +67,7 @@ func e2eBacklogSide(side string, start pipeline) Run {
 				stop()
 			}
 		}()
-		var cpu cpuMeter
-		if isLoopback(rabbitURL()) {
-			cpu.add("rabbitmq", pidOf("beam.smp"), false)
-		}
+		cpu := brokerMeter()
 		cpu.add("mosquitto", mosquittoPID, false)
 		cpu.add("service", pid, true)
 		if pid == 0 {
