@@ -60,9 +60,6 @@ type Config struct {
 	// PublishTimeout bounds a publish: waiting for a connection and for
 	// PUBACK/PUBCOMP.
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
-	// AckInterval is how often acknowledgements are flushed to the broker
-	// (paho sends them in arrival order, in batches).
-	AckInterval time.Duration `yaml:"ack_interval"`
 	// NackBackoffMin and NackBackoffMax bound the exponential delay before
 	// a nacked message is handed to the subscriber again.
 	NackBackoffMin time.Duration `yaml:"nack_backoff_min"`
@@ -130,9 +127,6 @@ func (c *Config) SetDefaults() {
 	}
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = 30 * time.Second
-	}
-	if c.AckInterval == 0 {
-		c.AckInterval = 10 * time.Millisecond
 	}
 	if c.NackBackoffMin == 0 {
 		c.NackBackoffMin = 100 * time.Millisecond
@@ -205,7 +199,7 @@ func (c Config) Validate() error {
 		v    time.Duration
 	}{
 		{"connect_timeout", c.ConnectTimeout}, {"reconnect_min", c.ReconnectMin}, {"publish_timeout", c.PublishTimeout},
-		{"ack_interval", c.AckInterval}, {"nack_backoff_min", c.NackBackoffMin}, {"close_timeout", c.CloseTimeout},
+		{"nack_backoff_min", c.NackBackoffMin}, {"close_timeout", c.CloseTimeout},
 	} {
 		if d.v <= 0 {
 			return fmt.Errorf("%s: must be a positive duration", d.name)

@@ -26,11 +26,13 @@ type connOptions struct {
 	persistent bool
 	// receiveMaximum is announced in CONNECT (0: not announced).
 	receiveMaximum uint16
-	manualAck      bool
 	onPublish      func(paho.PublishReceived) (bool, error)
 	onUp           func(*autopaho.ConnectionManager, *paho.Connack)
 	onDown         func() bool
-	session        session.SessionManager
+	// session decides when a received PUBLISH is acknowledged (see
+	// ackSession); nil is paho's, which acks it as soon as the
+	// OnPublishReceived handlers returned.
+	session session.SessionManager
 	// lastErr records the latest failed connection attempt.
 	lastErr *lastError
 }
@@ -137,12 +139,10 @@ func (c Config) clientConfig(o connOptions, logger watermill.LoggerAdapter) (aut
 		Errors:     pahoLogger{logger},
 		PahoErrors: pahoLogger{logger},
 		ClientConfig: paho.ClientConfig{
-			ClientID:                   o.clientID,
-			OnPublishReceived:          []func(paho.PublishReceived) (bool, error){},
-			PacketTimeout:              c.PublishTimeout,
-			EnableManualAcknowledgment: o.manualAck,
-			SendAcksInterval:           c.AckInterval,
-			Session:                    o.session,
+			ClientID:          o.clientID,
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){},
+			PacketTimeout:     c.PublishTimeout,
+			Session:           o.session,
 			OnServerDisconnect: func(d *paho.Disconnect) {
 				reason := ""
 				if d.Properties != nil {

@@ -72,9 +72,10 @@ func dialTCP(timeout time.Duration) func(context.Context, autopaho.ClientConfig,
 // a sync.Locker while it writes the parts of one packet (autopaho asks
 // AttemptConnection for such a connection). tcpConn gathers the parts
 // while locked and writes them with one Write on Unlock. PUBACKs are the
-// exception: paho writes a batch of them one by one (every
-// Config.AckInterval), so they are held for ackDelay, and written with
-// the rest of their batch or with the next other packet. A failed write
+// exception: the subscriber writes them one by one as handlers finish
+// (every handled prefix of the arrival order at once), so they are held
+// for ackDelay, and written with the ones after them or with the next
+// other packet. A failed write
 // closes the socket, so paho's reader fails and autopaho reconnects; what
 // was not acknowledged is sent again or reported, as for any write the
 // kernel accepted before the connection broke.

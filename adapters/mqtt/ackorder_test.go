@@ -1,0 +1,228 @@
+package mqtt_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/hexmill/hexmill/adapters/mqtt"
+	"github.com/hexmill/hexmill/integration"
+)
+
+// Acks reach the broker in arrival order: the ack of a message waits until
+// every message that arrived before it on the connection is acked, and
+// every ack given is on the wire before Close disconnects.
+func TestAcksInArrivalOrder(t *testing.T) {
+	tap := newWireTap(t, strings.TrimPrefix(integration.MQTTURL(t), "mqtt://"))
+	cfg := sharedConfig(t, watermill.NewShortUUID()) // a fresh session
+	direct := cfg
+	cfg.Servers = []string{"mqtt://" + tap.addr()}
+	topic := "hx-" + watermill.NewShortUUID() + "/order"
+	sc := mqtt.SubscriberConfig{Handler: "order", Concurrency: 8}
+
+	// The first connection gets 1, 2 and 3; 3 and 2 are handled, 1 is not.
+	sub := newSubscriber(t, cfg, sc)
+	out, err := sub.Subscribe(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := newPublisher(t, direct)
+	for i := 1; i <= 3; i++ {
+		if err := pub.Publish(topic, message.NewMessage(watermill.NewUUID(), []byte(fmt.Sprint(i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := take(t, out, 3)
+	if got := payloads(first); got != "1 2 3" {
+		t.Fatalf("handed out %q, want arrival order 1 2 3", got)
+	}
+	first[2].Ack()
+	first[1].Ack()
+	if err := sub.Close(); err != nil { // waits until both acks are settled
+		t.Fatal(err)
+	}
+	if acks := tap.connection(t).acks(); acks != "DISCONNECT" {
+		t.Fatalf("acks on the wire: %q, want DISCONNECT only: 2 and 3 were acked while 1 was not", acks)
+	}
+
+	// The next connection gets all three again and handles them in
+	// reverse order.
+	sub = newSubscriber(t, cfg, sc)
+	if out, err = sub.Subscribe(context.Background(), topic); err != nil {
+		t.Fatal(err)
+	}
+	again := take(t, out, 3)
+	if got := payloads(again); got != "1 2 3" {
+		t.Fatalf("redelivered %q, want 1 2 3", got)
+	}
+	for i := 2; i >= 0; i-- {
+		again[i].Ack()
+	}
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if acks := tap.connection(t).acks(); acks != "1 2 3 DISCONNECT" {
+		t.Fatalf("acks on the wire: %q, want 1 2 3 DISCONNECT", acks)
+	}
+}
+
+func take(t *testing.T, out <-chan *message.Message, n int) []*message.Message {
+	t.Helper()
+	var got []*message.Message
+	for len(got) < n {
+		select {
+		case m := <-out:
+			got = append(got, m)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("got %d of %d messages", len(got), n)
+		}
+	}
+	return got
+}
+
+func payloads(msgs []*message.Message) string {
+	var s []string
+	for _, m := range msgs {
+		s = append(s, string(m.Payload))
+	}
+	return strings.Join(s, " ")
+}
+
+// wireTap is a TCP proxy in front of a broker that decodes the MQTT packets
+// of each connection, both ways, without changing a byte.
+type wireTap struct {
+	l     net.Listener
+	conns chan *tappedConn
+	wg    sync.WaitGroup
+}
+
+// tappedConn is one connection's packets, in the order they crossed; the
+// channel closes when both directions ended.
+type tappedConn struct {
+	packets chan tapped
+}
+
+type tapped struct {
+	fromClient bool
+	cp         *packets.ControlPacket
+}
+
+func newWireTap(t *testing.T, target string) *wireTap {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &wireTap{l: l, conns: make(chan *tappedConn, 16)}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			tc := &tappedConn{packets: make(chan tapped, 1024)}
+			w.conns <- tc
+			var dirs sync.WaitGroup
+			dirs.Add(2)
+			w.wg.Add(1)
+			go func() {
+				defer w.wg.Done()
+				dirs.Wait()
+				close(tc.packets)
+			}()
+			for _, d := range []struct {
+				src, dst   net.Conn
+				fromClient bool
+			}{{c, b, true}, {b, c, false}} {
+				w.wg.Add(1)
+				go func() {
+					defer w.wg.Done()
+					defer dirs.Done()
+					w.pipe(d.src, d.dst, d.fromClient, tc)
+				}()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = l.Close()
+		w.wg.Wait()
+	})
+	return w
+}
+
+func (w *wireTap) addr() string { return w.l.Addr().String() }
+
+// pipe copies src to dst and decodes what it copied; when src ends, it
+// closes both.
+func (w *wireTap) pipe(src, dst net.Conn, fromClient bool, tc *tappedConn) {
+	pr, pw := io.Pipe()
+	decoded := make(chan struct{})
+	go func() {
+		defer close(decoded)
+		for {
+			cp, err := packets.ReadPacket(pr)
+			if err != nil {
+				_, _ = io.Copy(io.Discard, pr)
+				return
+			}
+			tc.packets <- tapped{fromClient: fromClient, cp: cp}
+		}
+	}()
+	_, _ = io.Copy(dst, io.TeeReader(src, pw))
+	_ = pw.Close()
+	<-decoded
+	_ = src.Close()
+	_ = dst.Close()
+}
+
+// connection is the next connection through the tap.
+func (w *wireTap) connection(t *testing.T) *tappedConn {
+	t.Helper()
+	select {
+	case c := <-w.conns:
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection through the tap")
+		return nil
+	}
+}
+
+// acks reads the connection to its end and returns what the client
+// acknowledged, as the payloads of the acked messages in the order of the
+// acks, and DISCONNECT where the client sent it.
+func (c *tappedConn) acks() string {
+	payload := map[uint16]string{}
+	var out []string
+	for p := range c.packets {
+		switch pk := p.cp.Content.(type) {
+		case *packets.Publish:
+			if !p.fromClient {
+				payload[pk.PacketID] = string(pk.Payload)
+			}
+		case *packets.Puback:
+			if p.fromClient {
+				out = append(out, payload[pk.PacketID])
+			}
+		case *packets.Disconnect:
+			if p.fromClient {
+				out = append(out, "DISCONNECT")
+			}
+		}
+	}
+	return strings.Join(out, " ")
+}
