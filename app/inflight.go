@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/hexmill/hexmill/internal/settle"
 )
 
 // inflight counts the messages being handled, so that stop can wait for
@@ -16,17 +18,23 @@ type inflight struct {
 }
 
 // middleware counts a message in flight until it is settled, and settles
-// it: ack when the chain returned nil, nack otherwise. Settling before
-// leaving the count means stop never closes a subscriber between the two,
-// which would hand a handled message back to the broker.
+// it: ack when the chain returned nil, nack otherwise; through the
+// message's settle.Settler when its subscriber gave it one, else Ack and
+// Nack. Settling before leaving the count means stop never closes a
+// subscriber between the two, which would hand a handled message back to
+// the broker.
 func (f *inflight) middleware(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		f.add(1)
 		defer f.add(-1)
+		settler := settle.From(msg.Context())
 		produced, err := h(msg)
-		if err != nil {
+		switch {
+		case settler != nil:
+			settler.Settle(err == nil)
+		case err != nil:
 			msg.Nack()
-		} else {
+		default:
 			msg.Ack()
 		}
 		return produced, err

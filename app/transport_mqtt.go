@@ -36,6 +36,7 @@ func newMQTTOpener(cfg Config, logger *slog.Logger) Opener {
 				Subscriber: func(s Subscription) (message.Subscriber, error) {
 					sub, err := t.Subscriber(mqtt.SubscriberConfig{
 						Handler: s.Handler, Group: s.Group, Concurrency: s.Concurrency, Options: s.Options,
+						ConsumerSettles: true, // the in-flight middleware
 					})
 					if err != nil {
 						return nil, fmt.Errorf("handler %s: %w", s.Handler, err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/mqtt"
 	"github.com/hexmill/hexmill/integration"
+	"github.com/hexmill/hexmill/internal/settle"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -272,11 +273,20 @@ func crashChild() {
 	}
 }
 
-// A nacked message is handed out again by the same connection.
+// A nacked message is handed out again by the same connection, nacked
+// through Nack or through its settle.Settler.
 func TestNackRedeliveredWithoutReconnect(t *testing.T) {
+	for _, consumerSettles := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ConsumerSettles=%v", consumerSettles), func(t *testing.T) {
+			testNackRedeliveredWithoutReconnect(t, consumerSettles)
+		})
+	}
+}
+
+func testNackRedeliveredWithoutReconnect(t *testing.T, consumerSettles bool) {
 	cfg := sharedConfig(t, "")
 	topic := "hx-" + watermill.NewShortUUID() + "/nack"
-	sub := newSubscriber(t, cfg, mqtt.SubscriberConfig{Concurrency: 4})
+	sub := newSubscriber(t, cfg, mqtt.SubscriberConfig{Concurrency: 4, ConsumerSettles: consumerSettles})
 	out, err := sub.Subscribe(context.Background(), topic)
 	if err != nil {
 		t.Fatal(err)
@@ -291,10 +301,14 @@ func TestNackRedeliveredWithoutReconnect(t *testing.T) {
 			if m.UUID != sent.UUID {
 				t.Fatalf("attempt %d: got %s, want %s", attempt, m.UUID, sent.UUID)
 			}
-			if attempt < 3 {
-				m.Nack()
-			} else {
+			acked := attempt == 3
+			switch {
+			case consumerSettles:
+				settle.From(m.Context()).Settle(acked)
+			case acked:
 				m.Ack()
+			default:
+				m.Nack()
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatalf("attempt %d: the nacked message did not come back", attempt)

@@ -16,18 +16,29 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/mqtt"
 	"github.com/hexmill/hexmill/integration"
+	"github.com/hexmill/hexmill/internal/settle"
 )
 
 // Acks reach the broker in arrival order: the ack of a message waits until
 // every message that arrived before it on the connection is acked, and
-// every ack given is on the wire before Close disconnects.
+// every ack given is on the wire before Close disconnects. The same with
+// messages settled through Ack and through their settle.Settler.
 func TestAcksInArrivalOrder(t *testing.T) {
+	for _, consumerSettles := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ConsumerSettles=%v", consumerSettles), func(t *testing.T) {
+			testAcksInArrivalOrder(t, consumerSettles)
+		})
+	}
+}
+
+func testAcksInArrivalOrder(t *testing.T, consumerSettles bool) {
+	ack := ackFunc(consumerSettles)
 	tap := newWireTap(t, strings.TrimPrefix(integration.MQTTURL(t), "mqtt://"))
 	cfg := sharedConfig(t, watermill.NewShortUUID()) // a fresh session
 	direct := cfg
 	cfg.Servers = []string{"mqtt://" + tap.addr()}
 	topic := "hx-" + watermill.NewShortUUID() + "/order"
-	sc := mqtt.SubscriberConfig{Handler: "order", Concurrency: 8}
+	sc := mqtt.SubscriberConfig{Handler: "order", Concurrency: 8, ConsumerSettles: consumerSettles}
 
 	// The first connection gets 1, 2 and 3; 3 and 2 are handled, 1 is not.
 	sub := newSubscriber(t, cfg, sc)
@@ -45,10 +56,15 @@ func TestAcksInArrivalOrder(t *testing.T) {
 	if got := payloads(first); got != "1 2 3" {
 		t.Fatalf("handed out %q, want arrival order 1 2 3", got)
 	}
-	first[2].Ack()
-	first[1].Ack()
+	ack(first[2])
+	ack(first[1])
 	if err := sub.Close(); err != nil { // waits until both acks are settled
 		t.Fatal(err)
+	}
+	select {
+	case <-first[0].Context().Done():
+	default:
+		t.Error("the unsettled message's context did not end at Close")
 	}
 	if acks := tap.connection(t).acks(); acks != "DISCONNECT" {
 		t.Fatalf("acks on the wire: %q, want DISCONNECT only: 2 and 3 were acked while 1 was not", acks)
@@ -65,7 +81,7 @@ func TestAcksInArrivalOrder(t *testing.T) {
 		t.Fatalf("redelivered %q, want 1 2 3", got)
 	}
 	for i := 2; i >= 0; i-- {
-		again[i].Ack()
+		ack(again[i])
 	}
 	if err := sub.Close(); err != nil {
 		t.Fatal(err)
@@ -73,6 +89,15 @@ func TestAcksInArrivalOrder(t *testing.T) {
 	if acks := tap.connection(t).acks(); acks != "1 2 3 DISCONNECT" {
 		t.Fatalf("acks on the wire: %q, want 1 2 3 DISCONNECT", acks)
 	}
+}
+
+// ackFunc acks a message as a consumer that settles it (the runtime) or
+// as a watermill consumer.
+func ackFunc(consumerSettles bool) func(*message.Message) {
+	if consumerSettles {
+		return func(m *message.Message) { settle.From(m.Context()).Settle(true) }
+	}
+	return func(m *message.Message) { m.Ack() }
 }
 
 func take(t *testing.T, out <-chan *message.Message, n int) []*message.Message {

@@ -330,6 +330,11 @@ type SubscriberConfig struct {
 	Concurrency int
 	// Options are the binding's options: "qos".
 	Options map[string]string
+	// ConsumerSettles promises that the consumer settles every message it
+	// takes through the settle.Settler in the message's context (the
+	// runtime's does): the subscriber then waits on no Ack or Nack, and
+	// needs no goroutine per message in flight.
+	ConsumerSettles bool
 }
 
 func (c Config) subscriberSettings(s SubscriberConfig) (qos byte, err error) {

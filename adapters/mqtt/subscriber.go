@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -16,6 +17,7 @@ import (
 	"github.com/eclipse/paho.golang/paho/session"
 	"github.com/eclipse/paho.golang/paho/session/state"
 
+	"github.com/hexmill/hexmill/internal/settle"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -51,9 +53,12 @@ type Subscriber struct {
 	cancelBase context.CancelFunc
 	closing    chan struct{}
 	closeOnce  sync.Once
-	wg         sync.WaitGroup // manager, consume loops, settle goroutines
-	kick       chan struct{}
-	lastErr    lastError
+	wg         sync.WaitGroup // manager, consume loops, settle and nack goroutines
+	// settleMu is held for reading by each Settle call, and for writing
+	// by Close once closing is closed: Close waits for settles under way.
+	settleMu sync.RWMutex
+	kick     chan struct{}
+	lastErr  lastError
 
 	// connMu serialises connection set-up: the main connection and
 	// SubscribeInitialize's short-lived one share the client ID.
@@ -631,28 +636,108 @@ func (s *Subscriber) consume(ctx context.Context, r *route, out chan<- *message.
 			return
 		}
 		msg := s.message(in)
-		// Not derived from s.base: a child of a cancellable context
-		// registers with it (a lock and a map entry per message); the
-		// settling goroutine cancels it at settle or Close instead.
-		msgCtx, cancel := context.WithCancel(context.Background())
-		msg.SetContext(msgCtx)
+		d := &delivery{s: s, r: r, in: in, slots: slots}
+		if s.sc.ConsumerSettles {
+			// Ends at Close through s.base, or at settle.
+			var msgCtx context.Context
+			msgCtx, d.cancel = context.WithCancel(s.base)
+			msg.SetContext(settle.With(msgCtx, d))
+		} else {
+			// Not derived from s.base: a child of a cancellable context
+			// registers with it (a lock and a map entry per message); the
+			// waiting goroutine cancels it at settle or Close instead.
+			var msgCtx context.Context
+			msgCtx, d.cancel = context.WithCancel(context.Background())
+			msg.SetContext(msgCtx)
+		}
 		select {
 		case out <- msg:
 		case <-ctx.Done():
-			cancel()
+			d.cancel()
 			s.requeue(r, in)
 			return
 		case <-s.closing:
-			cancel()
+			d.cancel()
 			return // left unacked: the broker redelivers it
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer cancel()
-			s.settle(r, in, msg, func() { <-slots })
-		}()
+		if !s.sc.ConsumerSettles {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				d.await(msg)
+			}()
+		}
 	}
+}
+
+// delivery is a message handed out, until it is settled.
+type delivery struct {
+	s      *Subscriber
+	r      *route
+	in     *inbound
+	slots  chan struct{} // one taken for the message
+	cancel context.CancelFunc
+	done   atomic.Bool
+}
+
+// Settle implements settle.Settler (SubscriberConfig.ConsumerSettles).
+// Once Close has begun it settles nothing: the message stays unacked.
+func (d *delivery) Settle(acked bool) {
+	if d.done.Swap(true) {
+		return
+	}
+	s := d.s
+	s.settleMu.RLock()
+	defer s.settleMu.RUnlock()
+	if s.isClosing() {
+		d.cancel()
+		return
+	}
+	d.settled(acked)
+}
+
+// await waits for the verdict on msg: without ConsumerSettles, a goroutine
+// per message does. An ack given before Close still goes out.
+func (d *delivery) await(msg *message.Message) {
+	select {
+	case <-msg.Acked():
+		d.settled(true)
+	case <-msg.Nacked():
+		d.settled(false)
+	case <-d.s.closing:
+		select {
+		case <-msg.Acked():
+			d.s.ack(d.in)
+		default:
+		}
+		d.cancel()
+	}
+}
+
+// settled frees the message's slot, and acks it, or hands it out again
+// after a backoff (nack). The caller keeps Close from waiting on s.wg
+// until it returns.
+func (d *delivery) settled(acked bool) {
+	s := d.s
+	d.cancel()
+	<-d.slots
+	if acked {
+		s.ack(d.in)
+		return
+	}
+	d.in.attempts++
+	backoff := s.cfg.nackBackoff(d.in.attempts)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTimer(backoff)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			s.requeue(d.r, d.in)
+		case <-s.closing:
+		}
+	}()
 }
 
 // next takes the first live message of r, waiting for one; nil when intake
@@ -703,39 +788,6 @@ func (r *route) notify() {
 	select {
 	case r.signal <- struct{}{}:
 	default:
-	}
-}
-
-// settle waits for the handler's verdict: an ack goes to the broker, a nack
-// comes back after a backoff, nothing before Close stays unacked.
-func (s *Subscriber) settle(r *route, in *inbound, msg *message.Message, release func()) {
-	defer func() {
-		if release != nil {
-			release()
-		}
-	}()
-	select {
-	case <-msg.Acked():
-		s.ack(in)
-		return
-	case <-msg.Nacked():
-	case <-s.closing:
-		select {
-		case <-msg.Acked():
-			s.ack(in)
-		default:
-		}
-		return
-	}
-	release()
-	release = nil
-	in.attempts++
-	t := time.NewTimer(s.cfg.nackBackoff(in.attempts))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		s.requeue(r, in)
-	case <-s.closing:
 	}
 }
 
@@ -815,6 +867,9 @@ func (s *Subscriber) Close() error {
 		s.mu.Lock()
 		close(s.closing)
 		s.mu.Unlock()
+		// Wait for the settles under way; later ones see closing.
+		s.settleMu.Lock()
+		s.settleMu.Unlock()
 		s.cancelBase()
 		s.wg.Wait()
 		s.connMu.Lock()
