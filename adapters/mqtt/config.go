@@ -64,8 +64,8 @@ type Config struct {
 	// a nacked message is handed to the subscriber again.
 	NackBackoffMin time.Duration `yaml:"nack_backoff_min"`
 	NackBackoffMax time.Duration `yaml:"nack_backoff_max"`
-	// CloseTimeout bounds how long Close waits for acknowledgements to be
-	// flushed and for the clean disconnect.
+	// CloseTimeout bounds the clean DISCONNECT at Close; a subscriber's
+	// acks given before Close go out with it.
 	CloseTimeout time.Duration `yaml:"close_timeout"`
 
 	// Service fills {service} in ClientID; the app sets it from the

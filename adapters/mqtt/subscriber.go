@@ -33,9 +33,10 @@ import (
 //     (so nothing published meanwhile is lost), messages arriving after
 //     that stay unacked, and messages already handed out can still be
 //     acked or nacked.
-//   - Ack sends PUBACK (paho sends acks in arrival order, see docs/mqtt.md);
-//     Nack hands the message to the output again after a bounded
-//     exponential backoff (MQTT has no nack).
+//   - Ack sends PUBACK, in arrival order (docs/mqtt.md); Nack hands the
+//     message to the output again after a bounded exponential backoff
+//     (MQTT has no nack). With SubscriberConfig.ConsumerSettles, the
+//     settle.Settler in the message's context does both instead.
 //   - Close leaves everything unsettled unacked, flushes the acks already
 //     given, and disconnects: the broker redelivers the rest on the next
 //     connection of the same client ID.
