@@ -51,6 +51,7 @@ func openRabbitMQ(ctx context.Context, cfg rabbitmq.Config, logger watermill.Log
 			if err != nil {
 				return nil, err
 			}
+			sc.ConsumerSettles = true // the in-flight middleware
 			return client.NewSubscriber(sc)
 		},
 		Ready: client.Ready,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/rabbitmq"
 	"github.com/hexmill/hexmill/integration"
+	"github.com/hexmill/hexmill/internal/settle"
 )
 
 // A poison message is retried by the router, then published with its
@@ -266,7 +267,17 @@ func TestTopologyMismatch(t *testing.T) {
 
 // The stop protocol: cancelling the Subscribe context stops intake while
 // delivered messages stay settleable; Close requeues the unsettled ones.
+// The same with messages settled through Ack and through their
+// settle.Settler; a settle after Close changes nothing.
 func TestStopIntakeThenClose(t *testing.T) {
+	for _, consumerSettles := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ConsumerSettles=%v", consumerSettles), func(t *testing.T) {
+			testStopIntakeThenClose(t, consumerSettles)
+		})
+	}
+}
+
+func testStopIntakeThenClose(t *testing.T, consumerSettles bool) {
 	queue := uniqueName("stop")
 	adm := newAdmin(t)
 	adm.cleanup([]string{queue}, nil)
@@ -281,7 +292,7 @@ func TestStopIntakeThenClose(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sub, err := c.NewSubscriber(rabbitmq.SubscriberConfig{Name: "stop", Prefetch: 2})
+	sub, err := c.NewSubscriber(rabbitmq.SubscriberConfig{Name: "stop", Prefetch: 2, ConsumerSettles: consumerSettles})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,9 +312,21 @@ func TestStopIntakeThenClose(t *testing.T) {
 	if first.Context().Err() != nil {
 		t.Fatal("stopping intake cancelled the context of a message in flight")
 	}
-	first.Ack()
+	if consumerSettles {
+		settle.From(first.Context()).Settle(true)
+	} else {
+		first.Ack()
+	}
 	if err := sub.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if second.Context().Err() == nil {
+		t.Error("the unsettled message's context did not end at Close")
+	}
+	if consumerSettles {
+		settle.From(second.Context()).Settle(true) // too late: requeued
+	} else {
+		second.Ack()
 	}
 	if first.UUID != "a" || second.UUID != "b" {
 		t.Fatalf("got %s, %s; want a, b", first.UUID, second.UUID)

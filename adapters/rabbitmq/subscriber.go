@@ -12,6 +12,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/hexmill/hexmill/internal/settle"
 )
 
 // SubscriberOptions are the handler binding options a subscriber accepts.
@@ -37,6 +39,11 @@ type SubscriberConfig struct {
 	BindExchange string
 	RoutingKey   string
 	Group        string
+	// ConsumerSettles promises that the consumer settles every message it
+	// takes through the settle.Settler in the message's context (the
+	// runtime's does): the subscriber then waits on no Ack or Nack, and
+	// needs no goroutine per message in flight.
+	ConsumerSettles bool
 }
 
 // SubscriberConfigFor builds a subscriber's configuration from a handler
@@ -73,9 +80,11 @@ type Subscriber struct {
 	client *Client
 	cfg    SubscriberConfig
 
-	closing   chan struct{}
-	closeOnce sync.Once
-	wg        sync.WaitGroup // consumers and subscription closers
+	closing    chan struct{}
+	closeOnce  sync.Once
+	wg         sync.WaitGroup     // consumers and subscription closers
+	base       context.Context    // of the messages settled by a Settler; ends at Close
+	cancelBase context.CancelFunc // cancels base
 }
 
 var (
@@ -93,7 +102,8 @@ func (c *Client) NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	if cfg.Consumers < 1 {
 		cfg.Consumers = 1
 	}
-	return &Subscriber{client: c, cfg: cfg, closing: make(chan struct{})}, nil
+	base, cancel := context.WithCancel(context.Background())
+	return &Subscriber{client: c, cfg: cfg, closing: make(chan struct{}), base: base, cancelBase: cancel}, nil
 }
 
 func (s *Subscriber) queueName(topic string) string {
@@ -188,7 +198,10 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 // with requeue), closes the channels and waits for the subscriber's
 // goroutines. It is safe to call more than once.
 func (s *Subscriber) Close() error {
-	s.closeOnce.Do(func() { close(s.closing) })
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		s.cancelBase()
+	})
 	s.wg.Wait()
 	return nil
 }
@@ -238,12 +251,12 @@ func (k *consumer) run(ctx context.Context, intake *sync.WaitGroup, started chan
 		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
-				k.inflight.Wait()
+				k.waitSettled()
 				return
 			}
 			client.logger.Error("RabbitMQ consume failed; retrying", err, watermill.LogFields{"queue": k.queue})
 			if !b.wait(k.s.closing, ctx.Done()) {
-				k.inflight.Wait()
+				k.waitSettled()
 				return
 			}
 			continue
@@ -266,7 +279,7 @@ func (k *consumer) run(ctx context.Context, intake *sync.WaitGroup, started chan
 			}
 		}
 		finishIntake()
-		k.inflight.Wait() // handlers settle, or Close requeues
+		k.waitSettled() // handlers settle, or Close requeues
 		_ = ch.Close()
 		return
 	}
@@ -330,10 +343,18 @@ func (k *consumer) pump(ctx context.Context, deliveries <-chan amqp.Delivery) st
 		}
 		msg := unmarshal(&d)
 		// A message context never depends on the Subscribe context; it ends
-		// when the message is settled, which Close forces. (A Background
-		// parent also keeps WithCancel from registering with a parent.)
-		msgCtx, cancel := context.WithCancel(context.Background())
-		msg.SetContext(msgCtx)
+		// when the message is settled, or at Close.
+		var sd *delivery
+		var cancel context.CancelFunc
+		if k.s.cfg.ConsumerSettles {
+			sd = &delivery{k: k, d: d, slots: slots}
+			var msgCtx context.Context
+			msgCtx, sd.cancel = context.WithCancel(k.s.base)
+			cancel = sd.cancel
+			msg.SetContext(settle.With(msgCtx, sd))
+		} else {
+			cancel = ownContext(msg)
+		}
 		select {
 		case k.out <- msg:
 		case <-ctx.Done():
@@ -345,6 +366,9 @@ func (k *consumer) pump(ctx context.Context, deliveries <-chan amqp.Delivery) st
 			_ = d.Nack(false, true)
 			return subscriberClosed
 		}
+		if sd != nil {
+			continue
+		}
 		k.inflight.Add(1)
 		go func() {
 			defer k.inflight.Done()
@@ -353,6 +377,56 @@ func (k *consumer) pump(ctx context.Context, deliveries <-chan amqp.Delivery) st
 			k.settle(&d, msg)
 		}()
 	}
+}
+
+// ownContext gives msg a context of its own, which the returned function
+// ends. A Background parent keeps WithCancel from registering with a
+// parent: the settle goroutine ends it at Close.
+func ownContext(msg *message.Message) context.CancelFunc {
+	ctx, cancel := context.WithCancel(context.Background())
+	msg.SetContext(ctx)
+	return cancel
+}
+
+// waitSettled keeps the channel open for the messages handed out: the
+// settle goroutines return once theirs is settled, or at Close (nack);
+// messages with a Settler can be settled until Close, and closing the
+// channel then requeues what is unsettled.
+func (k *consumer) waitSettled() {
+	k.inflight.Wait()
+	if k.s.cfg.ConsumerSettles {
+		<-k.s.closing
+	}
+}
+
+// delivery is a message handed out with a Settler.
+type delivery struct {
+	k      *consumer
+	d      amqp.Delivery
+	slots  chan struct{} // one taken for the message
+	cancel context.CancelFunc
+	done   atomic.Bool
+}
+
+// Settle implements settle.Settler: ack, or nack with requeue. One that
+// cannot reach the broker (the channel is gone, as after Close) is
+// dropped: the broker requeued the message when the channel closed.
+func (sd *delivery) Settle(acked bool) {
+	if sd.done.Swap(true) {
+		return
+	}
+	k := sd.k
+	var err error
+	if acked {
+		err = sd.d.Ack(false)
+	} else {
+		err = sd.d.Nack(false, true)
+	}
+	if err != nil {
+		k.s.client.logger.Debug("RabbitMQ settle did not reach the broker; it will redeliver", watermill.LogFields{"queue": k.queue, "err": err.Error()})
+	}
+	sd.cancel()
+	<-sd.slots
 }
 
 // settle waits for the handler's verdict. An ack or nack that cannot reach
