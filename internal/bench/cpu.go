@@ -42,15 +42,20 @@ func cpuTime(pid int) (time.Duration, bool) {
 }
 
 // pidOf returns the first process whose command name is comm, 0 for none.
+// It looks three times: once, while processes started and ended around
+// it, a scan of /proc missed a running RabbitMQ, and the report lacked
+// the broker's CPU.
 func pidOf(comm string) int {
-	paths, _ := filepath.Glob("/proc/[0-9]*/comm")
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil || strings.TrimSpace(string(b)) != comm {
-			continue
+	for range 3 {
+		paths, _ := filepath.Glob("/proc/[0-9]*/comm")
+		for _, p := range paths {
+			b, err := os.ReadFile(p)
+			if err != nil || strings.TrimSpace(string(b)) != comm {
+				continue
+			}
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			return pid
 		}
-		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		return pid
 	}
 	return 0
 }
