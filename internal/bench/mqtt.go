@@ -49,7 +49,13 @@ func init() {
 		Raw: withBroker(func(ctx context.Context, opts Options, url string) (Result, error) {
 			return rawMQTTEndToEnd(ctx, opts, url, false)
 		}),
-		Hexmill: withBroker(hexmillMQTTEndToEnd),
+		// hexmill consumes as its runtime does: each message settled
+		// through the settle.Settler in its context (docs/mqtt.md);
+		// "hexmill, watermill Ack" is the subscriber used as a plain
+		// watermill one, a goroutine per message waiting for Ack.
+		Hexmill: withBroker(func(ctx context.Context, opts Options, url string) (Result, error) {
+			return hexmillMQTTEndToEnd(ctx, opts, url, true)
+		}),
 		// raw+uuid is raw paho carrying what hexmill's messages carry on
 		// the wire: the message UUID as the user property watermill_uuid
 		// (docs/mqtt.md). paho.golang decodes every property string into
@@ -60,6 +66,9 @@ func init() {
 		Baselines: map[string]Run{
 			"raw+uuid": withBroker(func(ctx context.Context, opts Options, url string) (Result, error) {
 				return rawMQTTEndToEnd(ctx, opts, url, true)
+			}),
+			"hexmill, watermill Ack": withBroker(func(ctx context.Context, opts Options, url string) (Result, error) {
+				return hexmillMQTTEndToEnd(ctx, opts, url, false)
 			}),
 		},
 	})
@@ -273,14 +282,14 @@ func rawMQTTEndToEnd(ctx context.Context, opts Options, server string, uuid bool
 
 // hexmillMQTTEndToEnd: the adapter with the same settings; the handler
 // acks each message as it takes it from the subscription.
-func hexmillMQTTEndToEnd(ctx context.Context, opts Options, server string) (Result, error) {
+func hexmillMQTTEndToEnd(ctx context.Context, opts Options, server string, consumerSettles bool) (Result, error) {
 	cfg := mqtt.Config{
 		Servers: []string{server}, ClientID: "bench-hexmill-" + watermill.NewShortUUID() + "-{conn}",
 		SessionExpiry: time.Minute, ReceiveMaximum: mqttReceiveMaximum, QoS: 1,
 	}
 	topic := benchTopic()
 	e := newE2E(opts.Messages)
-	sub, err := mqtt.NewSubscriber(cfg, mqtt.SubscriberConfig{Handler: "bench", Concurrency: 64}, nil)
+	sub, err := mqtt.NewSubscriber(cfg, mqtt.SubscriberConfig{Handler: "bench", Concurrency: 64, ConsumerSettles: consumerSettles}, nil)
 	if err != nil {
 		return Result{}, err
 	}
@@ -297,7 +306,7 @@ func hexmillMQTTEndToEnd(ctx context.Context, opts Options, server string) (Resu
 		defer readers.Done()
 		for m := range out {
 			e.handle(m.Payload)
-			m.Ack()
+			ack(m)
 		}
 	}()
 	defer readers.Wait()

@@ -13,6 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hexmill/hexmill/adapters/rabbitmq"
+	"github.com/hexmill/hexmill/internal/settle"
 )
 
 // The RabbitMQ cases. Every side publishes persistent messages to a fresh
@@ -66,7 +67,17 @@ func init() {
 			},
 		},
 	})
-	register(Case{Name: "rabbitmq/consume-ack", Available: available, Raw: rawConsume, Hexmill: hexmillConsume})
+	register(Case{
+		Name: "rabbitmq/consume-ack", Available: available, Raw: rawConsume,
+		// hexmill consumes as its runtime does: each message settled
+		// through the settle.Settler in its context; "hexmill, watermill
+		// Ack" is the subscriber used as a plain watermill one, a
+		// goroutine per message waiting for Ack.
+		Hexmill: func(ctx context.Context, o Options) (Result, error) { return hexmillConsume(ctx, o, true) },
+		Baselines: map[string]Run{
+			"hexmill, watermill Ack": func(ctx context.Context, o Options) (Result, error) { return hexmillConsume(ctx, o, false) },
+		},
+	})
 }
 
 func rabbitURL() string {
@@ -348,7 +359,7 @@ func rawConsume(ctx context.Context, o Options) (Result, error) {
 	return clk.result(o.Messages, nil), nil
 }
 
-func hexmillConsume(ctx context.Context, o Options) (Result, error) {
+func hexmillConsume(ctx context.Context, o Options, consumerSettles bool) (Result, error) {
 	queue, drop, err := benchQueue("hexmill-consume")
 	if err != nil {
 		return Result{}, err
@@ -365,7 +376,7 @@ func hexmillConsume(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	defer c.Close()
-	sub, err := c.NewSubscriber(rabbitmq.SubscriberConfig{Name: "bench", Prefetch: rabbitPrefetch})
+	sub, err := c.NewSubscriber(rabbitmq.SubscriberConfig{Name: "bench", Prefetch: rabbitPrefetch, ConsumerSettles: consumerSettles})
 	if err != nil {
 		return Result{}, err
 	}
@@ -378,10 +389,20 @@ func hexmillConsume(ctx context.Context, o Options) (Result, error) {
 	for i := 0; i < o.Messages; i++ {
 		select {
 		case m := <-out:
-			m.Ack()
+			ack(m)
 		case <-ctx.Done():
 			return Result{}, ctx.Err()
 		}
 	}
 	return clk.result(o.Messages, nil), nil
+}
+
+// ack acks m as the runtime does: through its settle.Settler when it has
+// one, else with Ack.
+func ack(m *message.Message) {
+	if s := settle.From(m.Context()); s != nil {
+		s.Settle(true)
+		return
+	}
+	m.Ack()
 }
