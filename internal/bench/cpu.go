@@ -41,23 +41,25 @@ func cpuTime(pid int) (time.Duration, bool) {
 	return time.Duration(utime+stime) * clockTick, true
 }
 
-// pidOf returns the first process whose command name is comm, 0 for none.
-// It looks three times: once, while processes started and ended around
-// it, a scan of /proc missed a running RabbitMQ, and the report lacked
-// the broker's CPU.
+// pidOf returns the process whose command name is comm and that has used
+// the most CPU time, 0 for none: the broker rather than one of its command
+// line tools, which run under the same name (rabbitmqctl is a beam.smp too;
+// once the meter took one for RabbitMQ, and by the end of the run it was
+// gone, and with it the broker's line).
 func pidOf(comm string) int {
-	for range 3 {
-		paths, _ := filepath.Glob("/proc/[0-9]*/comm")
-		for _, p := range paths {
-			b, err := os.ReadFile(p)
-			if err != nil || strings.TrimSpace(string(b)) != comm {
-				continue
-			}
-			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-			return pid
+	paths, _ := filepath.Glob("/proc/[0-9]*/comm")
+	best, most := 0, time.Duration(-1)
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil || strings.TrimSpace(string(b)) != comm {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if t, ok := cpuTime(pid); ok && t > most {
+			best, most = pid, t
 		}
 	}
-	return 0
+	return best
 }
 
 // cpuMeter measures the CPU time named processes use over one run.
