@@ -42,21 +42,27 @@ func cpuTime(pid int) (time.Duration, bool) {
 }
 
 // pidOf returns the process whose command name is comm and that has used
-// the most CPU time, 0 for none: the broker rather than one of its command
-// line tools, which run under the same name (rabbitmqctl is a beam.smp too;
-// once the meter took one for RabbitMQ, and by the end of the run it was
-// gone, and with it the broker's line).
+// the most CPU time, 0 for none. Twice a side's line lacked RabbitMQ's
+// CPU: its process was not found, or was gone by the end of the run. The
+// busiest process of the name is the broker rather than a short-lived one
+// (RabbitMQ's command line tools run as beam.smp too), and the scan is
+// repeated while it finds none.
 func pidOf(comm string) int {
-	paths, _ := filepath.Glob("/proc/[0-9]*/comm")
 	best, most := 0, time.Duration(-1)
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil || strings.TrimSpace(string(b)) != comm {
-			continue
+	for range 3 {
+		paths, _ := filepath.Glob("/proc/[0-9]*/comm")
+		for _, p := range paths {
+			b, err := os.ReadFile(p)
+			if err != nil || strings.TrimSpace(string(b)) != comm {
+				continue
+			}
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			if t, ok := cpuTime(pid); ok && t > most {
+				best, most = pid, t
+			}
 		}
-		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		if t, ok := cpuTime(pid); ok && t > most {
-			best, most = pid, t
+		if best != 0 {
+			break
 		}
 	}
 	return best
