@@ -91,6 +91,63 @@ func testAcksInArrivalOrder(t *testing.T, consumerSettles bool) {
 	}
 }
 
+// A QoS 2 subscription completes the exchange once the message is handled:
+// PUBREC from the subscriber, PUBREL from the broker, PUBCOMP from the
+// subscriber, all before DISCONNECT.
+func TestQoS2Exchange(t *testing.T) {
+	tap := newWireTap(t, strings.TrimPrefix(integration.MQTTURL(t), "mqtt://"))
+	cfg := sharedConfig(t, watermill.NewShortUUID())
+	direct := cfg
+	cfg.Servers = []string{"mqtt://" + tap.addr()}
+	topic := "hx-" + watermill.NewShortUUID() + "/qos2"
+	sub := newSubscriber(t, cfg, mqtt.SubscriberConfig{Concurrency: 1, ConsumerSettles: true, Options: map[string]string{mqtt.OptionQoS: "2"}})
+	out, err := sub.Subscribe(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := newPublisher(t, direct).WithOptions(map[string]string{mqtt.OptionQoS: "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(topic, message.NewMessage(watermill.NewUUID(), []byte("once"))); err != nil {
+		t.Fatal(err)
+	}
+	m := take(t, out, 1)[0]
+	settle.From(m.Context()).Settle(true)
+	// The broker's PUBREL may still be on its way: wait for the PUBCOMP.
+	conn := tap.connection(t)
+	var seen []string
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case p, ok := <-conn.packets:
+			if !ok {
+				t.Fatalf("connection ended after %v", seen)
+			}
+			switch pk := p.cp.Content.(type) {
+			case *packets.Publish:
+				if !p.fromClient {
+					seen = append(seen, fmt.Sprintf("PUBLISH qos %d", pk.QoS))
+				}
+			case *packets.Pubrec:
+				seen = append(seen, "PUBREC")
+			case *packets.Pubrel:
+				seen = append(seen, "PUBREL")
+			case *packets.Pubcomp:
+				seen = append(seen, "PUBCOMP")
+			}
+		case <-deadline:
+			t.Fatalf("no PUBCOMP: %v", seen)
+		}
+		if n := len(seen); n > 0 && seen[n-1] == "PUBCOMP" {
+			break
+		}
+	}
+	if got := strings.Join(seen, ", "); got != "PUBLISH qos 2, PUBREC, PUBREL, PUBCOMP" {
+		t.Fatalf("on the wire: %s", got)
+	}
+}
+
 // ackFunc acks a message as a consumer that settles it (the runtime) or
 // as a watermill consumer.
 func ackFunc(consumerSettles bool) func(*message.Message) {
