@@ -344,52 +344,41 @@ func (k *consumer) pump(ctx context.Context, deliveries <-chan amqp.Delivery) st
 		msg := unmarshal(&d)
 		// A message context never depends on the Subscribe context; it ends
 		// when the message is settled, or at Close.
-		var sd *delivery
-		var cancel context.CancelFunc
+		sd := &delivery{k: k, d: d, slots: slots}
+		var msgCtx context.Context
 		if k.s.cfg.ConsumerSettles {
-			sd = &delivery{k: k, d: d, slots: slots}
-			var msgCtx context.Context
 			msgCtx, sd.cancel = context.WithCancel(k.s.base)
-			cancel = sd.cancel
-			msg.SetContext(settle.With(msgCtx, sd))
+			msgCtx = settle.With(msgCtx, sd)
 		} else {
-			cancel = ownContext(msg)
+			// A Background parent keeps WithCancel from registering with a
+			// parent: the waiting goroutine ends it at Close.
+			msgCtx, sd.cancel = context.WithCancel(context.Background())
 		}
+		msg.SetContext(msgCtx)
 		select {
 		case k.out <- msg:
 		case <-ctx.Done():
-			cancel()
+			sd.cancel()
 			_ = d.Nack(false, true)
 			return intakeStopped
 		case <-k.s.closing:
-			cancel()
+			sd.cancel()
 			_ = d.Nack(false, true)
 			return subscriberClosed
 		}
-		if sd != nil {
+		if k.s.cfg.ConsumerSettles {
 			continue
 		}
 		k.inflight.Add(1)
 		go func() {
 			defer k.inflight.Done()
-			defer func() { <-slots }()
-			defer cancel()
-			k.settle(&d, msg)
+			sd.await(msg)
 		}()
 	}
 }
 
-// ownContext gives msg a context of its own, which the returned function
-// ends. A Background parent keeps WithCancel from registering with a
-// parent: the settle goroutine ends it at Close.
-func ownContext(msg *message.Message) context.CancelFunc {
-	ctx, cancel := context.WithCancel(context.Background())
-	msg.SetContext(ctx)
-	return cancel
-}
-
 // waitSettled keeps the channel open for the messages handed out: the
-// settle goroutines return once theirs is settled, or at Close (nack);
+// waiting goroutines return once theirs is settled, or at Close (nack);
 // messages with a Settler can be settled until Close, and closing the
 // channel then requeues what is unsettled.
 func (k *consumer) waitSettled() {
@@ -399,7 +388,7 @@ func (k *consumer) waitSettled() {
 	}
 }
 
-// delivery is a message handed out with a Settler.
+// delivery is a message handed out, until it is settled.
 type delivery struct {
 	k      *consumer
 	d      amqp.Delivery
@@ -408,14 +397,36 @@ type delivery struct {
 	done   atomic.Bool
 }
 
-// Settle implements settle.Settler: ack, or nack with requeue. One that
-// cannot reach the broker (the channel is gone, as after Close) is
-// dropped: the broker requeued the message when the channel closed.
+// Settle implements settle.Settler (SubscriberConfig.ConsumerSettles).
 func (sd *delivery) Settle(acked bool) {
-	if sd.done.Swap(true) {
-		return
+	if !sd.done.Swap(true) {
+		sd.settled(acked)
 	}
-	k := sd.k
+}
+
+// await waits for the verdict on msg: without ConsumerSettles, a goroutine
+// per message does. At Close, what is not acked is nacked.
+func (sd *delivery) await(msg *message.Message) {
+	select {
+	case <-msg.Acked():
+		sd.settled(true)
+	case <-msg.Nacked():
+		sd.settled(false)
+	case <-sd.k.s.closing:
+		select {
+		case <-msg.Acked(): // acked just as we closed: keep the ack
+			sd.settled(true)
+		default:
+			sd.settled(false)
+		}
+	}
+}
+
+// settled acks, or nacks with requeue, and frees the message's slot. A
+// settle that cannot reach the broker (the channel is gone, as after
+// Close) is dropped: the broker requeues what a closed channel left
+// unsettled.
+func (sd *delivery) settled(acked bool) {
 	var err error
 	if acked {
 		err = sd.d.Ack(false)
@@ -423,30 +434,8 @@ func (sd *delivery) Settle(acked bool) {
 		err = sd.d.Nack(false, true)
 	}
 	if err != nil {
-		k.s.client.logger.Debug("RabbitMQ settle did not reach the broker; it will redeliver", watermill.LogFields{"queue": k.queue, "err": err.Error()})
+		sd.k.s.client.logger.Debug("RabbitMQ settle did not reach the broker; it will redeliver", watermill.LogFields{"queue": sd.k.queue, "uuid": sd.d.MessageId, "err": err.Error()})
 	}
 	sd.cancel()
 	<-sd.slots
-}
-
-// settle waits for the handler's verdict. An ack or nack that cannot reach
-// the broker (the channel was lost) is dropped: the broker redelivers.
-func (k *consumer) settle(d *amqp.Delivery, msg *message.Message) {
-	var err error
-	select {
-	case <-msg.Acked():
-		err = d.Ack(false)
-	case <-msg.Nacked():
-		err = d.Nack(false, true)
-	case <-k.s.closing:
-		select {
-		case <-msg.Acked(): // acked just as we closed: keep the ack
-			err = d.Ack(false)
-		default:
-			err = d.Nack(false, true)
-		}
-	}
-	if err != nil {
-		k.s.client.logger.Debug("RabbitMQ settle did not reach the broker; it will redeliver", watermill.LogFields{"queue": k.queue, "uuid": msg.UUID, "err": err.Error()})
-	}
 }
