@@ -18,6 +18,10 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/hexmill/hexmill/internal/settle"
 )
 
 // Options are the knobs every case honours.
@@ -225,4 +229,14 @@ func Env(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// ack acks m as the runtime does: through its settle.Settler when it has
+// one, else with Ack.
+func ack(m *message.Message) {
+	if s := settle.From(m.Context()); s != nil {
+		s.Settle(true)
+		return
+	}
+	m.Ack()
 }

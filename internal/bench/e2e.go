@@ -163,6 +163,24 @@ func brokerMeter() cpuMeter {
 	return cpu
 }
 
+// e2eStart gives one side a private mosquitto (and its process ID), the
+// run's names and its sink queue; done removes them.
+func e2eStart(opts Options) (n e2eNames, mosquittoPID int, sink *e2eSink, done func(), err error) {
+	mqttURL, mosquittoPID, stopMosquitto, err := startMosquitto()
+	if err != nil {
+		return n, 0, nil, nil, err
+	}
+	n = newE2ENames(mqttURL)
+	if sink, err = newE2ESink(n, opts.Messages); err != nil {
+		stopMosquitto()
+		return n, 0, nil, nil, err
+	}
+	return n, mosquittoPID, sink, func() {
+		sink.close()
+		stopMosquitto()
+	}, nil
+}
+
 // pipeline starts the middle of the path and returns once it consumes;
 // stop ends it and returns what it wants reported. pid is the process the
 // pipeline runs in when that is not this one, 0 otherwise.
@@ -171,17 +189,11 @@ type pipeline func(ctx context.Context, n e2eNames) (stop func() string, pid int
 // e2eSide runs one side: broker, sink, pipeline, generator.
 func e2eSide(side string, start pipeline) Run {
 	return func(ctx context.Context, opts Options) (res Result, err error) {
-		mqttURL, mosquittoPID, stopMosquitto, err := startMosquitto()
+		n, mosquittoPID, sink, done, err := e2eStart(opts)
 		if err != nil {
 			return Result{}, err
 		}
-		defer stopMosquitto()
-		n := newE2ENames(mqttURL)
-		sink, err := newE2ESink(n, opts.Messages)
-		if err != nil {
-			return Result{}, err
-		}
-		defer sink.close()
+		defer done()
 		if err := sink.consume(); err != nil {
 			return Result{}, err
 		}

@@ -34,17 +34,11 @@ const backlogPoll = 10 * time.Millisecond
 
 func e2eBacklogSide(side string, start pipeline) Run {
 	return func(ctx context.Context, opts Options) (Result, error) {
-		mqttURL, mosquittoPID, stopMosquitto, err := startMosquitto()
+		n, mosquittoPID, sink, done, err := e2eStart(opts)
 		if err != nil {
 			return Result{}, err
 		}
-		defer stopMosquitto()
-		n := newE2ENames(mqttURL)
-		sink, err := newE2ESink(n, opts.Messages)
-		if err != nil {
-			return Result{}, err
-		}
-		defer sink.close()
+		defer done()
 
 		// The session and its subscription, then the backlog.
 		stop, _, err := start(ctx, n)

@@ -13,7 +13,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hexmill/hexmill/adapters/rabbitmq"
-	"github.com/hexmill/hexmill/internal/settle"
 )
 
 // The RabbitMQ cases. Every side publishes persistent messages to a fresh
@@ -395,14 +394,4 @@ func hexmillConsume(ctx context.Context, o Options, consumerSettles bool) (Resul
 		}
 	}
 	return clk.result(o.Messages, nil), nil
-}
-
-// ack acks m as the runtime does: through its settle.Settler when it has
-// one, else with Ack.
-func ack(m *message.Message) {
-	if s := settle.From(m.Context()); s != nil {
-		s.Settle(true)
-		return
-	}
-	m.Ack()
 }
