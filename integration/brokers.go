@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/wait"
 )
@@ -51,6 +52,23 @@ func RabbitMQURL(t testing.TB) string {
 		t.Fatalf("rabbitmq container endpoint: %v", err)
 	}
 	return "amqp://guest:guest@" + hostPort + "/"
+}
+
+// RabbitMQChannel dials the broker at url and opens a channel, for a test
+// that declares, fills or reads queues itself; the connection closes when
+// the test ends.
+func RabbitMQChannel(t testing.TB, url string) *amqp.Channel {
+	t.Helper()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatalf("rabbitmq: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatalf("rabbitmq channel: %v", err)
+	}
+	return ch
 }
 
 // MQTTURL returns the URL of an MQTT v5 broker to test against.

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/hexmill/hexmill/integration"
 	"github.com/hexmill/hexmill/internal/load"
 )
@@ -34,15 +32,7 @@ func TestSendThenCheck(t *testing.T) {
 	defer cancel()
 	runID := load.NewRunID()
 	queue := "hexmill-load-cmd-" + runID
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := integration.RabbitMQChannel(t, url)
 	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -21,15 +21,7 @@ import (
 // and after SIGTERM nothing is left in the queue.
 func TestRabbitMQHandler(t *testing.T) {
 	url := integration.RabbitMQURL(t)
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := integration.RabbitMQChannel(t, url)
 	run := load.NewRunID()
 	work, sink, poison, exchange := "hx-cmd-"+run+"-work", "hx-cmd-"+run+"-sink", "hx-cmd-"+run+"-poison", "hx-cmd-"+run
 	t.Cleanup(func() {
