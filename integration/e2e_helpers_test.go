@@ -446,9 +446,9 @@ func finish(t *testing.T, ctx context.Context, chk *load.Checker, sending <-chan
 	}
 	report, err := chk.Wait(ctx, out.sent)
 	t.Logf("report: %s", report)
-	t.Logf("sent %d / received %d / lost %d / duplicated %d; latency p50 %s p99 %s max %s; longest gap %s at %s; republished %d",
+	t.Logf("sent %d / received %d / lost %d / duplicated %d; latency p50 %s p99 %s max %s; longest gap %s at %s; republished %d (no subscriber %d)",
 		report.Sent, report.Received, report.Lost, report.Duplicated, report.LatencyP50, report.LatencyP99, report.LatencyMax,
-		report.LongestGap.Round(time.Millisecond), report.LongestGapAt.Round(time.Millisecond), report.Republished)
+		report.LongestGap.Round(time.Millisecond), report.LongestGapAt.Round(time.Millisecond), report.Republished, report.NoSubscribers)
 	if err != nil {
 		t.Fatalf("checker: %v", err)
 	}

@@ -90,8 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "run-id %s: sending %d messages over %s to %s\n", send.RunID, send.Count, send.Transport, redact(send.URL))
 		r, err := load.Send(ctx, send)
-		fmt.Fprintf(stdout, "run-id %s: %d confirmed, %d unconfirmed, %d republished in %s (%.0f msg/s)\n",
-			r.RunID, r.Confirmed, r.Unconfirmed, r.Republished, r.Elapsed.Round(time.Millisecond), r.Rate())
+		fmt.Fprintf(stdout, "run-id %s: %d confirmed, %d unconfirmed, %d republished (%d dropped by the broker for no subscriber) in %s (%.0f msg/s)\n",
+			r.RunID, r.Confirmed, r.Unconfirmed, r.Republished, r.NoSubscribers, r.Elapsed.Round(time.Millisecond), r.Rate())
 		if err != nil {
 			fmt.Fprintf(stderr, "hexmill-load: %v\n", err)
 			return 1

@@ -22,8 +22,11 @@ type Report struct {
 	// generator stopped; they are neither lost nor received.
 	Unconfirmed int
 	// Republished counts publications the generator repeated after a
-	// connection failure.
+	// connection failure or a PUBACK saying no subscriber took it.
 	Republished int
+	// NoSubscribers counts PUBACKs saying no subscriber took the message
+	// (MQTT reason code 0x10); see SendResult.NoSubscribers.
+	NoSubscribers int
 	// Received is the number of sent messages whose alert arrived.
 	Received int
 	// Lost is the number of sent messages whose alert never arrived;
@@ -87,6 +90,7 @@ func (r Report) Markdown() string {
 	row("sent (confirmed)", r.Sent)
 	row("unconfirmed", r.Unconfirmed)
 	row("republished", r.Republished)
+	row("dropped for no subscriber (0x10)", r.NoSubscribers)
 	row("received (distinct)", r.Received)
 	lost := fmt.Sprint(r.Lost)
 	if r.Lost > 0 {
@@ -134,6 +138,7 @@ func (c *Checker) report(sent SendResult) Report {
 		Sent:              sent.Confirmed,
 		Unconfirmed:       sent.Unconfirmed,
 		Republished:       sent.Republished,
+		NoSubscribers:     sent.NoSubscribers,
 		Ignored:           c.ignored,
 		Malformed:         c.malformed,
 		SendRate:          sent.Rate(),

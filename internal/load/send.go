@@ -138,9 +138,15 @@ type SendResult struct {
 	// stopped (cancelled or failed): they may or may not arrive.
 	Unconfirmed int
 	// Republished counts publications repeated after a connection failed
-	// with the message in flight; each may arrive twice.
+	// with the message in flight, or after the broker dropped it for want
+	// of a subscriber; each may arrive twice.
 	Republished int
-	Started     time.Time
+	// NoSubscribers counts MQTT PUBACKs with reason code 0x10 (no matching
+	// subscribers): the broker dropped the message, and the generator
+	// published it again after a backoff. Mosquitto 2.0 answers so after a
+	// restart until the service subscribes again (docs/mqtt.md).
+	NoSubscribers int
+	Started       time.Time
 	// Elapsed is from the first publication to the last confirmation.
 	Elapsed time.Duration
 
@@ -212,6 +218,12 @@ type confirm func(ctx context.Context) error
 
 type dialFunc func(ctx context.Context, publisher int) (link, error)
 
+// errNoSubscribers is a publication the broker confirmed and dropped, as no
+// subscription matched it (MQTT reason code 0x10). The generator knows a
+// service should be subscribed, so it publishes the message again after a
+// backoff, on the same connection, until GiveUp passes without progress.
+var errNoSubscribers = errors.New("the broker dropped the message: no matching subscribers (reason code 0x10); is the service subscribed?")
+
 // fatalError is a failure a retry cannot fix (a message no queue takes, a
 // publication the broker refuses): Send stops.
 type fatalError struct{ err error }
@@ -228,9 +240,10 @@ type sender struct {
 	// publisher that owns the message, read after all have stopped.
 	attempted, confirmed []bool
 
-	confirmedN  atomic.Int64
-	republished atomic.Int64
-	lastConfirm atomic.Int64 // unix nanos
+	confirmedN    atomic.Int64
+	republished   atomic.Int64
+	noSubscribers atomic.Int64
+	lastConfirm   atomic.Int64 // unix nanos
 }
 
 func (s *sender) run(ctx context.Context) (SendResult, error) {
@@ -290,13 +303,14 @@ func (s *sender) run(ctx context.Context) (SendResult, error) {
 
 func (s *sender) result(started time.Time) SendResult {
 	r := SendResult{
-		RunID:       s.cfg.RunID,
-		Transport:   s.cfg.Transport,
-		Count:       s.cfg.Count,
-		Confirmed:   int(s.confirmedN.Load()),
-		Republished: int(s.republished.Load()),
-		Started:     started,
-		confirmed:   s.confirmed,
+		RunID:         s.cfg.RunID,
+		Transport:     s.cfg.Transport,
+		Count:         s.cfg.Count,
+		Confirmed:     int(s.confirmedN.Load()),
+		Republished:   int(s.republished.Load()),
+		NoSubscribers: int(s.noSubscribers.Load()),
+		Started:       started,
+		confirmed:     s.confirmed,
 	}
 	for n, a := range s.attempted {
 		if a && !s.confirmed[n] {
@@ -369,6 +383,9 @@ func (s *sender) publish(ctx context.Context, i int, l link) (err error) {
 			}
 			window = window[1:]
 			retry = append(retry, f.m)
+			if errors.Is(err, errNoSubscribers) {
+				s.noSubscribers.Add(1)
+			}
 			return err
 		}
 		window = window[1:]
@@ -437,6 +454,19 @@ func (s *sender) publish(ctx context.Context, i int, l link) (err error) {
 			}
 		}
 		if failure == nil || ctx.Err() != nil {
+			continue
+		}
+		if errors.Is(failure, errNoSubscribers) {
+			// The connection is fine: collect the rest of the window
+			// (the broker likely dropped those too), wait, publish again.
+			drain()
+			if time.Since(lastProgress) > s.cfg.GiveUp {
+				return fmt.Errorf("no subscriber took a message for %v: %w", s.cfg.GiveUp, failure)
+			}
+			backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
+			if !wait(ctx, backoff) {
+				return nil
+			}
 			continue
 		}
 		// The connection failed: close it, keep what was confirmed,

@@ -50,8 +50,14 @@ func mqttDialer(cfg *SendConfig) dialFunc {
 			ConnectUsername:               user,
 			ConnectPassword:               []byte(pass),
 			// A failed connection is reported to the publisher, which
-			// closes this one and dials anew.
-			OnConnectionDown: func() bool { return false },
+			// closes this one and dials anew. Its publications in flight
+			// end now: paho drops a lost connection's pending PUBACKs
+			// without a word, and each would otherwise wait out paho's
+			// packet timeout (10 s) before it is published again.
+			OnConnectionDown: func() bool {
+				stop()
+				return false
+			},
 			OnConnectError: func(err error) {
 				select {
 				case connErr <- err:
@@ -102,8 +108,11 @@ func (l *mqttLink) send(_ context.Context, m *message) (confirm, error) {
 		// Bound by the link, not by ctx: when ctx ends, the publisher
 		// still collects the PUBACKs in flight, until close.
 		resp, err := l.cm.Publish(l.ctx, p)
-		if err != nil && resp != nil && resp.ReasonCode >= 0x80 && !transientReason(resp.ReasonCode) {
+		switch {
+		case err != nil && resp != nil && resp.ReasonCode >= 0x80 && !transientReason(resp.ReasonCode):
 			err = fatalError{fmt.Errorf("mqtt: publish to %s refused: %w", p.Topic, err)}
+		case err == nil && resp != nil && resp.ReasonCode == reasonNoMatchingSubscribers:
+			err = fmt.Errorf("mqtt: publish to %s: %w", p.Topic, errNoSubscribers)
 		}
 		done <- err
 	}()
@@ -119,6 +128,10 @@ func (l *mqttLink) send(_ context.Context, m *message) (confirm, error) {
 		}
 	}, nil
 }
+
+// reasonNoMatchingSubscribers is the PUBACK reason code 0x10: the broker
+// took the message and dropped it, since no subscription matched.
+const reasonNoMatchingSubscribers = 0x10
 
 // transientReason reports whether a PUBACK reason code may pass: 0x89
 // server busy, 0x97 quota exceeded.
