@@ -94,6 +94,11 @@ const (
 	OptionQoS = "qos"
 	// OptionRetain makes an event binding publish retained messages: true or false.
 	OptionRetain = "retain"
+	// OptionMandatory makes a QoS 1/2 publish that the broker answers with
+	// reason code 0x10 (no matching subscribers: it dropped the message) an
+	// error: true or false (default false). See docs/mqtt.md on mosquitto
+	// restarts and $share subscriptions.
+	OptionMandatory = "mandatory"
 )
 
 // SetDefaults fills the zero values with defaults. It is idempotent.
@@ -290,11 +295,13 @@ func parseQoS(v string) (byte, error) {
 
 // PublishOptions are an event binding's settings.
 type PublishOptions struct {
-	QoS    byte
-	Retain bool
+	QoS       byte
+	Retain    bool
+	Mandatory bool
 }
 
-// ParsePublishOptions reads an event binding's options ("qos", "retain")
+// ParsePublishOptions reads an event binding's options ("qos", "retain",
+// "mandatory")
 // over the configured defaults; it rejects unknown keys.
 func (c Config) ParsePublishOptions(opts map[string]string) (PublishOptions, error) {
 	o := PublishOptions{QoS: byte(c.QoS)}
@@ -312,8 +319,14 @@ func (c Config) ParsePublishOptions(opts map[string]string) (PublishOptions, err
 				return o, fmt.Errorf("option %s: %q is not true or false", OptionRetain, v)
 			}
 			o.Retain = b
+		case OptionMandatory:
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return o, fmt.Errorf("option %s: %q is not true or false", OptionMandatory, v)
+			}
+			o.Mandatory = b
 		default:
-			return o, fmt.Errorf("option %q is not an mqtt publish option; use %s or %s", k, OptionQoS, OptionRetain)
+			return o, fmt.Errorf("option %q is not an mqtt publish option; use %s, %s or %s", k, OptionQoS, OptionRetain, OptionMandatory)
 		}
 	}
 	return o, nil

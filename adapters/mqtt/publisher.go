@@ -31,6 +31,15 @@ const MetadataContentType = ports.MetadataContentType
 // ErrClosed is returned by a closed publisher or subscriber.
 var ErrClosed = errors.New("mqtt: closed")
 
+// ErrNoSubscribers is returned, wrapped, by a mandatory publish (option
+// "mandatory") that the broker answered with reason code 0x10: no
+// subscription matched, and the broker dropped the message.
+var ErrNoSubscribers = errors.New("no matching subscribers: the broker dropped the message (reason code 0x10)")
+
+// errConnectionLost ends a publish whose connection dropped before the
+// broker's PUBACK/PUBCOMP: the broker may or may not have the message.
+var errConnectionLost = errors.New("connection lost before the broker confirmed the message; publish it again")
+
 // Publisher publishes watermill messages as MQTT v5 PUBLISH packets. It
 // returns once the broker has taken each message: for QoS 1 and 2 after
 // PUBACK / PUBCOMP, with the broker's reason code as an error when it
@@ -50,12 +59,30 @@ type pubConn struct {
 	logger  watermill.LoggerAdapter
 	cm      *autopaho.ConnectionManager
 	release func()
-	up      atomic.Bool
+	// live is the current connection, nil before the first. Its context
+	// ends when the connection drops: paho forgets a clean session's
+	// pending PUBACKs when the connection is lost, and a publish waiting
+	// for one would otherwise wait out the whole PublishTimeout.
+	live    atomic.Pointer[liveConn]
 	lastErr lastError
 
 	mu     sync.RWMutex
 	closed bool
 	wg     sync.WaitGroup // publishes in progress
+}
+
+// liveConn is one connection of a publisher; ctx ends when it drops.
+type liveConn struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// current is the live connection, nil while there is none.
+func (c *pubConn) current() *liveConn {
+	if l := c.live.Load(); l != nil && l.ctx.Err() == nil {
+		return l
+	}
+	return nil
 }
 
 var _ message.Publisher = (*Publisher)(nil)
@@ -82,8 +109,16 @@ func NewPublisher(cfg Config, logger watermill.LoggerAdapter) (*Publisher, error
 	cc, err := cfg.clientConfig(connOptions{
 		clientID: id,
 		lastErr:  &c.lastErr,
-		onUp:     func(*autopaho.ConnectionManager, *paho.Connack) { c.up.Store(true) },
-		onDown:   func() bool { c.up.Store(false); return true },
+		onUp: func(*autopaho.ConnectionManager, *paho.Connack) {
+			ctx, cancel := context.WithCancel(context.Background())
+			c.live.Store(&liveConn{ctx: ctx, cancel: cancel})
+		},
+		onDown: func() bool {
+			if l := c.live.Load(); l != nil {
+				l.cancel()
+			}
+			return true
+		},
 	}, logger)
 	if err != nil {
 		release()
@@ -156,12 +191,12 @@ func (c *pubConn) publish(topic string, o PublishOptions, msg *message.Message) 
 
 	// Fast path, while the connection is up: paho bounds the wait for a
 	// packet ID and for PUBACK/PUBCOMP by PacketTimeout (= PublishTimeout),
-	// so no context of our own is needed (one per publish costs a timer
+	// so the connection's context is enough (one per publish costs a timer
 	// and its garbage).
-	if c.up.Load() {
-		resp, err := c.cm.Publish(context.Background(), pub)
+	if l := c.current(); l != nil {
+		resp, err := c.cm.Publish(l.ctx, pub)
 		if !connectionDown(err) {
-			return publishResult(msg, topic, resp, err)
+			return publishResult(o, msg, topic, resp, err, l.ctx)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.PublishTimeout)
@@ -170,11 +205,21 @@ func (c *pubConn) publish(topic string, o PublishOptions, msg *message.Message) 
 		if err := c.cm.AwaitConnection(ctx); err != nil {
 			return c.lastErr.wrap(fmt.Errorf("mqtt: publish %s to %s: no connection to the broker: %w", msg.UUID, topic, err))
 		}
-		resp, err := c.cm.Publish(ctx, pub)
+		l := c.current()
+		if l == nil {
+			// Connected, and OnConnectionUp has not run yet: the
+			// publish is bounded by ctx alone.
+			l = &liveConn{ctx: context.Background()}
+		}
+		pctx, pcancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(l.ctx, pcancel)
+		resp, err := c.cm.Publish(pctx, pub)
+		stop()
+		pcancel()
 		if connectionDown(err) {
 			continue // dropped between the wait and the publish: nothing was sent
 		}
-		return publishResult(msg, topic, resp, err)
+		return publishResult(o, msg, topic, resp, err, l.ctx)
 	}
 }
 
@@ -184,7 +229,15 @@ func connectionDown(err error) bool {
 	return err != nil && (errors.Is(err, autopaho.ConnectionDownError) || errors.Is(err, session.ErrNoConnection))
 }
 
-func publishResult(msg *message.Message, topic string, resp *paho.PublishResponse, err error) error {
+// publishResult is the outcome of a publish on the connection whose
+// context is conn.
+func publishResult(o PublishOptions, msg *message.Message, topic string, resp *paho.PublishResponse, err error, conn context.Context) error {
+	if err != nil && conn.Err() != nil && errors.Is(err, context.Canceled) {
+		return fmt.Errorf("mqtt: publish %s to %s: %w", msg.UUID, topic, errConnectionLost)
+	}
+	if o.Mandatory && err == nil && resp != nil && resp.ReasonCode == 0x10 {
+		return fmt.Errorf("mqtt: publish %s to %s: %w", msg.UUID, topic, ErrNoSubscribers)
+	}
 	if resp != nil && resp.ReasonCode >= 0x80 {
 		reason := ""
 		if resp.Properties != nil && resp.Properties.ReasonString != "" {
@@ -200,7 +253,7 @@ func publishResult(msg *message.Message, topic string, resp *paho.PublishRespons
 
 // Ready reports nil while the publisher's connection is up.
 func (p *Publisher) Ready() error {
-	if !p.conn.up.Load() {
+	if p.conn.current() == nil {
 		return p.conn.lastErr.wrap(errors.New("mqtt: publisher not connected to the broker"))
 	}
 	return nil
