@@ -3,6 +3,7 @@ package mqtt_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -373,6 +374,35 @@ func TestPublishBrokerRefusal(t *testing.T) {
 	err := pub.Publish("denied/x", message.NewMessage(watermill.NewUUID(), nil))
 	if err == nil || !strings.Contains(err.Error(), "0x87") {
 		t.Fatalf("publish to a denied topic: %v, want the broker's 0x87 (not authorized)", err)
+	}
+}
+
+// A QoS 1 publish no subscription matches: the broker answers 0x10 and
+// drops the message. A mandatory binding says so; the default does not.
+func TestPublishMandatory(t *testing.T) {
+	cfg := sharedConfig(t, "")
+	pub := newPublisher(t, cfg)
+	topic := "hexmill-test/" + testClientID(t, "topic") + "/nobody"
+	tests := []struct {
+		options map[string]string
+		want    error
+	}{
+		{nil, nil},
+		{map[string]string{mqtt.OptionMandatory: "false"}, nil},
+		{map[string]string{mqtt.OptionMandatory: "true"}, mqtt.ErrNoSubscribers},
+	}
+	for _, tt := range tests {
+		p, err := pub.WithOptions(tt.options)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = p.Publish(topic, message.NewMessage(watermill.NewUUID(), []byte("x")))
+		if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
+			t.Errorf("options %v: publish with no subscriber: %v, want %v", tt.options, err, tt.want)
+		}
+	}
+	if _, err := pub.WithOptions(map[string]string{mqtt.OptionMandatory: "yes"}); err == nil || !strings.Contains(err.Error(), "mandatory") {
+		t.Errorf(`option mandatory "yes": %v, want an error naming the option`, err)
 	}
 }
 

@@ -71,7 +71,13 @@ type Subscriber struct {
 	cm        *autopaho.ConnectionManager
 	up        bool
 	gen       uint64 // connection generation, counts OnConnectionUp
-	routes    []*route
+	// connCtx ends when the current connection drops: paho keeps a
+	// SUBSCRIBE's pending SUBACK across a reconnect and never resends the
+	// SUBSCRIBE, so a subscribe under way would otherwise wait out
+	// PublishTimeout while the new connection has no subscription.
+	connCtx    context.Context
+	connCancel context.CancelFunc
+	routes     []*route
 	// acks are the current connection's QoS 1/2 messages in arrival
 	// order, not yet acknowledged to the broker; sendAcks sends the
 	// handled prefix.
@@ -372,6 +378,7 @@ func (s *Subscriber) onUp(_ *autopaho.ConnectionManager, ca *paho.Connack) {
 	s.mu.Lock()
 	s.up = true
 	s.gen++
+	s.connCtx, s.connCancel = context.WithCancel(s.base)
 	s.mu.Unlock()
 	s.logger.Debug("MQTT subscriber connected", watermill.LogFields{"session_present": ca.SessionPresent})
 	s.wake()
@@ -382,6 +389,9 @@ func (s *Subscriber) onUp(_ *autopaho.ConnectionManager, ca *paho.Connack) {
 func (s *Subscriber) onDown() bool {
 	s.mu.Lock()
 	s.up = false
+	if s.connCancel != nil {
+		s.connCancel()
+	}
 	for _, r := range s.routes {
 		r.queue = dropStale(r.queue)
 	}
@@ -421,7 +431,7 @@ func (s *Subscriber) manage(cm *autopaho.ConnectionManager) {
 		}
 		for {
 			s.mu.Lock()
-			gen, up := s.gen, s.up
+			gen, up, connCtx := s.gen, s.up, s.connCtx
 			var pending []*route
 			for _, r := range s.routes {
 				if r.subscribed != gen && r.err == nil {
@@ -432,7 +442,7 @@ func (s *Subscriber) manage(cm *autopaho.ConnectionManager) {
 			if !up || len(pending) == 0 {
 				break
 			}
-			ctx, cancel := context.WithTimeout(s.base, s.cfg.PublishTimeout)
+			ctx, cancel := context.WithTimeout(connCtx, s.cfg.PublishTimeout)
 			suback, err := cm.Subscribe(ctx, s.subscribePacket(pending))
 			cancel()
 			if suback == nil || len(suback.Reasons) != len(pending) {

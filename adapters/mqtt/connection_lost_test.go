@@ -1,10 +1,14 @@
 package mqtt_test
 
+// Connections that drop while a publish or a subscribe waits for the
+// broker's answer, against a broker that never answers.
+
 import (
-	"errors"
+	"context"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,35 +18,6 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/mqtt"
 )
-
-// A QoS 1 publish no subscription matches: the broker answers 0x10 and
-// drops the message. A mandatory binding says so; the default does not.
-func TestPublishMandatory(t *testing.T) {
-	cfg := sharedConfig(t, "")
-	pub := newPublisher(t, cfg)
-	topic := "hexmill-test/" + testClientID(t, "topic") + "/nobody"
-	tests := []struct {
-		options map[string]string
-		want    error
-	}{
-		{nil, nil},
-		{map[string]string{mqtt.OptionMandatory: "false"}, nil},
-		{map[string]string{mqtt.OptionMandatory: "true"}, mqtt.ErrNoSubscribers},
-	}
-	for _, tt := range tests {
-		p, err := pub.WithOptions(tt.options)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = p.Publish(topic, message.NewMessage(watermill.NewUUID(), []byte("x")))
-		if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
-			t.Errorf("options %v: publish with no subscriber: %v, want %v", tt.options, err, tt.want)
-		}
-	}
-	if _, err := pub.WithOptions(map[string]string{mqtt.OptionMandatory: "yes"}); err == nil || !strings.Contains(err.Error(), "mandatory") {
-		t.Errorf(`option mandatory "yes": %v, want an error naming the option`, err)
-	}
-}
 
 // A publish whose connection drops before its PUBACK ends at once with an
 // error (the caller publishes again), not after PublishTimeout: paho
@@ -67,12 +42,39 @@ func TestPublishConnectionLostInFlight(t *testing.T) {
 	}
 }
 
+// A subscription whose connection drops before its SUBACK is made again on
+// the next connection at once, not after PublishTimeout: paho keeps the
+// pending SUBACK across a reconnect and never resends the SUBSCRIBE.
+func TestSubscribeConnectionLostInFlight(t *testing.T) {
+	broker := newSilentBroker(t)
+	cfg := testConfig(t, "mqtt://"+broker.addr(), "")
+	cfg.PublishTimeout = time.Minute
+	sub := newSubscriber(t, cfg, mqtt.SubscriberConfig{Group: "g"})
+
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.PublishTimeout/2)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := sub.Subscribe(ctx, "a/+")
+		done <- err
+	}()
+	conn := <-broker.subscribed // never acknowledged
+	broker.answerSubscribe.Store(true)
+	_ = conn.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("subscribe after its first connection dropped: %v, want it made on the next connection", err)
+	}
+}
+
 // silentBroker accepts MQTT connections, answers CONNECT and never
 // acknowledges a PUBLISH: each connection on which one arrived is sent on
-// published.
+// published. It acknowledges a SUBSCRIBE once answerSubscribe is set;
+// before, the connection is sent on subscribed.
 type silentBroker struct {
-	l         net.Listener
-	published chan net.Conn
+	l               net.Listener
+	published       chan net.Conn
+	subscribed      chan net.Conn
+	answerSubscribe atomic.Bool
 
 	mu    sync.Mutex
 	conns []net.Conn
@@ -85,7 +87,7 @@ func newSilentBroker(t *testing.T) *silentBroker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &silentBroker{l: l, published: make(chan net.Conn, 16)}
+	b := &silentBroker{l: l, published: make(chan net.Conn, 16), subscribed: make(chan net.Conn, 16)}
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
@@ -137,6 +139,21 @@ func (b *silentBroker) serve(c net.Conn) {
 			}
 		case packets.PUBLISH:
 			b.published <- c
+		case packets.SUBSCRIBE:
+			sp := p.Content.(*packets.Subscribe)
+			if !b.answerSubscribe.Load() {
+				b.subscribed <- c
+				continue
+			}
+			ack := packets.NewControlPacket(packets.SUBACK)
+			sa := ack.Content.(*packets.Suback)
+			sa.PacketID = sp.PacketID
+			for _, o := range sp.Subscriptions {
+				sa.Reasons = append(sa.Reasons, o.QoS)
+			}
+			if _, err := ack.WriteTo(c); err != nil {
+				return
+			}
 		}
 	}
 }
