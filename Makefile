@@ -4,6 +4,9 @@ GO       ?= go
 PKGS     ?= ./...
 BENCH_N  ?= 50000
 BENCH_ROUNDS ?= 3
+STRESS_HOGS  ?= 2
+STRESS_COUNT ?= 3
+STRESS_RUN   ?= E2E|Mosquitto
 
 .DEFAULT_GOAL := help
 
@@ -39,6 +42,13 @@ test-e2e: ## end-to-end reliability tests on the real binary (kill, cut, restart
 .PHONY: test-e2e-full
 test-e2e-full: ## the same at full size (50k-150k messages per test)
 	HEXMILL_E2E_FULL=1 $(GO) test -race -count=1 -timeout 60m -run E2E -v ./integration/
+
+.PHONY: test-stress
+test-stress: ## the end-to-end tests with STRESS_HOGS busy loops taking the cores (default 2), STRESS_COUNT runs each (default 3)
+	@hogs=""; for i in $$(seq $(STRESS_HOGS)); do yes >/dev/null & hogs="$$hogs $$!"; done; \
+	trap 'kill $$hogs 2>/dev/null' EXIT; \
+	echo "test-stress: $(STRESS_HOGS) CPU hogs running"; \
+	$(GO) test -race -count=$(STRESS_COUNT) -timeout 90m -run '$(STRESS_RUN)' -v ./integration/
 
 .PHONY: bench
 bench: ## hexmill vs the raw clients, side by side in BENCH_ROUNDS interleaved rounds (median), ratio and CPU per message printed; report and charts into docs/bench
