@@ -234,6 +234,26 @@ func TestSendMQTT(t *testing.T) {
 	s.done()
 }
 
+// A PUBACK 0x10 (no matching subscribers) is not a confirmation: the
+// publisher publishes the message again until GiveUp passes, then fails
+// saying so.
+func TestSendMQTTNoSubscriber(t *testing.T) {
+	ctx := testContext(t)
+	run := NewRunID()
+	res, err := Send(ctx, SendConfig{
+		Transport: MQTT, URL: integration.MQTTURL(t), RunID: run, Count: 2, Publishers: 1,
+		Topic: "hexmill-load-test/" + run + "/nobody", GiveUp: 300 * time.Millisecond,
+	})
+	if !errors.Is(err, errNoSubscribers) {
+		t.Fatalf("send to a topic nobody subscribes to: %v, want %v", err, errNoSubscribers)
+	}
+	if res.Confirmed != 0 || res.NoSubscribers < 2 || res.Republished < 1 {
+		t.Fatalf("confirmed %d, no subscriber %d, republished %d; want 0 confirmed, both dropped and published again",
+			res.Confirmed, res.NoSubscribers, res.Republished)
+	}
+	t.Logf("%d PUBACKs with 0x10, %d republished before giving up", res.NoSubscribers, res.Republished)
+}
+
 func sum(ns []int) int {
 	total := 0
 	for _, n := range ns {
