@@ -18,6 +18,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -146,13 +147,15 @@ func (c *Client) dial() (*amqp.Connection, chan *amqp.Error, error) {
 // isTLSRefusal reports a TLS alert from the broker, or a connection the
 // broker closed during the AMQP handshake, as a broker that requires a
 // client certificate does (with TLS 1.3 the alert can lose the race with
-// the close).
+// the close: the client's reader takes the alert and closes the socket
+// while its first write, the protocol header, is under way, which then
+// fails with net.ErrClosed).
 func isTLSRefusal(err error) bool {
 	var ae *amqp.Error
 	msg := err.Error()
 	return strings.Contains(msg, "remote error: tls:") ||
 		(errors.As(err, &ae) && ae.Code == amqp.ChannelError) ||
-		errors.Is(err, amqp.ErrClosed)
+		errors.Is(err, amqp.ErrClosed) || errors.Is(err, net.ErrClosed)
 }
 
 // dialError explains the common failures and keeps the password out.
