@@ -242,6 +242,11 @@ func (k *consumer) run(ctx context.Context, intake *sync.WaitGroup, started chan
 	first := true
 	for {
 		ch, deliveries, err := k.start(ctx)
+		if err == nil {
+			// Before Subscribe returns: it promises every consumer is
+			// consuming, and Ready says so from this mark.
+			client.setConsuming(k, true)
+		}
 		if first {
 			first = false
 			started <- err
@@ -262,7 +267,6 @@ func (k *consumer) run(ctx context.Context, intake *sync.WaitGroup, started chan
 			continue
 		}
 		b.reset()
-		client.setConsuming(k, true)
 		reason := k.pump(ctx, deliveries)
 		client.setConsuming(k, false)
 		switch reason {
