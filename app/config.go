@@ -14,27 +14,21 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/hexmill/hexmill/adapters/aliyun"
-	"github.com/hexmill/hexmill/adapters/memory"
-	"github.com/hexmill/hexmill/adapters/mqtt"
-	"github.com/hexmill/hexmill/adapters/rabbitmq"
-	"github.com/hexmill/hexmill/domain"
+	"github.com/hexmill/hexmill/ports"
 )
 
-// EnvPrefix starts every environment variable the service reads.
-const EnvPrefix = "HEXMILL_"
-
-// EnvConfigFile names the optional YAML file; environment variables override
-// what it says.
-const EnvConfigFile = EnvPrefix + "CONFIG"
-
-// Config is the whole service configuration. Every field can be set in the
-// YAML file (by its yaml name) and overridden by an environment variable:
-// HEXMILL_ + the YAML path in upper case joined by "_", with "-" as "_".
-// For example transports.rabbitmq.url is HEXMILL_TRANSPORTS_RABBITMQ_URL and
-// handlers.telemetry.transport is HEXMILL_HANDLERS_TELEMETRY_TRANSPORT.
+// Config is the framework's part of the service configuration; sections
+// (AsConfig, AsTransport) add the service's and the transports' parts.
+// Every field can be set in the YAML file (by its yaml name) and
+// overridden by an environment variable: the service's prefix (FLEET_ for
+// a service named fleet) + the YAML path in upper case joined by "_", with
+// "-" as "_". For example transports.rabbitmq.url is
+// FLEET_TRANSPORTS_RABBITMQ_URL and handlers.battery.transport is
+// FLEET_HANDLERS_BATTERY_TRANSPORT.
 type Config struct {
-	// Service names this service in logs, client identifiers and metrics.
+	// Service names this instance of the service in logs, client
+	// identifiers, connection names and metrics; it defaults to the
+	// service's name (Service.Name).
 	Service string `yaml:"service"`
 	// HTTPAddr is where /healthz, /readyz and /metrics listen; "off" disables.
 	HTTPAddr string `yaml:"http_addr"`
@@ -44,20 +38,22 @@ type Config struct {
 	Log          LogConfig     `yaml:"log"`
 	Retry        RetryConfig   `yaml:"retry"`
 	// Poison is where a message goes after its last retry, or at once when
-	// its handler says the input is invalid.
+	// its handler says the input is invalid. Its transport defaults to
+	// memory only while every handler consumes from memory: where handlers
+	// consume from a broker, it must be set, so that a poisoned message,
+	// acked at its source, is kept durably.
 	Poison EventBinding `yaml:"poison"`
-	// Demo publishes sample telemetry on the telemetry binding's transport,
-	// so a fresh checkout shows the pipeline at work. On by default with the
-	// in-memory transport only.
-	Demo DemoConfig `yaml:"demo"`
 
-	Transports TransportsConfig `yaml:"transports"`
 	// Handlers binds each handler, by name, to where its messages come from.
 	Handlers map[string]Binding `yaml:"handlers"`
 	// Events binds each outgoing event type to where it is published.
 	Events map[string]EventBinding `yaml:"events"`
 
-	Domain domain.Config `yaml:"domain"`
+	// prefix starts the service's environment variables, e.g. FLEET_.
+	prefix string
+	// sections are the parts of the configuration owned by the service
+	// and the transports, decoded into their own values.
+	sections []ConfigSection
 }
 
 // LogConfig sets up log/slog.
@@ -73,21 +69,6 @@ type RetryConfig struct {
 	InitialInterval time.Duration `yaml:"initial_interval"`
 	MaxInterval     time.Duration `yaml:"max_interval"`
 	Multiplier      float64       `yaml:"multiplier"`
-}
-
-// DemoConfig drives the sample telemetry generator.
-type DemoConfig struct {
-	Enabled  *bool         `yaml:"enabled"`
-	Interval time.Duration `yaml:"interval"`
-}
-
-// TransportsConfig holds each transport's settings. A transport connects
-// only when a binding uses it.
-type TransportsConfig struct {
-	Memory   memory.Config   `yaml:"memory"`
-	RabbitMQ rabbitmq.Config `yaml:"rabbitmq"`
-	MQTT     mqtt.Config     `yaml:"mqtt"`
-	Aliyun   aliyun.Config   `yaml:"aliyun"`
 }
 
 // Binding says where a handler's messages come from.
@@ -115,7 +96,7 @@ type EventBinding struct {
 	Options   map[string]string `yaml:"options"`
 }
 
-// Transport names.
+// Transport names of the transports the framework brings.
 const (
 	TransportMemory   = "memory"
 	TransportRabbitMQ = "rabbitmq"
@@ -126,47 +107,56 @@ const (
 // DefaultConcurrency is a binding's concurrency when it sets none.
 const DefaultConcurrency = 64
 
-var transportNames = []string{TransportMemory, TransportRabbitMQ, TransportMQTT, TransportAliyun}
-
-// DefaultConfig is the configuration of a fresh checkout: the sample
-// handlers on the in-memory transport, no broker needed.
-func DefaultConfig() Config {
+// DefaultConfig is the framework's default configuration for a service
+// named name: no binding; Service.Defaults adds the service's.
+func DefaultConfig(name string) Config {
 	return Config{
-		Service:      "hexmill",
+		Service:      name,
 		HTTPAddr:     ":8080",
 		DrainTimeout: 10 * time.Second,
 		Log:          LogConfig{Level: "info", Format: "text"},
 		Retry:        RetryConfig{MaxRetries: 3, InitialInterval: 100 * time.Millisecond, MaxInterval: 2 * time.Second, Multiplier: 2},
-		Poison:       EventBinding{Transport: TransportMemory, Topic: "hexmill.poison"},
-		Demo:         DemoConfig{Interval: time.Second},
-		Handlers: map[string]Binding{
-			domain.TelemetryHandlerName:    {Transport: TransportMemory, Topic: "devices.telemetry", Group: "hexmill", Concurrency: DefaultConcurrency},
-			domain.DeviceStatusHandlerName: {Transport: TransportMemory, Topic: "devices.status", Group: "hexmill", Concurrency: DefaultConcurrency},
-		},
-		Events: map[string]EventBinding{
-			domain.AlertRaisedType:         {Transport: TransportMemory, Topic: "alerts"},
-			domain.DeviceStatusChangedType: {Transport: TransportMemory, Topic: "devices.status-changed"},
-		},
-		Domain:     domain.DefaultConfig(),
-		Transports: TransportsConfig{Memory: memory.Config{QueueLimit: memory.DefaultQueueLimit}},
+		Poison:       EventBinding{Topic: name + ".poison"},
+		Handlers:     map[string]Binding{},
+		Events:       map[string]EventBinding{},
+		prefix:       EnvPrefix(name),
 	}
 }
 
-// LoadConfig reads the defaults, then the YAML file named by HEXMILL_CONFIG
-// (if set), then the environment, and validates the result. lookup is
-// os.LookupEnv outside tests.
-func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
-	cfg := DefaultConfig()
-	if path, ok := lookup(EnvConfigFile); ok && path != "" {
+// EnvPrefix is the prefix of the environment variables of a service named
+// name: upper case, "-" and "." as "_", e.g. FLEET_ for fleet.
+func EnvPrefix(name string) string {
+	return strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(name)) + "_"
+}
+
+// EnvConfigFile is the variable that names the optional YAML file of a
+// service named name, e.g. FLEET_CONFIG; environment variables override
+// what the file says.
+func EnvConfigFile(name string) string { return EnvPrefix(name) + "CONFIG" }
+
+// LoadConfig reads svc's defaults, then the YAML file named by
+// <PREFIX>CONFIG (if set), then the environment, into the framework's
+// Config and into sections, and validates the result.
+func LoadConfig(svc Service, env Env, sections ...ConfigSection) (Config, error) {
+	cfg := DefaultConfig(svc.Name)
+	if svc.Defaults != nil {
+		svc.Defaults(&cfg)
+	}
+	cfg.prefix = EnvPrefix(svc.Name)
+	cfg.sections = sections
+	if err := cfg.checkSections(); err != nil {
+		return cfg, err
+	}
+	if path, ok := env[EnvConfigFile(svc.Name)]; ok && path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return cfg, fmt.Errorf("config file: %w (set %s to a readable YAML file or unset it)", err, EnvConfigFile)
+			return cfg, fmt.Errorf("config file: %w (set %s to a readable YAML file or unset it)", err, EnvConfigFile(svc.Name))
 		}
-		if err := decodeYAML(b, &cfg); err != nil {
+		if err := cfg.decodeYAML(b); err != nil {
 			return cfg, fmt.Errorf("config file %s: %w", path, err)
 		}
 	}
-	if err := applyEnv(&cfg, EnvPrefix, lookup); err != nil {
+	if err := cfg.applyEnv(env); err != nil {
 		return cfg, err
 	}
 	cfg.setDefaults()
@@ -176,33 +166,213 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 	return cfg, nil
 }
 
-func decodeYAML(b []byte, cfg *Config) error {
-	// Check the document against Config first: yaml.v3's own errors give
-	// a line and a Go type, not the setting, its variable and a fix.
+func (c *Config) checkSections() error {
+	top := map[string]bool{}
+	yamlFields(reflect.TypeOf(*c), map[string]reflect.Type{})
+	fields := map[string]reflect.Type{}
+	yamlFields(reflect.TypeOf(*c), fields)
+	for k := range fields {
+		top[k] = true
+	}
+	seen := map[string]bool{}
+	for _, s := range c.sections {
+		first, _, _ := strings.Cut(s.Path, ".")
+		if s.Path == "" || top[first] || seen[s.Path] {
+			return fmt.Errorf("config section %q: the path must be new and not under %v", s.Path, sortedKeys(fields))
+		}
+		if v := reflect.ValueOf(s.Value); v.Kind() != reflect.Pointer || v.IsNil() {
+			return fmt.Errorf("config section %q: the value must be a non-nil pointer, not %T", s.Path, s.Value)
+		}
+		seen[s.Path] = true
+	}
+	return nil
+}
+
+func (c *Config) decodeYAML(b []byte) error {
+	// Check the document against Config and the sections first: yaml.v3's
+	// own errors give a line and a Go type, not the setting, its variable
+	// and a fix.
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return fmt.Errorf("%w (fix the YAML syntax)", err)
 	}
-	if err := checkYAML(&doc, reflect.TypeOf(cfg).Elem(), ""); err != nil {
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
+		root = root.Content[0]
+	}
+	if root.Kind == 0 || root.Kind == yaml.DocumentNode {
+		return nil // an empty file sets nothing
+	}
+	if root.Kind != yaml.MappingNode {
+		return yamlKindError(root, reflect.TypeOf(*c), "")
+	}
+	for _, s := range c.sections {
+		n := takeNode(root, strings.Split(s.Path, "."))
+		if n == nil {
+			continue
+		}
+		t := reflect.TypeOf(s.Value).Elem()
+		if err := checkYAML(n, t, s.Path); err != nil {
+			return c.withEnv(err)
+		}
+		if err := decodeStrict(n, s.Value); err != nil {
+			return err
+		}
+	}
+	if err := c.checkSectionParents(root, ""); err != nil {
+		return c.withEnv(err)
+	}
+	if err := checkYAML(root, reflect.TypeOf(*c), ""); err != nil {
+		return c.withEnv(c.sectionKeyError(err))
+	}
+	return decodeStrict(root, c)
+}
+
+// decodeStrict decodes n into v, refusing unknown keys.
+func decodeStrict(n *yaml.Node, v any) error {
+	b, err := yaml.Marshal(n)
+	if err != nil {
 		return err
 	}
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) { // an empty file sets nothing
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
 	return nil
 }
 
-func (c *Config) setDefaults() {
-	if c.Demo.Enabled == nil {
-		on := c.onlyMemory()
-		c.Demo.Enabled = &on
+// takeNode removes the value at path from the mapping root and returns
+// it; a mapping left empty by the removal is removed too. nil when the
+// document does not set path.
+func takeNode(root *yaml.Node, path []string) *yaml.Node {
+	if root.Kind != yaml.MappingNode {
+		return nil
 	}
-	c.Transports.Memory.SetDefaults()
-	c.Transports.RabbitMQ.SetDefaults()
-	c.Transports.MQTT.SetDefaults()
-	c.Transports.Aliyun.SetDefaults()
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value != path[0] {
+			continue
+		}
+		v := root.Content[i+1]
+		if len(path) == 1 {
+			root.Content = append(root.Content[:i], root.Content[i+2:]...)
+			return v
+		}
+		n := takeNode(v, path[1:])
+		if n != nil && v.Kind == yaml.MappingNode && len(v.Content) == 0 {
+			root.Content = append(root.Content[:i], root.Content[i+2:]...)
+		}
+		return n
+	}
+	return nil
+}
+
+// checkSectionParents refuses what is left, once the sections took their
+// parts, under a mapping that only sections live in (transports.kafka).
+func (c *Config) checkSectionParents(n *yaml.Node, path string) error {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		p := join(path, k.Value)
+		var under []string
+		for _, s := range c.sections {
+			if strings.HasPrefix(s.Path, p+".") {
+				under = append(under, s.Path)
+			}
+		}
+		if len(under) == 0 {
+			continue
+		}
+		v := n.Content[i+1]
+		if v.Kind != yaml.MappingNode {
+			if v.ShortTag() == "!!null" {
+				continue
+			}
+			return yamlKindError(v, reflect.TypeOf(map[string]any{}), p)
+		}
+		if err := c.checkSectionParents(v, p); err != nil {
+			return err
+		}
+		for j := 0; j+1 < len(v.Content); j += 2 {
+			slices.Sort(under)
+			return &ConfigError{Field: join(p, v.Content[j].Value), Fix: fmt.Sprintf("line %d: not a setting; this build knows %s",
+				v.Content[j].Line, strings.Join(under, ", "))}
+		}
+		// Left empty: drop it, Config has no such field.
+		n.Content = append(n.Content[:i], n.Content[i+2:]...)
+		i -= 2
+	}
+	return nil
+}
+
+// sectionKeyError says which sections there are when a key the YAML
+// checker refused lies where sections live (transports.kafka).
+func (c *Config) sectionKeyError(err error) error {
+	var ce *ConfigError
+	if !errors.As(err, &ce) || !strings.Contains(ce.Fix, "not a setting") {
+		return err
+	}
+	var under []string
+	for _, s := range c.sections {
+		parent, _ := splitLast(s.Path)
+		if parent != "" && strings.HasPrefix(ce.Field, parent+".") || ce.Field == parent {
+			under = append(under, s.Path)
+		}
+	}
+	if len(under) == 0 {
+		if parent, _ := splitLast(ce.Field); parent == "" {
+			var tops []string
+			for _, s := range c.sections {
+				first, _, _ := strings.Cut(s.Path, ".")
+				if !slices.Contains(tops, first) {
+					tops = append(tops, first)
+				}
+			}
+			if len(tops) > 0 {
+				slices.Sort(tops)
+				return &ConfigError{Field: ce.Field, Fix: ce.Fix + "; the service's sections: " + strings.Join(tops, ", ")}
+			}
+		}
+		return err
+	}
+	slices.Sort(under)
+	return &ConfigError{Field: ce.Field, Fix: "not a setting; this build knows " + strings.Join(under, ", ")}
+}
+
+func splitLast(path string) (parent, last string) {
+	i := strings.LastIndex(path, ".")
+	if i < 0 {
+		return "", path
+	}
+	return path[:i], path[i+1:]
+}
+
+// withEnv names the environment variable of a ConfigError's field.
+func (c *Config) withEnv(err error) error {
+	var ce *ConfigError
+	if errors.As(err, &ce) && ce.Env == "" {
+		ce.Env = envName(c.prefix, ce.Field)
+	}
+	return err
+}
+
+// settable is a section value with defaults to fill in.
+type settable interface{ SetDefaults() }
+
+// validatable is a section value that can tell what is wrong with it.
+type validatable interface{ Validate() error }
+
+func (c *Config) setDefaults() {
+	if c.Poison.Transport == "" && c.onlyMemory() {
+		c.Poison.Transport = TransportMemory
+	}
+	for _, s := range c.sections {
+		if d, ok := s.Value.(settable); ok {
+			d.SetDefaults()
+		}
+	}
 	for name, b := range c.Handlers {
 		if b.Concurrency == 0 {
 			b.Concurrency = DefaultConcurrency
@@ -211,6 +381,8 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// onlyMemory reports whether no binding uses a transport other than
+// memory.
 func (c Config) onlyMemory() bool {
 	for _, t := range c.usedTransports() {
 		if t != TransportMemory {
@@ -219,6 +391,9 @@ func (c Config) onlyMemory() bool {
 	}
 	return true
 }
+
+// OnlyMemory reports whether every binding is on the in-memory transport.
+func (c Config) OnlyMemory() bool { return c.onlyMemory() }
 
 // usedTransports lists the transports some binding refers to, sorted.
 func (c Config) usedTransports() []string {
@@ -239,11 +414,27 @@ func (c Config) usedTransports() []string {
 	return used
 }
 
+// transportNames lists the transports of this build, sorted.
+func (c Config) transportNames() []string {
+	var names []string
+	for _, s := range c.sections {
+		if s.Transport != "" {
+			names = append(names, s.Transport)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
 // Validate reports the first invalid setting: its YAML path, its
 // environment variable, and what to do.
 func (c Config) Validate() error {
+	return c.withEnv(c.validate())
+}
+
+func (c Config) validate() error {
 	if c.Service == "" {
-		return fieldError("service", "must not be empty; name the service, e.g. hexmill")
+		return fieldError("service", "must not be empty; name the service, e.g. fleet")
 	}
 	if c.DrainTimeout <= 0 {
 		return fieldError("drain_timeout", "must be a positive duration, e.g. 10s")
@@ -267,16 +458,13 @@ func (c Config) Validate() error {
 	default:
 		return fieldError("log.format", "must be text or json")
 	}
-	if c.Demo.Interval <= 0 {
-		return fieldError("demo.interval", "must be a positive duration, e.g. 1s")
-	}
 	if len(c.Handlers) == 0 {
-		return fieldError("handlers", "bind at least one handler")
+		return fieldError("handlers", "bind at least one handler, e.g. handlers.<name>.transport and .topic")
 	}
 	for _, name := range sortedKeys(c.Handlers) {
 		b := c.Handlers[name]
 		path := "handlers." + name
-		if err := checkTransport(path+".transport", b.Transport); err != nil {
+		if err := c.checkTransport(path+".transport", b.Transport); err != nil {
 			return err
 		}
 		if b.Topic == "" && b.Transport != TransportAliyun {
@@ -292,52 +480,48 @@ func (c Config) Validate() error {
 	for _, name := range sortedKeys(c.Events) {
 		e := c.Events[name]
 		path := "events." + name
-		if err := checkTransport(path+".transport", e.Transport); err != nil {
+		if err := c.checkTransport(path+".transport", e.Transport); err != nil {
 			return err
 		}
 		if e.Topic == "" {
 			return fieldError(path+".topic", "must name the topic or routing key to publish to")
 		}
 	}
-	if err := checkTransport("poison.transport", c.Poison.Transport); err != nil {
+	if c.Poison.Transport == "" {
+		var durable []string
+		for _, name := range sortedKeys(c.Handlers) {
+			if t := c.Handlers[name].Transport; t != TransportMemory {
+				durable = append(durable, "handlers."+name+" on "+t)
+			}
+		}
+		return fieldError("poison.transport", fmt.Sprintf("must be set where handlers consume from a broker (%s): "+
+			"a poisoned message is acked at its source, so it must go where it is kept, e.g. rabbitmq with poison.topic a bound queue "+
+			"(memory keeps it only until the process ends)", strings.Join(durable, ", ")))
+	}
+	if err := c.checkTransport("poison.transport", c.Poison.Transport); err != nil {
 		return err
 	}
 	if c.Poison.Topic == "" {
 		return fieldError("poison.topic", "must name where failed messages go")
 	}
-	for _, t := range c.usedTransports() {
-		if err := c.validateTransport(t); err != nil {
-			return prefixField("transports."+t+".", err)
+	used := c.usedTransports()
+	for _, s := range c.sections {
+		if s.Transport != "" && !slices.Contains(used, s.Transport) {
+			continue // validated when a binding uses it
 		}
-	}
-	if err := c.Domain.Validate(); err != nil {
-		// "config: domain.thresholds.x: what to do"
-		field, fix, ok := strings.Cut(strings.TrimPrefix(err.Error(), "config: "), ": ")
-		if !ok || strings.Contains(field, " ") {
-			field, fix = "domain", err.Error()
+		if v, ok := s.Value.(validatable); ok {
+			if err := v.Validate(); err != nil {
+				return sectionError(s.Path, err)
+			}
 		}
-		return &ConfigError{Field: field, Fix: fix}
 	}
 	return nil
 }
 
-func (c Config) validateTransport(name string) error {
-	switch name {
-	case TransportMemory:
-		return c.Transports.Memory.Validate()
-	case TransportRabbitMQ:
-		return c.Transports.RabbitMQ.Validate()
-	case TransportMQTT:
-		return c.Transports.MQTT.Validate()
-	case TransportAliyun:
-		return c.Transports.Aliyun.Validate()
-	}
-	return nil
-}
-
-func checkTransport(path, name string) error {
-	if !slices.Contains(transportNames, name) {
-		return fieldError(path, fmt.Sprintf("%q is not a transport; use one of %s", name, strings.Join(transportNames, ", ")))
+func (c Config) checkTransport(path, name string) error {
+	names := c.transportNames()
+	if !slices.Contains(names, name) {
+		return fieldError(path, fmt.Sprintf("%q is not a transport; use one of %s", name, strings.Join(names, ", ")))
 	}
 	return nil
 }
@@ -345,32 +529,41 @@ func checkTransport(path, name string) error {
 // ConfigError names the setting that is wrong and what to do about it.
 type ConfigError struct {
 	Field string // YAML path, e.g. transports.rabbitmq.url
+	Env   string // its environment variable, e.g. FLEET_TRANSPORTS_RABBITMQ_URL
 	Fix   string
 }
 
 func (e *ConfigError) Error() string {
-	return fmt.Sprintf("config: %s (%s): %s", e.Field, EnvName(e.Field), e.Fix)
+	if e.Env == "" {
+		return fmt.Sprintf("config: %s: %s", e.Field, e.Fix)
+	}
+	return fmt.Sprintf("config: %s (%s): %s", e.Field, e.Env, e.Fix)
 }
 
 func fieldError(field, fix string) error { return &ConfigError{Field: field, Fix: fix} }
 
-// prefixField puts an adapter's field error under its place in Config. An
-// adapter's Validate returns errors that start with the field's YAML name,
-// "field: what to do".
-func prefixField(prefix string, err error) error {
+// fieldError returns a ConfigError on field with its environment variable.
+func (c Config) fieldError(field, fix string) error {
+	return &ConfigError{Field: field, Env: envName(c.prefix, field), Fix: fix}
+}
+
+// sectionError puts a section's error under the section's path: a
+// *ports.FieldError names a setting in the section; any other error is
+// about the section as a whole.
+func sectionError(path string, err error) error {
+	var fe *ports.FieldError
+	if errors.As(err, &fe) {
+		return &ConfigError{Field: path + "." + fe.Field, Fix: fe.Fix}
+	}
 	var ce *ConfigError
 	if errors.As(err, &ce) {
-		return &ConfigError{Field: prefix + ce.Field, Fix: ce.Fix}
+		return &ConfigError{Field: path + "." + ce.Field, Fix: ce.Fix}
 	}
-	field, fix, ok := strings.Cut(err.Error(), ": ")
-	if !ok || strings.ContainsAny(field, " ") {
-		return &ConfigError{Field: strings.TrimSuffix(prefix, "."), Fix: err.Error()}
-	}
-	return &ConfigError{Field: prefix + field, Fix: fix}
+	return &ConfigError{Field: path, Fix: err.Error()}
 }
 
 // EnvName is the environment variable that sets a YAML path.
-func EnvName(path string) string { return envName(EnvPrefix, path) }
+func (c Config) EnvName(path string) string { return envName(c.prefix, path) }
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))

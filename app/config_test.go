@@ -2,25 +2,79 @@ package app_test
 
 import (
 	"errors"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hexmill/hexmill/app"
-	"github.com/hexmill/hexmill/domain"
 	"github.com/hexmill/hexmill/internal/secret"
+	"github.com/hexmill/hexmill/ports"
 )
 
 // env is a fake environment for LoadConfig.
-type env map[string]string
+type env = app.Env
 
-func (e env) lookup(k string) (string, bool) {
-	v, ok := e[k]
-	return v, ok
+// The test service stands for a service on the framework: two handlers,
+// two events, and sections of its own (domain, demo).
+const testName = "hexmill"
+
+var envConfigFile = app.EnvConfigFile(testName)
+
+type testDomain struct {
+	Thresholds map[string]float64 `yaml:"thresholds"`
+}
+
+func (d testDomain) Validate() error {
+	for _, m := range slices.Sorted(maps.Keys(d.Thresholds)) {
+		if v := d.Thresholds[m]; math.IsNaN(v) || math.IsInf(v, 0) {
+			return &ports.FieldError{Field: "thresholds." + m, Fix: "must be a finite number"}
+		}
+	}
+	return nil
+}
+
+type testDemo struct {
+	Enabled  *bool         `yaml:"enabled"`
+	Interval time.Duration `yaml:"interval"`
+}
+
+func (d testDemo) Validate() error {
+	if d.Interval <= 0 {
+		return &ports.FieldError{Field: "interval", Fix: "must be a positive duration, e.g. 1s"}
+	}
+	return nil
+}
+
+var testService = app.Service{Name: testName, Defaults: func(c *app.Config) {
+	c.Handlers["telemetry"] = app.Binding{Transport: app.TransportMemory, Topic: "devices.telemetry", Group: testName}
+	c.Handlers["device-status"] = app.Binding{Transport: app.TransportMemory, Topic: "devices.status", Group: testName}
+	c.Events["AlertRaised"] = app.EventBinding{Transport: app.TransportMemory, Topic: "alerts"}
+	c.Events["DeviceStatusChanged"] = app.EventBinding{Transport: app.TransportMemory, Topic: "devices.status-changed"}
+}}
+
+// loaded is a configuration with the test service's sections.
+type loaded struct {
+	app.Config
+	Domain *testDomain
+	Demo   *testDemo
+}
+
+func load(e env) (loaded, error) {
+	l := loaded{
+		Domain: &testDomain{Thresholds: map[string]float64{"temperature": 80, "humidity": 95}},
+		Demo:   &testDemo{Interval: time.Second},
+	}
+	var err error
+	l.Config, err = app.LoadWithTransports(testService, e,
+		app.ConfigSection{Path: "domain", Value: l.Domain},
+		app.ConfigSection{Path: "demo", Value: l.Demo})
+	return l, err
 }
 
 // writeYAML writes a config file and returns an env naming it.
@@ -30,7 +84,7 @@ func writeYAML(t *testing.T, yaml string) env {
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return env{app.EnvConfigFile: path}
+	return env{envConfigFile: path}
 }
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -39,40 +93,35 @@ func TestLoadConfigDefaults(t *testing.T) {
 		env  env
 	}{
 		{"no environment", env{}},
-		{"empty config file variable", env{app.EnvConfigFile: ""}},
+		{"empty config file variable", env{envConfigFile: ""}},
 		{"empty file", writeYAML(t, "")},
 		{"comment-only file", writeYAML(t, "# nothing here\n")},
-		{"unrelated variables", env{"HOME": "/root", "HEXMILL": "x", "HEXMILL_": "y"}},
+		{"unrelated variables", env{"HOME": "/root", "HEXMILL": "x", "HEXMILL_": "y", "HEXMILL_TEST_RABBITMQ_URL": "amqp://x"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := app.LoadConfig(tt.env.lookup)
+			cfg, err := load(tt.env)
 			if err != nil {
 				t.Fatalf("LoadConfig() = %v, want the defaults", err)
 			}
-			def := app.DefaultConfig()
+			def := app.DefaultConfig(testName)
 			if cfg.Service != def.Service || cfg.DrainTimeout != def.DrainTimeout || cfg.Retry != def.Retry || cfg.Log != def.Log {
 				t.Errorf("LoadConfig() = %+v, want the defaults %+v", cfg, def)
 			}
 			if err := cfg.Validate(); err != nil {
 				t.Errorf("loaded defaults do not validate: %v", err)
 			}
-			for _, name := range []string{domain.TelemetryHandlerName, domain.DeviceStatusHandlerName} {
+			for _, name := range []string{"telemetry", "device-status"} {
 				b, ok := cfg.Handlers[name]
-				if !ok || b.Transport != app.TransportMemory || b.Concurrency < 1 {
-					t.Errorf("handler %s = %+v (bound %v), want bound to memory with a concurrency", name, b, ok)
+				if !ok || b.Transport != app.TransportMemory || b.Concurrency != app.DefaultConcurrency {
+					t.Errorf("handlers.%s = %+v, want memory with concurrency %d", name, b, app.DefaultConcurrency)
 				}
 			}
-			for _, ev := range []string{domain.AlertRaisedType, domain.DeviceStatusChangedType} {
-				if _, ok := cfg.Events[ev]; !ok {
-					t.Errorf("event %s not bound", ev)
-				}
+			if cfg.Poison.Transport != app.TransportMemory || cfg.Poison.Topic != testName+".poison" {
+				t.Errorf("poison = %+v, want memory %s.poison with the memory transport only", cfg.Poison, testName)
 			}
-			if cfg.Demo.Enabled == nil || !*cfg.Demo.Enabled {
-				t.Errorf("demo enabled = %v, want on with the memory transport only", cfg.Demo.Enabled)
-			}
-			if !reflect.DeepEqual(cfg.Domain, domain.DefaultConfig()) {
-				t.Errorf("domain = %+v, want %+v", cfg.Domain, domain.DefaultConfig())
+			if !reflect.DeepEqual(cfg.Domain.Thresholds, map[string]float64{"temperature": 80, "humidity": 95}) {
+				t.Errorf("domain = %+v, want the section's defaults", cfg.Domain)
 			}
 		})
 	}
@@ -88,9 +137,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "defaults", change: func(*app.Config) {}},
 		{name: "no handlers", change: func(c *app.Config) { c.Handlers = nil }, field: "handlers"},
 		{name: "zero concurrency", change: func(c *app.Config) {
-			b := c.Handlers[domain.TelemetryHandlerName]
+			b := c.Handlers["telemetry"]
 			b.Concurrency = 0
-			c.Handlers[domain.TelemetryHandlerName] = b
+			c.Handlers["telemetry"] = b
 		}, field: "handlers.telemetry.concurrency"},
 		{name: "aliyun binding needs no topic", change: func(c *app.Config) {
 			c.Handlers = map[string]app.Binding{"h": {Transport: app.TransportMemory, Topic: "t", Concurrency: 1}}
@@ -99,18 +148,16 @@ func TestConfigValidate(t *testing.T) {
 			c.Handlers["h"] = b
 		}, field: "transports.aliyun"},
 		{name: "no events is fine", change: func(c *app.Config) { c.Events = nil }},
-		{name: "threshold not finite", change: func(c *app.Config) {
-			c.Domain = domain.Config{Thresholds: map[string]float64{"x": math.NaN()}}
-		}, field: "domain.thresholds.x"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := app.DefaultConfig()
-			// LoadConfig fills the transports' defaults; DefaultConfig
-			// leaves them zero.
-			c.Transports.Memory.SetDefaults()
+			l, err := load(env{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := l.Config
 			tt.change(&c)
-			err := c.Validate()
+			err = c.Validate()
 			if tt.field == "" {
 				if err != nil {
 					t.Fatalf("Validate() = %v, want nil", err)
@@ -163,24 +210,24 @@ func TestLoadConfigLayers(t *testing.T) {
 		name  string
 		yaml  string // "" for no file
 		env   env
-		check func(t *testing.T, cfg app.Config)
+		check func(t *testing.T, cfg loaded)
 	}{
 		{
 			name: "YAML overrides defaults",
 			yaml: overrideYAML,
-			check: func(t *testing.T, cfg app.Config) {
+			check: func(t *testing.T, cfg loaded) {
 				eq(t, "service", cfg.Service, "plant-7")
 				eq(t, "drain_timeout", cfg.DrainTimeout, 20*time.Second)
 				eq(t, "log", cfg.Log, app.LogConfig{Level: "debug", Format: "json"})
 				eq(t, "retry", cfg.Retry, app.RetryConfig{MaxRetries: 5, InitialInterval: 50 * time.Millisecond, MaxInterval: time.Second, Multiplier: 3})
-				eq(t, "handlers.telemetry", cfg.Handlers[domain.TelemetryHandlerName], app.Binding{
+				eq(t, "handlers.telemetry", cfg.Handlers["telemetry"], app.Binding{
 					Transport: app.TransportMemory, Topic: "yaml.telemetry", Group: "yaml-group", Concurrency: 4, TopicParams: "{kind}.telemetry",
 				})
-				eq(t, "events.AlertRaised.topic", cfg.Events[domain.AlertRaisedType].Topic, "yaml.alerts")
+				eq(t, "events.AlertRaised.topic", cfg.Events["AlertRaised"].Topic, "yaml.alerts")
 				eq(t, "demo.interval", cfg.Demo.Interval, 5*time.Second)
 				// Entries the file does not mention keep their defaults.
-				eq(t, "handlers.device-status.topic", cfg.Handlers[domain.DeviceStatusHandlerName].Topic, "devices.status")
-				eq(t, "http_addr", cfg.HTTPAddr, app.DefaultConfig().HTTPAddr)
+				eq(t, "handlers.device-status.topic", cfg.Handlers["device-status"].Topic, "devices.status")
+				eq(t, "http_addr", cfg.HTTPAddr, app.DefaultConfig(testName).HTTPAddr)
 				eq(t, "domain.thresholds", cfg.Domain.Thresholds, map[string]float64{"temperature": 70, "humidity": 95, "co2": 1000})
 			},
 		},
@@ -200,13 +247,13 @@ func TestLoadConfigLayers(t *testing.T) {
 				"HEXMILL_LOG_LEVEL":                          "warn",
 				"HEXMILL_EVENTS_ALERTRAISED_TOPIC":           "env.alerts",
 			},
-			check: func(t *testing.T, cfg app.Config) {
+			check: func(t *testing.T, cfg loaded) {
 				eq(t, "drain_timeout", cfg.DrainTimeout, 3*time.Second)
 				eq(t, "service", cfg.Service, "from-env")
-				eq(t, "handlers.telemetry.topic", cfg.Handlers[domain.TelemetryHandlerName].Topic, "x")
-				eq(t, "handlers.telemetry.group (from YAML)", cfg.Handlers[domain.TelemetryHandlerName].Group, "yaml-group")
-				eq(t, "handlers.device-status.topic", cfg.Handlers[domain.DeviceStatusHandlerName].Topic, "env.status")
-				eq(t, "handlers.device-status.concurrency", cfg.Handlers[domain.DeviceStatusHandlerName].Concurrency, 2)
+				eq(t, "handlers.telemetry.topic", cfg.Handlers["telemetry"].Topic, "x")
+				eq(t, "handlers.telemetry.group (from YAML)", cfg.Handlers["telemetry"].Group, "yaml-group")
+				eq(t, "handlers.device-status.topic", cfg.Handlers["device-status"].Topic, "env.status")
+				eq(t, "handlers.device-status.concurrency", cfg.Handlers["device-status"].Concurrency, 2)
 				eq(t, "domain.thresholds.temperature", cfg.Domain.Thresholds["temperature"], 50.0)
 				eq(t, "domain.thresholds.co2 (from YAML)", cfg.Domain.Thresholds["co2"], 1000.0)
 				if cfg.Demo.Enabled == nil || *cfg.Demo.Enabled {
@@ -216,7 +263,7 @@ func TestLoadConfigLayers(t *testing.T) {
 				eq(t, "retry.max_retries (from YAML)", cfg.Retry.MaxRetries, 5)
 				eq(t, "log.level", cfg.Log.Level, "warn")
 				eq(t, "log.format (from YAML)", cfg.Log.Format, "json")
-				eq(t, "events.AlertRaised.topic", cfg.Events[domain.AlertRaisedType].Topic, "env.alerts")
+				eq(t, "events.AlertRaised.topic", cfg.Events["AlertRaised"].Topic, "env.alerts")
 			},
 		},
 		{
@@ -226,8 +273,8 @@ func TestLoadConfigLayers(t *testing.T) {
 				"HEXMILL_DEMO_ENABLED":                 "true",
 				"HEXMILL_DEMO_INTERVAL":                "250ms",
 			},
-			check: func(t *testing.T, cfg app.Config) {
-				eq(t, "handlers.device-status.topic", cfg.Handlers[domain.DeviceStatusHandlerName].Topic, "s")
+			check: func(t *testing.T, cfg loaded) {
+				eq(t, "handlers.device-status.topic", cfg.Handlers["device-status"].Topic, "s")
 				eq(t, "demo.interval", cfg.Demo.Interval, 250*time.Millisecond)
 				if cfg.Demo.Enabled == nil || !*cfg.Demo.Enabled {
 					t.Errorf("demo.enabled = %v, want true", cfg.Demo.Enabled)
@@ -237,7 +284,7 @@ func TestLoadConfigLayers(t *testing.T) {
 		{
 			name: "demo.enabled false in YAML stays off",
 			yaml: "demo:\n  enabled: false\n",
-			check: func(t *testing.T, cfg app.Config) {
+			check: func(t *testing.T, cfg loaded) {
 				if cfg.Demo.Enabled == nil || *cfg.Demo.Enabled {
 					t.Errorf("demo.enabled = %v, want false", cfg.Demo.Enabled)
 				}
@@ -246,9 +293,9 @@ func TestLoadConfigLayers(t *testing.T) {
 		{
 			name: "null in YAML keeps the default",
 			yaml: "drain_timeout: ~\nlog:\n",
-			check: func(t *testing.T, cfg app.Config) {
-				eq(t, "drain_timeout", cfg.DrainTimeout, app.DefaultConfig().DrainTimeout)
-				eq(t, "log", cfg.Log, app.DefaultConfig().Log)
+			check: func(t *testing.T, cfg loaded) {
+				eq(t, "drain_timeout", cfg.DrainTimeout, app.DefaultConfig(testName).DrainTimeout)
+				eq(t, "log", cfg.Log, app.DefaultConfig(testName).Log)
 			},
 		},
 	}
@@ -261,7 +308,7 @@ func TestLoadConfigLayers(t *testing.T) {
 			for k, v := range tt.env {
 				e[k] = v
 			}
-			cfg, err := app.LoadConfig(e.lookup)
+			cfg, err := load(e)
 			if err != nil {
 				t.Fatalf("LoadConfig() = %v", err)
 			}
@@ -293,10 +340,15 @@ func TestLoadConfigInvalid(t *testing.T) {
 		{name: "zero drain timeout", env: env{"HEXMILL_DRAIN_TIMEOUT": "0s"}, field: "drain_timeout", want: []string{"positive duration"}},
 		{name: "negative drain timeout", yaml: "drain_timeout: -1s\n", field: "drain_timeout", want: []string{"positive duration"}},
 		{name: "empty service", env: env{"HEXMILL_SERVICE": ""}, field: "service", want: []string{"must not be empty"}},
-		{name: "unknown transport in env", env: env{"HEXMILL_HANDLERS_TELEMETRY_TRANSPORT": "kafka"}, field: "handlers.telemetry.transport", want: []string{`"kafka" is not a transport`, "memory, rabbitmq, mqtt, aliyun"}},
+		{name: "unknown transport in env", env: env{"HEXMILL_HANDLERS_TELEMETRY_TRANSPORT": "kafka"}, field: "handlers.telemetry.transport", want: []string{`"kafka" is not a transport`, "aliyun, memory, mqtt, rabbitmq"}},
 		{name: "unknown transport for device-status", env: env{"HEXMILL_HANDLERS_DEVICE_STATUS_TRANSPORT": "nats"}, field: "handlers.device-status.transport", want: []string{`"nats" is not a transport`}},
 		{name: "unknown event transport", yaml: "events:\n  AlertRaised:\n    transport: sqs\n    topic: a\n", field: "events.AlertRaised.transport", want: []string{`"sqs"`}},
-		{name: "unknown poison transport", env: env{"HEXMILL_POISON_TRANSPORT": ""}, field: "poison.transport", want: []string{"is not a transport"}},
+		{name: "unknown poison transport", env: env{"HEXMILL_POISON_TRANSPORT": "kafka"}, field: "poison.transport", want: []string{"is not a transport"}},
+		{name: "poison unset where handlers use a broker", env: env{"HEXMILL_HANDLERS_TELEMETRY_TRANSPORT": "rabbitmq"}, field: "poison.transport", want: []string{"must be set", "handlers.telemetry on rabbitmq", "acked at its source"}},
+		{name: "typo in a variable", env: env{"HEXMILL_HANDLERS_TELEMETRY_TOPIK": "x"}, field: "environment", want: []string{"HEXMILL_HANDLERS_TELEMETRY_TOPIK sets no setting", "did you mean HEXMILL_HANDLERS_TELEMETRY_TOPIC"}},
+		{name: "typo in a top-level variable", env: env{"HEXMILL_DRAIN_TIMOUT": "3s"}, field: "environment", want: []string{"did you mean HEXMILL_DRAIN_TIMEOUT"}},
+		{name: "unknown transport section", yaml: "transports:\n  kafka:\n    url: x\n", field: "transports.kafka", want: []string{"not a setting", "transports.rabbitmq", "transports.mqtt"}},
+		{name: "bad option in a transport section", yaml: "transports:\n  rabbitmq:\n    heartbeat: often\n", field: "transports.rabbitmq.heartbeat", want: []string{"duration"}},
 		{name: "empty topic", env: env{"HEXMILL_HANDLERS_TELEMETRY_TOPIC": ""}, field: "handlers.telemetry.topic", want: []string{"must name the topic"}},
 		{name: "empty event topic", env: env{"HEXMILL_EVENTS_DEVICESTATUSCHANGED_TOPIC": ""}, field: "events.DeviceStatusChanged.topic", want: []string{"must name the topic"}},
 		{name: "empty poison topic", env: env{"HEXMILL_POISON_TOPIC": ""}, field: "poison.topic", want: []string{"must name where"}},
@@ -335,7 +387,7 @@ func TestLoadConfigInvalid(t *testing.T) {
 			for k, v := range tt.env {
 				e[k] = v
 			}
-			_, err := app.LoadConfig(e.lookup)
+			_, err := load(e)
 			if err == nil {
 				t.Fatalf("LoadConfig() = nil, want an error on %s", tt.field)
 			}
@@ -350,7 +402,11 @@ func TestLoadConfigInvalid(t *testing.T) {
 				t.Errorf("ConfigError.Fix is empty: %v", err)
 			}
 			msg := err.Error()
-			for _, s := range append([]string{tt.field, app.EnvName(tt.field)}, tt.want...) {
+			want := append([]string{tt.field}, tt.want...)
+			if tt.field != "environment" {
+				want = append(want, app.DefaultConfig(testName).EnvName(tt.field))
+			}
+			for _, s := range want {
 				if !strings.Contains(msg, s) {
 					t.Errorf("error %q does not contain %q", msg, s)
 				}
@@ -371,8 +427,8 @@ func TestLoadConfigFileErrors(t *testing.T) {
 		yaml string // written to path when not ""
 		want []string
 	}{
-		{name: "missing file", path: filepath.Join(dir, "nope.yaml"), want: []string{app.EnvConfigFile, "nope.yaml", "readable YAML file or unset it"}},
-		{name: "directory", path: dir, want: []string{app.EnvConfigFile}},
+		{name: "missing file", path: filepath.Join(dir, "nope.yaml"), want: []string{envConfigFile, "nope.yaml", "readable YAML file or unset it"}},
+		{name: "directory", path: dir, want: []string{envConfigFile}},
 		{name: "YAML syntax", path: filepath.Join(dir, "syntax.yaml"), yaml: "log: [debug\n", want: []string{"syntax.yaml", "line", "fix the YAML syntax"}},
 		{name: "tab indentation", path: filepath.Join(dir, "tab.yaml"), yaml: "log:\n\tlevel: debug\n", want: []string{"tab.yaml", "fix the YAML syntax"}},
 		{name: "not a mapping", path: filepath.Join(dir, "list.yaml"), yaml: "- a\n- b\n", want: []string{"list.yaml", "line 1", "mapping of settings"}},
@@ -384,7 +440,7 @@ func TestLoadConfigFileErrors(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			_, err := app.LoadConfig(env{app.EnvConfigFile: tt.path}.lookup)
+			_, err := load(env{envConfigFile: tt.path})
 			if err == nil {
 				t.Fatal("LoadConfig() = nil, want an error")
 			}
@@ -408,7 +464,7 @@ func TestConfigErrorFormat(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.field, func(t *testing.T) {
-			err := error(&app.ConfigError{Field: tt.field, Fix: tt.fix})
+			err := error(&app.ConfigError{Field: tt.field, Env: app.DefaultConfig(testName).EnvName(tt.field), Fix: tt.fix})
 			if got := err.Error(); got != tt.want {
 				t.Errorf("Error() = %q, want %q", got, tt.want)
 			}
@@ -426,7 +482,7 @@ func TestEnvName(t *testing.T) {
 	}
 	for path, want := range tests {
 		t.Run(path, func(t *testing.T) {
-			if got := app.EnvName(path); got != want {
+			if got := app.DefaultConfig(testName).EnvName(path); got != want {
 				t.Errorf("EnvName(%q) = %q, want %q", path, got, want)
 			}
 		})

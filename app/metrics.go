@@ -12,11 +12,12 @@ import (
 // The service's metrics keep the names and labels of watermill's router
 // and publisher metrics:
 //
-//	hexmill_handler_execution_time_seconds{handler_name, success}
-//	hexmill_subscriber_messages_received_total{handler_name, subscriber_name, acked}
-//	hexmill_publish_time_seconds{handler_name, publisher_name, success}
+//	<service>_handler_execution_time_seconds{handler_name, success}
+//	<service>_subscriber_messages_received_total{handler_name, subscriber_name, acked}
+//	<service>_publish_time_seconds{handler_name, publisher_name, success}
 //
-// subscriber_name and publisher_name are the transport. watermill's
+// <service> is the service setting ("-" as "_"); subscriber_name and
+// publisher_name are the transport. watermill's
 // middleware and decorators build label maps per message, and its
 // subscriber decorator passes every message through one more goroutine and
 // starts another per message to wait for its ack; in the end-to-end
@@ -33,16 +34,16 @@ type handlerMetrics struct {
 // handlerTimeBuckets are watermill's default buckets for the handler time.
 var handlerTimeBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}
 
-func newHandlerMetrics(registry *prometheus.Registry) (*handlerMetrics, error) {
+func newHandlerMetrics(registry *prometheus.Registry, namespace string) (*handlerMetrics, error) {
 	m := &handlerMetrics{
 		handlerTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "hexmill",
+			Namespace: namespace,
 			Name:      "handler_execution_time_seconds",
 			Help:      "The total time elapsed while executing the handler function in seconds",
 			Buckets:   handlerTimeBuckets,
 		}, []string{"handler_name", "success"}),
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "hexmill",
+			Namespace: namespace,
 			Name:      "subscriber_messages_received_total",
 			Help:      "The total number of messages received by the subscriber",
 		}, []string{"handler_name", "subscriber_name", "acked"}),
@@ -94,9 +95,9 @@ func (m *handlerMetrics) middleware(handler, transport string) message.HandlerMi
 	}
 }
 
-func newPublishTime() *prometheus.HistogramVec {
+func newPublishTime(namespace string) *prometheus.HistogramVec {
 	return prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Namespace: "hexmill",
+		Namespace: namespace,
 		Name:      "publish_time_seconds",
 		Help:      "The time that a publishing attempt (success or not) took in seconds",
 	}, []string{"handler_name", "publisher_name", "success"})

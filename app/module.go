@@ -1,13 +1,15 @@
-// Package app wires hexmill together: configuration, the transports, the
-// domain's handlers, the runtime that runs them (a consumer per handler,
-// watermill middleware) with the stop protocol, and the ops HTTP server.
-// It is the one package that knows every adapter.
+// Package app wires a hexmill service together: configuration, the
+// transports, the service's handlers, the runtime that runs them (a
+// consumer per handler, watermill middleware) with the stop protocol, and
+// the ops HTTP server. It is the one package that knows every adapter, and
+// it knows no service: a service describes itself with a Service and
+// extends the framework with the options of extend.go.
 package app
 
 import (
+	"errors"
 	"io"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,69 +17,91 @@ import (
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
 
-	"github.com/hexmill/hexmill/adapters/memory"
-	"github.com/hexmill/hexmill/domain"
 	"github.com/hexmill/hexmill/ports"
 )
 
-// stopMargin is how much longer than the drain timeout fx gives the stop
-// hooks: closing publishers and connections comes after the drain.
+// stopMargin is how much longer than the drain timeout the stop hooks get
+// in all: closing publishers and connections comes after the drain.
 const stopMargin = 15 * time.Second
 
-// New returns the service as an fx application. extra options are added
-// last (tests use them to replace or observe parts).
-func New(cfg Config, extra ...fx.Option) *fx.App {
-	logger := NewLogger(cfg.Log, os.Stderr)
+// StopTimeout is how long stopping a service with cfg may take.
+func StopTimeout(cfg Config) time.Duration { return cfg.DrainTimeout + stopMargin }
+
+// New returns svc as an fx application, configured from env (the process
+// environment outside tests). extra options are added last (tests use them
+// to replace or observe parts). A configuration error is in the app's
+// Err(), as a *ConfigError (errors.As).
+func New(svc Service, env Env, extra ...fx.Option) *fx.App {
 	return fx.New(
-		fx.Supply(cfg, logger),
-		fx.WithLogger(func() fxevent.Logger {
+		fx.Supply(svc, env),
+		fx.WithLogger(func(logger *slog.Logger) fxevent.Logger {
 			l := &fxevent.SlogLogger{Logger: logger}
 			l.UseLogLevel(slog.LevelDebug)
 			return l
 		}),
-		fx.StopTimeout(cfg.DrainTimeout+stopMargin),
 		fx.StartTimeout(time.Minute),
 		Module,
+		fx.Options(svc.Options...),
 		fx.Options(extra...),
 	)
 }
 
-// Module is the service without its configuration and logger: supply a
-// Config and a *slog.Logger to use it.
-var Module = fx.Module("hexmill",
+// Module is the framework: configuration, the transports it brings, the
+// runtime and the ops server. Supply a Service and an Env to use it.
+var Module = fx.Module("framework",
 	memoryModule,
 	mqttModule,
 	rabbitMQModule,
 	aliyunModule,
-	handlers,
 	fx.Provide(
+		newConfig,
+		newLogger,
 		newRegistry,
 		newRuntime,
 		newOpsServer,
 		NewPublisher,
 		func(p *Publisher) ports.Publisher { return p },
-		func(cfg Config) domain.Config { return cfg.Domain },
 		func() ports.Clock { return systemClock{} },
-		fx.Annotate(memory.NewDeviceStore, fx.As(new(ports.DeviceStore))),
 	),
-	fx.Invoke(func(*OpsServer) {}, registerRuntime, registerDemo),
+	fx.Invoke(func(*OpsServer) {}, registerRuntime),
 )
+
+type configParams struct {
+	fx.In
+	Service  Service
+	Env      Env
+	Sections []ConfigSection `group:"config_sections"`
+}
+
+func newConfig(p configParams) (Config, error) {
+	cfg, err := LoadConfig(p.Service, p.Env, p.Sections...)
+	var ce *ConfigError
+	if err != nil && !errors.As(err, &ce) {
+		err = &ConfigFileError{Err: err}
+	}
+	return cfg, err
+}
+
+// ConfigFileError is a configuration file that cannot be read or parsed.
+type ConfigFileError struct{ Err error }
+
+func (e *ConfigFileError) Error() string { return e.Err.Error() }
+func (e *ConfigFileError) Unwrap() error { return e.Err }
+
+func newLogger(cfg Config) *slog.Logger {
+	return NewLogger(cfg.Log, stderr).With("service", cfg.Service)
+}
 
 type runtimeParams struct {
 	fx.In
-	Config     Config
-	Logger     *slog.Logger
-	Registry   *prometheus.Registry
-	Transports []Opener        `group:"transports"`
-	Handlers   []ports.Handler `group:"handlers"`
-	Formats    []namedFormat   `group:"formats"`
-	Publisher  *Publisher
-}
-
-// namedFormat is how a transport module offers a wire-format translation.
-type namedFormat struct {
-	Name   string
-	Format Format
+	Config      Config
+	Logger      *slog.Logger
+	Registry    *prometheus.Registry
+	Transports  []Opener        `group:"transports"`
+	Handlers    []ports.Handler `group:"handlers"`
+	Formats     []NamedFormat   `group:"formats"`
+	Middlewares []Middleware    `group:"middlewares"`
+	Publisher   *Publisher
 }
 
 func newRuntime(p runtimeParams) (*Runtime, error) {
@@ -87,7 +111,8 @@ func newRuntime(p runtimeParams) (*Runtime, error) {
 	}
 	return NewRuntime(RuntimeParams{
 		Config: p.Config, Logger: p.Logger, Transports: p.Transports,
-		Handlers: p.Handlers, Formats: formats, Registry: p.Registry, Publisher: p.Publisher,
+		Handlers: p.Handlers, Formats: formats, Middlewares: p.Middlewares,
+		Registry: p.Registry, Publisher: p.Publisher,
 	})
 }
 

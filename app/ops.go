@@ -109,7 +109,7 @@ func injectHandler(cfg Config, broker *memory.Broker) http.HandlerFunc {
 		}
 		if !json.Valid(body) {
 			// Not refused: bad input is what the poison target is for.
-			w.Header().Set("X-Hexmill-Warning", "body is not valid JSON")
+			w.Header().Set("Warning", `199 `+cfg.Service+` "body is not valid JSON"`)
 		}
 		msg := message.NewMessage(watermill.NewUUID(), body)
 		if id := r.Header.Get("X-Correlation-ID"); id != "" {

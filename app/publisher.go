@@ -31,7 +31,8 @@ func (e publishError) Unwrap() []error { return []error{e.err, ErrPublish} }
 // payload, a new message ID, the event type and the correlation ID in
 // metadata.
 type eventPublisher struct {
-	routes   map[string]route // by event type
+	routes   map[string]route // by event type, normalKey
+	bound    []string         // the event types bound, as configured
 	poisonTo route
 	all      []message.Publisher
 }
@@ -48,7 +49,7 @@ func newEventPublisher(cfg Config, transports map[string]*Transport, registry *p
 	var publishTime *prometheus.HistogramVec
 	if registry != nil {
 		var err error
-		if publishTime, err = register(registry, newPublishTime()); err != nil {
+		if publishTime, err = register(registry, newPublishTime(cfg.metricNamespace())); err != nil {
 			return nil, err
 		}
 	}
@@ -67,13 +68,14 @@ func newEventPublisher(cfg Config, transports map[string]*Transport, registry *p
 		p.all = append(p.all, pub)
 		return route{topic: e.Topic, publisher: pub}, nil
 	}
+	p.bound = sortedKeys(cfg.Events)
 	for _, eventType := range sortedKeys(cfg.Events) {
 		r, err := open("events."+eventType, cfg.Events[eventType])
 		if err != nil {
 			_ = p.Close()
 			return nil, err
 		}
-		p.routes[eventType] = r
+		p.routes[normalKey(eventType)] = r
 	}
 	r, err := open("poison", cfg.Poison)
 	if err != nil {
@@ -87,9 +89,9 @@ func newEventPublisher(cfg Config, transports map[string]*Transport, registry *p
 // Publish implements ports.Publisher.
 func (p *eventPublisher) Publish(ctx context.Context, events ...ports.Event) error {
 	for _, e := range events {
-		r, ok := p.routes[e.EventType()]
+		r, ok := p.routes[normalKey(e.EventType())]
 		if !ok {
-			return fmt.Errorf("publish %s: no binding; add events.%s with its transport and topic to the configuration", e.EventType(), e.EventType())
+			return fmt.Errorf("publish %s: no binding; add events.%s with its transport and topic to the configuration (bound: %v)", e.EventType(), e.EventType(), p.bound)
 		}
 		payload, err := json.Marshal(e)
 		if err != nil {

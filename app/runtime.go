@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -16,11 +17,6 @@ import (
 
 	"github.com/hexmill/hexmill/ports"
 )
-
-// Format translates a wire format at the edge: it rewrites the payload (and
-// may add metadata) before the handler sees the message. An error wrapped
-// with ports.Invalid sends the message to the poison target.
-type Format func(msg *message.Message) error
 
 // Runtime runs the handlers on their transports and stops them without
 // losing a message. It is the consumers (one per handler), the publishers
@@ -35,7 +31,9 @@ type Runtime struct {
 	logger   *slog.Logger
 	openers  map[string]Opener
 	handlers []ports.Handler
+	bindings map[string]Binding // by handler name
 	formats  map[string]Format
+	extra    []Middleware
 	registry *prometheus.Registry
 
 	transports  map[string]*Transport
@@ -75,6 +73,8 @@ type RuntimeParams struct {
 	// Formats are the wire-format translations bindings may name, besides
 	// "" and "json".
 	Formats map[string]Format
+	// Middlewares run in every handler's chain (see Middleware).
+	Middlewares []Middleware
 	// Registry receives the handlers' and publishers' metrics; nil for
 	// none.
 	Registry *prometheus.Registry
@@ -86,9 +86,9 @@ type RuntimeParams struct {
 // handler and transport; it connects nothing.
 func NewRuntime(p RuntimeParams) (*Runtime, error) {
 	r := &Runtime{
-		cfg: p.Config, logger: p.Logger, handlers: p.Handlers, formats: p.Formats,
+		cfg: p.Config, logger: p.Logger, handlers: p.Handlers, formats: p.Formats, extra: p.Middlewares,
 		registry: p.Registry, openers: map[string]Opener{}, transports: map[string]*Transport{},
-		publisher: p.Publisher,
+		publisher: p.Publisher, bindings: map[string]Binding{},
 	}
 	if r.publisher == nil {
 		r.publisher = NewPublisher()
@@ -100,31 +100,44 @@ func NewRuntime(p RuntimeParams) (*Runtime, error) {
 		r.openers[o.Name] = o
 	}
 	names := map[string]bool{}
+	keys := map[string]string{} // binding key by handler name
 	for _, h := range p.Handlers {
 		name := h.Name()
 		if names[name] {
 			return nil, fmt.Errorf("handler %q is registered twice", name)
 		}
 		names[name] = true
-		b, ok := r.cfg.Handlers[name]
+		key, ok := bindingKey(r.cfg.Handlers, name)
 		if !ok {
-			return nil, &ConfigError{Field: "handlers." + name, Fix: "the handler is registered but not bound; set its transport and topic"}
+			return nil, r.cfg.fieldError("handlers."+name, "the handler is registered but not bound; set handlers."+name+".transport and .topic in the configuration file, or "+
+				r.cfg.EnvName("handlers."+name+".transport")+" and "+r.cfg.EnvName("handlers."+name+".topic"))
 		}
+		keys[name] = key
+		b := r.cfg.Handlers[key]
+		r.bindings[name] = b
 		if _, ok := r.openers[b.Transport]; !ok {
-			return nil, &ConfigError{Field: "handlers." + name + ".transport", Fix: fmt.Sprintf("transport %q is not part of this build", b.Transport)}
+			return nil, r.cfg.fieldError("handlers."+key+".transport", fmt.Sprintf("transport %q is not part of this build", b.Transport))
 		}
 		if _, err := r.format(b.Format); err != nil {
-			return nil, &ConfigError{Field: "handlers." + name + ".format", Fix: err.Error()}
+			return nil, r.cfg.fieldError("handlers."+key+".format", err.Error())
 		}
 	}
-	for _, name := range sortedKeys(r.cfg.Handlers) {
-		if !names[name] {
-			return nil, &ConfigError{Field: "handlers." + name, Fix: "no handler has this name; remove the binding or register the handler in app/handlers.go"}
+	bound := map[string]bool{}
+	for _, k := range keys {
+		bound[k] = true
+	}
+	for _, key := range sortedKeys(r.cfg.Handlers) {
+		if !bound[key] {
+			fix := "no handler has this name; remove the binding or register the handler (app.AsHandler)"
+			if c := closest(key, sortedKeys(names)); c != "" {
+				fix = fmt.Sprintf("no handler has this name; did you mean %s? (handlers: %s)", c, strings.Join(sortedKeys(names), ", "))
+			}
+			return nil, r.cfg.fieldError("handlers."+key, fix)
 		}
 	}
 	for _, t := range r.cfg.usedTransports() {
 		if _, ok := r.openers[t]; !ok {
-			return nil, &ConfigError{Field: "transports." + t, Fix: "this transport is not part of this build"}
+			return nil, r.cfg.fieldError("transports."+t, "this transport is not part of this build")
 		}
 	}
 	return r, nil
@@ -164,7 +177,7 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 	r.publisher.set(publishers)
 
 	if r.registry != nil {
-		if r.metrics, err = newHandlerMetrics(r.registry); err != nil {
+		if r.metrics, err = newHandlerMetrics(r.registry, r.cfg.metricNamespace()); err != nil {
 			return err
 		}
 	}
@@ -181,10 +194,11 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 
 // consume subscribes h's binding and starts its consumer, with the
 // middleware chain, outermost first: handler name, failure log, metrics,
-// in-flight count and settling, poison target, retry, panic recovery.
+// in-flight count and settling, poison target, retry, panic recovery, the
+// service's middlewares (AsMiddleware).
 func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 	name := h.Name()
-	b := r.cfg.Handlers[name]
+	b := r.bindings[name]
 	t := r.transports[b.Transport]
 	if t.Subscriber == nil {
 		return &ConfigError{Field: "handlers." + name + ".transport", Fix: fmt.Sprintf("transport %s cannot consume", b.Transport)}
@@ -207,6 +221,9 @@ func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 		retry{cfg: r.cfg.Retry, abort: r.abort, logger: r.logger}.middleware,
 		middleware.Recoverer,
 	)
+	for _, m := range r.extra {
+		chain = append(chain, func(next message.HandlerFunc) message.HandlerFunc { return m(name, next) })
+	}
 	handle := r.handlerFunc(h, b, format, params)
 	for i := len(chain) - 1; i >= 0; i-- {
 		handle = chain[i](handle)
@@ -477,4 +494,49 @@ func (p *Publisher) set(inner *eventPublisher) {
 	p.mu.Lock()
 	p.inner = inner
 	p.mu.Unlock()
+}
+
+// bindingKey finds the binding of a handler or an event type: by its
+// name, else by the name without regard to case, "-" and "_" (a binding
+// created from the environment is FLEET_HANDLERS_DEVICE_STATUS_... for
+// device-status, FLEET_EVENTS_BATTERYLOW_... for BatteryLow).
+func bindingKey[V any](bindings map[string]V, name string) (string, bool) {
+	if _, ok := bindings[name]; ok {
+		return name, true
+	}
+	for _, k := range sortedKeys(bindings) {
+		if normalKey(k) == normalKey(name) {
+			return k, true
+		}
+	}
+	return "", false
+}
+
+func normalKey(k string) string {
+	return strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(k))
+}
+
+// closest is the name among names nearest to s, if it is near enough to
+// be a typo of it.
+func closest(s string, names []string) string {
+	best, bestD := "", -1
+	for _, n := range names {
+		if d := distance(normalKey(s), normalKey(n)); bestD < 0 || d < bestD {
+			best, bestD = n, d
+		}
+	}
+	if bestD < 0 || bestD > max(2, len(s)/3) {
+		return ""
+	}
+	return best
+}
+
+// metricNamespace is the service's name as a Prometheus namespace.
+func (c Config) metricNamespace() string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' {
+			return r
+		}
+		return '_'
+	}, c.Service)
 }

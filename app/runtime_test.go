@@ -19,7 +19,6 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/memory"
 	"github.com/hexmill/hexmill/app"
-	"github.com/hexmill/hexmill/domain"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -42,7 +41,7 @@ type testEvent struct {
 func (testEvent) EventType() string { return "TestEvent" }
 
 func testConfig() app.Config {
-	cfg := app.DefaultConfig()
+	cfg := app.DefaultConfig("hexmill")
 	cfg.DrainTimeout = 5 * time.Second
 	cfg.Retry = app.RetryConfig{MaxRetries: 2, InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond, Multiplier: 2}
 	cfg.Handlers = map[string]app.Binding{"test": {Transport: app.TransportMemory, Topic: inTopic, Group: group, Concurrency: 8, TopicParams: "{kind}"}}
@@ -388,37 +387,6 @@ func TestNewRuntimeRefusesUnboundHandlers(t *testing.T) {
 	var ce *app.ConfigError
 	if !errors.As(err, &ce) || ce.Field != "handlers.unbound" {
 		t.Fatalf("err = %v, want a ConfigError on handlers.unbound", err)
-	}
-}
-
-// The sample domain runs end to end on the runtime.
-func TestSampleDomainOnRuntime(t *testing.T) {
-	broker := newBroker(t)
-	cfg := app.DefaultConfig()
-	cfg.Events[domain.AlertRaisedType] = app.EventBinding{Transport: app.TransportMemory, Topic: "alerts"}
-	pub := app.NewPublisher()
-	rt, err := app.NewRuntime(app.RuntimeParams{
-		Config:     cfg,
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Transports: []app.Opener{app.MemoryOpener(broker)},
-		Handlers: []ports.Handler{
-			domain.NewTelemetryHandler(cfg.Domain, pub, fixedClock{}),
-			domain.NewDeviceStatusHandler(memory.NewDeviceStore(), pub),
-		},
-		Publisher: pub,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Stop(context.Background())
-	publish(t, broker, cfg.Handlers[domain.TelemetryHandlerName].Topic, "t1", `{"device_id":"d1","readings":{"temperature":99.5}}`)
-	alert := receive(t, broker, "alerts", 1)[0]
-	var a domain.AlertRaised
-	if err := json.Unmarshal(alert.Payload, &a); err != nil || a.DeviceID != "d1" || a.Value != 99.5 {
-		t.Fatalf("alert %s (%v)", alert.Payload, err)
 	}
 }
 

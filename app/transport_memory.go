@@ -11,16 +11,23 @@ import (
 )
 
 // memoryModule provides the in-memory transport. Its broker is a value of
-// its own in the graph, so tests and the demo can publish to it directly.
+// its own in the graph, so tests, the ops server's /inject and a service's
+// demo can publish to it directly.
 var memoryModule = fx.Module("memory",
 	fx.Provide(
+		func() *section[memory.Config] {
+			return &section[memory.Config]{value: memory.Config{QueueLimit: memory.DefaultQueueLimit}}
+		},
+		fx.Annotate(func(s *section[memory.Config]) ConfigSection {
+			return ConfigSection{Path: "transports." + TransportMemory, Value: &s.value, Transport: TransportMemory}
+		}, fx.ResultTags(`group:"config_sections"`)),
 		newMemoryBroker,
 		fx.Annotate(newMemoryOpener, fx.ResultTags(`group:"transports"`)),
 	),
 )
 
-func newMemoryBroker(cfg Config, logger *slog.Logger) (*memory.Broker, error) {
-	return memory.NewBroker(cfg.Transports.Memory, NewWatermillLogger(logger))
+func newMemoryBroker(_ Config, s *section[memory.Config], logger *slog.Logger) (*memory.Broker, error) {
+	return memory.NewBroker(s.value, NewWatermillLogger(logger))
 }
 
 func newMemoryOpener(broker *memory.Broker) Opener {

@@ -3,9 +3,10 @@
 package domain
 
 import (
-	"fmt"
 	"math"
 	"sort"
+
+	"github.com/hexmill/hexmill/ports"
 )
 
 // Config is the domain's configuration (the domain section of the service
@@ -30,10 +31,10 @@ func (c Config) Validate() error {
 	sort.Strings(metrics)
 	for _, m := range metrics {
 		if m == "" {
-			return fmt.Errorf("config: domain.thresholds: a metric name must not be empty")
+			return &ports.FieldError{Field: "thresholds", Fix: "a metric name must not be empty"}
 		}
 		if v := c.Thresholds[m]; math.IsNaN(v) || math.IsInf(v, 0) {
-			return fmt.Errorf("config: domain.thresholds.%s: must be a finite number", m)
+			return &ports.FieldError{Field: "thresholds." + m, Fix: "must be a finite number"}
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hexmill/hexmill/ports"
@@ -23,12 +24,12 @@ type StatusReport struct {
 // DeviceStatusChanged when it changes. Redeliveries and reports older than
 // the stored one change nothing.
 type DeviceStatusHandler struct {
-	store     ports.DeviceStore
+	store     DeviceStore
 	publisher ports.Publisher
 }
 
 // NewDeviceStatusHandler returns the device status handler.
-func NewDeviceStatusHandler(store ports.DeviceStore, publisher ports.Publisher) *DeviceStatusHandler {
+func NewDeviceStatusHandler(store DeviceStore, publisher ports.Publisher) *DeviceStatusHandler {
 	return &DeviceStatusHandler{store: store, publisher: publisher}
 }
 
@@ -62,7 +63,7 @@ func (h *DeviceStatusHandler) Handle(ctx context.Context, msg ports.Message) err
 			return err
 		}
 	}
-	if _, err := h.store.SaveIfNewer(ctx, ports.DeviceStatus{DeviceID: r.DeviceID, Online: online, Since: r.At}); err != nil {
+	if _, err := h.store.SaveIfNewer(ctx, DeviceStatus{DeviceID: r.DeviceID, Online: online, Since: r.At}); err != nil {
 		return fmt.Errorf("device status: %w", err)
 	}
 	return nil
@@ -87,4 +88,56 @@ func (r StatusReport) validate() (online bool, err error) {
 		return false, fmt.Errorf("device status: %w", err)
 	}
 	return online, nil
+}
+
+// DeviceStatus is the last known connectivity of a device.
+type DeviceStatus struct {
+	DeviceID string
+	Online   bool
+	// Since is when the device reported the status (its own clock, not ours).
+	Since time.Time
+}
+
+// DeviceStore keeps the last known status of each device. It is a driven
+// port of the status handler, so it is declared where it is used.
+//
+// SaveIfNewer stores s unless a status at least as recent is stored
+// already; it reports whether it stored s, so that a handler can tell a
+// change from a redelivery or a late, reordered message.
+type DeviceStore interface {
+	Get(ctx context.Context, deviceID string) (DeviceStatus, bool, error)
+	SaveIfNewer(ctx context.Context, s DeviceStatus) (saved bool, err error)
+}
+
+// MemoryDeviceStore is a DeviceStore in memory: the sample's, until a
+// service binds a database.
+type MemoryDeviceStore struct {
+	mu       sync.Mutex
+	statuses map[string]DeviceStatus
+}
+
+var _ DeviceStore = (*MemoryDeviceStore)(nil)
+
+// NewMemoryDeviceStore returns an empty store.
+func NewMemoryDeviceStore() *MemoryDeviceStore {
+	return &MemoryDeviceStore{statuses: map[string]DeviceStatus{}}
+}
+
+// Get implements DeviceStore.
+func (s *MemoryDeviceStore) Get(_ context.Context, deviceID string) (DeviceStatus, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.statuses[deviceID]
+	return st, ok, nil
+}
+
+// SaveIfNewer implements DeviceStore.
+func (s *MemoryDeviceStore) SaveIfNewer(_ context.Context, st DeviceStatus) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if prev, ok := s.statuses[st.DeviceID]; ok && !st.Since.After(prev.Since) {
+		return false, nil
+	}
+	s.statuses[st.DeviceID] = st
+	return true, nil
 }

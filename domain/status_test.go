@@ -50,17 +50,17 @@ func TestDeviceStatusChanges(t *testing.T) {
 		name  string
 		steps []step
 		// final is the stored status of d1 after the last step.
-		final ports.DeviceStatus
+		final domain.DeviceStatus
 	}{
 		{
 			name:  "first report publishes",
 			steps: []step{{statusMsg("1", "d1", "online", t1), []domain.DeviceStatusChanged{changed("d1", true, t1)}}},
-			final: ports.DeviceStatus{DeviceID: "d1", Online: true, Since: t1},
+			final: domain.DeviceStatus{DeviceID: "d1", Online: true, Since: t1},
 		},
 		{
 			name:  "first report offline publishes too",
 			steps: []step{{statusMsg("1", "d1", "offline", t1), []domain.DeviceStatusChanged{changed("d1", false, t1)}}},
-			final: ports.DeviceStatus{DeviceID: "d1", Online: false, Since: t1},
+			final: domain.DeviceStatus{DeviceID: "d1", Online: false, Since: t1},
 		},
 		{
 			name: "same status again does not publish",
@@ -68,7 +68,7 @@ func TestDeviceStatusChanges(t *testing.T) {
 				{statusMsg("1", "d1", "online", t1), []domain.DeviceStatusChanged{changed("d1", true, t1)}},
 				{statusMsg("2", "d1", "online", t2), nil},
 			},
-			final: ports.DeviceStatus{DeviceID: "d1", Online: true, Since: t2},
+			final: domain.DeviceStatus{DeviceID: "d1", Online: true, Since: t2},
 		},
 		{
 			name: "change publishes",
@@ -77,7 +77,7 @@ func TestDeviceStatusChanges(t *testing.T) {
 				{statusMsg("2", "d1", "offline", t2), []domain.DeviceStatusChanged{changed("d1", false, t2)}},
 				{statusMsg("3", "d1", "online", t3), []domain.DeviceStatusChanged{changed("d1", true, t3)}},
 			},
-			final: ports.DeviceStatus{DeviceID: "d1", Online: true, Since: t3},
+			final: domain.DeviceStatus{DeviceID: "d1", Online: true, Since: t3},
 		},
 		{
 			name: "older reordered report is ignored",
@@ -86,7 +86,7 @@ func TestDeviceStatusChanges(t *testing.T) {
 				{statusMsg("3", "d1", "online", t3), nil},
 				{statusMsg("2", "d1", "offline", t2), nil},
 			},
-			final: ports.DeviceStatus{DeviceID: "d1", Online: true, Since: t3},
+			final: domain.DeviceStatus{DeviceID: "d1", Online: true, Since: t3},
 		},
 		{
 			name: "report with the same time as the stored one is ignored",
@@ -94,7 +94,7 @@ func TestDeviceStatusChanges(t *testing.T) {
 				{statusMsg("1", "d1", "online", t1), []domain.DeviceStatusChanged{changed("d1", true, t1)}},
 				{statusMsg("2", "d1", "offline", t1), nil},
 			},
-			final: ports.DeviceStatus{DeviceID: "d1", Online: true, Since: t1},
+			final: domain.DeviceStatus{DeviceID: "d1", Online: true, Since: t1},
 		},
 		{
 			name: "redelivery of the same report is ignored",
@@ -104,7 +104,7 @@ func TestDeviceStatusChanges(t *testing.T) {
 				{statusMsg("2", "d1", "online", t2), nil},
 				{statusMsg("2", "d1", "online", t2), nil},
 			},
-			final: ports.DeviceStatus{DeviceID: "d1", Online: true, Since: t2},
+			final: domain.DeviceStatus{DeviceID: "d1", Online: true, Since: t2},
 		},
 		{
 			name: "devices are independent",
@@ -112,7 +112,7 @@ func TestDeviceStatusChanges(t *testing.T) {
 				{statusMsg("1", "d1", "online", t2), []domain.DeviceStatusChanged{changed("d1", true, t2)}},
 				{statusMsg("2", "d2", "online", t1), []domain.DeviceStatusChanged{changed("d2", true, t1)}},
 			},
-			final: ports.DeviceStatus{DeviceID: "d1", Online: true, Since: t2},
+			final: domain.DeviceStatus{DeviceID: "d1", Online: true, Since: t2},
 		},
 		{
 			name: "device_id from the attribute",
@@ -123,7 +123,7 @@ func TestDeviceStatusChanges(t *testing.T) {
 				},
 				[]domain.DeviceStatusChanged{changed("d1", true, t1)},
 			}},
-			final: ports.DeviceStatus{DeviceID: "d1", Online: true, Since: t1},
+			final: domain.DeviceStatus{DeviceID: "d1", Online: true, Since: t1},
 		},
 	}
 	for _, tt := range tests {

@@ -59,29 +59,29 @@ var _ ports.Clock = fixedClock{}
 func (c fixedClock) Now() time.Time { return c.t }
 
 // fakeStore is a DeviceStore in a map, with the contract of
-// ports.DeviceStore; getErr and saveErr make it fail.
+// domain.DeviceStore; getErr and saveErr make it fail.
 type fakeStore struct {
 	mu       sync.Mutex
-	statuses map[string]ports.DeviceStatus
+	statuses map[string]domain.DeviceStatus
 	getErr   error
 	saveErr  error
 }
 
-var _ ports.DeviceStore = (*fakeStore)(nil)
+var _ domain.DeviceStore = (*fakeStore)(nil)
 
-func newFakeStore() *fakeStore { return &fakeStore{statuses: map[string]ports.DeviceStatus{}} }
+func newFakeStore() *fakeStore { return &fakeStore{statuses: map[string]domain.DeviceStatus{}} }
 
-func (s *fakeStore) Get(_ context.Context, id string) (ports.DeviceStatus, bool, error) {
+func (s *fakeStore) Get(_ context.Context, id string) (domain.DeviceStatus, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.getErr != nil {
-		return ports.DeviceStatus{}, false, s.getErr
+		return domain.DeviceStatus{}, false, s.getErr
 	}
 	st, ok := s.statuses[id]
 	return st, ok, nil
 }
 
-func (s *fakeStore) SaveIfNewer(_ context.Context, st ports.DeviceStatus) (bool, error) {
+func (s *fakeStore) SaveIfNewer(_ context.Context, st domain.DeviceStatus) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.saveErr != nil {
@@ -94,7 +94,7 @@ func (s *fakeStore) SaveIfNewer(_ context.Context, st ports.DeviceStatus) (bool,
 	return true, nil
 }
 
-func (s *fakeStore) get(id string) (ports.DeviceStatus, bool) {
+func (s *fakeStore) get(id string) (domain.DeviceStatus, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, ok := s.statuses[id]
@@ -323,10 +323,10 @@ func TestConfigValidate(t *testing.T) {
 		{"zero value", domain.Config{}, ""},
 		{"empty map", domain.Config{Thresholds: map[string]float64{}}, ""},
 		{"negative and zero thresholds", domain.Config{Thresholds: map[string]float64{"a": -10, "b": 0}}, ""},
-		{"NaN", domain.Config{Thresholds: map[string]float64{"temperature": math.NaN()}}, "domain.thresholds.temperature: must be a finite number"},
-		{"+Inf", domain.Config{Thresholds: map[string]float64{"humidity": math.Inf(1)}}, "domain.thresholds.humidity: must be a finite number"},
-		{"-Inf", domain.Config{Thresholds: map[string]float64{"x": math.Inf(-1)}}, "domain.thresholds.x: must be a finite number"},
-		{"first bad metric in order", domain.Config{Thresholds: map[string]float64{"z": math.NaN(), "a": math.NaN(), "m": 1}}, "domain.thresholds.a:"},
+		{"NaN", domain.Config{Thresholds: map[string]float64{"temperature": math.NaN()}}, "thresholds.temperature: must be a finite number"},
+		{"+Inf", domain.Config{Thresholds: map[string]float64{"humidity": math.Inf(1)}}, "thresholds.humidity: must be a finite number"},
+		{"-Inf", domain.Config{Thresholds: map[string]float64{"x": math.Inf(-1)}}, "thresholds.x: must be a finite number"},
+		{"first bad metric in order", domain.Config{Thresholds: map[string]float64{"z": math.NaN(), "a": math.NaN(), "m": 1}}, "thresholds.a:"},
 		{"empty metric name", domain.Config{Thresholds: map[string]float64{"": 1}}, "metric name must not be empty"},
 		{"empty metric name with NaN", domain.Config{Thresholds: map[string]float64{"": math.NaN()}}, "metric name must not be empty"},
 	}

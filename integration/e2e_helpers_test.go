@@ -53,7 +53,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// hexmillBinary builds cmd/hexmill with -race once per test process, on
+// hexmillBinary builds internal/testservice (the framework's own service) with -race once per test process, on
 // first use, so that test runs which select no end-to-end test do not pay
 // for the build.
 func hexmillBinary(t *testing.T) string {
@@ -63,7 +63,7 @@ func hexmillBinary(t *testing.T) string {
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Dir(filepath.Dir(file))
 		binPath = filepath.Join(binDir, "hexmill")
-		build := exec.Command("go", "build", "-race", "-o", binPath, "./cmd/hexmill")
+		build := exec.Command("go", "build", "-race", "-o", binPath, "./internal/testservice")
 		build.Dir = root
 		out, err := build.CombinedOutput()
 		if err != nil {
@@ -187,8 +187,6 @@ drain_timeout: %[2]s
 log:
   level: info
   format: json
-demo:
-  enabled: false
 retry:
   max_retries: 3
   initial_interval: 100ms
@@ -223,22 +221,12 @@ handlers:
     topic: devices/+/telemetry
     group: %[8]s
     topic_params: devices/{device_id}/telemetry
-  device-status:
-    transport: mqtt
-    topic: e2e/%[1]s/status/+
-    group: %[8]s
 events:
   AlertRaised:
     transport: rabbitmq
     topic: AlertRaised
     options:
       exchange: %[7]s
-  DeviceStatusChanged:
-    transport: rabbitmq
-    topic: DeviceStatusChanged
-    options:
-      exchange: %[7]s
-      mandatory: "false"
 domain:
   thresholds:
     seq: -1

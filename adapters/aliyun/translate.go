@@ -11,13 +11,35 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/hexmill/hexmill/domain"
 	"github.com/hexmill/hexmill/ports"
 )
 
-// Wire-format translations at the edge: they turn Aliyun's JSON into the
-// sample domain's JSON, in place, so the same domain handlers serve MQTT
-// and Aliyun bindings. Malformed input is ports.Invalid: no retry fixes it.
+// Parsers of Aliyun's message formats into neutral types this package
+// owns. A service maps them onto its own domain types in a format of its
+// own (see app.AsFormat), so the adapter knows no domain. Malformed input
+// is ports.Invalid: no retry fixes it.
+
+// PropertyPost is a device's thing property post: its numeric properties
+// at one time.
+type PropertyPost struct {
+	// DeviceID is productKey.deviceName (see DeviceID).
+	DeviceID string
+	// Properties holds every numeric property (true/false as 1/0);
+	// strings and structures are left out.
+	Properties map[string]float64
+	// At is the newest property time, else gmtCreate, else the
+	// generateTime metadata; zero when none is given.
+	At time.Time
+}
+
+// StatusChange is a device going online or offline.
+type StatusChange struct {
+	// DeviceID is productKey.deviceName (see DeviceID).
+	DeviceID string
+	Online   bool
+	// At is when the status changed, in UTC.
+	At time.Time
+}
 
 // alinkProperty is a property post: Alink's device-side form
 // ({"id","version","params":{..},"method":"thing.event.property.post"})
@@ -39,28 +61,24 @@ type timedValue struct {
 	Time  int64           `json:"time"`
 }
 
-// AlinkPropertyToTelemetry replaces an Alink thing property post in msg
-// with domain.Telemetry JSON: every numeric property becomes a reading
-// (true/false count as 1/0; strings and structures are left out), the
-// device is productKey.deviceName from the payload or the topic (see
-// DeviceID), and the time is the newest property time, else gmtCreate,
-// else the generateTime metadata.
-func AlinkPropertyToTelemetry(msg *message.Message) error {
+// ParsePropertyPost reads an Alink thing property post from msg: the
+// device from the payload or, failing that, from the topic's metadata.
+func ParsePropertyPost(msg *message.Message) (PropertyPost, error) {
 	var p alinkProperty
 	if err := json.Unmarshal(msg.Payload, &p); err != nil {
-		return ports.Invalid(fmt.Errorf("alink property post: %w", err))
+		return PropertyPost{}, ports.Invalid(fmt.Errorf("alink property post: %w", err))
 	}
 	if p.Method != "" && p.Method != "thing.event.property.post" {
-		return ports.Invalid(fmt.Errorf("alink property post: method %q is not thing.event.property.post", p.Method))
+		return PropertyPost{}, ports.Invalid(fmt.Errorf("alink property post: method %q is not thing.event.property.post", p.Method))
 	}
 	props := p.Params
 	if props == nil {
 		props = p.Items
 	}
 	if len(props) == 0 {
-		return ports.Invalid(errors.New("alink property post: neither params nor items holds a property"))
+		return PropertyPost{}, ports.Invalid(errors.New("alink property post: neither params nor items holds a property"))
 	}
-	t := domain.Telemetry{Readings: map[string]float64{}, DeviceID: deviceOf(msg, p.ProductKey, p.DeviceName)}
+	t := PropertyPost{Properties: map[string]float64{}, DeviceID: deviceOf(msg, p.ProductKey, p.DeviceName)}
 	var newest int64
 	names := make([]string, 0, len(props))
 	for name := range props {
@@ -77,11 +95,11 @@ func AlinkPropertyToTelemetry(msg *message.Message) error {
 			}
 		}
 		if v, ok := number(raw); ok {
-			t.Readings[name] = v
+			t.Properties[name] = v
 		}
 	}
-	if len(t.Readings) == 0 {
-		return ports.Invalid(fmt.Errorf("alink property post: no numeric property among %v", names))
+	if len(t.Properties) == 0 {
+		return PropertyPost{}, ports.Invalid(fmt.Errorf("alink property post: no numeric property among %v", names))
 	}
 	switch {
 	case newest > 0:
@@ -94,9 +112,9 @@ func AlinkPropertyToTelemetry(msg *message.Message) error {
 		}
 	}
 	if t.DeviceID == "" {
-		return ports.Invalid(errors.New("alink property post: no productKey/deviceName in the payload or the topic"))
+		return PropertyPost{}, ports.Invalid(errors.New("alink property post: no productKey/deviceName in the payload or the topic"))
 	}
-	return replacePayload(msg, t)
+	return t, nil
 }
 
 // number reads a JSON number or boolean.
@@ -131,21 +149,20 @@ type aliyunStatus struct {
 
 var chinaTime = time.FixedZone("UTC+8", 8*3600)
 
-// StatusToReport replaces an Aliyun device status message in msg with
-// domain.StatusReport JSON: status online/offline, the device as
-// productKey.deviceName, at from utcTime (else time, which Aliyun gives in
-// UTC+8).
-func StatusToReport(msg *message.Message) error {
+// ParseStatusChange reads an Aliyun device status message from msg: the
+// device as productKey.deviceName (from the payload, else the topic), the
+// time from utcTime, else time (which Aliyun gives in UTC+8).
+func ParseStatusChange(msg *message.Message) (StatusChange, error) {
 	var s aliyunStatus
 	if err := json.Unmarshal(msg.Payload, &s); err != nil {
-		return ports.Invalid(fmt.Errorf("aliyun device status: %w", err))
+		return StatusChange{}, ports.Invalid(fmt.Errorf("aliyun device status: %w", err))
 	}
 	if s.Status != "online" && s.Status != "offline" {
-		return ports.Invalid(fmt.Errorf("aliyun device status: status %q is neither online nor offline", s.Status))
+		return StatusChange{}, ports.Invalid(fmt.Errorf("aliyun device status: status %q is neither online nor offline", s.Status))
 	}
-	r := domain.StatusReport{Status: s.Status, DeviceID: deviceOf(msg, s.ProductKey, s.DeviceName)}
+	r := StatusChange{Online: s.Status == "online", DeviceID: deviceOf(msg, s.ProductKey, s.DeviceName)}
 	if r.DeviceID == "" {
-		return ports.Invalid(errors.New("aliyun device status: no productKey/deviceName in the payload or the topic"))
+		return StatusChange{}, ports.Invalid(errors.New("aliyun device status: no productKey/deviceName in the payload or the topic"))
 	}
 	var err error
 	switch {
@@ -157,10 +174,10 @@ func StatusToReport(msg *message.Message) error {
 		err = errors.New("neither utcTime nor time is set")
 	}
 	if err != nil {
-		return ports.Invalid(fmt.Errorf("aliyun device status: time: %w", err))
+		return StatusChange{}, ports.Invalid(fmt.Errorf("aliyun device status: time: %w", err))
 	}
 	r.At = r.At.UTC()
-	return replacePayload(msg, r)
+	return r, nil
 }
 
 // deviceOf is the device ID from the payload's product key and device
@@ -170,13 +187,4 @@ func deviceOf(msg *message.Message, productKey, deviceName string) string {
 		return id
 	}
 	return DeviceID(msg.Metadata.Get(MetadataProductKey), msg.Metadata.Get(MetadataDeviceName))
-}
-
-func replacePayload(msg *message.Message, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode %T: %w", v, err)
-	}
-	msg.Payload = b
-	return nil
 }

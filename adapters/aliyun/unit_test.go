@@ -1,7 +1,6 @@
 package aliyun
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/hexmill/hexmill/domain"
 	"github.com/hexmill/hexmill/internal/secret"
 	"github.com/hexmill/hexmill/ports"
 )
@@ -264,32 +262,28 @@ func aliyunMessage(topic, payload string) *message.Message {
 	return m
 }
 
-func TestAlinkPropertyToTelemetry(t *testing.T) {
+func TestParsePropertyPost(t *testing.T) {
 	cases := map[string]struct {
 		payload string
-		want    domain.Telemetry
+		want    PropertyPost
 	}{
 		"alink params": {
 			`{"id":"1","version":"1.0","params":{"temperature":21.5,"humidity":{"value":40,"time":1700000001000},"label":"x","on":true},"method":"thing.event.property.post"}`,
-			domain.Telemetry{DeviceID: "pk.dev", Readings: map[string]float64{"temperature": 21.5, "humidity": 40, "on": 1}, At: time.UnixMilli(1700000001000).UTC()},
+			PropertyPost{DeviceID: "pk.dev", Properties: map[string]float64{"temperature": 21.5, "humidity": 40, "on": 1}, At: time.UnixMilli(1700000001000).UTC()},
 		},
 		"subscription items": {
 			`{"iotId":"x","productKey":"pk2","deviceName":"d2","gmtCreate":1700000002000,"items":{"Power":{"value":3.5,"time":1700000003000}}}`,
-			domain.Telemetry{DeviceID: "pk2.d2", Readings: map[string]float64{"Power": 3.5}, At: time.UnixMilli(1700000003000).UTC()},
+			PropertyPost{DeviceID: "pk2.d2", Properties: map[string]float64{"Power": 3.5}, At: time.UnixMilli(1700000003000).UTC()},
 		},
 		"no times: generateTime": {
 			`{"params":{"t":1}}`,
-			domain.Telemetry{DeviceID: "pk.dev", Readings: map[string]float64{"t": 1}, At: time.UnixMilli(1700000000000).UTC()},
+			PropertyPost{DeviceID: "pk.dev", Properties: map[string]float64{"t": 1}, At: time.UnixMilli(1700000000000).UTC()},
 		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			m := aliyunMessage("/pk/dev/thing/event/property/post", tc.payload)
-			if err := AlinkPropertyToTelemetry(m); err != nil {
-				t.Fatal(err)
-			}
-			var got domain.Telemetry
-			if err := ports.DecodeJSON(m.Payload, &got); err != nil { // the domain's own strict decoding
+			got, err := ParsePropertyPost(aliyunMessage("/pk/dev/thing/event/property/post", tc.payload))
+			if err != nil {
 				t.Fatal(err)
 			}
 			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
@@ -309,32 +303,27 @@ func TestAlinkPropertyToTelemetry(t *testing.T) {
 		if name == "unknown device" {
 			topic = "/weird"
 		}
-		if err := AlinkPropertyToTelemetry(aliyunMessage(topic, payload)); !errors.Is(err, ports.ErrInvalid) {
+		if _, err := ParsePropertyPost(aliyunMessage(topic, payload)); !errors.Is(err, ports.ErrInvalid) {
 			t.Errorf("%s: %v, want ports.ErrInvalid", name, err)
 		}
 	}
 }
 
-func TestStatusToReport(t *testing.T) {
-	m := aliyunMessage("/as/mqtt/status/pk/dev", `{"status":"offline","iotId":"x","productKey":"pk","deviceName":"dev","time":"2018-08-31 15:32:28.205","utcTime":"2018-08-31T07:32:28.205Z","lastTime":"2018-08-31 15:32:28.195","utcLastTime":"2018-08-31T07:32:28.195Z","clientIp":"1.2.3.4"}`)
-	if err := StatusToReport(m); err != nil {
+func TestParseStatusChange(t *testing.T) {
+	got, err := ParseStatusChange(aliyunMessage("/as/mqtt/status/pk/dev", `{"status":"offline","iotId":"x","productKey":"pk","deviceName":"dev","time":"2018-08-31 15:32:28.205","utcTime":"2018-08-31T07:32:28.205Z","lastTime":"2018-08-31 15:32:28.195","utcLastTime":"2018-08-31T07:32:28.195Z","clientIp":"1.2.3.4"}`))
+	if err != nil {
 		t.Fatal(err)
 	}
-	var got domain.StatusReport
-	if err := ports.DecodeJSON(m.Payload, &got); err != nil {
-		t.Fatal(err)
-	}
-	want := domain.StatusReport{DeviceID: "pk.dev", Status: "offline", At: time.Date(2018, 8, 31, 7, 32, 28, 205e6, time.UTC)}
+	want := StatusChange{DeviceID: "pk.dev", Online: false, At: time.Date(2018, 8, 31, 7, 32, 28, 205e6, time.UTC)}
 	if got != want {
 		t.Fatalf("got %+v want %+v", got, want)
 	}
 	// time only (UTC+8), device from the topic.
-	m = aliyunMessage("/as/mqtt/status/pk/dev", `{"status":"online","time":"2018-08-31 15:32:28.205"}`)
-	if err := StatusToReport(m); err != nil {
+	got, err = ParseStatusChange(aliyunMessage("/as/mqtt/status/pk/dev", `{"status":"online","time":"2018-08-31 15:32:28.205"}`))
+	if err != nil {
 		t.Fatal(err)
 	}
-	_ = json.Unmarshal(m.Payload, &got)
-	if !got.At.Equal(want.At) || got.DeviceID != "pk.dev" || got.Status != "online" {
+	if !got.At.Equal(want.At) || got.DeviceID != "pk.dev" || !got.Online {
 		t.Fatalf("got %+v", got)
 	}
 	for name, payload := range map[string]string{
@@ -343,7 +332,7 @@ func TestStatusToReport(t *testing.T) {
 		"no time":    `{"status":"online"}`,
 		"bad time":   `{"status":"online","utcTime":"yesterday"}`,
 	} {
-		if err := StatusToReport(aliyunMessage("/as/mqtt/status/pk/dev", payload)); !errors.Is(err, ports.ErrInvalid) {
+		if _, err := ParseStatusChange(aliyunMessage("/as/mqtt/status/pk/dev", payload)); !errors.Is(err, ports.ErrInvalid) {
 			t.Errorf("%s: %v, want ports.ErrInvalid", name, err)
 		}
 	}

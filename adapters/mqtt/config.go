@@ -143,7 +143,7 @@ func (c *Config) SetDefaults() {
 		c.CloseTimeout = 5 * time.Second
 	}
 	if c.Service == "" {
-		c.Service = "hexmill"
+		c.Service = "mqtt"
 	}
 }
 

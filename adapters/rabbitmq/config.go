@@ -32,7 +32,8 @@ type Config struct {
 	User     string        `yaml:"user"`
 	Password secret.String `yaml:"password"`
 	// ConnectionName is shown in the management UI (client property
-	// connection_name).
+	// connection_name) and starts consumer tags; the service sets its name
+	// when this is empty.
 	ConnectionName string `yaml:"connection_name"`
 	// Heartbeat is the AMQP heartbeat interval: a dead peer is noticed
 	// after about twice this.
@@ -216,17 +217,13 @@ func (u *URL) UnmarshalText(b []byte) error {
 
 // Defaults.
 const (
-	DefaultURL            = "amqp://127.0.0.1:5672/"
-	DefaultConnectionName = "hexmill"
+	DefaultURL = "amqp://127.0.0.1:5672/"
 )
 
 // SetDefaults fills the zero values with defaults. It is idempotent.
 func (c *Config) SetDefaults() {
 	if c.URL == "" && c.Host == "" {
 		c.URL = DefaultURL
-	}
-	if c.ConnectionName == "" {
-		c.ConnectionName = DefaultConnectionName
 	}
 	if c.Heartbeat == 0 {
 		c.Heartbeat = 10 * time.Second

@@ -165,7 +165,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	for range s.cfg.Consumers {
 		k := &consumer{
 			s: s, topic: topic, queue: s.queueName(topic), prefetch: prefetch, out: out,
-			tag: fmt.Sprintf("%s.%s.%d", s.client.cfg.ConnectionName, s.cfg.Name, consumerSeq.Add(1)),
+			tag: strings.TrimPrefix(fmt.Sprintf("%s.%s.%d", s.client.cfg.ConnectionName, s.cfg.Name, consumerSeq.Add(1)), "."),
 		}
 		intake.Add(1)
 		s.wg.Add(1)

@@ -22,16 +22,29 @@ var rules = []struct {
 	{root: "ports", allowed: []string{module + "/ports"}},
 }
 
+// The ownership line: a service (a fork) owns domain/ and its wiring in
+// cmd/<service>/; the framework, what a fork takes upgrades of, never
+// imports them, directly or transitively. (A main package cannot be
+// imported, so the wiring is safe by construction; domain/ is not.)
+var (
+	framework = []string{"ports", "adapters", "app", "integration", "internal"}
+	forkOwned = []string{module + "/domain", module + "/cmd"}
+)
+
 type pkg struct {
 	ImportPath string
 	Standard   bool
 }
 
 // deps lists what the packages under root depend on, as `go list -deps`
-// reports it; overlay (a go list -overlay file) may add files.
-func deps(t *testing.T, root, overlay string) []pkg {
+// reports it, with their tests' dependencies when tests is set; overlay (a
+// go list -overlay file) may add files.
+func deps(t *testing.T, root, overlay string, tests bool) []pkg {
 	t.Helper()
 	args := []string{"list", "-e", "-deps", "-json=ImportPath,Standard"}
+	if tests {
+		args = append(args, "-test")
+	}
 	if overlay != "" {
 		args = append(args, "-overlay", overlay)
 	}
@@ -77,12 +90,75 @@ func violations(pkgs []pkg, allowed []string) []string {
 func TestDependencyRule(t *testing.T) {
 	for _, r := range rules {
 		t.Run(r.root, func(t *testing.T) {
-			if bad := violations(deps(t, r.root, ""), r.allowed); len(bad) > 0 {
+			if bad := violations(deps(t, r.root, "", false), r.allowed); len(bad) > 0 {
 				t.Errorf("%s/ must depend only on the standard library and %v; it depends on:\n  %s",
 					r.root, r.allowed, strings.Join(bad, "\n  "))
 			}
 		})
 	}
+}
+
+func TestFrameworkDoesNotImportTheService(t *testing.T) {
+	for _, root := range framework {
+		t.Run(root, func(t *testing.T) {
+			if bad := forkImports(deps(t, root, "", true)); len(bad) > 0 {
+				t.Errorf("%s/ is the framework's and must not depend on what a service owns (%v); it depends on:\n  %s",
+					root, forkOwned, strings.Join(bad, "\n  "))
+			}
+		})
+	}
+}
+
+// forkImports returns the dependencies that a service owns.
+func forkImports(pkgs []pkg) []string {
+	var bad []string
+	for _, p := range pkgs {
+		for _, f := range forkOwned {
+			if p.ImportPath == f || strings.HasPrefix(p.ImportPath, f+"/") {
+				bad = append(bad, p.ImportPath)
+			}
+		}
+	}
+	return bad
+}
+
+// The ownership rule catches a framework package importing the domain, in
+// its code or in its tests.
+func TestFrameworkRuleCatchesViolations(t *testing.T) {
+	cases := []struct {
+		name, root, file, source string
+	}{
+		{"app imports the domain", "app", "zz_violation.go", "package app\n\nimport _ \"" + module + "/domain\"\n"},
+		{"an adapter imports the domain", "adapters/aliyun", "zz_violation.go", "package aliyun\n\nimport _ \"" + module + "/domain\"\n"},
+		{"an app test imports the domain", "app", "zz_violation_test.go", "package app_test\n\nimport _ \"" + module + "/domain\"\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			overlay := writeOverlay(t, tc.root, tc.file, tc.source)
+			bad := forkImports(deps(t, tc.root, overlay, true))
+			if !slices.Contains(bad, module+"/domain") {
+				t.Errorf("%s importing the domain is not reported; reported: %v", tc.root, bad)
+			}
+		})
+	}
+}
+
+// writeOverlay writes a go list overlay that adds file with source to the
+// package at dir.
+func writeOverlay(t *testing.T, dir, file, source string) string {
+	t.Helper()
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "violation.go")
+	if err := os.WriteFile(src, []byte(source), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(repoRoot(t), dir, file)
+	overlay := filepath.Join(tmp, "overlay.json")
+	b, _ := json.Marshal(map[string]map[string]string{"Replace": {target: src}})
+	if err := os.WriteFile(overlay, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return overlay
 }
 
 // The rule catches a violation: a domain file importing an adapter (added
@@ -133,7 +209,7 @@ func TestDependencyRuleCatchesViolations(t *testing.T) {
 					allowed = r.allowed
 				}
 			}
-			bad := violations(deps(t, tc.root, overlay), allowed)
+			bad := violations(deps(t, tc.root, overlay, false), allowed)
 			for _, w := range tc.want {
 				if !slices.Contains(bad, w) {
 					t.Errorf("violation %s not reported; reported: %v", w, bad)

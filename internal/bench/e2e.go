@@ -3,8 +3,8 @@ package bench
 // The end-to-end case (issue 6, item 3): devices -> MQTT v5 QoS 1 ->
 // service -> RabbitMQ with publisher confirms, measured at a sink queue.
 //
-//	hexmill: the real binary (go build ./cmd/hexmill, no -race) as a
-//	         process, the sample telemetry handler, AlertRaised to RabbitMQ;
+//	hexmill: a real binary (go build ./internal/testservice, no -race) as a
+//	         process, its telemetry handler, AlertRaised to RabbitMQ;
 //	raw:     the same pipeline written directly on paho.golang and
 //	         amqp091-go in this process, with the same guarantees and the
 //	         same output: shared subscription, persistent session, the
@@ -371,7 +371,7 @@ var (
 	hexmillBinErr  error
 )
 
-// buildHexmill builds cmd/hexmill (without -race) once per process into a
+// buildHexmill builds internal/testservice (without -race) once per process into a
 // temporary directory; it needs the module's source (run from the
 // repository).
 func buildHexmill(ctx context.Context) (string, error) {
@@ -388,7 +388,7 @@ func buildHexmill(ctx context.Context) (string, error) {
 			return
 		}
 		bin := filepath.Join(dir, "hexmill")
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/hexmill")
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./internal/testservice")
 		build.Dir = filepath.Dir(gomod)
 		if out, err := build.CombinedOutput(); err != nil {
 			hexmillBinErr = fmt.Errorf("build hexmill: %v\n%s", err, out)
@@ -410,8 +410,6 @@ http_addr: "off"
 log:
   level: info
   format: json
-demo:
-  enabled: false
 poison:
   transport: rabbitmq
   topic: %[1]s
@@ -429,22 +427,12 @@ handlers:
     group: %[5]s
     concurrency: %[7]d
     topic_params: devices/{device_id}/telemetry
-  device-status:
-    transport: mqtt
-    topic: bench/%[3]s/status/+
-    group: %[5]s
 events:
   AlertRaised:
     transport: rabbitmq
     topic: AlertRaised
     options:
       exchange: %[6]s
-  DeviceStatusChanged:
-    transport: rabbitmq
-    topic: DeviceStatusChanged
-    options:
-      exchange: %[6]s
-      mandatory: "false"
 domain:
   thresholds:
     seq: -1

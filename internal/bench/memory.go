@@ -33,7 +33,8 @@ func memoryHexmill(ctx context.Context, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	rec := newRecorder(opts.Messages)
-	cfg := app.DefaultConfig()
+	cfg := app.DefaultConfig("bench")
+	cfg.Poison.Transport = app.TransportMemory
 	cfg.Handlers = map[string]app.Binding{"bench": {Transport: app.TransportMemory, Topic: "bench.in", Group: "bench", Concurrency: memoryConcurrency}}
 	cfg.Events = nil
 	rt, err := app.NewRuntime(app.RuntimeParams{

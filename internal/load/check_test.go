@@ -9,8 +9,6 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-
-	"github.com/hexmill/hexmill/domain"
 )
 
 // TestCheckerCounts publishes AlertRaised messages straight to the sink with
@@ -60,7 +58,7 @@ func TestCheckerCounts(t *testing.T) {
 		}
 	}
 	alert := func(device string, metric string, v float64) []byte {
-		b, err := json.Marshal(domain.AlertRaised{DeviceID: device, Metric: metric, Value: v, Threshold: -1, At: time.Now().Add(-5 * time.Millisecond)})
+		b, err := json.Marshal(serviceAlert{DeviceID: device, Metric: metric, Value: v, Threshold: -1, At: time.Now().Add(-5 * time.Millisecond)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,7 +124,7 @@ func TestReportGapsAndLatency(t *testing.T) {
 	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
 	deliver := func(seq, sentMs, recvMs int) {
-		b, _ := json.Marshal(domain.AlertRaised{DeviceID: DeviceID(run, 0), Metric: Metric, Value: float64(seq), At: ms(sentMs)})
+		b, _ := json.Marshal(serviceAlert{DeviceID: DeviceID(run, 0), Metric: Metric, Value: float64(seq), At: ms(sentMs)})
 		c.record(b, ms(recvMs))
 	}
 	// Messages sent every 10 ms from t0; 0..2 arrive 2 ms later; the

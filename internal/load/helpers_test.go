@@ -99,3 +99,20 @@ func consumeN(t *testing.T, ctx context.Context, ch *amqp.Channel, queue string,
 	}
 	return got
 }
+
+// serviceTelemetry and serviceAlert are the JSON of the service the load
+// tool drives (internal/testservice, and the sample service): what it reads
+// and what it publishes.
+type serviceTelemetry struct {
+	DeviceID string             `json:"device_id,omitempty"`
+	Readings map[string]float64 `json:"readings"`
+	At       time.Time          `json:"at"`
+}
+
+type serviceAlert struct {
+	DeviceID  string    `json:"device_id"`
+	Metric    string    `json:"metric"`
+	Value     float64   `json:"value"`
+	Threshold float64   `json:"threshold"`
+	At        time.Time `json:"at"`
+}

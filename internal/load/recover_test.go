@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hexmill/hexmill/domain"
 	"github.com/hexmill/hexmill/integration"
 )
 
@@ -45,7 +44,7 @@ func TestSendRecoversFromCut(t *testing.T) {
 	for distinct < count {
 		select {
 		case d := <-deliveries:
-			var tel domain.Telemetry
+			var tel serviceTelemetry
 			if err := json.Unmarshal(d.Body, &tel); err != nil {
 				t.Fatal(err)
 			}

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-
-	"github.com/hexmill/hexmill/domain"
 )
 
 // TestRun runs the generator and the checker around a stand-in for the
@@ -46,13 +44,13 @@ func TestRun(t *testing.T) {
 			case <-svcCtx.Done():
 				return
 			case d := <-deliveries:
-				var tel domain.Telemetry
+				var tel serviceTelemetry
 				if err := json.Unmarshal(d.Body, &tel); err != nil {
 					t.Errorf("telemetry %s: %v", d.Body, err)
 					return
 				}
 				seq := int(tel.Readings[Metric])
-				body, _ := json.Marshal(domain.AlertRaised{DeviceID: tel.DeviceID, Metric: Metric, Value: float64(seq), Threshold: -1, At: tel.At})
+				body, _ := json.Marshal(serviceAlert{DeviceID: tel.DeviceID, Metric: Metric, Value: float64(seq), Threshold: -1, At: tel.At})
 				times := 1
 				switch seq {
 				case 7:

@@ -16,7 +16,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/hexmill/hexmill/adapters/aliyun"
-	"github.com/hexmill/hexmill/domain"
 	"github.com/hexmill/hexmill/integration"
 )
 
@@ -36,7 +35,7 @@ func newSeqChecker(t *testing.T, count int) *seqChecker {
 // telemetry checks a telemetry payload of run and records its number.
 func (s *seqChecker) telemetry(run string, body []byte) int {
 	s.t.Helper()
-	var tel domain.Telemetry
+	var tel serviceTelemetry
 	if err := json.Unmarshal(body, &tel); err != nil {
 		s.t.Fatalf("telemetry %s: %v", body, err)
 	}
@@ -354,15 +353,12 @@ func checkAliyunPush(t *testing.T, run string, m *amqp1.Message) int {
 		wm.Metadata.Set(aliyun.MetadataProductKey, p)
 		wm.Metadata.Set(aliyun.MetadataDeviceName, d)
 	}
-	if err := aliyun.AlinkPropertyToTelemetry(wm); err != nil {
+	tel, err := aliyun.ParsePropertyPost(wm)
+	if err != nil {
 		t.Fatalf("translation of %s: %v", m.GetData(), err)
 	}
-	var tel domain.Telemetry
-	if err := json.Unmarshal(wm.Payload, &tel); err != nil {
-		t.Fatal(err)
-	}
-	if tel.DeviceID != pk+"."+dn || tel.Readings[Metric] != float64(seq) || !tel.At.Equal(time.UnixMilli(props[propGenerateTime].(int64))) {
-		t.Fatalf("translated %s, want device %s.%s seq %d at generateTime", wm.Payload, pk, dn, seq)
+	if tel.DeviceID != pk+"."+dn || tel.Properties[Metric] != float64(seq) || !tel.At.Equal(time.UnixMilli(props[propGenerateTime].(int64))) {
+		t.Fatalf("translated %+v, want device %s.%s seq %d at generateTime", tel, pk, dn, seq)
 	}
 	if !belongsTo(tel.DeviceID, run) {
 		t.Fatalf("device %s is not recognised as the run's", tel.DeviceID)

@@ -1,4 +1,4 @@
-package app
+package main
 
 import (
 	"context"
@@ -15,14 +15,40 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/hexmill/hexmill/adapters/memory"
+	"github.com/hexmill/hexmill/app"
 	"github.com/hexmill/hexmill/domain"
+	"github.com/hexmill/hexmill/ports"
+)
+
+// demoConfig drives the sample telemetry generator (the demo section).
+type demoConfig struct {
+	// Enabled publishes sample telemetry on the telemetry binding's
+	// transport, so a fresh checkout shows the pipeline at work. On by
+	// default when every binding is on the in-memory transport.
+	Enabled  *bool         `yaml:"enabled"`
+	Interval time.Duration `yaml:"interval"`
+}
+
+// Validate implements the section's check.
+func (c demoConfig) Validate() error {
+	if c.Interval <= 0 {
+		return &ports.FieldError{Field: "interval", Fix: "must be a positive duration, e.g. 1s"}
+	}
+	return nil
+}
+
+// demo is the demo's wiring: its configuration section and its lifecycle.
+var demo = fx.Options(
+	app.AsConfig("demo", func() demoConfig { return demoConfig{Interval: time.Second} }),
+	fx.Invoke(registerDemo),
 )
 
 // demo shows the sample pipeline at work on the in-memory transport: it
 // publishes telemetry and status reports, and logs every event the
 // handlers publish and every message that lands on the poison target.
-type demo struct {
-	cfg    Config
+type demoRun struct {
+	cfg    app.Config
+	demo   demoConfig
 	broker *memory.Broker
 	logger *slog.Logger
 
@@ -31,25 +57,25 @@ type demo struct {
 	wg     sync.WaitGroup
 }
 
-func registerDemo(lc fx.Lifecycle, cfg Config, broker *memory.Broker, logger *slog.Logger) {
-	if cfg.Demo.Enabled == nil || !*cfg.Demo.Enabled {
+func registerDemo(lc fx.Lifecycle, cfg app.Config, dc demoConfig, broker *memory.Broker, logger *slog.Logger) {
+	if on := dc.Enabled == nil && cfg.OnlyMemory() || dc.Enabled != nil && *dc.Enabled; !on {
 		return
 	}
-	d := &demo{cfg: cfg, broker: broker, logger: logger.With("component", "demo")}
+	d := &demoRun{cfg: cfg, demo: dc, broker: broker, logger: logger.With("component", "demo")}
 	lc.Append(fx.Hook{OnStart: d.start, OnStop: d.stop})
 }
 
-func (d *demo) start(context.Context) error {
+func (d *demoRun) start(context.Context) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	d.sub = d.broker.Subscriber("demo-log", 16)
 	watch := map[string]string{} // memory topic -> what lands there
-	for _, eventType := range sortedKeys(d.cfg.Events) {
-		if e := d.cfg.Events[eventType]; e.Transport == TransportMemory {
+	for eventType := range d.cfg.Events {
+		if e := d.cfg.Events[eventType]; e.Transport == app.TransportMemory {
 			watch[e.Topic] = eventType
 		}
 	}
-	if d.cfg.Poison.Transport == TransportMemory {
+	if d.cfg.Poison.Transport == app.TransportMemory {
 		watch[d.cfg.Poison.Topic] = "poison"
 	}
 	for topic, kind := range watch {
@@ -62,18 +88,18 @@ func (d *demo) start(context.Context) error {
 	}
 	d.wg.Add(1)
 	go d.generate(ctx)
-	d.logger.Info("demo on: publishing sample telemetry; inject your own with POST /inject/telemetry", "interval", d.cfg.Demo.Interval)
+	d.logger.Info("demo on: publishing sample telemetry; inject your own with POST /inject/telemetry", "interval", d.demo.Interval)
 	return nil
 }
 
-func (d *demo) stop(context.Context) error {
+func (d *demoRun) stop(context.Context) error {
 	d.cancel()
 	err := d.sub.Close()
 	d.wg.Wait()
 	return err
 }
 
-func (d *demo) log(kind string, msgs <-chan *message.Message) {
+func (d *demoRun) log(kind string, msgs <-chan *message.Message) {
 	defer d.wg.Done()
 	for msg := range msgs {
 		if kind == "poison" {
@@ -85,16 +111,16 @@ func (d *demo) log(kind string, msgs <-chan *message.Message) {
 	}
 }
 
-func (d *demo) generate(ctx context.Context) {
+func (d *demoRun) generate(ctx context.Context) {
 	defer d.wg.Done()
 	telemetry, okT := d.cfg.Handlers[domain.TelemetryHandlerName]
 	status, okS := d.cfg.Handlers[domain.DeviceStatusHandlerName]
-	ticker := time.NewTicker(d.cfg.Demo.Interval)
+	ticker := time.NewTicker(d.demo.Interval)
 	defer ticker.Stop()
 	for n := 0; ; n++ {
 		device := fmt.Sprintf("dev-%d", n%5+1)
 		now := time.Now().UTC()
-		if okT && telemetry.Transport == TransportMemory {
+		if okT && telemetry.Transport == app.TransportMemory {
 			t := domain.Telemetry{
 				DeviceID: device, At: now,
 				Readings: map[string]float64{"temperature": 60 + float64(rand.IntN(300))/10, "humidity": float64(30 + rand.IntN(50))},
@@ -102,7 +128,7 @@ func (d *demo) generate(ctx context.Context) {
 			d.publish(telemetry.Topic, t)
 			d.logger.Info("telemetry sent", "device_id", device, "temperature", t.Readings["temperature"])
 		}
-		if okS && status.Transport == TransportMemory && n%7 == 0 {
+		if okS && status.Transport == app.TransportMemory && n%7 == 0 {
 			report := domain.StatusReport{DeviceID: device, Status: []string{"online", "offline"}[n/7%2], At: now}
 			d.publish(status.Topic, report)
 		}
@@ -114,7 +140,7 @@ func (d *demo) generate(ctx context.Context) {
 	}
 }
 
-func (d *demo) publish(topic string, v any) {
+func (d *demoRun) publish(topic string, v any) {
 	payload, err := json.Marshal(v)
 	if err != nil {
 		d.logger.Error("demo: encode", "err", err)

@@ -1,0 +1,99 @@
+// Command testservice is the framework's own service, which the
+// end-to-end tests, the benchmark and the load tool's tests run as a real
+// process: telemetry in, an AlertRaised for every reading above its
+// threshold out. It is the framework's, not a fork's sample, so that a
+// fork that deletes the sample keeps those tests.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"os"
+	"slices"
+	"time"
+
+	"go.uber.org/fx"
+
+	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/ports"
+)
+
+func main() {
+	os.Exit(app.Main(app.Service{
+		Name: "hexmill",
+		Defaults: func(c *app.Config) {
+			c.Handlers["telemetry"] = app.Binding{Transport: app.TransportMemory, Topic: "devices.telemetry"}
+			c.Events["AlertRaised"] = app.EventBinding{Transport: app.TransportMemory, Topic: "alerts"}
+		},
+		Options: []fx.Option{
+			app.AsConfig("domain", func() thresholds { return thresholds{} }),
+			app.AsHandler(newTelemetryHandler),
+		},
+	}))
+}
+
+// thresholds is the domain section: a reading above its metric's
+// threshold raises an alert.
+type thresholds struct {
+	Thresholds map[string]float64 `yaml:"thresholds"`
+}
+
+func (t thresholds) Validate() error {
+	for m, v := range t.Thresholds {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return &ports.FieldError{Field: "thresholds." + m, Fix: "must be a finite number"}
+		}
+	}
+	return nil
+}
+
+// telemetry is what a device reports.
+type telemetry struct {
+	DeviceID string             `json:"device_id,omitempty"`
+	Readings map[string]float64 `json:"readings"`
+	At       time.Time          `json:"at"`
+}
+
+// alertRaised says a reading was above its threshold.
+type alertRaised struct {
+	DeviceID  string    `json:"device_id"`
+	Metric    string    `json:"metric"`
+	Value     float64   `json:"value"`
+	Threshold float64   `json:"threshold"`
+	At        time.Time `json:"at"`
+}
+
+func (alertRaised) EventType() string { return "AlertRaised" }
+
+func newTelemetryHandler(cfg thresholds, pub ports.Publisher) ports.Handler {
+	return ports.JSONHandler("telemetry", func(ctx context.Context, t telemetry, md ports.Metadata) error {
+		if t.DeviceID == "" {
+			t.DeviceID = md.Attributes["device_id"]
+		}
+		if t.DeviceID == "" {
+			return ports.Invalid(errors.New("telemetry: device_id is missing (in the payload or the topic)"))
+		}
+		if len(t.Readings) == 0 {
+			return ports.Invalid(errors.New("telemetry: readings is empty: report at least one metric"))
+		}
+		if t.At.IsZero() {
+			t.At = time.Now()
+		}
+		var alerts []ports.Event
+		for _, m := range slices.Sorted(maps.Keys(t.Readings)) {
+			if limit, ok := cfg.Thresholds[m]; ok && t.Readings[m] > limit {
+				alerts = append(alerts, alertRaised{DeviceID: t.DeviceID, Metric: m, Value: t.Readings[m], Threshold: limit, At: t.At})
+			}
+		}
+		if len(alerts) == 0 {
+			return nil
+		}
+		if err := pub.Publish(ctx, alerts...); err != nil {
+			return fmt.Errorf("telemetry: %w", err)
+		}
+		return nil
+	})
+}
