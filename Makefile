@@ -15,8 +15,9 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: run
-run: ## run the service (in-memory transport and demo unless configured otherwise)
-	$(GO) run ./cmd/hexmill
+run: ## build bin/hexmill and run it (in-memory transport and demo unless configured otherwise); Ctrl-C stops it, exit 0
+	$(GO) build -o bin/hexmill ./cmd/hexmill
+	exec ./bin/hexmill
 
 .PHONY: build
 build: ## build bin/hexmill and bin/hexmill-bench
@@ -58,6 +59,10 @@ bench: ## hexmill vs the raw clients, side by side in BENCH_ROUNDS interleaved r
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+
+.PHONY: rename
+rename: ## make the clone a service of its own: make rename MODULE=example.com/fleet NAME=fleet
+	$(GO) run ./internal/rename -module "$(MODULE)" -name "$(NAME)"
 
 .PHONY: up
 up: ## start RabbitMQ, Mosquitto and the service with docker compose
