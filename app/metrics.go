@@ -16,6 +16,15 @@ import (
 //	<service>_subscriber_messages_received_total{handler_name, subscriber_name, acked}
 //	<service>_publish_time_seconds{handler_name, publisher_name, success}
 //
+// and two of their own:
+//
+//	<service>_messages_poisoned_total{handler_name, reason}
+//	    reason: invalid (bad input) or retries_exhausted
+//	<service>_messages_handed_back_total{handler_name, reason}
+//	    nacked for redelivery; reason: publish_failed, poison_failed, stopping
+//
+// A poisoned message is acked (acked="acked") but its handler did not
+// succeed (success="false").
 // <service> is the service setting ("-" as "_"); subscriber_name and
 // publisher_name are the transport. watermill's
 // middleware and decorators build label maps per message, and its
@@ -29,6 +38,8 @@ import (
 type handlerMetrics struct {
 	handlerTime *prometheus.HistogramVec
 	received    *prometheus.CounterVec
+	poisoned    *prometheus.CounterVec
+	handedBack  *prometheus.CounterVec
 }
 
 // handlerTimeBuckets are watermill's default buckets for the handler time.
@@ -48,11 +59,27 @@ func newHandlerMetrics(registry *prometheus.Registry, namespace string) (*handle
 			Help:      "The total number of messages received by the subscriber",
 		}, []string{"handler_name", "subscriber_name", "acked"}),
 	}
+	m.poisoned = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "messages_poisoned_total",
+		Help:      "Messages sent to the poison target, by reason: invalid (bad input) or retries_exhausted",
+	}, []string{"handler_name", "reason"})
+	m.handedBack = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "messages_handed_back_total",
+		Help:      "Messages nacked for redelivery, by reason: publish_failed, poison_failed, stopping",
+	}, []string{"handler_name", "reason"})
 	var err error
 	if m.handlerTime, err = register(registry, m.handlerTime); err != nil {
 		return nil, err
 	}
 	if m.received, err = register(registry, m.received); err != nil {
+		return nil, err
+	}
+	if m.poisoned, err = register(registry, m.poisoned); err != nil {
+		return nil, err
+	}
+	if m.handedBack, err = register(registry, m.handedBack); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -78,15 +105,32 @@ func register[C prometheus.Collector](registry *prometheus.Registry, c C) (C, er
 func (m *handlerMetrics) middleware(handler, transport string) message.HandlerMiddleware {
 	ok, failed := m.handlerTime.WithLabelValues(handler, "true"), m.handlerTime.WithLabelValues(handler, "false")
 	acked, nacked := m.received.WithLabelValues(handler, transport, "acked"), m.received.WithLabelValues(handler, transport, "nacked")
+	poisoned := map[string]prometheus.Counter{
+		poisonedInvalid: m.poisoned.WithLabelValues(handler, poisonedInvalid),
+		poisonedRetries: m.poisoned.WithLabelValues(handler, poisonedRetries),
+	}
+	handedBack := map[string]prometheus.Counter{}
+	for _, r := range []string{handedBackPublish, handedBackPoison, handedBackStopping} {
+		handedBack[r] = m.handedBack.WithLabelValues(handler, r)
+	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
+			o := withOutcome(msg)
 			start := time.Now()
 			produced, err := h(msg)
 			took := time.Since(start).Seconds()
-			if err != nil {
+			switch {
+			case err != nil:
 				failed.Observe(took)
 				nacked.Inc()
-			} else {
+				if c, ok := handedBack[o.what]; ok {
+					c.Inc()
+				}
+			case o.what != "":
+				failed.Observe(took)
+				acked.Inc()
+				poisoned[o.what].Inc()
+			default:
 				ok.Observe(took)
 				acked.Inc()
 			}

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,7 +19,9 @@ import (
 
 // The metrics keep watermill's names and labels: one message handled with
 // an event published, one that failed (a publish outage: nacked,
-// redelivered) and then was handled.
+// redelivered, counted handed back) and then was handled, and one
+// poisoned as invalid (acked, but not a success; the poison publish is
+// timed too).
 func TestHandlerMetrics(t *testing.T) {
 	broker := newBroker(t)
 	cfg := testConfig()
@@ -27,6 +30,9 @@ func TestHandlerMetrics(t *testing.T) {
 	handled := make(chan string, 2)
 	pub := app.NewPublisher()
 	h := ports.HandlerFunc{HandlerName: "test", Func: func(ctx context.Context, msg ports.Message) error {
+		if msg.ID == "bad" {
+			return ports.Invalid(errors.New("not a reading"))
+		}
 		if msg.ID == "flaky" && flakyCalls.Add(1) <= int32(cfg.Retry.MaxRetries)+1 {
 			return fmt.Errorf("handler: %w", broken.Publish(ctx, testEvent{Input: msg.ID}))
 		}
@@ -48,6 +54,8 @@ func TestHandlerMetrics(t *testing.T) {
 	}
 	publish(t, broker, inTopic, "ok", "{}")
 	publish(t, broker, inTopic, "flaky", "{}")
+	publish(t, broker, inTopic, "bad", "{}")
+	receive(t, broker, poisonTopic, 1)
 	for range 2 {
 		select {
 		case <-handled:
@@ -69,10 +77,13 @@ func TestHandlerMetrics(t *testing.T) {
 		want   float64
 	}{
 		{"hexmill_handler_execution_time_seconds", map[string]string{"handler_name": "test", "success": "true"}, 2},
-		{"hexmill_handler_execution_time_seconds", map[string]string{"handler_name": "test", "success": "false"}, 1},
-		{"hexmill_subscriber_messages_received_total", map[string]string{"handler_name": "test", "subscriber_name": "memory", "acked": "acked"}, 2},
+		{"hexmill_handler_execution_time_seconds", map[string]string{"handler_name": "test", "success": "false"}, 2},
+		{"hexmill_subscriber_messages_received_total", map[string]string{"handler_name": "test", "subscriber_name": "memory", "acked": "acked"}, 3},
+		{"hexmill_messages_poisoned_total", map[string]string{"handler_name": "test", "reason": "invalid"}, 1},
+		{"hexmill_messages_poisoned_total", map[string]string{"handler_name": "test", "reason": "retries_exhausted"}, 0},
+		{"hexmill_messages_handed_back_total", map[string]string{"handler_name": "test", "reason": "publish_failed"}, 1},
 		{"hexmill_subscriber_messages_received_total", map[string]string{"handler_name": "test", "subscriber_name": "memory", "acked": "nacked"}, 1},
-		{"hexmill_publish_time_seconds", map[string]string{"handler_name": "test", "publisher_name": "memory", "success": "true"}, 1},
+		{"hexmill_publish_time_seconds", map[string]string{"handler_name": "test", "publisher_name": "memory", "success": "true"}, 2},
 	}
 	for _, tt := range tests {
 		got, ok := sample(families, tt.family, tt.labels)

@@ -1,11 +1,14 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+
+	"github.com/hexmill/hexmill/ports"
 )
 
 // poison sends a message whose handler failed for good to the poison
@@ -21,7 +24,15 @@ func (r *Runtime) poison(handler string, b Binding) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			produced, err := h(msg)
-			if err == nil || r.abort.Err() != nil || errors.Is(err, ErrPublish) {
+			o := outcomeOf(msg)
+			switch {
+			case err == nil:
+				return produced, nil
+			case r.abort.Err() != nil:
+				o.set(handedBackStopping)
+				return produced, err
+			case errors.Is(err, ErrPublish):
+				o.set(handedBackPublish)
 				return produced, err
 			}
 			msg.Metadata.Set(middleware.ReasonForPoisonedKey, err.Error())
@@ -29,10 +40,51 @@ func (r *Runtime) poison(handler string, b Binding) message.HandlerMiddleware {
 			msg.Metadata.Set(middleware.PoisonedHandlerKey, handler)
 			msg.Metadata.Set(middleware.PoisonedSubscriberKey, b.Transport)
 			if perr := r.publishers.poisonTo.publisher.Publish(r.cfg.Poison.Topic, msg); perr != nil {
+				o.set(handedBackPoison)
 				return nil, errors.Join(err, fmt.Errorf("publish to the poison target: %w", perr))
+			}
+			if errors.Is(err, ports.ErrInvalid) {
+				o.set(poisonedInvalid)
+			} else {
+				o.set(poisonedRetries)
 			}
 			r.logger.Warn("message poisoned", "handler", handler, "message_id", msg.UUID, "reason", err)
 			return nil, nil
 		}
 	}
+}
+
+// outcome is what the poison middleware did with a message, for the
+// metrics middleware around it: "" when the handler succeeded (or the
+// message failed another way), else one of the outcomes below.
+type outcome struct{ what string }
+
+// Outcomes: the reason classes of the poison and redelivery counters.
+const (
+	poisonedInvalid    = "invalid"           // ports.Invalid: bad input, poisoned at once
+	poisonedRetries    = "retries_exhausted" // failed after every retry
+	handedBackPublish  = "publish_failed"    // its events could not be published
+	handedBackPoison   = "poison_failed"     // the poison target refused it
+	handedBackStopping = "stopping"          // cut short by stop
+)
+
+func (o *outcome) set(what string) {
+	if o != nil {
+		o.what = what
+	}
+}
+
+type outcomeKey struct{}
+
+// withOutcome gives msg an outcome the middleware inside can set.
+func withOutcome(msg *message.Message) *outcome {
+	o := &outcome{}
+	msg.SetContext(context.WithValue(msg.Context(), outcomeKey{}, o))
+	return o
+}
+
+// outcomeOf is msg's outcome, nil when nobody asked for it.
+func outcomeOf(msg *message.Message) *outcome {
+	o, _ := msg.Context().Value(outcomeKey{}).(*outcome)
+	return o
 }

@@ -39,7 +39,7 @@ func (h *DeviceStatusHandler) Name() string { return DeviceStatusHandlerName }
 // Handle implements ports.Handler.
 func (h *DeviceStatusHandler) Handle(ctx context.Context, msg ports.Message) error {
 	var r StatusReport
-	if err := ports.DecodeJSON(msg.Payload, &r); err != nil {
+	if err := ports.DecodeJSONStrict(msg.Payload, &r); err != nil {
 		return err
 	}
 	if r.DeviceID == "" {

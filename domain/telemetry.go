@@ -41,7 +41,7 @@ func (h *TelemetryHandler) Name() string { return TelemetryHandlerName }
 // Handle implements ports.Handler.
 func (h *TelemetryHandler) Handle(ctx context.Context, msg ports.Message) error {
 	var t Telemetry
-	if err := ports.DecodeJSON(msg.Payload, &t); err != nil {
+	if err := ports.DecodeJSONStrict(msg.Payload, &t); err != nil {
 		return err
 	}
 	if t.DeviceID == "" {

@@ -68,26 +68,50 @@ func (h HandlerFunc) Name() string { return h.HandlerName }
 // Handle implements Handler.
 func (h HandlerFunc) Handle(ctx context.Context, msg Message) error { return h.Func(ctx, msg) }
 
-// JSONHandler is a typed handler: it decodes the payload into T (unknown
-// fields are refused) and calls handle. A payload that does not decode is
-// Invalid.
-func JSONHandler[T any](name string, handle func(ctx context.Context, in T, md Metadata) error) Handler {
+// JSONOption changes how JSONHandler decodes.
+type JSONOption func(*jsonOptions)
+
+type jsonOptions struct{ strict bool }
+
+// Strict refuses a payload with fields T does not have (see
+// DecodeJSONStrict).
+func Strict() JSONOption { return func(o *jsonOptions) { o.strict = true } }
+
+// JSONHandler is a typed handler: it decodes the payload into T and calls
+// handle. Fields T does not have are ignored, so that a sender that adds a
+// field (a firmware update) does not get its messages poisoned; Strict()
+// refuses them instead. A payload that does not decode is Invalid.
+func JSONHandler[T any](name string, handle func(ctx context.Context, in T, md Metadata) error, opts ...JSONOption) Handler {
+	var o jsonOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	decode := DecodeJSON
+	if o.strict {
+		decode = DecodeJSONStrict
+	}
 	return HandlerFunc{HandlerName: name, Func: func(ctx context.Context, msg Message) error {
 		var in T
-		if err := DecodeJSON(msg.Payload, &in); err != nil {
+		if err := decode(msg.Payload, &in); err != nil {
 			return err
 		}
 		return handle(ctx, in, msg.Metadata)
 	}}
 }
 
-// DecodeJSON decodes one JSON document into v, refusing unknown fields and
-// trailing data; the error is Invalid and says what is wrong.
-func DecodeJSON(payload []byte, v any) error {
+// DecodeJSON decodes one JSON document into v, ignoring fields v does not
+// have and refusing trailing data; the error is Invalid and says what is
+// wrong.
+func DecodeJSON(payload []byte, v any) error { return decodeJSON(&lenient, payload, v) }
+
+// DecodeJSONStrict is DecodeJSON refusing fields v does not have too.
+func DecodeJSONStrict(payload []byte, v any) error { return decodeJSON(&strict, payload, v) }
+
+func decodeJSON(pool *sync.Pool, payload []byte, v any) error {
 	if len(bytes.TrimSpace(payload)) == 0 {
 		return Invalid(fmt.Errorf("decode %T: the payload is empty; want a JSON document", v))
 	}
-	d := newDecoder(payload)
+	d := newDecoder(pool, payload)
 	if err := d.dec.Decode(v); err != nil {
 		return Invalid(fmt.Errorf("decode %T: %w", v, err))
 	}
@@ -105,26 +129,37 @@ func DecodeJSON(payload []byte, v any) error {
 // input is ready for the next one; reusing it saves a third of the cost
 // of decoding a small message and most of its garbage.
 type decoder struct {
-	r   bytes.Reader
-	dec *json.Decoder
+	r    bytes.Reader
+	dec  *json.Decoder
+	pool *sync.Pool
 }
 
 // maxPooledPayload bounds what a pooled decoder may have buffered.
 const maxPooledPayload = 64 << 10
 
-var decoders = sync.Pool{New: func() any {
-	d := &decoder{}
-	d.dec = json.NewDecoder(&d.r)
-	d.dec.DisallowUnknownFields()
-	return d
-}}
+// The decoders of DecodeJSON and of DecodeJSONStrict.
+var lenient, strict sync.Pool
 
-func newDecoder(payload []byte) *decoder {
+func init() {
+	lenient.New = func() any {
+		d := &decoder{pool: &lenient}
+		d.dec = json.NewDecoder(&d.r)
+		return d
+	}
+	strict.New = func() any {
+		d := &decoder{pool: &strict}
+		d.dec = json.NewDecoder(&d.r)
+		d.dec.DisallowUnknownFields()
+		return d
+	}
+}
+
+func newDecoder(pool *sync.Pool, payload []byte) *decoder {
 	var d *decoder
 	if len(payload) > maxPooledPayload {
-		d = decoders.New().(*decoder) // not from the pool, nor back into it
+		d = pool.New().(*decoder) // not from the pool, nor back into it
 	} else {
-		d = decoders.Get().(*decoder)
+		d = pool.Get().(*decoder)
 	}
 	d.r.Reset(payload)
 	return d
@@ -137,7 +172,7 @@ func (d *decoder) release() {
 		return
 	}
 	d.r.Reset(nil)
-	decoders.Put(d)
+	d.pool.Put(d)
 }
 
 // ErrInvalid marks input that no retry can fix.

@@ -23,6 +23,9 @@ type decodeCase struct {
 	payload string
 	want    reading
 	wantErr string // "" for success; else a substring of the error
+	// lenient is what DecodeJSON gives where only DecodeJSONStrict fails
+	// (unknown fields).
+	lenient *reading
 }
 
 var decodeCases = []decodeCase{
@@ -32,7 +35,7 @@ var decodeCases = []decodeCase{
 	{name: "null leaves the value alone", payload: `null`},
 	{name: "empty", payload: ``, wantErr: "payload is empty"},
 	{name: "only white space", payload: "  \n", wantErr: "payload is empty"},
-	{name: "unknown field", payload: `{"device_id":"d1","extra":1}`, wantErr: `unknown field "extra"`},
+	{name: "unknown field", payload: `{"device_id":"d1","extra":1}`, wantErr: `unknown field "extra"`, lenient: &reading{DeviceID: "d1"}},
 	{name: "wrong type", payload: `{"value":"high"}`, wantErr: "reading.value"},
 	{name: "not JSON", payload: `device_id=d1`, wantErr: "invalid character"},
 	{name: "truncated", payload: `{"device_id":"d1"`, wantErr: "unexpected EOF"},
@@ -67,8 +70,18 @@ func TestDecodeJSONReusesDecoders(t *testing.T) {
 
 func checkDecode(t *testing.T, tt decodeCase) {
 	t.Helper()
+	if tt.lenient != nil {
+		var got reading
+		if err := ports.DecodeJSON([]byte(tt.payload), &got); err != nil || got != *tt.lenient {
+			t.Errorf("DecodeJSON(%q) = %+v, %v; want %+v (unknown fields ignored)", tt.payload, got, err, *tt.lenient)
+		}
+	}
 	var got reading
-	err := ports.DecodeJSON([]byte(tt.payload), &got)
+	decode := ports.DecodeJSON
+	if tt.lenient != nil {
+		decode = ports.DecodeJSONStrict
+	}
+	err := decode([]byte(tt.payload), &got)
 	if tt.wantErr == "" {
 		if err != nil {
 			t.Errorf("DecodeJSON(%q) = %v, want nil", tt.payload, err)
@@ -103,7 +116,8 @@ func TestJSONHandler(t *testing.T) {
 	}{
 		{name: "valid payload reaches the handler", payload: `{"device_id":"d1","value":2}`, wantCalled: true},
 		{name: "handler error is returned as is", payload: `{"device_id":"d1"}`, handleErr: handlerErr, wantCalled: true, wantErr: handlerErr},
-		{name: "bad payload is invalid and skips the handler", payload: `{"nope":1}`, wantErr: ports.ErrInvalid},
+		{name: "bad payload is invalid and skips the handler", payload: `{"value":"high"}`, wantErr: ports.ErrInvalid},
+		{name: "unknown fields are ignored", payload: `{"device_id":"d1","firmware":"2.0"}`, wantCalled: true},
 		{name: "not JSON is invalid", payload: `<xml/>`, wantErr: ports.ErrInvalid},
 	}
 	for _, tt := range tests {
@@ -149,6 +163,15 @@ func TestJSONHandler(t *testing.T) {
 				t.Errorf("handler got metadata %+v, want %+v", gotMD, md)
 			}
 		})
+	}
+}
+
+// Strict() refuses what the default ignores.
+func TestJSONHandlerStrict(t *testing.T) {
+	h := ports.JSONHandler("readings", func(context.Context, reading, ports.Metadata) error { return nil }, ports.Strict())
+	err := h.Handle(context.Background(), ports.Message{Payload: []byte(`{"device_id":"d1","firmware":"2.0"}`)})
+	if !errors.Is(err, ports.ErrInvalid) || !strings.Contains(err.Error(), `unknown field "firmware"`) {
+		t.Fatalf("Handle() = %v, want an invalid-input error naming the unknown field", err)
 	}
 }
 
