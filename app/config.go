@@ -365,8 +365,14 @@ type settable interface{ SetDefaults() }
 type validatable interface{ Validate() error }
 
 func (c *Config) setDefaults() {
-	if c.Poison.Transport == "" && c.onlyMemory() {
-		c.Poison.Transport = TransportMemory
+	if c.Poison.Transport == "" {
+		memoryOnly := true
+		for _, b := range c.Handlers {
+			memoryOnly = memoryOnly && b.Transport == TransportMemory
+		}
+		if memoryOnly {
+			c.Poison.Transport = TransportMemory // what memory delivers is lost on restart anyway
+		}
 	}
 	for _, s := range c.sections {
 		if d, ok := s.Value.(settable); ok {
@@ -504,6 +510,9 @@ func (c Config) validate() error {
 	if c.Poison.Topic == "" {
 		return fieldError("poison.topic", "must name where failed messages go")
 	}
+	if err := c.checkBindingOptions(); err != nil {
+		return err
+	}
 	used := c.usedTransports()
 	for _, s := range c.sections {
 		if s.Transport != "" && !slices.Contains(used, s.Transport) {
@@ -516,6 +525,54 @@ func (c Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// optionsChecker is a transport section that can validate a binding's
+// options before anything connects.
+type optionsChecker interface {
+	CheckBindingOptions(consume bool, options map[string]string) error
+}
+
+// checkBindingOptions validates every binding's transport-specific
+// options with its transport's section, so that a typo or a bad qos fails
+// here (and in -check-config), not once connected.
+func (c Config) checkBindingOptions() error {
+	checker := func(transport string) optionsChecker {
+		for _, s := range c.sections {
+			if s.Transport == transport {
+				oc, _ := s.Value.(optionsChecker)
+				return oc
+			}
+		}
+		return nil
+	}
+	check := func(path, transport string, consume bool, options map[string]string) error {
+		oc := checker(transport)
+		if oc == nil {
+			return nil
+		}
+		if err := oc.CheckBindingOptions(consume, options); err != nil {
+			var fe *ports.FieldError
+			if errors.As(err, &fe) {
+				return fieldError(path+"."+fe.Field, fe.Fix)
+			}
+			return fieldError(path+".options", strings.TrimPrefix(strings.TrimPrefix(err.Error(), "options."), "options: "))
+		}
+		return nil
+	}
+	for _, name := range sortedKeys(c.Handlers) {
+		b := c.Handlers[name]
+		if err := check("handlers."+name, b.Transport, true, b.Options); err != nil {
+			return err
+		}
+	}
+	for _, name := range sortedKeys(c.Events) {
+		e := c.Events[name]
+		if err := check("events."+name, e.Transport, false, e.Options); err != nil {
+			return err
+		}
+	}
+	return check("poison", c.Poison.Transport, false, c.Poison.Options)
 }
 
 func (c Config) checkTransport(path, name string) error {

@@ -13,6 +13,7 @@ package aliyun
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -226,3 +227,20 @@ func (c Config) address() string {
 
 // clientID is the client ID of connection i.
 func (c Config) clientID(i int) string { return fmt.Sprintf("%s-%d", c.ClientID, i) }
+
+// CheckBindingOptions validates a binding's options without connecting:
+// the transport consumes only and takes no options.
+func (c Config) CheckBindingOptions(consume bool, options map[string]string) error {
+	if !consume {
+		return errors.New("the aliyun transport consumes only: publish to another transport")
+	}
+	if len(options) > 0 {
+		keys := make([]string, 0, len(options))
+		for k := range options {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		return fmt.Errorf("options: %s not known; the aliyun transport takes no binding options", strings.Join(keys, ", "))
+	}
+	return nil
+}

@@ -181,3 +181,12 @@ func (q *queue) notify() {
 func (b *Broker) Close() error { return nil }
 
 var _ message.Publisher = (*Broker)(nil)
+
+// CheckBindingOptions validates a binding's options: the in-memory
+// transport takes none.
+func (c Config) CheckBindingOptions(_ bool, options map[string]string) error {
+	for k := range options {
+		return fmt.Errorf("options.%s: the memory transport takes no binding options", k)
+	}
+	return nil
+}

@@ -370,3 +370,14 @@ func (c Config) subscriberSettings(s SubscriberConfig) (qos byte, err error) {
 	}
 	return qos, nil
 }
+
+// CheckBindingOptions validates a binding's options without connecting:
+// a handler binding's (consume) or an event binding's.
+func (c Config) CheckBindingOptions(consume bool, options map[string]string) error {
+	if consume {
+		_, err := c.subscriberSettings(SubscriberConfig{Options: options})
+		return err
+	}
+	_, err := c.ParsePublishOptions(options)
+	return err
+}

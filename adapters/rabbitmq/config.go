@@ -478,3 +478,14 @@ func (c Config) tlsConfig(dialURL string) (*tls.Config, error) {
 	}
 	return tc, nil
 }
+
+// CheckBindingOptions validates a binding's options without connecting:
+// a handler binding's (consume) or an event binding's.
+func (c Config) CheckBindingOptions(consume bool, options map[string]string) error {
+	if consume {
+		_, err := SubscriberConfigFor("check", "", 1, options)
+		return err
+	}
+	_, err := PublishSettings(c.Publish, options)
+	return err
+}

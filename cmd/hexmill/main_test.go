@@ -133,28 +133,43 @@ func TestInvalidConfiguration(t *testing.T) {
 		{"unknown transport", []string{"HEXMILL_HANDLERS_TELEMETRY_TRANSPORT=kafka"}, []string{"handlers.telemetry.transport", "HEXMILL_HANDLERS_TELEMETRY_TRANSPORT", "kafka", "memory"}},
 		{"bad log level", []string{"HEXMILL_LOG_LEVEL=loud"}, []string{"log.level", "HEXMILL_LOG_LEVEL", "debug, info, warn, error"}},
 		{"missing config file", []string{"HEXMILL_CONFIG=/nonexistent/hexmill.yaml"}, []string{"HEXMILL_CONFIG"}},
+		{"bad qos", []string{"HEXMILL_HANDLERS_TELEMETRY_TRANSPORT=mqtt", "HEXMILL_HANDLERS_TELEMETRY_OPTIONS_QOS=7", "HEXMILL_POISON_TRANSPORT=mqtt"}, []string{"handlers.telemetry.options", "7"}},
+		{"typo in a variable", []string{"HEXMILL_HANDLERS_TELEMETRY_TOPIK=x"}, []string{"HEXMILL_HANDLERS_TELEMETRY_TOPIK", "did you mean HEXMILL_HANDLERS_TELEMETRY_TOPIC"}},
+		// Found while the graph is built, not while loading: still one
+		// line and status 2.
+		{"binding without a handler", []string{"HEXMILL_HANDLERS_TELEMETRI_TOPIC=t", "HEXMILL_HANDLERS_TELEMETRI_TRANSPORT=memory"}, []string{"handlers.telemetri", "did you mean telemetry"}},
+		{"poison in memory behind a broker", []string{"HEXMILL_HANDLERS_TELEMETRY_TRANSPORT=rabbitmq"}, []string{"poison.transport", "HEXMILL_POISON_TRANSPORT"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(binary)
-			cmd.Env = append(os.Environ(), tc.env...)
-			var stderr strings.Builder
-			cmd.Stderr = &stderr
-			err := cmd.Run()
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
-				t.Fatalf("exit: %v, want status 2", err)
-			}
-			out := strings.TrimSpace(stderr.String())
-			if strings.Count(out, "\n") != 0 {
-				t.Fatalf("want one line, got:\n%s", out)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("error %q does not mention %q", out, w)
-				}
+			for _, args := range [][]string{nil, {"-check-config"}} {
+				checkInvalid(t, args, tc.env, tc.want)
 			}
 		})
+	}
+}
+
+// checkInvalid runs the binary with args and env and wants one line
+// naming want, and exit status 2.
+func checkInvalid(t *testing.T, args, env, want []string) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+		t.Fatalf("%v %v: exit: %v (%s), want status 2", args, env, err, stderr.String())
+	}
+	out := strings.TrimSpace(stderr.String())
+	if strings.Count(out, "\n") != 0 {
+		t.Fatalf("%v: want one line, got:\n%s", args, out)
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("%v: error %q does not mention %q", args, out, w)
+		}
 	}
 }
 
