@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hexmill/hexmill/internal/secret"
+	"github.com/hexmill/hexmill/ports"
 )
 
 // Sign methods Aliyun accepts.
@@ -159,45 +160,45 @@ func (c *Config) SetDefaults() {
 func (c Config) Validate() error {
 	switch {
 	case c.Host == "" && c.IotInstanceID == "" && (c.UID == "" || c.RegionID == ""):
-		return errors.New("host: must be set, or built from iot_instance_id, or from uid and region_id")
+		return &ports.FieldError{Field: "host", Fix: "must be set, or built from iot_instance_id, or from uid and region_id"}
 	case strings.ContainsAny(c.Host, "/: "):
-		return errors.New("host: must be a host name without scheme or port, e.g. iot-06z00abc.amqp.iothub.aliyuncs.com")
+		return &ports.FieldError{Field: "host", Fix: "must be a host name without scheme or port, e.g. iot-06z00abc.amqp.iothub.aliyuncs.com"}
 	case c.Port < 1 || c.Port > 65535:
-		return errors.New("port: must be 1..65535, e.g. 5671")
+		return &ports.FieldError{Field: "port", Fix: "must be 1..65535, e.g. 5671"}
 	case c.AccessKeyID == "":
-		return errors.New("access_key_id: must be set to the AccessKey ID of a RAM user allowed to subscribe")
+		return &ports.FieldError{Field: "access_key_id", Fix: "must be set to the AccessKey ID of a RAM user allowed to subscribe"}
 	case c.AccessKeySecret == "":
-		return errors.New("access_key_secret: must be set; give it through HEXMILL_TRANSPORTS_ALIYUN_ACCESS_KEY_SECRET rather than the YAML file")
+		return &ports.FieldError{Field: "access_key_secret", Fix: "must be set; give it through the environment (<PREFIX>_TRANSPORTS_ALIYUN_ACCESS_KEY_SECRET) rather than the YAML file"}
 	case c.ConsumerGroupID == "":
-		return errors.New("consumer_group_id: must be set to the consumer group ID from the IoT console")
+		return &ports.FieldError{Field: "consumer_group_id", Fix: "must be set to the consumer group ID from the IoT console"}
 	case c.ClientID == "":
-		return errors.New("client_id: must be set, e.g. the host name; connection i uses client_id-i")
+		return &ports.FieldError{Field: "client_id", Fix: "must be set, e.g. the host name; connection i uses client_id-i"}
 	case strings.ContainsAny(c.ClientID, "|,="):
-		return errors.New("client_id: must not contain '|', ',' or '='")
+		return &ports.FieldError{Field: "client_id", Fix: "must not contain '|', ',' or '='"}
 	case c.SignMethod != SignHMACSHA1 && c.SignMethod != SignHMACSHA256 && c.SignMethod != SignHMACMD5:
-		return fmt.Errorf("sign_method: %q is not supported; use hmacsha1, hmacsha256 or hmacmd5", c.SignMethod)
+		return ports.FieldErrorf("sign_method", "%q is not supported; use hmacsha1, hmacsha256 or hmacmd5", c.SignMethod)
 	case c.Connections < 1 || c.Connections > 64:
-		return errors.New("connections: must be 1..64")
+		return &ports.FieldError{Field: "connections", Fix: "must be 1..64"}
 	case c.Credit < 1 || c.Credit > 10000:
-		return errors.New("credit: must be 1..10000, e.g. 200 (messages must be settled within Aliyun's 30 s)")
+		return &ports.FieldError{Field: "credit", Fix: "must be 1..10000, e.g. 200 (messages must be settled within Aliyun's 30 s)"}
 	case c.IdleTimeout < 60*time.Second || c.IdleTimeout > 600*time.Second:
-		return errors.New("idle_timeout: must be 60s..600s (go-amqp advertises half, Aliyun accepts 30..300 s)")
+		return &ports.FieldError{Field: "idle_timeout", Fix: "must be 60s..600s (go-amqp advertises half, Aliyun accepts 30..300 s)"}
 	case c.SourceAddress == "":
-		return errors.New("source_address: must be set, e.g. /queue-name")
+		return &ports.FieldError{Field: "source_address", Fix: "must be set, e.g. /queue-name"}
 	case c.ConnectTimeout <= 0:
-		return errors.New("connect_timeout: must be positive, e.g. 15s")
+		return &ports.FieldError{Field: "connect_timeout", Fix: "must be positive, e.g. 15s"}
 	case c.StartTimeout <= 0:
-		return errors.New("start_timeout: must be positive, e.g. 30s")
+		return &ports.FieldError{Field: "start_timeout", Fix: "must be positive, e.g. 30s"}
 	case c.Reconnect.InitialInterval <= 0 || c.Reconnect.MaxInterval < c.Reconnect.InitialInterval:
-		return errors.New("reconnect.initial_interval: must be positive and not above reconnect.max_interval, e.g. 10ms and 20s")
+		return &ports.FieldError{Field: "reconnect.initial_interval", Fix: "must be positive and not above reconnect.max_interval, e.g. 10ms and 20s"}
 	case c.Reconnect.MaxAttemptsPerMinute < 1 || c.Reconnect.MaxAttemptsPerMinute > 100:
-		return errors.New("reconnect.max_attempts_per_minute: must be 1..100 (Aliyun refuses more than 100 per consumer group per minute)")
+		return &ports.FieldError{Field: "reconnect.max_attempts_per_minute", Fix: "must be 1..100 (Aliyun refuses more than 100 per consumer group per minute)"}
 	case c.UnmatchedDelay < 0:
-		return errors.New("unmatched_delay: must not be negative, e.g. 1s")
+		return &ports.FieldError{Field: "unmatched_delay", Fix: "must not be negative, e.g. 1s"}
 	case c.SettleTimeout <= 0:
-		return errors.New("settle_timeout: must be positive, e.g. 10s")
+		return &ports.FieldError{Field: "settle_timeout", Fix: "must be positive, e.g. 10s"}
 	case c.StallTimeout <= 0:
-		return errors.New("stall_timeout: must be positive, e.g. 2s")
+		return &ports.FieldError{Field: "stall_timeout", Fix: "must be positive, e.g. 2s"}
 	}
 	return nil
 }
@@ -240,7 +241,7 @@ func (c Config) CheckBindingOptions(consume bool, options map[string]string) err
 			keys = append(keys, k)
 		}
 		slices.Sort(keys)
-		return fmt.Errorf("options: %s not known; the aliyun transport takes no binding options", strings.Join(keys, ", "))
+		return ports.FieldErrorf("options", "%s not known; the aliyun transport takes no binding options", strings.Join(keys, ", "))
 	}
 	return nil
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/hexmill/hexmill/ports"
 )
 
 // Config configures the in-memory transport.
@@ -32,7 +34,7 @@ func (c *Config) SetDefaults() {
 // Validate reports the first invalid field, named as in YAML, with the fix.
 func (c Config) Validate() error {
 	if c.QueueLimit < 1 {
-		return errors.New("queue_limit: must be 1 or more, e.g. 100000")
+		return &ports.FieldError{Field: "queue_limit", Fix: "must be 1 or more, e.g. 100000"}
 	}
 	return nil
 }

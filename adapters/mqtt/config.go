@@ -5,7 +5,6 @@
 package mqtt
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"net/url"
@@ -16,11 +15,12 @@ import (
 	"time"
 
 	"github.com/hexmill/hexmill/internal/secret"
+	"github.com/hexmill/hexmill/ports"
 )
 
 // Config configures the MQTT transport. Every field is set in YAML under
 // transports.mqtt (by its yaml name) or by the environment variable
-// HEXMILL_TRANSPORTS_MQTT_ + the name in upper case.
+// <PREFIX>TRANSPORTS_MQTT_ (HEXMILL_TRANSPORTS_MQTT_ for hexmill) + the name in upper case.
 type Config struct {
 	// Servers are broker URLs tried in turn: mqtt://host:1883,
 	// mqtts://host:8883, ws://host:8080/mqtt, wss://host:8081/mqtt.
@@ -151,53 +151,53 @@ func (c *Config) SetDefaults() {
 // It never prints the password.
 func (c Config) Validate() error {
 	if len(c.Servers) == 0 {
-		return errors.New("servers: at least one server URL, e.g. mqtt://127.0.0.1:1883")
+		return &ports.FieldError{Field: "servers", Fix: "at least one server URL, e.g. mqtt://127.0.0.1:1883"}
 	}
 	for _, s := range c.Servers {
 		u, err := url.Parse(s)
 		if err != nil || u.Host == "" {
-			return fmt.Errorf("servers: %q is not a URL; use e.g. mqtt://127.0.0.1:1883", redactURL(s))
+			return ports.FieldErrorf("servers", "%q is not a URL; use e.g. mqtt://127.0.0.1:1883", redactURL(s))
 		}
 		switch u.Scheme {
 		case "mqtt", "mqtts", "ws", "wss":
 		default:
-			return fmt.Errorf("servers: scheme %q in %q is not supported; use mqtt, mqtts, ws or wss", u.Scheme, redactURL(s))
+			return ports.FieldErrorf("servers", "scheme %q in %q is not supported; use mqtt, mqtts, ws or wss", u.Scheme, redactURL(s))
 		}
 		if u.User != nil {
-			return fmt.Errorf("servers: %q carries credentials; set username and password instead", redactURL(s))
+			return ports.FieldErrorf("servers", "%q carries credentials; set username and password instead", redactURL(s))
 		}
 	}
 	if !strings.Contains(c.ClientID, "{conn}") {
-		return errors.New("client_id: must contain {conn} so the publisher and each subscriber get their own session, e.g. {service}-{hostname}-{conn}-{n}")
+		return &ports.FieldError{Field: "client_id", Fix: "must contain {conn} so the publisher and each subscriber get their own session, e.g. {service}-{hostname}-{conn}-{n}"}
 	}
 	if err := checkTemplate(c.ClientID); err != nil {
-		return fmt.Errorf("client_id: %v", err)
+		return ports.FieldErrorf("client_id", "%v", err)
 	}
 	if c.Password != "" && c.Username == "" {
-		return errors.New("username: must be set when password is")
+		return &ports.FieldError{Field: "username", Fix: "must be set when password is"}
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		return errors.New("tls.cert_file: set both tls.cert_file and tls.key_file for client-certificate auth, or neither")
+		return &ports.FieldError{Field: "tls.cert_file", Fix: "set both tls.cert_file and tls.key_file for client-certificate auth, or neither"}
 	}
 	for _, f := range []struct{ name, path string }{{"tls.ca_file", c.TLS.CAFile}, {"tls.cert_file", c.TLS.CertFile}, {"tls.key_file", c.TLS.KeyFile}} {
 		if f.path == "" {
 			continue
 		}
 		if _, err := os.Stat(f.path); err != nil {
-			return fmt.Errorf("%s: %v; point it to a readable PEM file", f.name, err)
+			return ports.FieldErrorf(f.name, "%v; point it to a readable PEM file", err)
 		}
 	}
 	if c.KeepAlive < 0 || c.KeepAlive > math.MaxUint16*time.Second || c.KeepAlive%time.Second != 0 {
-		return errors.New("keepalive: must be whole seconds between 0s and 65535s, e.g. 30s")
+		return &ports.FieldError{Field: "keepalive", Fix: "must be whole seconds between 0s and 65535s, e.g. 30s"}
 	}
 	if c.SessionExpiry <= 0 || c.SessionExpiry%time.Second != 0 || c.SessionExpiry/time.Second >= math.MaxUint32 {
-		return errors.New("session_expiry: must be whole seconds above 0 (a persistent session keeps unacked messages across restarts), e.g. 1h")
+		return &ports.FieldError{Field: "session_expiry", Fix: "must be whole seconds above 0 (a persistent session keeps unacked messages across restarts), e.g. 1h"}
 	}
 	if c.ReceiveMaximum < 1 || c.ReceiveMaximum > math.MaxUint16 {
-		return errors.New("receive_maximum: must be between 1 and 65535, e.g. 65535")
+		return &ports.FieldError{Field: "receive_maximum", Fix: "must be between 1 and 65535, e.g. 65535"}
 	}
 	if c.QoS < 0 || c.QoS > 2 {
-		return errors.New("qos: must be 0, 1 or 2")
+		return &ports.FieldError{Field: "qos", Fix: "must be 0, 1 or 2"}
 	}
 	for _, d := range []struct {
 		name string
@@ -207,14 +207,14 @@ func (c Config) Validate() error {
 		{"nack_backoff_min", c.NackBackoffMin}, {"close_timeout", c.CloseTimeout},
 	} {
 		if d.v <= 0 {
-			return fmt.Errorf("%s: must be a positive duration", d.name)
+			return ports.FieldErrorf(d.name, "must be a positive duration")
 		}
 	}
 	if c.ReconnectMax < c.ReconnectMin {
-		return errors.New("reconnect_max: must not be below reconnect_min, e.g. 250ms and 30s")
+		return &ports.FieldError{Field: "reconnect_max", Fix: "must not be below reconnect_min, e.g. 250ms and 30s"}
 	}
 	if c.NackBackoffMax < c.NackBackoffMin {
-		return errors.New("nack_backoff_max: must not be below nack_backoff_min, e.g. 100ms and 10s")
+		return &ports.FieldError{Field: "nack_backoff_max", Fix: "must not be below nack_backoff_min, e.g. 100ms and 10s"}
 	}
 	return nil
 }
@@ -366,7 +366,7 @@ func (c Config) subscriberSettings(s SubscriberConfig) (qos byte, err error) {
 		return 0, err
 	}
 	if s.Handler == "" {
-		return 0, errors.New("handler: must name the subscriber (it is part of the client ID)")
+		return 0, &ports.FieldError{Field: "handler", Fix: "must name the subscriber (it is part of the client ID)"}
 	}
 	return qos, nil
 }
@@ -375,7 +375,7 @@ func (c Config) subscriberSettings(s SubscriberConfig) (qos byte, err error) {
 // a handler binding's (consume) or an event binding's.
 func (c Config) CheckBindingOptions(consume bool, options map[string]string) error {
 	if consume {
-		_, err := c.subscriberSettings(SubscriberConfig{Options: options})
+		_, err := c.subscriberSettings(SubscriberConfig{Handler: "check", Options: options})
 		return err
 	}
 	_, err := c.ParsePublishOptions(options)

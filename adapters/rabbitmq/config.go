@@ -2,7 +2,6 @@ package rabbitmq
 
 import (
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/hexmill/hexmill/internal/secret"
 	"github.com/hexmill/hexmill/internal/tlsfiles"
+	"github.com/hexmill/hexmill/ports"
 )
 
 // Config configures the rabbitmq transport: where the broker is, how to
@@ -276,46 +276,46 @@ func (c Config) Validate() error {
 	if c.URL != "" {
 		u, err := url.Parse(string(c.URL))
 		if err != nil {
-			return errors.New("url: cannot parse it; write amqp://user@host:5672/vhost and set password separately")
+			return &ports.FieldError{Field: "url", Fix: "cannot parse it; write amqp://user@host:5672/vhost and set password separately"}
 		}
 		if u.Scheme != "amqp" && u.Scheme != "amqps" {
-			return errors.New("url: must start with amqp:// or amqps://")
+			return &ports.FieldError{Field: "url", Fix: "must start with amqp:// or amqps://"}
 		}
 	}
 	if c.Port < 0 || c.Port > 65535 {
-		return errors.New("port: must be between 1 and 65535, e.g. 5672")
+		return &ports.FieldError{Field: "port", Fix: "must be between 1 and 65535, e.g. 5672"}
 	}
 	if c.Heartbeat < time.Second {
-		return errors.New("heartbeat: must be 1s or more, e.g. 10s")
+		return &ports.FieldError{Field: "heartbeat", Fix: "must be 1s or more, e.g. 10s"}
 	}
 	if c.DialTimeout <= 0 {
-		return errors.New("dial_timeout: must be a positive duration, e.g. 10s")
+		return &ports.FieldError{Field: "dial_timeout", Fix: "must be a positive duration, e.g. 10s"}
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		return errors.New("tls.cert_file: set both tls.cert_file and tls.key_file, or neither")
+		return &ports.FieldError{Field: "tls.cert_file", Fix: "set both tls.cert_file and tls.key_file, or neither"}
 	}
 	for _, f := range []struct{ name, path string }{{"tls.ca_file", c.TLS.CAFile}, {"tls.cert_file", c.TLS.CertFile}, {"tls.key_file", c.TLS.KeyFile}} {
 		if f.path == "" {
 			continue
 		}
 		if _, err := os.Stat(f.path); err != nil {
-			return fmt.Errorf("%s: cannot read %s; point it at a PEM file", f.name, f.path)
+			return ports.FieldErrorf(f.name, "cannot read %s; point it at a PEM file", f.path)
 		}
 	}
 	if c.Reconnect.InitialInterval <= 0 || c.Reconnect.MaxInterval < c.Reconnect.InitialInterval {
-		return errors.New("reconnect.initial_interval: must be positive and not above reconnect.max_interval, e.g. 200ms and 15s")
+		return &ports.FieldError{Field: "reconnect.initial_interval", Fix: "must be positive and not above reconnect.max_interval, e.g. 200ms and 15s"}
 	}
 	if c.Reconnect.Multiplier < 1 {
-		return errors.New("reconnect.multiplier: must be 1 or more, e.g. 2")
+		return &ports.FieldError{Field: "reconnect.multiplier", Fix: "must be 1 or more, e.g. 2"}
 	}
 	if c.Publish.Channels < 1 || c.Publish.Channels > 256 {
-		return errors.New("publish.channels: must be between 1 and 256, e.g. 8")
+		return &ports.FieldError{Field: "publish.channels", Fix: "must be between 1 and 256, e.g. 8"}
 	}
 	if c.Publish.ConfirmTimeout <= 0 {
-		return errors.New("publish.confirm_timeout: must be a positive duration, e.g. 30s")
+		return &ports.FieldError{Field: "publish.confirm_timeout", Fix: "must be a positive duration, e.g. 30s"}
 	}
 	if c.Publish.OutageWait < 0 {
-		return errors.New("publish.outage_wait: must be 0 (fail at once) or a positive duration")
+		return &ports.FieldError{Field: "publish.outage_wait", Fix: "must be 0 (fail at once) or a positive duration"}
 	}
 	if err := c.SubscriberQueue.validate("subscriber_queue", false); err != nil {
 		return err
@@ -324,12 +324,12 @@ func (c Config) Validate() error {
 	for i, e := range c.Exchanges {
 		path := fmt.Sprintf("exchanges[%d]", i)
 		if e.Name == "" || strings.HasPrefix(e.Name, "amq.") {
-			return fmt.Errorf("%s.name: must be set and not start with amq. (reserved)", path)
+			return ports.FieldErrorf(path+".name", "must be set and not start with amq. (reserved)")
 		}
 		switch e.Type {
 		case ExchangeDirect, ExchangeTopic, ExchangeFanout, ExchangeHeaders:
 		default:
-			return fmt.Errorf("%s.type: must be direct, topic, fanout or headers", path)
+			return ports.FieldErrorf(path+".type", "must be direct, topic, fanout or headers")
 		}
 		exchanges[e.Name] = true
 	}
@@ -344,10 +344,10 @@ func (c Config) Validate() error {
 	for i, b := range c.Bindings {
 		path := fmt.Sprintf("bindings[%d]", i)
 		if b.Exchange == "" {
-			return fmt.Errorf("%s.exchange: must name the source exchange (the default exchange cannot be bound)", path)
+			return ports.FieldErrorf(path+".exchange", "must name the source exchange (the default exchange cannot be bound)")
 		}
 		if (b.Queue == "") == (b.DestinationExchange == "") {
-			return fmt.Errorf("%s.queue: set either queue or destination_exchange", path)
+			return ports.FieldErrorf(path+".queue", "set either queue or destination_exchange")
 		}
 	}
 	return nil
@@ -355,45 +355,45 @@ func (c Config) Validate() error {
 
 func (q QueueConfig) validate(path string, named bool) error {
 	if named && q.Name == "" {
-		return fmt.Errorf("%s.name: must be set", path)
+		return ports.FieldErrorf(path+".name", "must be set")
 	}
 	switch q.Type {
 	case QueueQuorum, QueueClassic:
 	default:
-		return fmt.Errorf("%s.type: must be quorum or classic", path)
+		return ports.FieldErrorf(path+".type", "must be quorum or classic")
 	}
 	if q.Type == QueueQuorum && q.Durable != nil && !*q.Durable {
-		return fmt.Errorf("%s.durable: quorum queues are always durable; use type: classic for a transient queue", path)
+		return ports.FieldErrorf(path+".durable", "quorum queues are always durable; use type: classic for a transient queue")
 	}
 	if q.Type == QueueQuorum && q.AutoDelete {
-		return fmt.Errorf("%s.auto_delete: quorum queues cannot auto-delete; use expires or type: classic", path)
+		return ports.FieldErrorf(path+".auto_delete", "quorum queues cannot auto-delete; use expires or type: classic")
 	}
 	if q.MessageTTL < 0 || (q.MessageTTL > 0 && q.MessageTTL < time.Millisecond) {
-		return fmt.Errorf("%s.message_ttl: must be 0 (none) or at least 1ms", path)
+		return ports.FieldErrorf(path+".message_ttl", "must be 0 (none) or at least 1ms")
 	}
 	if q.Expires < 0 || (q.Expires > 0 && q.Expires < time.Millisecond) {
-		return fmt.Errorf("%s.expires: must be 0 (never) or at least 1ms", path)
+		return ports.FieldErrorf(path+".expires", "must be 0 (never) or at least 1ms")
 	}
 	if q.MaxLength < 0 || q.MaxLengthBytes < 0 {
-		return fmt.Errorf("%s.max_length: must be 0 (unbounded) or more", path)
+		return ports.FieldErrorf(path+".max_length", "must be 0 (unbounded) or more")
 	}
 	switch q.Overflow {
 	case "", OverflowDropHead, OverflowRejectPublish:
 	case OverflowRejectPublishDLX:
 		if q.Type == QueueQuorum {
-			return fmt.Errorf("%s.overflow: quorum queues do not support reject-publish-dlx; use reject-publish or drop-head", path)
+			return ports.FieldErrorf(path+".overflow", "quorum queues do not support reject-publish-dlx; use reject-publish or drop-head")
 		}
 	default:
-		return fmt.Errorf("%s.overflow: must be drop-head, reject-publish or reject-publish-dlx", path)
+		return ports.FieldErrorf(path+".overflow", "must be drop-head, reject-publish or reject-publish-dlx")
 	}
 	if q.DeliveryLimit < 0 {
-		return fmt.Errorf("%s.delivery_limit: must be 0 (none) or more", path)
+		return ports.FieldErrorf(path+".delivery_limit", "must be 0 (none) or more")
 	}
 	if q.DeliveryLimit > 0 && q.Type != QueueQuorum {
-		return fmt.Errorf("%s.delivery_limit: needs type: quorum (classic queues have no delivery limit)", path)
+		return ports.FieldErrorf(path+".delivery_limit", "needs type: quorum (classic queues have no delivery limit)")
 	}
 	if q.DeadLetterRoutingKey != "" && q.DeadLetterExchange == "" {
-		return fmt.Errorf("%s.dead_letter_routing_key: needs dead_letter_exchange", path)
+		return ports.FieldErrorf(path+".dead_letter_routing_key", "needs dead_letter_exchange")
 	}
 	return nil
 }
@@ -407,7 +407,7 @@ func (c Config) dialURL() (string, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", errors.New("url: cannot parse it")
+		return "", &ports.FieldError{Field: "url", Fix: "cannot parse it"}
 	}
 	host, port := u.Hostname(), u.Port()
 	if c.Host != "" {
