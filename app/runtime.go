@@ -175,6 +175,9 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 	}
 	r.publishers = publishers
 	r.publisher.set(publishers)
+	if err := r.checkTargets(ctx); err != nil {
+		return err
+	}
 
 	if r.registry != nil {
 		if r.metrics, err = newHandlerMetrics(r.registry, r.cfg.metricNamespace()); err != nil {
@@ -190,6 +193,27 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 	}
 	r.logger.Info("consuming", "handlers", len(r.handlers), "transports", r.cfg.usedTransports())
 	return nil
+}
+
+// checkTargets asks each event binding's transport whether what it
+// publishes to exists.
+func (r *Runtime) checkTargets(ctx context.Context) error {
+	check := func(field string, e EventBinding) error {
+		t := r.transports[e.Transport]
+		if t == nil || t.CheckTarget == nil {
+			return nil
+		}
+		if err := t.CheckTarget(ctx, e.Topic, e.Options); err != nil {
+			return fmt.Errorf("%s (topic %q on %s): %w", field, e.Topic, e.Transport, err)
+		}
+		return nil
+	}
+	for _, name := range sortedKeys(r.cfg.Events) {
+		if err := check("events."+name, r.cfg.Events[name]); err != nil {
+			return err
+		}
+	}
+	return check("poison", r.cfg.Poison)
 }
 
 // consume subscribes h's binding and starts its consumer, with the

@@ -63,6 +63,11 @@ type Transport struct {
 	// Subscriber returns a subscriber for one binding; nil for a
 	// publish-only transport.
 	Subscriber func(Subscription) (message.Subscriber, error)
+	// CheckTarget verifies at start that what an event binding publishes
+	// to exists (an exchange, a queue), so that a missing one stops the
+	// start naming the binding instead of failing every publish; nil when
+	// the transport cannot tell.
+	CheckTarget func(ctx context.Context, topic string, options map[string]string) error
 	// Ready reports whether the transport is connected; nil means ready.
 	Ready func() error
 	// Close closes the transport's connections. It runs last, after every

@@ -42,7 +42,8 @@ func openRabbitMQ(ctx context.Context, cfg rabbitmq.Config, env TransportEnv) (*
 			sc.ConsumerSettles = true // the in-flight middleware
 			return client.NewSubscriber(sc)
 		},
-		Ready: client.Ready,
-		Close: client.Close,
+		CheckTarget: client.CheckTarget,
+		Ready:       client.Ready,
+		Close:       client.Close,
 	}, nil
 }

@@ -319,3 +319,34 @@ func sortedKeys(m map[string]string) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// CheckTarget verifies, with passive declares, that what an event binding
+// publishes to exists: its exchange, or for the default exchange the queue
+// named by the routing key. A publish to a missing exchange fails and one
+// to the default exchange without such a queue is unroutable; found at
+// start, the binding can be named and fixed before a message loops.
+func (c *Client) CheckTarget(ctx context.Context, routingKey string, options map[string]string) error {
+	cfg, err := PublishSettings(c.cfg.Publish, options)
+	if err != nil {
+		return err
+	}
+	conn, err := c.connection(ctx, 0)
+	if err != nil {
+		return err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("rabbitmq: check %q: %w", routingKey, err)
+	}
+	defer ch.Close() // a failed passive declare closes it already
+	if cfg.Exchange != "" {
+		if err := ch.ExchangeDeclarePassive(cfg.Exchange, "topic", false, false, false, false, nil); err != nil {
+			return fmt.Errorf("exchange %q does not exist: declare it (transports.rabbitmq.exchanges) or fix options.exchange: %w", cfg.Exchange, err)
+		}
+		return nil
+	}
+	if _, err := ch.QueueDeclarePassive(routingKey, false, false, false, false, nil); err != nil {
+		return fmt.Errorf("no queue %q for the default exchange to route to: declare it (transports.rabbitmq.queues), or publish to an exchange (options.exchange): %w", routingKey, err)
+	}
+	return nil
+}
