@@ -35,8 +35,12 @@ type Config struct {
 	// DrainTimeout bounds how long stop waits for in-flight handlers before
 	// it hands their messages back to the broker.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
-	Log          LogConfig     `yaml:"log"`
-	Retry        RetryConfig   `yaml:"retry"`
+	// PublishUnreadyAfter is how long an event binding (or the poison
+	// target) may fail to publish before /readyz reports it; 0 never.
+	// Meanwhile its messages are handed back for redelivery.
+	PublishUnreadyAfter time.Duration `yaml:"publish_unready_after"`
+	Log                 LogConfig     `yaml:"log"`
+	Retry               RetryConfig   `yaml:"retry"`
 	// Poison is where a message goes after its last retry, or at once when
 	// its handler says the input is invalid. Its transport defaults to
 	// memory only while every handler consumes from memory: where handlers
@@ -111,15 +115,16 @@ const DefaultConcurrency = 64
 // named name: no binding; Service.Defaults adds the service's.
 func DefaultConfig(name string) Config {
 	return Config{
-		Service:      name,
-		HTTPAddr:     ":8080",
-		DrainTimeout: 10 * time.Second,
-		Log:          LogConfig{Level: "info", Format: "text"},
-		Retry:        RetryConfig{MaxRetries: 3, InitialInterval: 100 * time.Millisecond, MaxInterval: 2 * time.Second, Multiplier: 2},
-		Poison:       EventBinding{Topic: name + ".poison"},
-		Handlers:     map[string]Binding{},
-		Events:       map[string]EventBinding{},
-		prefix:       EnvPrefix(name),
+		Service:             name,
+		HTTPAddr:            ":8080",
+		DrainTimeout:        10 * time.Second,
+		PublishUnreadyAfter: 30 * time.Second,
+		Log:                 LogConfig{Level: "info", Format: "text"},
+		Retry:               RetryConfig{MaxRetries: 3, InitialInterval: 100 * time.Millisecond, MaxInterval: 2 * time.Second, Multiplier: 2},
+		Poison:              EventBinding{Topic: name + ".poison"},
+		Handlers:            map[string]Binding{},
+		Events:              map[string]EventBinding{},
+		prefix:              EnvPrefix(name),
 	}
 }
 
@@ -444,6 +449,9 @@ func (c Config) validate() error {
 	}
 	if c.DrainTimeout <= 0 {
 		return fieldError("drain_timeout", "must be a positive duration, e.g. 10s")
+	}
+	if c.PublishUnreadyAfter < 0 {
+		return fieldError("publish_unready_after", "must be 0 (never) or a positive duration, e.g. 30s")
 	}
 	if c.Retry.MaxRetries < 0 {
 		return fieldError("retry.max_retries", "must be 0 or more")

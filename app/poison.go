@@ -39,7 +39,7 @@ func (r *Runtime) poison(handler string, b Binding) message.HandlerMiddleware {
 			msg.Metadata.Set(middleware.PoisonedTopicKey, b.Topic)
 			msg.Metadata.Set(middleware.PoisonedHandlerKey, handler)
 			msg.Metadata.Set(middleware.PoisonedSubscriberKey, b.Transport)
-			if perr := r.publishers.poisonTo.publisher.Publish(r.cfg.Poison.Topic, msg); perr != nil {
+			if perr := r.publishers.poisonTo.publish(msg); perr != nil {
 				o.set(handedBackPoison)
 				return nil, errors.Join(err, fmt.Errorf("publish to the poison target: %w", perr))
 			}

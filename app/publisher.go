@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -38,8 +40,45 @@ type eventPublisher struct {
 }
 
 type route struct {
+	field     string // events.<type> or poison
 	topic     string
 	publisher message.Publisher
+	failing   *failing
+}
+
+// failing tracks since when a route's publishes fail: readiness reports a
+// binding that fails for longer than publish_unready_after.
+type failing struct {
+	mu    sync.Mutex
+	since time.Time // zero while publishing works
+	err   error
+}
+
+// publish publishes msgs and records whether it worked.
+func (r route) publish(msgs ...*message.Message) error {
+	err := r.publisher.Publish(r.topic, msgs...)
+	r.failing.mu.Lock()
+	switch {
+	case err == nil:
+		r.failing.since, r.failing.err = time.Time{}, nil
+	case r.failing.since.IsZero():
+		r.failing.since, r.failing.err = time.Now(), err
+	default:
+		r.failing.err = err
+	}
+	r.failing.mu.Unlock()
+	return err
+}
+
+// failingFor is how long the route's publishes have failed, and the last
+// error; 0 while they work.
+func (r route) failingFor(now time.Time) (time.Duration, error) {
+	r.failing.mu.Lock()
+	defer r.failing.mu.Unlock()
+	if r.failing.since.IsZero() {
+		return 0, nil
+	}
+	return now.Sub(r.failing.since), r.failing.err
 }
 
 var _ ports.Publisher = (*eventPublisher)(nil)
@@ -66,7 +105,7 @@ func newEventPublisher(cfg Config, transports map[string]*Transport, registry *p
 			pub = timedPublisher{Publisher: pub, name: e.Transport, time: publishTime}
 		}
 		p.all = append(p.all, pub)
-		return route{topic: e.Topic, publisher: pub}, nil
+		return route{field: field, topic: e.Topic, publisher: pub, failing: &failing{}}, nil
 	}
 	p.bound = sortedKeys(cfg.Events)
 	for _, eventType := range sortedKeys(cfg.Events) {
@@ -103,8 +142,24 @@ func (p *eventPublisher) Publish(ctx context.Context, events ...ports.Event) err
 			msg.Metadata.Set(ports.MetadataCorrelationID, id)
 		}
 		msg.SetContext(ctx)
-		if err := r.publisher.Publish(r.topic, msg); err != nil {
+		if err := r.publish(msg); err != nil {
 			return publishError{fmt.Errorf("publish %s to %s: %w", e.EventType(), r.topic, err)}
+		}
+	}
+	return nil
+}
+
+// unready reports the first binding whose publishes have failed for
+// longer than after.
+func (p *eventPublisher) unready(after time.Duration) error {
+	now := time.Now()
+	routes := []route{p.poisonTo}
+	for _, k := range sortedKeys(p.routes) {
+		routes = append(routes, p.routes[k])
+	}
+	for _, r := range routes {
+		if d, err := r.failingFor(now); d > after {
+			return fmt.Errorf("%s has failed to publish for %s: %w", r.field, d.Round(time.Second), err)
 		}
 	}
 	return nil

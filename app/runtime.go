@@ -374,8 +374,9 @@ func (r *Runtime) format(name string) (Format, error) {
 // Publisher is the publisher the runtime connects.
 func (r *Runtime) Publisher() *Publisher { return r.publisher }
 
-// Ready returns nil while every subscription consumes and every transport
-// is connected.
+// Ready returns nil while every subscription consumes, every transport is
+// connected, and no event binding (nor the poison target) has failed to
+// publish for longer than publish_unready_after.
 func (r *Runtime) Ready() error {
 	r.mu.Lock()
 	state, ended := r.state, r.ended
@@ -392,6 +393,9 @@ func (r *Runtime) Ready() error {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 		}
+	}
+	if r.cfg.PublishUnreadyAfter > 0 && r.publishers != nil {
+		return r.publishers.unready(r.cfg.PublishUnreadyAfter)
 	}
 	return nil
 }

@@ -505,3 +505,29 @@ func (c chanSubscriber) Subscribe(context.Context, string) (<-chan *message.Mess
 }
 
 func (chanSubscriber) Close() error { return nil }
+
+// A binding whose publishes keep failing makes the service unready after
+// publish_unready_after, and ready again once they work.
+func TestPublishFailureMakesUnready(t *testing.T) {
+	broker, err := memory.NewBroker(memory.Config{QueueLimit: 1}, watermill.NopLogger{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	cfg.PublishUnreadyAfter = time.Nanosecond
+	rt := startRuntime(t, cfg, broker, func(ctx context.Context, pub ports.Publisher, msg ports.Message) error {
+		return pub.Publish(ctx, testEvent{Input: msg.ID})
+	})
+	publish(t, broker, inTopic, "m1", "{}") // fills the event topic, which nobody reads yet
+	waitFor(t, "m1's event", func() bool { return broker.Depth(outTopic, "") == 1 })
+	if err := rt.Ready(); err != nil {
+		t.Fatalf("Ready() = %v after a publish that worked", err)
+	}
+	publish(t, broker, inTopic, "m2", "{}") // its event does not fit: handed back, again and again
+	waitFor(t, "unready", func() bool {
+		err := rt.Ready()
+		return err != nil && strings.Contains(err.Error(), "events.TestEvent has failed to publish")
+	})
+	receive(t, broker, outTopic, 2) // a reader drains the topic: m2's event goes through
+	waitFor(t, "ready again", func() bool { return rt.Ready() == nil })
+}
