@@ -63,7 +63,7 @@ func hexmillBinary(t *testing.T) string {
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Dir(filepath.Dir(file))
 		binPath = filepath.Join(binDir, "hexmill")
-		build := exec.Command("go", "build", "-race", "-o", binPath, "./internal/testservice")
+		build := exec.Command("go", "build", "-race", "-o", binPath, "./internal/testservice/cmd/testservice")
 		build.Dir = root
 		out, err := build.CombinedOutput()
 		if err != nil {

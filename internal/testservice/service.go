@@ -1,9 +1,10 @@
-// Command testservice is the framework's own service, which the
-// end-to-end tests, the benchmark and the load tool's tests run as a real
-// process: telemetry in, an AlertRaised for every reading above its
-// threshold out. It is the framework's, not a fork's sample, so that a
-// fork that deletes the sample keeps those tests.
-package main
+// Package testservice is the framework's own service, which the
+// end-to-end tests and the benchmark run as a real process
+// (cmd/testservice) and integration tests may run in-process: telemetry
+// in, an AlertRaised for every reading above its threshold out. It is the
+// framework's, not a fork's sample, so that a fork that deletes the sample
+// keeps those tests.
+package testservice
 
 import (
 	"context"
@@ -11,7 +12,6 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"os"
 	"slices"
 	"time"
 
@@ -21,8 +21,11 @@ import (
 	"github.com/hexmill/hexmill/ports"
 )
 
-func main() {
-	os.Exit(app.Main(app.Service{
+// Service is the test service: the telemetry handler (binding
+// handlers.telemetry, on memory by default), AlertRaised (events.AlertRaised)
+// and its section domain.thresholds.
+func Service() app.Service {
+	return app.Service{
 		Name: "hexmill",
 		Defaults: func(c *app.Config) {
 			c.Handlers["telemetry"] = app.Binding{Transport: app.TransportMemory, Topic: "devices.telemetry"}
@@ -32,7 +35,7 @@ func main() {
 			app.AsConfig("domain", func() thresholds { return thresholds{} }),
 			app.AsHandler(newTelemetryHandler),
 		},
-	}))
+	}
 }
 
 // thresholds is the domain section: a reading above its metric's

@@ -1,0 +1,55 @@
+package testservice_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.uber.org/fx"
+
+	"github.com/hexmill/hexmill/adapters/memory"
+	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/internal/testservice"
+)
+
+// The test service in-process, as an integration test runs it: a reading
+// above its threshold (a map entry the environment creates) raises an
+// alert.
+func TestServiceInProcess(t *testing.T) {
+	var broker *memory.Broker
+	svc := app.New(testservice.Service(), app.Env{
+		"HEXMILL_HTTP_ADDR":                     "off",
+		"HEXMILL_DOMAIN_THRESHOLDS_TEMPERATURE": "80",
+	}, fx.Populate(&broker), fx.NopLogger)
+	if err := svc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = svc.Stop(context.Background()) }()
+	sub := broker.Subscriber("test", 1)
+	defer sub.Close()
+	alerts, err := sub.Subscribe(ctx, "alerts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := message.NewMessage(watermill.NewUUID(), []byte(`{"device_id":"d1","readings":{"temperature":81,"humidity":99}}`))
+	if err := broker.Publish("devices.telemetry", in); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-alerts:
+		a.Ack()
+		if want := `"metric":"temperature","value":81,"threshold":80`; !strings.Contains(string(a.Payload), want) {
+			t.Fatalf("alert %s, want %s", a.Payload, want)
+		}
+	case <-ctx.Done():
+		t.Fatal("no alert")
+	}
+}
