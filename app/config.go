@@ -27,8 +27,9 @@ import (
 // FLEET_HANDLERS_BATTERY_TRANSPORT.
 type Config struct {
 	// Service names this instance of the service in logs, client
-	// identifiers, connection names and metrics; it defaults to the
-	// service's name (Service.Name).
+	// identifiers and connection names; it defaults to the service's name
+	// (Service.Name), which is also the metric namespace and the prefix of
+	// the environment variables.
 	Service string `yaml:"service"`
 	// HTTPAddr is where /healthz, /readyz and /metrics listen; "off" disables.
 	HTTPAddr string `yaml:"http_addr"`
@@ -53,6 +54,8 @@ type Config struct {
 	// Events binds each outgoing event type to where it is published.
 	Events map[string]EventBinding `yaml:"events"`
 
+	// name is the service's name (Service.Name), the metric namespace.
+	name string
 	// prefix starts the service's environment variables, e.g. FLEET_.
 	prefix string
 	// sections are the parts of the configuration owned by the service
@@ -124,6 +127,7 @@ func DefaultConfig(name string) Config {
 		Poison:              EventBinding{Topic: name + ".poison"},
 		Handlers:            map[string]Binding{},
 		Events:              map[string]EventBinding{},
+		name:                name,
 		prefix:              EnvPrefix(name),
 	}
 }
@@ -147,7 +151,7 @@ func LoadConfig(svc Service, env Env, sections ...ConfigSection) (Config, error)
 	if svc.Defaults != nil {
 		svc.Defaults(&cfg)
 	}
-	cfg.prefix = EnvPrefix(svc.Name)
+	cfg.name, cfg.prefix = svc.Name, EnvPrefix(svc.Name)
 	cfg.sections = sections
 	if err := cfg.checkSections(); err != nil {
 		return cfg, err

@@ -25,7 +25,8 @@ import (
 //
 // A poisoned message is acked (acked="acked") but its handler did not
 // succeed (success="false").
-// <service> is the service setting ("-" as "_"); subscriber_name and
+// <service> is the service's name (Service.Name, "-" as "_"), not the
+// instance's service setting; subscriber_name and
 // publisher_name are the transport. watermill's
 // middleware and decorators build label maps per message, and its
 // subscriber decorator passes every message through one more goroutine and

@@ -25,6 +25,7 @@ import (
 func TestHandlerMetrics(t *testing.T) {
 	broker := newBroker(t)
 	cfg := testConfig()
+	cfg.Service = "plant-7" // an instance's name: the namespace stays the service's (hexmill)
 	registry := prometheus.NewRegistry()
 	var flakyCalls atomic.Int32
 	handled := make(chan string, 2)

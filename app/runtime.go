@@ -559,12 +559,18 @@ func closest(s string, names []string) string {
 	return best
 }
 
-// metricNamespace is the service's name as a Prometheus namespace.
+// metricNamespace is the service's name (not the instance's service
+// setting, so that dashboards do not depend on it) as a Prometheus
+// namespace.
 func (c Config) metricNamespace() string {
+	name := c.name
+	if name == "" {
+		name = c.Service
+	}
 	return strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' {
 			return r
 		}
 		return '_'
-	}, c.Service)
+	}, name)
 }
