@@ -43,6 +43,8 @@ type Config struct {
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	Log          LogConfig     `yaml:"log"`
 	Retry        RetryConfig   `yaml:"retry"`
+	// Tracing exports OpenTelemetry spans over OTLP; off by default.
+	Tracing TracingConfig `yaml:"tracing"`
 	// Poison is where a message goes after its last retry, or at once when
 	// its handler says the input is invalid.
 	Poison EventBinding `yaml:"poison"`
@@ -266,6 +268,9 @@ func (c Config) Validate() error {
 	case "text", "json":
 	default:
 		return fieldError("log.format", "must be text or json")
+	}
+	if err := c.Tracing.Validate(); err != nil {
+		return err
 	}
 	if c.Demo.Interval <= 0 {
 		return fieldError("demo.interval", "must be a positive duration, e.g. 1s")

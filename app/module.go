@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
 
@@ -72,6 +73,9 @@ type runtimeParams struct {
 	Handlers   []ports.Handler `group:"handlers"`
 	Formats    []namedFormat   `group:"formats"`
 	Publisher  *Publisher
+	// TracerProvider replaces the one the tracing section describes
+	// (tests supply one with an in-memory exporter).
+	TracerProvider trace.TracerProvider `optional:"true"`
 }
 
 // namedFormat is how a transport module offers a wire-format translation.
@@ -88,6 +92,7 @@ func newRuntime(p runtimeParams) (*Runtime, error) {
 	return NewRuntime(RuntimeParams{
 		Config: p.Config, Logger: p.Logger, Transports: p.Transports,
 		Handlers: p.Handlers, Formats: formats, Registry: p.Registry, Publisher: p.Publisher,
+		TracerProvider: p.TracerProvider,
 	})
 }
 
@@ -112,8 +117,9 @@ func NewLogger(cfg LogConfig, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Level))
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if cfg.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(traceHandler{h})
 }

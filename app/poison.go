@@ -28,10 +28,12 @@ func (r *Runtime) poison(handler string, b Binding) message.HandlerMiddleware {
 			msg.Metadata.Set(middleware.PoisonedTopicKey, b.Topic)
 			msg.Metadata.Set(middleware.PoisonedHandlerKey, handler)
 			msg.Metadata.Set(middleware.PoisonedSubscriberKey, b.Transport)
+			poisoned(msg.Context(), err)
+			r.tracing.inject(msg.Context(), msg)
 			if perr := r.publishers.poisonTo.publisher.Publish(r.cfg.Poison.Topic, msg); perr != nil {
 				return nil, errors.Join(err, fmt.Errorf("publish to the poison target: %w", perr))
 			}
-			r.logger.Warn("message poisoned", "handler", handler, "message_id", msg.UUID, "reason", err)
+			r.logger.WarnContext(msg.Context(), "message poisoned", "handler", handler, "message_id", msg.UUID, "reason", err)
 			return nil, nil
 		}
 	}

@@ -34,17 +34,19 @@ type eventPublisher struct {
 	routes   map[string]route // by event type
 	poisonTo route
 	all      []message.Publisher
+	tracing  *tracing // nil: off
 }
 
 type route struct {
 	topic     string
+	transport string
 	publisher message.Publisher
 }
 
 var _ ports.Publisher = (*eventPublisher)(nil)
 
-func newEventPublisher(cfg Config, transports map[string]*Transport, registry *prometheus.Registry) (*eventPublisher, error) {
-	p := &eventPublisher{routes: map[string]route{}}
+func newEventPublisher(cfg Config, transports map[string]*Transport, registry *prometheus.Registry, t *tracing) (*eventPublisher, error) {
+	p := &eventPublisher{routes: map[string]route{}, tracing: t}
 	var publishTime *prometheus.HistogramVec
 	if registry != nil {
 		var err error
@@ -65,7 +67,7 @@ func newEventPublisher(cfg Config, transports map[string]*Transport, registry *p
 			pub = timedPublisher{Publisher: pub, name: e.Transport, time: publishTime}
 		}
 		p.all = append(p.all, pub)
-		return route{topic: e.Topic, publisher: pub}, nil
+		return route{topic: e.Topic, transport: e.Transport, publisher: pub}, nil
 	}
 	for _, eventType := range sortedKeys(cfg.Events) {
 		r, err := open("events."+eventType, cfg.Events[eventType])
@@ -101,7 +103,12 @@ func (p *eventPublisher) Publish(ctx context.Context, events ...ports.Event) err
 			msg.Metadata.Set(ports.MetadataCorrelationID, id)
 		}
 		msg.SetContext(ctx)
-		if err := r.publisher.Publish(r.topic, msg); err != nil {
+		if p.tracing != nil {
+			err = p.tracing.publish(ctx, r.transport, r.topic, msg, func() error { return r.publisher.Publish(r.topic, msg) })
+		} else {
+			err = r.publisher.Publish(r.topic, msg)
+		}
+		if err != nil {
 			return publishError{fmt.Errorf("publish %s to %s: %w", e.EventType(), r.topic, err)}
 		}
 	}
