@@ -29,8 +29,7 @@ func (r *Runtime) poison(handler string, b Binding) message.HandlerMiddleware {
 			msg.Metadata.Set(middleware.PoisonedHandlerKey, handler)
 			msg.Metadata.Set(middleware.PoisonedSubscriberKey, b.Transport)
 			poisoned(msg.Context(), err)
-			r.tracing.inject(msg.Context(), msg)
-			if perr := r.publishers.poisonTo.publisher.Publish(r.cfg.Poison.Topic, msg); perr != nil {
+			if perr := r.publishers.send(msg.Context(), r.publishers.poisonTo, msg); perr != nil {
 				return nil, errors.Join(err, fmt.Errorf("publish to the poison target: %w", perr))
 			}
 			r.logger.WarnContext(msg.Context(), "message poisoned", "handler", handler, "message_id", msg.UUID, "reason", err)

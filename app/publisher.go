@@ -103,16 +103,19 @@ func (p *eventPublisher) Publish(ctx context.Context, events ...ports.Event) err
 			msg.Metadata.Set(ports.MetadataCorrelationID, id)
 		}
 		msg.SetContext(ctx)
-		if p.tracing != nil {
-			err = p.tracing.publish(ctx, r.transport, r.topic, msg, func() error { return r.publisher.Publish(r.topic, msg) })
-		} else {
-			err = r.publisher.Publish(r.topic, msg)
-		}
-		if err != nil {
+		if err := p.send(ctx, r, msg); err != nil {
 			return publishError{fmt.Errorf("publish %s to %s: %w", e.EventType(), r.topic, err)}
 		}
 	}
 	return nil
+}
+
+// send publishes msg on r, in a producer span when tracing is on.
+func (p *eventPublisher) send(ctx context.Context, r route, msg *message.Message) error {
+	if p.tracing == nil {
+		return r.publisher.Publish(r.topic, msg)
+	}
+	return p.tracing.publish(ctx, r.transport, r.topic, msg, func() error { return r.publisher.Publish(r.topic, msg) })
 }
 
 // Close closes every publisher.

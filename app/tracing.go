@@ -264,14 +264,6 @@ func (t *tracing) publish(ctx context.Context, system, topic string, msg *messag
 	return err
 }
 
-// inject writes ctx's trace context into msg's metadata (for a message
-// republished as it is, such as a poisoned one).
-func (t *tracing) inject(ctx context.Context, msg *message.Message) {
-	if t != nil {
-		t.prop.Inject(ctx, metadataCarrier(msg.Metadata))
-	}
-}
-
 // retried notes a retry on the handler's span.
 func retried(ctx context.Context, attempt int, err error) {
 	span := trace.SpanFromContext(ctx)
