@@ -184,35 +184,44 @@ func (c metadataCarrier) Keys() []string {
 
 // consumer starts a delivery's span, continuing the trace the message
 // carries, if any; the span ends when the message is settled or handed
-// back.
+// back. Its name has the binding's topic (a filter such as
+// devices/+/telemetry, as the conventions ask for a name of low
+// cardinality), its attributes the concrete one. Attributes are made only
+// for a span that is recorded.
 func (t *tracing) consumer(handler string, b Binding) message.HandlerMiddleware {
-	system := semconv.MessagingSystemKey.String(b.Transport)
+	template := b.Topic
+	if template == "" {
+		template = b.Transport // an Aliyun binding may take every topic
+	}
+	name := "process " + template
+	fixed := []attribute.KeyValue{
+		semconv.MessagingSystemKey.String(b.Transport),
+		semconv.MessagingOperationTypeProcess,
+		semconv.MessagingOperationName("process"),
+		semconv.MessagingDestinationTemplate(template),
+	}
+	if b.Group != "" {
+		fixed = append(fixed, semconv.MessagingConsumerGroupName(b.Group))
+	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			parent := t.prop.Extract(msg.Context(), metadataCarrier(msg.Metadata))
-			topic := msg.Metadata.Get(ports.MetadataTopic)
-			if topic == "" {
-				topic = b.Topic
-			}
-			attrs := []attribute.KeyValue{
-				system,
-				semconv.MessagingOperationTypeProcess,
-				semconv.MessagingOperationName("process"),
-				semconv.MessagingDestinationName(topic),
-				semconv.MessagingMessageID(msg.UUID),
-			}
-			if b.Group != "" {
-				attrs = append(attrs, semconv.MessagingConsumerGroupName(b.Group))
-			}
-			if id := msg.Metadata.Get(ports.MetadataCorrelationID); id != "" {
-				attrs = append(attrs, semconv.MessagingMessageConversationID(id))
-			}
-			if msg.Metadata.Get(MetadataRedelivered) == "true" {
-				attrs = append(attrs, AttributeRedelivered.Bool(true))
-			}
-			ctx, span := t.tracer.Start(parent, "process "+topic,
-				trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
+			ctx, span := t.tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindConsumer))
 			defer span.End()
+			if span.IsRecording() {
+				topic := msg.Metadata.Get(ports.MetadataTopic)
+				if topic == "" {
+					topic = b.Topic
+				}
+				span.SetAttributes(fixed...)
+				span.SetAttributes(semconv.MessagingDestinationName(topic), semconv.MessagingMessageID(msg.UUID))
+				if id := msg.Metadata.Get(ports.MetadataCorrelationID); id != "" {
+					span.SetAttributes(semconv.MessagingMessageConversationID(id))
+				}
+				if msg.Metadata.Get(MetadataRedelivered) == "true" {
+					span.SetAttributes(AttributeRedelivered.Bool(true))
+				}
+			}
 			msg.SetContext(ctx)
 			produced, err := h(msg)
 			if err != nil {
@@ -229,11 +238,14 @@ func (t *tracing) consumer(handler string, b Binding) message.HandlerMiddleware 
 // Runtime.poison). Events published and poisoned messages carry its
 // context.
 func (t *tracing) handler(handler string) message.HandlerMiddleware {
+	name, attr := "handle "+handler, attribute.String("handler", handler)
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			ctx, span := t.tracer.Start(msg.Context(), "handle "+handler,
-				trace.WithAttributes(attribute.String("handler", handler)))
+			ctx, span := t.tracer.Start(msg.Context(), name)
 			defer span.End()
+			if span.IsRecording() {
+				span.SetAttributes(attr)
+			}
 			msg.SetContext(ctx)
 			produced, err := h(msg)
 			if err != nil {
@@ -247,15 +259,17 @@ func (t *tracing) handler(handler string) message.HandlerMiddleware {
 // publish runs send in a producer span and puts its context into msg's
 // metadata first; the span covers the wait for the broker's confirm.
 func (t *tracing) publish(ctx context.Context, system, topic string, msg *message.Message, send func() error) error {
-	ctx, span := t.tracer.Start(ctx, "send "+topic, trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(
+	ctx, span := t.tracer.Start(ctx, "send "+topic, trace.WithSpanKind(trace.SpanKindProducer))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(
 			semconv.MessagingSystemKey.String(system),
 			semconv.MessagingOperationTypeSend,
 			semconv.MessagingOperationName("send"),
 			semconv.MessagingDestinationName(topic),
 			semconv.MessagingMessageID(msg.UUID),
-		))
-	defer span.End()
+		)
+	}
 	t.prop.Inject(ctx, metadataCarrier(msg.Metadata))
 	err := send()
 	if err != nil {

@@ -103,7 +103,7 @@ func TestTracingOverAMQP1(t *testing.T) {
 			got[s.Name()] = s
 		}
 	}
-	process, handle, send := got["process /a1b2/dev-1/user/telemetry"], got["handle telemetry"], got["send "+alerts]
+	process, handle, send := got["process aliyun"], got["handle telemetry"], got["send "+alerts]
 	if process == nil || handle == nil || send == nil {
 		names := make([]string, 0, len(got))
 		for n := range got {
