@@ -42,6 +42,8 @@ type Config struct {
 	PublishUnreadyAfter time.Duration `yaml:"publish_unready_after"`
 	Log                 LogConfig     `yaml:"log"`
 	Retry               RetryConfig   `yaml:"retry"`
+	// Tracing exports OpenTelemetry spans over OTLP; off by default.
+	Tracing TracingConfig `yaml:"tracing"`
 	// Poison is where a message goes after its last retry, or at once when
 	// its handler says the input is invalid. Its transport defaults to
 	// memory only while every handler consumes from memory: where handlers
@@ -475,6 +477,9 @@ func (c Config) validate() error {
 	case "text", "json":
 	default:
 		return fieldError("log.format", "must be text or json")
+	}
+	if err := c.Tracing.Validate(); err != nil {
+		return err
 	}
 	if len(c.Handlers) == 0 {
 		return fieldError("handlers", "bind at least one handler, e.g. handlers.<name>.transport and .topic")

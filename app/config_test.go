@@ -148,6 +148,16 @@ func TestConfigValidate(t *testing.T) {
 			c.Handlers["h"] = b
 		}, field: "transports.aliyun"},
 		{name: "no events is fine", change: func(c *app.Config) { c.Events = nil }},
+		{name: "tracing on", change: func(c *app.Config) {
+			ratio := 0.1
+			c.Tracing = app.TracingConfig{Endpoint: "https://collector.example:4318", Protocol: app.TracingHTTP, Sampling: &ratio}
+		}},
+		{name: "tracing protocol unknown", change: func(c *app.Config) { c.Tracing.Protocol = "thrift" }, field: "tracing.protocol"},
+		{name: "tracing sampling above 1", change: func(c *app.Config) {
+			ratio := 2.0
+			c.Tracing.Sampling = &ratio
+		}, field: "tracing.sampling"},
+		{name: "tracing endpoint not a URL", change: func(c *app.Config) { c.Tracing.Endpoint = "127.0.0.1:4317" }, field: "tracing.endpoint"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
 
@@ -102,6 +103,9 @@ type runtimeParams struct {
 	Formats     []NamedFormat   `group:"formats"`
 	Middlewares []Middleware    `group:"middlewares"`
 	Publisher   *Publisher
+	// TracerProvider replaces the one the tracing section describes
+	// (tests supply one with an in-memory exporter).
+	TracerProvider trace.TracerProvider `optional:"true"`
 }
 
 func newRuntime(p runtimeParams) (*Runtime, error) {
@@ -112,7 +116,7 @@ func newRuntime(p runtimeParams) (*Runtime, error) {
 	return NewRuntime(RuntimeParams{
 		Config: p.Config, Logger: p.Logger, Transports: p.Transports,
 		Handlers: p.Handlers, Formats: formats, Middlewares: p.Middlewares,
-		Registry: p.Registry, Publisher: p.Publisher,
+		Registry: p.Registry, Publisher: p.Publisher, TracerProvider: p.TracerProvider,
 	})
 }
 
@@ -137,8 +141,9 @@ func NewLogger(cfg LogConfig, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Level))
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if cfg.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(traceHandler{h})
 }

@@ -115,6 +115,12 @@ func injectHandler(cfg Config, broker *memory.Broker) http.HandlerFunc {
 		if id := r.Header.Get("X-Correlation-ID"); id != "" {
 			msg.Metadata.Set(ports.MetadataCorrelationID, id)
 		}
+		// A caller's W3C trace context continues in the message's trace.
+		for _, k := range []string{MetadataTraceParent, MetadataTraceState} {
+			if v := r.Header.Get(k); v != "" {
+				msg.Metadata.Set(k, v)
+			}
+		}
 		if err := broker.Publish(b.Topic, msg); err != nil {
 			http.Error(w, "publish: "+err.Error(), http.StatusServiceUnavailable)
 			return

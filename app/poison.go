@@ -39,7 +39,8 @@ func (r *Runtime) poison(handler string, b Binding) message.HandlerMiddleware {
 			msg.Metadata.Set(middleware.PoisonedTopicKey, b.Topic)
 			msg.Metadata.Set(middleware.PoisonedHandlerKey, handler)
 			msg.Metadata.Set(middleware.PoisonedSubscriberKey, b.Transport)
-			if perr := r.publishers.poisonTo.publish(msg); perr != nil {
+			poisoned(msg.Context(), err)
+			if perr := r.publishers.send(msg.Context(), r.publishers.poisonTo, msg); perr != nil {
 				o.set(handedBackPoison)
 				return nil, errors.Join(err, fmt.Errorf("publish to the poison target: %w", perr))
 			}
@@ -48,7 +49,7 @@ func (r *Runtime) poison(handler string, b Binding) message.HandlerMiddleware {
 			} else {
 				o.set(poisonedRetries)
 			}
-			r.logger.Warn("message poisoned", "handler", handler, "message_id", msg.UUID, "reason", err)
+			r.logger.WarnContext(msg.Context(), "message poisoned", "handler", handler, "message_id", msg.UUID, "reason", err)
 			return nil, nil
 		}
 	}

@@ -37,11 +37,13 @@ type eventPublisher struct {
 	bound    []string         // the event types bound, as configured
 	poisonTo route
 	all      []message.Publisher
+	tracing  *tracing // nil: off
 }
 
 type route struct {
 	field     string // events.<type> or poison
 	topic     string
+	transport string
 	publisher message.Publisher
 	failing   *failing
 }
@@ -83,8 +85,8 @@ func (r route) failingFor(now time.Time) (time.Duration, error) {
 
 var _ ports.Publisher = (*eventPublisher)(nil)
 
-func newEventPublisher(cfg Config, transports map[string]*Transport, registry *prometheus.Registry) (*eventPublisher, error) {
-	p := &eventPublisher{routes: map[string]route{}}
+func newEventPublisher(cfg Config, transports map[string]*Transport, registry *prometheus.Registry, t *tracing) (*eventPublisher, error) {
+	p := &eventPublisher{routes: map[string]route{}, tracing: t}
 	var publishTime *prometheus.HistogramVec
 	if registry != nil {
 		var err error
@@ -105,7 +107,7 @@ func newEventPublisher(cfg Config, transports map[string]*Transport, registry *p
 			pub = timedPublisher{Publisher: pub, name: e.Transport, time: publishTime}
 		}
 		p.all = append(p.all, pub)
-		return route{field: field, topic: e.Topic, publisher: pub, failing: &failing{}}, nil
+		return route{field: field, topic: e.Topic, transport: e.Transport, publisher: pub, failing: &failing{}}, nil
 	}
 	p.bound = sortedKeys(cfg.Events)
 	for _, eventType := range sortedKeys(cfg.Events) {
@@ -142,7 +144,7 @@ func (p *eventPublisher) Publish(ctx context.Context, events ...ports.Event) err
 			msg.Metadata.Set(ports.MetadataCorrelationID, id)
 		}
 		msg.SetContext(ctx)
-		if err := r.publish(msg); err != nil {
+		if err := p.send(ctx, r, msg); err != nil {
 			return publishError{fmt.Errorf("publish %s to %s: %w", e.EventType(), r.topic, err)}
 		}
 	}
@@ -163,6 +165,14 @@ func (p *eventPublisher) unready(after time.Duration) error {
 		}
 	}
 	return nil
+}
+
+// send publishes msg on r, in a producer span when tracing is on.
+func (p *eventPublisher) send(ctx context.Context, r route, msg *message.Message) error {
+	if p.tracing == nil {
+		return r.publish(msg)
+	}
+	return p.tracing.publish(ctx, r.transport, r.topic, msg, func() error { return r.publish(msg) })
 }
 
 // Close closes every publisher.

@@ -29,7 +29,8 @@ func (r retry) middleware(h message.HandlerFunc) message.HandlerFunc {
 			if errors.Is(err, ports.ErrInvalid) || r.abort.Err() != nil {
 				return out, err
 			}
-			r.logger.Warn("handler failed, retrying", "handler", handlerName(msg.Context()),
+			retried(msg.Context(), attempt, err)
+			r.logger.WarnContext(msg.Context(), "handler failed, retrying", "handler", handlerName(msg.Context()),
 				"message_id", msg.UUID, "attempt", attempt, "max_retries", r.cfg.MaxRetries, "delay", delay, "err", err)
 			timer := time.NewTimer(delay)
 			select {

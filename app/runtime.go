@@ -14,6 +14,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hexmill/hexmill/ports"
 )
@@ -43,6 +45,10 @@ type Runtime struct {
 	consumers   sync.WaitGroup // the consumers' goroutines
 	inflight    inflight
 	metrics     *handlerMetrics // nil without a registry
+
+	tracerProvider trace.TracerProvider     // nil: tracing off
+	ownTracer      *sdktrace.TracerProvider // made from the config; shut down at stop
+	tracing        *tracing                 // nil: tracing off
 
 	intake       context.Context // the subscriptions'; cancelled at stop
 	cancelIntake context.CancelFunc
@@ -80,6 +86,9 @@ type RuntimeParams struct {
 	Registry *prometheus.Registry
 	// Publisher is the one the handlers were given; nil for a new one.
 	Publisher *Publisher
+	// TracerProvider makes the spans; nil for the one the configuration's
+	// tracing section describes (none when it is off). Stop flushes it.
+	TracerProvider trace.TracerProvider
 }
 
 // NewRuntime checks that every handler is bound and every binding has its
@@ -88,7 +97,7 @@ func NewRuntime(p RuntimeParams) (*Runtime, error) {
 	r := &Runtime{
 		cfg: p.Config, logger: p.Logger, handlers: p.Handlers, formats: p.Formats, extra: p.Middlewares,
 		registry: p.Registry, openers: map[string]Opener{}, transports: map[string]*Transport{},
-		publisher: p.Publisher, bindings: map[string]Binding{},
+		publisher: p.Publisher, bindings: map[string]Binding{}, tracerProvider: p.TracerProvider,
 	}
 	if r.publisher == nil {
 		r.publisher = NewPublisher()
@@ -162,6 +171,16 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 		}
 	}()
 
+	if r.tracerProvider == nil {
+		if r.ownTracer, err = newTracerProvider(ctx, r.cfg); err != nil {
+			return err
+		}
+		if r.ownTracer != nil {
+			r.tracerProvider = r.ownTracer
+		}
+	}
+	r.tracing = newTracing(r.tracerProvider)
+
 	for _, name := range r.cfg.usedTransports() {
 		t, err := r.openers[name].Open(ctx)
 		if err != nil {
@@ -169,7 +188,7 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 		}
 		r.transports[name] = t
 	}
-	publishers, err := newEventPublisher(r.cfg, r.transports, r.registry)
+	publishers, err := newEventPublisher(r.cfg, r.transports, r.registry, r.tracing)
 	if err != nil {
 		return err
 	}
@@ -217,9 +236,10 @@ func (r *Runtime) checkTargets(ctx context.Context) error {
 }
 
 // consume subscribes h's binding and starts its consumer, with the
-// middleware chain, outermost first: handler name, failure log, metrics,
-// in-flight count and settling, poison target, retry, panic recovery, the
-// service's middlewares (AsMiddleware).
+// middleware chain, outermost first: handler name, delivery span (tracing
+// on), failure log, metrics, in-flight count and settling, handler span
+// (tracing on), poison target, retry, panic recovery, the service's
+// middlewares (AsMiddleware).
 func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 	name := h.Name()
 	b := r.bindings[name]
@@ -235,12 +255,19 @@ func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 	format, _ := r.format(b.Format)
 	params, _ := parseTopicParams(b.TopicParams)
 
-	chain := []message.HandlerMiddleware{named(name), r.logFailure(name)}
+	chain := []message.HandlerMiddleware{named(name)}
+	if r.tracing != nil {
+		chain = append(chain, r.tracing.consumer(name, b))
+	}
+	chain = append(chain, r.logFailure(name))
 	if r.metrics != nil {
 		chain = append(chain, r.metrics.middleware(name, b.Transport))
 	}
+	chain = append(chain, r.inflight.middleware)
+	if r.tracing != nil {
+		chain = append(chain, r.tracing.handler(name))
+	}
 	chain = append(chain,
-		r.inflight.middleware,
 		r.poison(name, b),
 		retry{cfg: r.cfg.Retry, abort: r.abort, logger: r.logger}.middleware,
 		middleware.Recoverer,
@@ -284,7 +311,7 @@ func (r *Runtime) logFailure(name string) message.HandlerMiddleware {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			produced, err := h(msg)
 			if err != nil && r.abort.Err() == nil {
-				r.logger.Error("handler failed; the message goes back to its broker", "handler", name, "message_id", msg.UUID, "err", err)
+				r.logger.ErrorContext(msg.Context(), "handler failed; the message goes back to its broker", "handler", name, "message_id", msg.UUID, "err", err)
 			}
 			return produced, err
 		}
@@ -449,6 +476,11 @@ func (r *Runtime) closeAll(ctx context.Context) error {
 		}
 	}
 	if err := r.waitConsumers(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	// Every handler has returned: its spans and its publishes' spans have
+	// ended, and are exported before anything else closes.
+	if err := r.flushTraces(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	if r.publishers != nil {

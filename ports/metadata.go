@@ -16,4 +16,7 @@ const (
 	// MetadataContentType is the payload's media type, where the transport
 	// carries one (MQTT v5, AMQP).
 	MetadataContentType = "content_type"
+	// MetadataRedelivered is "true" on a message its broker delivered
+	// before (MQTT DUP, AMQP 0-9-1 redelivered, AMQP 1.0 delivery count).
+	MetadataRedelivered = "redelivered"
 )

@@ -13,6 +13,8 @@ import (
 	amqp "github.com/Azure/go-amqp"
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/hexmill/hexmill/ports"
 )
 
 // SubscriberConfig configures one Subscriber of a Consumer (one handler
@@ -347,6 +349,9 @@ func toWatermill(am *amqp.Message) *message.Message {
 		if md[MetadataDeviceID] == "" {
 			md[MetadataDeviceID] = DeviceID(pk, dn)
 		}
+	}
+	if am.Header != nil && am.Header.DeliveryCount > 0 {
+		md[ports.MetadataRedelivered] = "true"
 	}
 	wm := message.NewMessage(id, payload)
 	wm.Metadata = md

@@ -828,6 +828,9 @@ func (s *Subscriber) message(in *inbound) *message.Message {
 	}
 	in.uuid = uuid
 	md[ports.MetadataTopic] = in.pb.Topic
+	if in.pb.Duplicate() {
+		md[ports.MetadataRedelivered] = "true"
+	}
 	msg := message.NewMessage(uuid, in.pb.Payload)
 	msg.Metadata = md
 	return msg

@@ -73,6 +73,9 @@ func unmarshal(d *amqp.Delivery) *message.Message {
 	if d.ContentType != "" {
 		msg.Metadata[ports.MetadataContentType] = d.ContentType
 	}
+	if d.Redelivered {
+		msg.Metadata[ports.MetadataRedelivered] = "true"
+	}
 	for k, v := range d.Headers {
 		if k == HeaderMessageUUID {
 			continue

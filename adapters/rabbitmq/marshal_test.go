@@ -62,3 +62,14 @@ func TestMarshalProperties(t *testing.T) {
 		})
 	}
 }
+
+// A redelivery is marked in metadata (for handlers and the consumer span);
+// a first delivery is not.
+func TestUnmarshalRedelivered(t *testing.T) {
+	for _, redelivered := range []bool{false, true} {
+		msg := unmarshal(&amqp.Delivery{MessageId: "id-1", Redelivered: redelivered})
+		if got := msg.Metadata.Get(ports.MetadataRedelivered) == "true"; got != redelivered {
+			t.Errorf("delivery redelivered=%v: metadata %v", redelivered, msg.Metadata)
+		}
+	}
+}

@@ -26,6 +26,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -400,6 +403,71 @@ func buildHexmill(ctx context.Context) (string, error) {
 }
 
 func hexmillPipeline(ctx context.Context, n e2eNames) (func() string, int, error) {
+	return startHexmill(ctx, n)
+}
+
+// tracedPipeline is hexmillPipeline with tracing on at sampling ratio
+// sampling, exporting over OTLP/HTTP to a collector in this process that
+// reads and drops what it is sent.
+func tracedPipeline(sampling string) pipeline {
+	return func(ctx context.Context, n e2eNames) (func() string, int, error) {
+		collector, err := startOTLPSink()
+		if err != nil {
+			return nil, 0, err
+		}
+		stop, pid, err := startHexmill(ctx, n,
+			"HEXMILL_TRACING_ENDPOINT=http://"+collector.addr,
+			"HEXMILL_TRACING_PROTOCOL=http/protobuf",
+			"HEXMILL_TRACING_SAMPLING="+sampling)
+		if err != nil {
+			collector.close()
+			return nil, 0, err
+		}
+		return func() string {
+			note := stop()
+			collector.close()
+			return note + fmt.Sprintf("; tracing sampling %s, %d OTLP export requests, %.1f MiB", sampling, collector.requests.Load(), float64(collector.bytes.Load())/(1<<20))
+		}, pid, nil
+	}
+}
+
+// otlpSink answers OTLP/HTTP export requests and keeps only their count
+// and size.
+type otlpSink struct {
+	addr     string
+	srv      *http.Server
+	done     chan struct{}
+	requests atomic.Int64
+	bytes    atomic.Int64
+}
+
+func startOTLPSink() (*otlpSink, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &otlpSink{addr: l.Addr().String(), done: make(chan struct{})}
+	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		s.requests.Add(1)
+		s.bytes.Add(n)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK) // an empty ExportTraceServiceResponse
+	})}
+	go func() {
+		defer close(s.done)
+		_ = s.srv.Serve(l)
+	}()
+	return s, nil
+}
+
+func (s *otlpSink) close() {
+	_ = s.srv.Close()
+	<-s.done
+}
+
+// startHexmill runs the service binary for the pipeline with env added.
+func startHexmill(ctx context.Context, n e2eNames, env ...string) (func() string, int, error) {
 	bin, err := buildHexmill(ctx)
 	if err != nil {
 		return nil, 0, err
@@ -447,7 +515,7 @@ domain:
 		return nil, 0, err
 	}
 	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "HEXMILL_CONFIG="+path)
+	cmd.Env = append(append(os.Environ(), "HEXMILL_CONFIG="+path), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		_ = os.RemoveAll(dir)

@@ -26,6 +26,12 @@ func init() {
 		Available: e2eAvailable,
 		Raw:       e2eBacklogSide("raw", rawPipeline),
 		Hexmill:   e2eBacklogSide("hexmill", hexmillPipeline),
+		// The same with OpenTelemetry tracing on (docs/tracing.md): the
+		// cost of the spans and their export per message.
+		Baselines: map[string]Run{
+			"hexmill, tracing 1.0": e2eBacklogSide("hexmill, tracing 1.0", tracedPipeline("1")),
+			"hexmill, tracing 0.1": e2eBacklogSide("hexmill, tracing 0.1", tracedPipeline("0.1")),
+		},
 	})
 }
 

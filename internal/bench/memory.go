@@ -8,6 +8,9 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hexmill/hexmill/adapters/memory"
 	"github.com/hexmill/hexmill/app"
@@ -22,12 +25,42 @@ func init() {
 		Name:    "memory/pipeline",
 		Hexmill: memoryHexmill,
 		Raw:     memoryRaw,
+		// Tracing on (docs/tracing.md): the spans' cost per message, with
+		// their export over OTLP/HTTP to a sink in this process.
+		Baselines: map[string]Run{
+			"hexmill, tracing 1.0": memoryTraced(1),
+			"hexmill, tracing 0.1": memoryTraced(0.1),
+		},
 	})
 }
 
 const memoryConcurrency = 64
 
 func memoryHexmill(ctx context.Context, opts Options) (Result, error) {
+	return memoryRuntime(ctx, opts, nil)
+}
+
+func memoryTraced(sampling float64) Run {
+	return func(ctx context.Context, opts Options) (Result, error) {
+		collector, err := startOTLPSink()
+		if err != nil {
+			return Result{}, err
+		}
+		defer collector.close()
+		exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL("http://"+collector.addr+"/v1/traces"))
+		if err != nil {
+			return Result{}, err
+		}
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp),
+			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(sampling))))
+		defer tp.Shutdown(context.Background())
+		return memoryRuntime(ctx, opts, tp)
+	}
+}
+
+// memoryRuntime runs the pipeline through the runtime, tracing with tp
+// when it is not nil.
+func memoryRuntime(ctx context.Context, opts Options, tp trace.TracerProvider) (Result, error) {
 	broker, err := memory.NewBroker(memory.Config{QueueLimit: opts.Messages + 1}, watermill.NopLogger{})
 	if err != nil {
 		return Result{}, err
@@ -38,9 +71,10 @@ func memoryHexmill(ctx context.Context, opts Options) (Result, error) {
 	cfg.Handlers = map[string]app.Binding{"bench": {Transport: app.TransportMemory, Topic: "bench.in", Group: "bench", Concurrency: memoryConcurrency}}
 	cfg.Events = nil
 	rt, err := app.NewRuntime(app.RuntimeParams{
-		Config:     cfg,
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Transports: []app.Opener{app.MemoryOpener(broker)},
+		Config:         cfg,
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Transports:     []app.Opener{app.MemoryOpener(broker)},
+		TracerProvider: tp,
 		Handlers: []ports.Handler{ports.HandlerFunc{HandlerName: "bench", Func: func(_ context.Context, msg ports.Message) error {
 			rec.record(msg.Payload)
 			return nil
