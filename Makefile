@@ -59,10 +59,13 @@ lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
+# docker compose (v2) where it is installed, else docker-compose (v1).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+
 .PHONY: up
-up: ## start RabbitMQ, Mosquitto and the service with docker compose
-	docker compose up --build -d
+up: ## start RabbitMQ, Mosquitto and the service (built from the Dockerfile) with docker compose; HEXMILL_*_IMAGE/_PORT override images and ports
+	$(COMPOSE) up --build -d
 
 .PHONY: down
-down: ## stop what `make up` started
-	docker compose down -v
+down: ## stop what `make up` started and remove its containers and volumes
+	$(COMPOSE) down -v --remove-orphans

@@ -110,7 +110,9 @@ EOF
   docker rmi hexmill-local/mosquitto-rootfs >/dev/null
 }
 
-# The service's builder: Debian with this machine's Go toolchain.
+# The service's builder: Debian with this machine's Go toolchain and this
+# machine's CA certificates (go mod download reaches the module proxy the
+# way this machine does).
 builder() {
   if have "$GO_IMAGE"; then
     echo "export HEXMILL_GO_IMAGE=$GO_IMAGE"
@@ -121,7 +123,8 @@ builder() {
     goroot=$(go env GOROOT)
     rootfs hexmill-local/golang-rootfs ca-certificates \
       --customize-hook="mkdir -p \"\$1/usr/local/go\"" \
-      --customize-hook="sync-in $goroot /usr/local/go"
+      --customize-hook="sync-in $goroot /usr/local/go" \
+      --customize-hook="upload /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt"
     build "$LOCAL_GO_IMAGE" <<'EOF'
 FROM hexmill-local/golang-rootfs
 ENV PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
