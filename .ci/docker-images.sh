@@ -90,6 +90,7 @@ ENV PATH=/usr/lib/rabbitmq/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
     HOME=/var/lib/rabbitmq RABBITMQ_LOGS=- LANG=C.UTF-8
 USER rabbitmq
 WORKDIR /var/lib/rabbitmq
+VOLUME /var/lib/rabbitmq
 EXPOSE 4369 5671 5672 15671 15672 25672
 CMD ["rabbitmq-server"]
 EOF
@@ -104,6 +105,7 @@ FROM hexmill-local/mosquitto-rootfs
 RUN mkdir -p /mosquitto/config /mosquitto/data /mosquitto/log \
  && printf 'listener 1883\nallow_anonymous true\npersistence true\npersistence_location /mosquitto/data/\nlog_dest stdout\n' >/mosquitto/config/mosquitto.conf \
  && chown -R mosquitto:mosquitto /mosquitto
+VOLUME ["/mosquitto/data", "/mosquitto/log"]
 EXPOSE 1883
 CMD ["/usr/sbin/mosquitto", "-c", "/mosquitto/config/mosquitto.conf"]
 EOF

@@ -44,7 +44,8 @@ func TestComposeSmoke(t *testing.T) {
 		"HEXMILL_MQTT_PORT":                integration.FreePort(t),
 		"HEXMILL_HTTP_PORT":                integration.FreePort(t),
 	}
-	env := append(os.Environ(), "COMPOSE_PROJECT_NAME="+project)
+	image := project + ":smoke"
+	env := append(os.Environ(), "COMPOSE_PROJECT_NAME="+project, "HEXMILL_IMAGE="+image)
 	for k, v := range ports {
 		env = append(env, k+"="+strconv.Itoa(v))
 	}
@@ -66,6 +67,8 @@ func TestComposeSmoke(t *testing.T) {
 				t.Errorf("make down: %v\n%s", err, out)
 			}
 		}
+		// The service's image, built for this test only.
+		_ = exec.Command("docker", "image", "rm", image).Run()
 	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
