@@ -59,11 +59,16 @@ type pubConn struct {
 	logger  watermill.LoggerAdapter
 	cm      *autopaho.ConnectionManager
 	release func()
-	// live is the current connection, nil before the first. Its context
-	// ends when the connection drops: paho forgets a clean session's
-	// pending PUBACKs when the connection is lost, and a publish waiting
-	// for one would otherwise wait out the whole PublishTimeout.
+	// live is the current connection, or the next one while there is
+	// none. Its context ends when that connection drops: paho forgets a
+	// clean session's pending PUBACKs when the connection is lost, and a
+	// publish waiting for one would otherwise wait out the whole
+	// PublishTimeout. It is replaced in OnConnectionDown rather than in
+	// OnConnectionUp because autopaho lets AwaitConnection return before
+	// OnConnectionUp runs: a publish must never go out on a connection
+	// without a context that ends with it.
 	live    atomic.Pointer[liveConn]
+	up      atomic.Bool // between OnConnectionUp and OnConnectionDown
 	lastErr lastError
 
 	mu     sync.RWMutex
@@ -77,12 +82,14 @@ type liveConn struct {
 	cancel context.CancelFunc
 }
 
-// current is the live connection, nil while there is none.
-func (c *pubConn) current() *liveConn {
-	if l := c.live.Load(); l != nil && l.ctx.Err() == nil {
-		return l
-	}
-	return nil
+func newLiveConn() *liveConn {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &liveConn{ctx: ctx, cancel: cancel}
+}
+
+// dropped ends the current connection's context and makes the next one's.
+func (c *pubConn) dropped() {
+	c.live.Swap(newLiveConn()).cancel()
 }
 
 var _ message.Publisher = (*Publisher)(nil)
@@ -106,17 +113,14 @@ func NewPublisher(cfg Config, logger watermill.LoggerAdapter) (*Publisher, error
 	id, release := cfg.claimClientID("pub")
 	logger = logger.With(watermill.LogFields{"client_id": id})
 	c := &pubConn{cfg: cfg, logger: logger, release: release}
+	c.live.Store(newLiveConn())
 	cc, err := cfg.clientConfig(connOptions{
 		clientID: id,
 		lastErr:  &c.lastErr,
-		onUp: func(*autopaho.ConnectionManager, *paho.Connack) {
-			ctx, cancel := context.WithCancel(context.Background())
-			c.live.Store(&liveConn{ctx: ctx, cancel: cancel})
-		},
+		onUp:     func(*autopaho.ConnectionManager, *paho.Connack) { c.up.Store(true) },
 		onDown: func() bool {
-			if l := c.live.Load(); l != nil {
-				l.cancel()
-			}
+			c.up.Store(false)
+			c.dropped()
 			return true
 		},
 	}, logger)
@@ -193,7 +197,7 @@ func (c *pubConn) publish(topic string, o PublishOptions, msg *message.Message) 
 	// packet ID and for PUBACK/PUBCOMP by PacketTimeout (= PublishTimeout),
 	// so the connection's context is enough (one per publish costs a timer
 	// and its garbage).
-	if l := c.current(); l != nil {
+	if l := c.live.Load(); l.ctx.Err() == nil {
 		resp, err := c.cm.Publish(l.ctx, pub)
 		if !connectionDown(err) {
 			return publishResult(o, msg, topic, resp, err, l.ctx)
@@ -205,12 +209,10 @@ func (c *pubConn) publish(topic string, o PublishOptions, msg *message.Message) 
 		if err := c.cm.AwaitConnection(ctx); err != nil {
 			return c.lastErr.wrap(fmt.Errorf("mqtt: publish %s to %s: no connection to the broker: %w", msg.UUID, topic, err))
 		}
-		l := c.current()
-		if l == nil {
-			// Connected, and OnConnectionUp has not run yet: the
-			// publish is bounded by ctx alone.
-			l = &liveConn{ctx: context.Background()}
-		}
+		// The connection AwaitConnection saw, or a later one: if it has
+		// dropped since, its successor is not up and the publish sends
+		// nothing.
+		l := c.live.Load()
 		pctx, pcancel := context.WithCancel(ctx)
 		stop := context.AfterFunc(l.ctx, pcancel)
 		resp, err := c.cm.Publish(pctx, pub)
@@ -253,7 +255,7 @@ func publishResult(o PublishOptions, msg *message.Message, topic string, resp *p
 
 // Ready reports nil while the publisher's connection is up.
 func (p *Publisher) Ready() error {
-	if p.conn.current() == nil {
+	if !p.conn.up.Load() {
 		return p.conn.lastErr.wrap(errors.New("mqtt: publisher not connected to the broker"))
 	}
 	return nil
