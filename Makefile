@@ -64,10 +64,13 @@ lint: ## gofmt and go vet
 rename: ## make the clone a service of its own: make rename MODULE=example.com/fleet NAME=fleet
 	$(GO) run ./internal/rename -module "$(MODULE)" -name "$(NAME)"
 
+# docker compose (v2) where it is installed, else docker-compose (v1).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+
 .PHONY: up
-up: ## start RabbitMQ, Mosquitto and the service with docker compose
-	docker compose up --build -d
+up: ## start RabbitMQ, Mosquitto and the service (built from the Dockerfile) with docker compose; HEXMILL_*_IMAGE/_PORT override images and ports
+	$(COMPOSE) up --build -d
 
 .PHONY: down
-down: ## stop what `make up` started
-	docker compose down -v
+down: ## stop what `make up` started and remove its containers and volumes
+	$(COMPOSE) down -v --remove-orphans

@@ -19,11 +19,12 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/memory"
 	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/integration"
 	"github.com/hexmill/hexmill/ports"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(integration.WithBrokers(m))
 }
 
 const (

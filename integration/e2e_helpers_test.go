@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	code := m.Run()
+	code := integration.WithBrokers(m).Run()
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }

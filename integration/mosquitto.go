@@ -16,10 +16,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/testcontainers/testcontainers-go"
 )
 
-// MosquittoBinary is where StartMosquitto looks for the broker.
-const MosquittoBinary = "/usr/sbin/mosquitto"
+// MosquittoBinary is the broker StartMosquitto runs, looked up in PATH.
+const MosquittoBinary = "mosquitto"
 
 // MosquittoLimits is the broker configuration that makes silent loss of
 // queued QoS 1/2 messages impossible (see docs/mqtt.md): no cap on queued
@@ -29,19 +31,24 @@ max_queued_messages 0
 max_queued_bytes 0
 `
 
-// Mosquitto is a private broker process a test owns, on a free port, for
-// what a shared broker must not be used for: restarts, TLS listeners,
-// broker limits. It is stopped when the test ends.
+// Mosquitto is a private broker a test owns, on a free port, for what a
+// shared broker must not be used for: restarts, TLS listeners, broker
+// limits. It is a process when mosquitto is installed, otherwise a
+// container of MosquittoImage (see privateContainer). It is stopped when
+// the test ends.
 type Mosquitto struct {
 	t     testing.TB
 	dir   string
 	conf  string
 	port  int
 	ports []int
+	bin   string // the installed broker, or "" for a container
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	exited  chan struct{}
+	ctr     testcontainers.Container // the container, once created
+	running bool                     // the container runs
 	control *http.Server
 	ctlAddr string
 	ctlWG   sync.WaitGroup
@@ -51,14 +58,24 @@ type Mosquitto struct {
 // port (anonymous access, persistence in a temporary directory, the limits
 // of MosquittoLimits), with extra appended to its configuration (for
 // example a TLS listener: list its ports in waitPorts so Start waits for
-// them too). The test is skipped when mosquitto is not installed.
+// them too). Without mosquitto installed the broker runs in a container;
+// the test is skipped when no Docker engine answers either.
 func StartMosquitto(t testing.TB, extra string, waitPorts ...int) *Mosquitto {
 	t.Helper()
-	if _, err := os.Stat(MosquittoBinary); err != nil {
-		t.Skipf("no %s: install mosquitto to run tests that need a private broker", MosquittoBinary)
+	bin, err := exec.LookPath(MosquittoBinary)
+	if err != nil {
+		bin = ""
+		if testing.Short() {
+			t.Skipf("short mode: no %s installed for a private broker", MosquittoBinary)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := DockerAvailable(ctx); err != nil {
+			t.Skipf("no private MQTT broker: install mosquitto or run a Docker engine (%v)", err)
+		}
 	}
 	dir := t.TempDir()
-	m := &Mosquitto{t: t, dir: dir, port: FreePort(t)}
+	m := &Mosquitto{t: t, dir: dir, port: FreePort(t), bin: bin}
 	m.ports = append([]int{m.port}, waitPorts...)
 	// Run as the test's user: started by root, mosquitto would switch to
 	// the mosquitto user and could not save its state in dir.
@@ -87,6 +104,11 @@ listener %d 127.0.0.1
 	t.Cleanup(func() {
 		m.stopControl()
 		m.Stop()
+		if m.ctr != nil {
+			if err := testcontainers.TerminateContainer(m.ctr); err != nil {
+				t.Errorf("remove mosquitto container: %v", err)
+			}
+		}
 	})
 	return m
 }
@@ -123,10 +145,13 @@ func (m *Mosquitto) Start() {
 func (m *Mosquitto) start() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.bin == "" {
+		return m.startContainer()
+	}
 	if m.cmd != nil {
 		return nil
 	}
-	cmd := exec.Command(MosquittoBinary, "-c", m.conf)
+	cmd := exec.Command(m.bin, "-c", m.conf)
 	stderr := &lockedBuffer{}
 	cmd.Stderr = stderr
 	cmd.Stdout = stderr
@@ -139,7 +164,50 @@ func (m *Mosquitto) start() error {
 		close(exited)
 	}()
 	m.cmd, m.exited = cmd, exited
-	deadline := time.Now().Add(10 * time.Second)
+	err := m.awaitPorts(10*time.Second, func() bool {
+		select {
+		case <-exited:
+			return false
+		default:
+			return true
+		}
+	}, stderr.String)
+	if err != nil {
+		select {
+		case <-exited:
+			m.cmd = nil
+		default:
+		}
+	}
+	return err
+}
+
+// startContainer creates the broker's container, or starts it again.
+func (m *Mosquitto) startContainer() error {
+	if m.running {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	if m.ctr == nil {
+		ctr, err := privateContainer(ctx, MosquittoImage, []string{"mosquitto", "-c", m.conf}, nil, nil)
+		if err != nil {
+			return fmt.Errorf("mosquitto container: %w", err)
+		}
+		m.ctr = ctr
+	} else if err := m.ctr.Start(ctx); err != nil {
+		return fmt.Errorf("start mosquitto container: %w", err)
+	}
+	m.running = true
+	// A container takes longer to start than a process.
+	return m.awaitPorts(30*time.Second, func() bool { return containerRunning(ctx, m.ctr) },
+		func() string { return containerLogs(m.ctr) })
+}
+
+// awaitPorts waits until every port listens, while alive reports the
+// broker alive; output tells what it printed.
+func (m *Mosquitto) awaitPorts(timeout time.Duration, alive func() bool, output func() string) error {
+	deadline := time.Now().Add(timeout)
 	for _, port := range m.ports {
 		for {
 			c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
@@ -147,15 +215,13 @@ func (m *Mosquitto) start() error {
 				_ = c.Close()
 				break
 			}
-			select {
-			case <-exited:
-				m.cmd = nil
-				return fmt.Errorf("mosquitto exited at start: %s", stderr.String())
-			case <-time.After(10 * time.Millisecond):
+			if !alive() {
+				return fmt.Errorf("mosquitto exited at start: %s", output())
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("mosquitto does not listen on %d: %s", port, stderr.String())
+				return fmt.Errorf("mosquitto does not listen on %d: %s", port, output())
 			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	return nil
@@ -184,6 +250,16 @@ func (b *lockedBuffer) String() string {
 func (m *Mosquitto) Stop() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.bin == "" {
+		if m.running {
+			timeout := 10 * time.Second
+			if err := m.ctr.Stop(context.Background(), &timeout); err != nil {
+				m.t.Errorf("stop mosquitto container: %v", err)
+			}
+			m.running = false
+		}
+		return
+	}
 	if m.cmd == nil {
 		return
 	}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -13,20 +14,26 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/wait"
 )
 
 // EnvRabbitMQServer names the rabbitmq-server script a private node runs;
-// by default the one under /usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin.
+// by default, when rabbitmq-server is in PATH, the one under
+// /usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin.
 const EnvRabbitMQServer = "HEXMILL_TEST_RABBITMQ_SERVER"
 
-// ErrNoRabbitMQServer means no RabbitMQ installation was found to start a
-// private node from; tests skip.
-var ErrNoRabbitMQServer = errors.New("no rabbitmq-server found (install RabbitMQ or set " + EnvRabbitMQServer + ")")
+// ErrNoRabbitMQServer means neither a RabbitMQ installation nor a Docker
+// engine was found to start a private node with; tests skip.
+var ErrNoRabbitMQServer = errors.New("no rabbitmq-server found and no Docker engine (install RabbitMQ, set " + EnvRabbitMQServer + ", or run a Docker engine)")
 
 // RabbitMQNode is a private RabbitMQ node started by a test on free
 // loopback ports, with its own configuration, plugins and data directory,
 // so a test can configure a broker without touching the shared one. It
-// takes a few seconds to start.
+// takes a few seconds to start. It is a process when RabbitMQ is
+// installed, otherwise a container of RabbitMQImage (see
+// privateContainer).
 type RabbitMQNode struct {
 	// Addr is the AMQP listener's host:port (AMQP 0-9-1 and, with the
 	// rabbitmq_amqp1_0 plugin, AMQP 1.0).
@@ -34,6 +41,7 @@ type RabbitMQNode struct {
 	Name string
 
 	cmd  *exec.Cmd
+	ctr  testcontainers.Container // instead of cmd
 	dir  string
 	done chan struct{} // closed when the node's output ends
 
@@ -59,11 +67,19 @@ type RabbitMQNodeOptions struct {
 func StartRabbitMQNode(opts RabbitMQNodeOptions) (*RabbitMQNode, error) {
 	server := os.Getenv(EnvRabbitMQServer)
 	if server == "" {
-		matches, _ := filepath.Glob("/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin/rabbitmq-server")
-		if len(matches) == 0 {
-			return nil, ErrNoRabbitMQServer
+		if _, err := exec.LookPath("rabbitmq-server"); err == nil {
+			matches, _ := filepath.Glob("/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin/rabbitmq-server")
+			if len(matches) > 0 {
+				server = matches[len(matches)-1]
+			}
 		}
-		server = matches[len(matches)-1]
+	}
+	if server == "" {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := DockerAvailable(ctx); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrNoRabbitMQServer, err)
+		}
 	}
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 90 * time.Second
@@ -86,23 +102,27 @@ func StartRabbitMQNode(opts RabbitMQNodeOptions) (*RabbitMQNode, error) {
 			return nil, fmt.Errorf("rabbitmq node: %w", err)
 		}
 	}
+	env := []string{
+		"HOME=" + dir, // the node's own Erlang cookie
+		"RABBITMQ_NODENAME=" + name,
+		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
+		"RABBITMQ_NODE_PORT=" + strconv.Itoa(port),
+		"RABBITMQ_DIST_PORT=" + strconv.Itoa(distPort),
+		"RABBITMQ_CONFIG_FILE=" + filepath.Join(dir, "rabbitmq.conf"),
+		"RABBITMQ_ADVANCED_CONFIG_FILE=" + filepath.Join(dir, "advanced.config"),
+		"RABBITMQ_CONF_ENV_FILE=" + filepath.Join(dir, "rabbitmq-env.conf"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE=" + filepath.Join(dir, "enabled_plugins"),
+		"RABBITMQ_PLUGINS_EXPAND_DIR=" + filepath.Join(dir, "plugins-expand"),
+		"RABBITMQ_MNESIA_BASE=" + filepath.Join(dir, "mnesia"),
+		"RABBITMQ_LOG_BASE=" + filepath.Join(dir, "log"),
+		"RABBITMQ_PID_FILE=" + filepath.Join(dir, "node.pid"),
+	}
+	if server == "" {
+		return startRabbitMQContainer(opts, name, port, dir, env)
+	}
 	cmd := exec.Command(server)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
-		"HOME="+dir, // the node's own Erlang cookie
-		"RABBITMQ_NODENAME="+name,
-		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
-		"RABBITMQ_NODE_PORT="+strconv.Itoa(port),
-		"RABBITMQ_DIST_PORT="+strconv.Itoa(distPort),
-		"RABBITMQ_CONFIG_FILE="+filepath.Join(dir, "rabbitmq.conf"),
-		"RABBITMQ_ADVANCED_CONFIG_FILE="+filepath.Join(dir, "advanced.config"),
-		"RABBITMQ_CONF_ENV_FILE="+filepath.Join(dir, "rabbitmq-env.conf"),
-		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(dir, "enabled_plugins"),
-		"RABBITMQ_PLUGINS_EXPAND_DIR="+filepath.Join(dir, "plugins-expand"),
-		"RABBITMQ_MNESIA_BASE="+filepath.Join(dir, "mnesia"),
-		"RABBITMQ_LOG_BASE="+filepath.Join(dir, "log"),
-		"RABBITMQ_PID_FILE="+filepath.Join(dir, "node.pid"),
-	)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -146,6 +166,36 @@ func StartRabbitMQNode(opts RabbitMQNodeOptions) (*RabbitMQNode, error) {
 	}
 }
 
+// startRabbitMQContainer boots the node in a container of RabbitMQImage on
+// the host's network, with its own epmd, and waits until it is up.
+func startRabbitMQContainer(opts RabbitMQNodeOptions, name string, port int, dir string, env []string) (*RabbitMQNode, error) {
+	epmdPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	// The image's own configuration files (/etc/rabbitmq/conf.d) listen
+	// on 5672: the node reads an empty directory instead.
+	confd := filepath.Join(dir, "conf.d")
+	if err := os.MkdirAll(confd, 0o700); err != nil {
+		return nil, fmt.Errorf("rabbitmq node: %w", err)
+	}
+	vars := map[string]string{"ERL_EPMD_PORT": strconv.Itoa(epmdPort), "RABBITMQ_CONFIG_FILES": confd}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	// The log on stdout, where the wait strategy reads it.
+	vars["RABBITMQ_LOGS"] = "-"
+	ctx, cancel := context.WithTimeout(context.Background(), opts.StartTimeout+time.Minute)
+	defer cancel()
+	ctr, err := privateContainer(ctx, RabbitMQImage, []string{"rabbitmq-server"}, vars,
+		wait.ForLog("Server startup complete").WithStartupTimeout(opts.StartTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmq node %s in a container: %w", name, err)
+	}
+	return &RabbitMQNode{Addr: fmt.Sprintf("127.0.0.1:%d", port), Name: name, ctr: ctr, dir: dir}, nil
+}
+
 func (n *RabbitMQNode) output() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -155,6 +205,10 @@ func (n *RabbitMQNode) output() string {
 // Stop terminates the node's process group (SIGTERM, then SIGKILL after
 // 20 s) and waits for it.
 func (n *RabbitMQNode) Stop() {
+	if n.ctr != nil {
+		_ = testcontainers.TerminateContainer(n.ctr, testcontainers.StopTimeout(20*time.Second))
+		return
+	}
 	pgid := n.cmd.Process.Pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	timer := time.NewTimer(20 * time.Second)

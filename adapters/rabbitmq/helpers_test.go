@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 	// Every goroutine of the adapter has an owner that waits for it:
 	// none may outlive the tests. (watermill's TestReconnect never closes
 	// the channel its collector goroutine reads: that one is upstream's.)
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/ThreeDotsLabs/watermill/pubsub/tests.TestReconnect.func2"))
+	goleak.VerifyTestMain(integration.WithBrokers(m), goleak.IgnoreTopFunction("github.com/ThreeDotsLabs/watermill/pubsub/tests.TestReconnect.func2"))
 }
 
 // brokerURL is the shared broker's URL; the test is skipped without one.

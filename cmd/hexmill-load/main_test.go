@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,8 @@ import (
 	"github.com/hexmill/hexmill/integration"
 	"github.com/hexmill/hexmill/internal/load"
 )
+
+func TestMain(m *testing.M) { os.Exit(integration.WithBrokers(m).Run()) }
 
 func TestUsage(t *testing.T) {
 	for _, args := range [][]string{nil, {"nope"}, {"check"}, {"send", "-bogus"}} {

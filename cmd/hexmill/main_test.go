@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build hexmill:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := integration.WithBrokers(m).Run()
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }

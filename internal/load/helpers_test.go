@@ -12,7 +12,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(integration.WithBrokers(m))
 }
 
 func testContext(t *testing.T) context.Context {
