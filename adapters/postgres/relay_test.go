@@ -198,7 +198,7 @@ func TestRelayStopDrains(t *testing.T) {
 	r := newRelay(t, db, s.pubsub, postgres.RelayConfig{PollInterval: time.Hour, BatchSize: 3})
 	r.Start()
 	first := s.take(t, 10, time.Minute) // the first rounds run at start
-	commitEvents(t, db, "d1", 10, 250)   // nobody calls Notify: only Stop relays these
+	commitEvents(t, db, "d1", 10, 250)  // nobody calls Notify: only Stop relays these
 	if n := count(t, db, `SELECT count(*) FROM hexmill_outbox`); n != 250 {
 		t.Fatalf("%d rows in the outbox before Stop; want 250", n)
 	}
