@@ -29,7 +29,7 @@ test: ## all tests with -race: unit, and integration against the brokers in HEXM
 
 .PHONY: test-unit
 test-unit: ## tests without HEXMILL_TEST_* brokers (those skip; tests that start private brokers from installed binaries still run)
-	env -u HEXMILL_TEST_RABBITMQ_URL -u HEXMILL_TEST_MQTT_URL -u HEXMILL_TEST_AMQP1_ADDR \
+	env -u HEXMILL_TEST_RABBITMQ_URL -u HEXMILL_TEST_MQTT_URL -u HEXMILL_TEST_AMQP1_ADDR -u HEXMILL_TEST_POSTGRES_URL \
 		$(GO) test -race -short -count=1 $(PKGS)
 
 .PHONY: test-integration

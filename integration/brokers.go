@@ -88,8 +88,9 @@ var shared sharedBrokers
 type sharedBrokers struct {
 	mu      sync.Mutex
 	managed bool // WithBrokers runs the tests: it removes the containers
-	rabbit  *sharedContainer
-	mqtt    *sharedContainer
+	rabbit   *sharedContainer
+	mqtt     *sharedContainer
+	postgres *sharedContainer
 }
 
 // sharedContainer is one broker container started on first use; err is
@@ -125,14 +126,14 @@ func (s *sharedBrokers) terminate() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error
-	for _, c := range []*sharedContainer{s.rabbit, s.mqtt} {
+	for _, c := range []*sharedContainer{s.rabbit, s.mqtt, s.postgres} {
 		if c != nil && c.ctr != nil {
 			if err := testcontainers.TerminateContainer(c.ctr); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	s.rabbit, s.mqtt = nil, nil
+	s.rabbit, s.mqtt, s.postgres = nil, nil, nil
 	return errors.Join(errs...)
 }
 

@@ -1,0 +1,170 @@
+// Package postgres is the PostgreSQL adapter: a connection pool with
+// readiness, embedded forward-only migrations applied under an advisory
+// lock, idempotent handling (a processed-messages table written in the
+// handler's transaction) and a transactional outbox with its relay.
+//
+// See docs/state.md for the guarantees and the tables.
+package postgres
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/hexmill/hexmill/internal/secret"
+)
+
+// Config says where the database is and how the pool behaves.
+type Config struct {
+	// URL is a postgres:// connection URL without a password, e.g.
+	// postgres://hexmill@db:5432/hexmill?sslmode=require. When set, Host,
+	// Port, Database and User are ignored.
+	URL string `yaml:"url"`
+
+	Host     string        `yaml:"host"`     // default 127.0.0.1
+	Port     int           `yaml:"port"`     // default 5432
+	Database string        `yaml:"database"` // default postgres
+	User     string        `yaml:"user"`     // default postgres
+	Password secret.String `yaml:"password"`
+	// SSLMode is libpq's sslmode (disable, require, verify-full, ...);
+	// default prefer. Ignored when URL is set.
+	SSLMode string `yaml:"sslmode"`
+
+	// Schema holds the tables (the framework's and the fork's); it is
+	// created by Migrate and set as the search_path. Default public.
+	Schema string `yaml:"schema"`
+
+	MaxConns          int32         `yaml:"max_conns"`           // default 10
+	MinConns          int32         `yaml:"min_conns"`           // default 0
+	MaxConnLifetime   time.Duration `yaml:"max_conn_lifetime"`   // default 1h
+	MaxConnIdleTime   time.Duration `yaml:"max_conn_idle_time"`  // default 30m
+	HealthCheckPeriod time.Duration `yaml:"health_check_period"` // default 15s
+	ConnectTimeout    time.Duration `yaml:"connect_timeout"`     // default 5s
+}
+
+var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// withDefaults returns c with the unset fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.Host == "" {
+		c.Host = "127.0.0.1"
+	}
+	if c.Port == 0 {
+		c.Port = 5432
+	}
+	if c.Database == "" {
+		c.Database = "postgres"
+	}
+	if c.User == "" {
+		c.User = "postgres"
+	}
+	if c.SSLMode == "" {
+		c.SSLMode = "prefer"
+	}
+	if c.Schema == "" {
+		c.Schema = "public"
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 10
+	}
+	if c.MaxConnLifetime == 0 {
+		c.MaxConnLifetime = time.Hour
+	}
+	if c.MaxConnIdleTime == 0 {
+		c.MaxConnIdleTime = 30 * time.Minute
+	}
+	if c.HealthCheckPeriod == 0 {
+		c.HealthCheckPeriod = 15 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 5 * time.Second
+	}
+	return c
+}
+
+// Validate reports the first setting that cannot work, naming the field
+// and what to put there. It never includes the password.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.URL != "" {
+		u, err := url.Parse(c.URL)
+		if err != nil {
+			return errors.New("postgres.url: not a URL; want postgres://user@host:5432/db?sslmode=...")
+		}
+		if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+			return fmt.Errorf("postgres.url: scheme %q; want postgres://", u.Scheme)
+		}
+		if _, set := u.User.Password(); set {
+			return errors.New("postgres.url: holds a password; move it to postgres.password (kept out of logs and dumps)")
+		}
+	}
+	if c.Port < 1 || c.Port > 65535 {
+		return fmt.Errorf("postgres.port: %d; want 1..65535", c.Port)
+	}
+	if !schemaName.MatchString(c.Schema) {
+		return fmt.Errorf("postgres.schema: %q; want a lower-case identifier (letters, digits, _)", c.Schema)
+	}
+	if c.MaxConns < 2 {
+		return fmt.Errorf("postgres.max_conns: %d; want 2 or more (the outbox relay holds one)", c.MaxConns)
+	}
+	if c.MinConns < 0 || c.MinConns > c.MaxConns {
+		return fmt.Errorf("postgres.min_conns: %d; want 0..max_conns (%d)", c.MinConns, c.MaxConns)
+	}
+	for field, d := range map[string]time.Duration{
+		"max_conn_lifetime": c.MaxConnLifetime, "max_conn_idle_time": c.MaxConnIdleTime,
+		"health_check_period": c.HealthCheckPeriod, "connect_timeout": c.ConnectTimeout,
+	} {
+		if d < 0 {
+			return fmt.Errorf("postgres.%s: %s; want a positive duration", field, d)
+		}
+	}
+	return nil
+}
+
+// LogValue keeps the password out of logs.
+func (c Config) LogValue() slog.Value {
+	c = c.withDefaults()
+	target := c.URL
+	if target == "" {
+		target = c.User + "@" + c.Host + ":" + strconv.Itoa(c.Port) + "/" + c.Database
+	}
+	return slog.GroupValue(slog.String("target", target), slog.String("schema", c.Schema),
+		slog.Int("max_conns", int(c.MaxConns)))
+}
+
+// poolConfig turns c (with defaults, validated) into pgx's pool config.
+func (c Config) poolConfig() (*pgxpool.Config, error) {
+	conn := c.URL
+	if conn == "" {
+		u := url.URL{
+			Scheme:   "postgres",
+			User:     url.User(c.User),
+			Host:     c.Host + ":" + strconv.Itoa(c.Port),
+			Path:     "/" + c.Database,
+			RawQuery: url.Values{"sslmode": {c.SSLMode}}.Encode(),
+		}
+		conn = u.String()
+	}
+	pc, err := pgxpool.ParseConfig(conn)
+	if err != nil {
+		// pgx redacts passwords in its parse errors; ours has none anyway.
+		return nil, fmt.Errorf("postgres config: %w", err)
+	}
+	if c.Password != "" {
+		pc.ConnConfig.Password = c.Password.Reveal()
+	}
+	pc.ConnConfig.ConnectTimeout = c.ConnectTimeout
+	pc.ConnConfig.RuntimeParams["search_path"] = c.Schema
+	pc.MaxConns = c.MaxConns
+	pc.MinConns = c.MinConns
+	pc.MaxConnLifetime = c.MaxConnLifetime
+	pc.MaxConnIdleTime = c.MaxConnIdleTime
+	pc.HealthCheckPeriod = c.HealthCheckPeriod
+	return pc, nil
+}

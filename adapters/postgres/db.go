@@ -1,0 +1,123 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/hexmill/hexmill/ports"
+)
+
+// DB is a pool of connections to one database and schema.
+type DB struct {
+	pool   *pgxpool.Pool
+	schema string
+	logger watermill.LoggerAdapter
+}
+
+// New validates cfg and opens the pool. It does not connect: the first
+// use does, and Ready tells whether the database answers.
+func New(cfg Config, logger watermill.LoggerAdapter) (*DB, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	pc, err := cfg.poolConfig()
+	if err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
+	if err != nil {
+		return nil, fmt.Errorf("postgres pool: %w", err)
+	}
+	return &DB{pool: pool, schema: cfg.Schema, logger: logger}, nil
+}
+
+// Pool is the pgx pool, for a fork's store adapter that needs more than
+// ports.Tx offers.
+func (db *DB) Pool() *pgxpool.Pool { return db.pool }
+
+// Schema is the schema the tables live in.
+func (db *DB) Schema() string { return db.schema }
+
+// Ready returns nil when the database answers a round trip within ctx.
+func (db *DB) Ready(ctx context.Context) error {
+	if err := db.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("postgres not ready: %w", err)
+	}
+	return nil
+}
+
+// Close closes the pool; it waits for the connections in use to be
+// returned.
+func (db *DB) Close() error {
+	db.pool.Close()
+	return nil
+}
+
+// InTx runs fn in a transaction whose ports.Tx (and pgx.Tx, see TxFrom) is
+// in fn's context; it commits when fn returns nil and rolls back otherwise.
+func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	return finish(ctx, tx, fn(withTx(ctx, tx)))
+}
+
+// finish commits tx when err is nil and rolls it back otherwise.
+func finish(ctx context.Context, tx pgx.Tx, err error) error {
+	if err != nil {
+		// A rollback error adds nothing: the transaction is gone either way.
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// TxFrom returns the pgx transaction ctx carries, for a store adapter
+// written on pgx. Domain code uses ports.TxFrom instead.
+func TxFrom(ctx context.Context) (pgx.Tx, bool) {
+	t, ok := ports.TxFrom(ctx)
+	if !ok {
+		return nil, false
+	}
+	pt, ok := t.(portsTx)
+	return pt.tx, ok
+}
+
+func withTx(ctx context.Context, tx pgx.Tx) context.Context {
+	return ports.WithTx(ctx, portsTx{tx: tx})
+}
+
+// portsTx implements ports.Tx on a pgx transaction.
+type portsTx struct{ tx pgx.Tx }
+
+func (t portsTx) Exec(ctx context.Context, sql string, args ...any) (int64, error) {
+	tag, err := t.tx.Exec(ctx, sql, args...)
+	return tag.RowsAffected(), err
+}
+
+func (t portsTx) QueryRow(ctx context.Context, sql string, args ...any) ports.Row {
+	return portsRow{t.tx.QueryRow(ctx, sql, args...)}
+}
+
+type portsRow struct{ row pgx.Row }
+
+func (r portsRow) Scan(dest ...any) error {
+	err := r.row.Scan(dest...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return errors.Join(ports.ErrNoRows, err)
+	}
+	return err
+}

@@ -1,0 +1,154 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/testcontainers/testcontainers-go"
+	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
+)
+
+// EnvPostgres is a PostgreSQL URL without a password, e.g.
+// postgres://postgres@127.0.0.1:5432/test?sslmode=disable.
+const EnvPostgres = "HEXMILL_TEST_POSTGRES_URL"
+
+const postgresImage = "postgres:15-alpine"
+
+// PostgresURL returns the URL of a PostgreSQL to test against: the
+// environment's, else a container's. Tests share it: each isolates its
+// tables in a schema of its own (see adapters/postgres Config.Schema).
+func PostgresURL(t testing.TB) string {
+	t.Helper()
+	if url := os.Getenv(EnvPostgres); url != "" {
+		return url
+	}
+	c := shared.get(t, EnvPostgres, &shared.postgres)
+	hostPort := c.start(t, EnvPostgres, "5432/tcp", func(ctx context.Context) (testcontainers.Container, error) {
+		ctr, err := tcpostgres.Run(ctx, postgresImage,
+			tcpostgres.WithDatabase("test"),
+			testcontainers.WithEnv(map[string]string{"POSTGRES_HOST_AUTH_METHOD": "trust"}),
+			tcpostgres.BasicWaitStrategies(),
+		)
+		if ctr == nil {
+			return nil, err
+		}
+		return ctr, err
+	})
+	return "postgres://postgres@" + hostPort + "/test?sslmode=disable"
+}
+
+// PostgresBinDir holds initdb and pg_ctl for private instances.
+var PostgresBinDir = "/usr/lib/postgresql/15/bin"
+
+// Postgres is a private PostgreSQL a test starts, stops and restarts (never
+// the shared one): its own data directory and a free loopback port.
+type Postgres struct {
+	t    testing.TB
+	dir  string
+	port int
+	as   string // the user to run as when the test runs as root
+}
+
+// StartPostgres initialises and starts a private PostgreSQL (trust auth,
+// user postgres, database postgres). It is skipped when PostgresBinDir
+// has no initdb, and stopped when the test ends.
+func StartPostgres(t testing.TB) *Postgres {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("short mode: a private PostgreSQL takes seconds to initialise")
+	}
+	if _, err := os.Stat(filepath.Join(PostgresBinDir, "initdb")); err != nil {
+		t.Skipf("no %s/initdb: install PostgreSQL 15 to run tests that need a private instance", PostgresBinDir)
+	}
+	// Not t.TempDir: its parent is private to this user, and PostgreSQL
+	// refuses to run as root, so root runs it as the postgres user.
+	dir, err := os.MkdirTemp("", "hexmill-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	p := &Postgres{t: t, dir: dir, port: FreePort(t)}
+	if u, err := user.Current(); err == nil && u.Uid == "0" {
+		p.as = "postgres"
+		pu, err := user.Lookup(p.as)
+		if err != nil {
+			t.Skipf("running as root and no postgres user to run PostgreSQL as: %v", err)
+		}
+		uid, _ := strconv.Atoi(pu.Uid)
+		gid, _ := strconv.Atoi(pu.Gid)
+		if err := os.Chown(dir, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.run("initdb", "-D", p.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+	conf := fmt.Sprintf("listen_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\nfsync = off\n", p.port, dir)
+	f, err := os.OpenFile(filepath.Join(p.data(), "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteString(conf)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	t.Cleanup(func() { p.stop("immediate") })
+	return p
+}
+
+func (p *Postgres) data() string { return filepath.Join(p.dir, "data") }
+
+// URL is the instance's connection URL.
+func (p *Postgres) URL() string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.port)
+}
+
+// Start starts the instance and waits until it accepts connections.
+func (p *Postgres) Start() {
+	p.t.Helper()
+	p.run("pg_ctl", "-D", p.data(), "-l", filepath.Join(p.dir, "log"), "-w", "-t", "60", "start")
+}
+
+// Kill stops the instance the way a crash does (immediate shutdown: no
+// checkpoint, clients cut); committed transactions survive it.
+func (p *Postgres) Kill() {
+	p.t.Helper()
+	p.stop("immediate")
+}
+
+func (p *Postgres) stop(mode string) {
+	p.t.Helper()
+	cmd := p.command("pg_ctl", "-D", p.data(), "-m", mode, "-w", "stop")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		// Not running is fine (Cleanup after Kill).
+		p.t.Logf("pg_ctl stop: %v: %s", err, out)
+	}
+}
+
+func (p *Postgres) run(name string, args ...string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := p.command(name, args...)
+	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		p.t.Fatalf("%s: %v: %s", name, err, out)
+	}
+}
+
+func (p *Postgres) command(name string, args ...string) *exec.Cmd {
+	bin := filepath.Join(PostgresBinDir, name)
+	if p.as != "" {
+		return exec.Command("runuser", append([]string{"-u", p.as, "--", bin}, args...)...)
+	}
+	return exec.Command(bin, args...)
+}
