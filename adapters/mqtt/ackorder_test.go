@@ -114,14 +114,21 @@ func TestQoS2Exchange(t *testing.T) {
 	}
 	m := take(t, out, 1)[0]
 	settle.From(m.Context()).Settle(true)
-	// The broker's PUBREL may still be on its way: wait for the PUBCOMP.
-	// The tap reads each direction on its own goroutine, so only the order
-	// within a direction is known: broker PUBLISH then PUBREL, subscriber
-	// PUBREC then PUBCOMP (the broker sends PUBREL only after PUBREC).
+	// The broker's PUBREL may still be on its way: wait for it and the
+	// PUBCOMP. The tap reads each direction on its own goroutine, so only
+	// the order within a direction is known: broker PUBLISH then PUBREL,
+	// subscriber PUBREC then PUBCOMP (the broker sends PUBREL only after
+	// PUBREC, the subscriber PUBCOMP only after PUBREL).
 	conn := tap.connection(t)
 	var fromBroker, fromClient []string
+	last := func(s []string) string {
+		if len(s) == 0 {
+			return ""
+		}
+		return s[len(s)-1]
+	}
 	deadline := time.After(10 * time.Second)
-	for len(fromClient) == 0 || fromClient[len(fromClient)-1] != "PUBCOMP" {
+	for last(fromBroker) != "PUBREL" || last(fromClient) != "PUBCOMP" {
 		select {
 		case p, ok := <-conn.packets:
 			if !ok {
@@ -146,7 +153,7 @@ func TestQoS2Exchange(t *testing.T) {
 				fromBroker = append(fromBroker, name)
 			}
 		case <-deadline:
-			t.Fatalf("no PUBCOMP: broker %v, subscriber %v", fromBroker, fromClient)
+			t.Fatalf("no PUBREL and PUBCOMP: broker %v, subscriber %v", fromBroker, fromClient)
 		}
 	}
 	if got := strings.Join(fromBroker, ", "); got != "PUBLISH qos 2, PUBREL" {
