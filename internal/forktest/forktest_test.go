@@ -28,14 +28,12 @@ var sample = []string{
 var block = regexp.MustCompile("(?s)<!-- fork-test: (\\S+) -->\\s*\\n([ \\t]*)```[a-z]*\\n(.*?)\\n[ \\t]*```")
 
 func TestForkFollowsTheREADME(t *testing.T) {
-	root := repoRoot(t)
+	dst := integration.CopyRepo(t)
 	for _, f := range sample {
-		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
+		if _, err := os.Stat(filepath.Join(dst, f)); err != nil {
 			t.Skipf("%s is gone: this tree is a fork, which this test made sure of upstream", f)
 		}
 	}
-	dst := t.TempDir()
-	copyTree(t, root, dst)
 	for _, f := range sample {
 		if err := os.Remove(filepath.Join(dst, f)); err != nil {
 			t.Fatalf("delete the sample's %s: %v", f, err)
@@ -43,7 +41,7 @@ func TestForkFollowsTheREADME(t *testing.T) {
 	}
 	blocks := map[string]string{}
 	for _, doc := range []string{"README.md", "docs/fork.md"} {
-		b, err := os.ReadFile(filepath.Join(root, doc))
+		b, err := os.ReadFile(filepath.Join(dst, doc))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,34 +151,4 @@ func run(t *testing.T, dir string, name string, args ...string) {
 	if name == "gofmt" && len(strings.TrimSpace(string(out))) > 0 {
 		t.Fatalf("gofmt -l: these need formatting:\n%s", out)
 	}
-}
-
-func copyTree(t *testing.T, root, dst string) {
-	t.Helper()
-	files, err := exec.Command("git", "-C", root, "ls-files", "-co", "--exclude-standard").Output()
-	if err != nil {
-		t.Skipf("git ls-files: %v (the test copies the tracked files)", err)
-	}
-	for _, f := range strings.Split(strings.TrimSpace(string(files)), "\n") {
-		b, err := os.ReadFile(filepath.Join(root, f))
-		if err != nil {
-			continue // deleted in the work tree
-		}
-		info, _ := os.Stat(filepath.Join(root, f))
-		if err := os.MkdirAll(filepath.Join(dst, filepath.Dir(f)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, f), b, info.Mode().Perm()); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
-	if err != nil {
-		t.Fatalf("go list -m: %v", err)
-	}
-	return strings.TrimSpace(string(out))
 }

@@ -6,30 +6,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hexmill/hexmill/integration"
 )
 
 // The rename on a copy of the repository leaves a tree that builds, vets
 // and whose service passes its own tests under its new name.
 func TestRenameCopy(t *testing.T) {
-	root := repoRoot(t)
-	dst := t.TempDir()
-	files, err := exec.Command("git", "-C", root, "ls-files", "-co", "--exclude-standard").Output()
-	if err != nil {
-		t.Skipf("git ls-files: %v (the test copies the tracked files)", err)
-	}
-	for _, f := range strings.Split(strings.TrimSpace(string(files)), "\n") {
-		b, err := os.ReadFile(filepath.Join(root, f))
-		if err != nil {
-			continue // deleted in the work tree
-		}
-		info, _ := os.Stat(filepath.Join(root, f))
-		if err := os.MkdirAll(filepath.Join(dst, filepath.Dir(f)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, f), b, info.Mode().Perm()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dst := integration.CopyRepo(t)
 	if err := rename(dst, "example.com/fleet", "fleet"); err != nil {
 		t.Fatal(err)
 	}
@@ -83,13 +67,4 @@ func TestRenameRefusesBadArguments(t *testing.T) {
 			t.Errorf("rename(%q, %q) = %v, want an error naming %s", tc.module, tc.name, err, tc.want)
 		}
 	}
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
-	if err != nil {
-		t.Fatalf("go list -m: %v", err)
-	}
-	return strings.TrimSpace(string(out))
 }
