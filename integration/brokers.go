@@ -86,8 +86,8 @@ func (r brokersRunner) Run() int {
 var shared sharedBrokers
 
 type sharedBrokers struct {
-	mu      sync.Mutex
-	managed bool // WithBrokers runs the tests: it removes the containers
+	mu       sync.Mutex
+	managed  bool // WithBrokers runs the tests: it removes the containers
 	rabbit   *sharedContainer
 	mqtt     *sharedContainer
 	postgres *sharedContainer

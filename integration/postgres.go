@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -53,7 +54,7 @@ type Postgres struct {
 	t    testing.TB
 	dir  string
 	port int
-	as   string // the user to run as when the test runs as root
+	as   *syscall.Credential // the postgres user's, when the test runs as root
 }
 
 // StartPostgres initialises and starts a private PostgreSQL (trust auth,
@@ -76,8 +77,7 @@ func StartPostgres(t testing.TB) *Postgres {
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	p := &Postgres{t: t, dir: dir, port: FreePort(t)}
 	if u, err := user.Current(); err == nil && u.Uid == "0" {
-		p.as = "postgres"
-		pu, err := user.Lookup(p.as)
+		pu, err := user.Lookup("postgres")
 		if err != nil {
 			t.Skipf("running as root and no postgres user to run PostgreSQL as: %v", err)
 		}
@@ -86,6 +86,7 @@ func StartPostgres(t testing.TB) *Postgres {
 		if err := os.Chown(dir, uid, gid); err != nil {
 			t.Fatal(err)
 		}
+		p.as = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	}
 	p.run("initdb", "-D", p.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
 	conf := fmt.Sprintf("listen_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\nfsync = off\n", p.port, dir)
@@ -127,7 +128,9 @@ func (p *Postgres) Kill() {
 
 func (p *Postgres) stop(mode string) {
 	p.t.Helper()
-	cmd := p.command("pg_ctl", "-D", p.data(), "-m", mode, "-w", "stop")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := p.command(ctx, "pg_ctl", "-D", p.data(), "-m", mode, "-w", "stop")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		// Not running is fine (Cleanup after Kill).
 		p.t.Logf("pg_ctl stop: %v: %s", err, out)
@@ -138,17 +141,19 @@ func (p *Postgres) run(name string, args ...string) {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := p.command(name, args...)
-	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
+	cmd := p.command(ctx, name, args...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		p.t.Fatalf("%s: %v: %s", name, err, out)
 	}
 }
 
-func (p *Postgres) command(name string, args ...string) *exec.Cmd {
-	bin := filepath.Join(PostgresBinDir, name)
-	if p.as != "" {
-		return exec.Command("runuser", append([]string{"-u", p.as, "--", bin}, args...)...)
+// command runs a PostgreSQL program, as the postgres user when the test
+// runs as root (PostgreSQL refuses root).
+func (p *Postgres) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, filepath.Join(PostgresBinDir, name), args...)
+	cmd.Dir = p.dir
+	if p.as != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.as}
 	}
-	return exec.Command(bin, args...)
+	return cmd
 }
