@@ -68,7 +68,7 @@ rename: ## make the clone a service of its own: make rename MODULE=example.com/f
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .PHONY: up
-up: ## start RabbitMQ, Mosquitto and the service (built from the Dockerfile) with docker compose; HEXMILL_*_IMAGE/_PORT override images and ports
+up: ## start RabbitMQ, Mosquitto and the service (built from the Dockerfile) with docker compose; HEXMILL_*_IMAGE/_PORT override images and ports, COMPOSE_PROFILES=state,tracing adds PostgreSQL and Jaeger
 	$(COMPOSE) up --build -d
 
 .PHONY: down
