@@ -257,7 +257,7 @@ func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 
 	chain := []message.HandlerMiddleware{named(name)}
 	if r.tracing != nil {
-		chain = append(chain, r.tracing.consumer(name, b))
+		chain = append(chain, r.tracing.consumer(b))
 	}
 	chain = append(chain, r.logFailure(name))
 	if r.metrics != nil {

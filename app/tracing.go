@@ -151,10 +151,6 @@ const (
 	MetadataTraceState  = "tracestate"
 )
 
-// MetadataRedelivered is set to "true" by transports on a message the
-// broker delivered before.
-const MetadataRedelivered = ports.MetadataRedelivered
-
 // AttributeRedelivered says that the broker delivered the message before
 // (not one of OpenTelemetry's conventions, which have no such attribute).
 const AttributeRedelivered = attribute.Key("messaging.message.redelivered")
@@ -188,7 +184,7 @@ func (c metadataCarrier) Keys() []string {
 // devices/+/telemetry, as the conventions ask for a name of low
 // cardinality), its attributes the concrete one. Attributes are made only
 // for a span that is recorded.
-func (t *tracing) consumer(handler string, b Binding) message.HandlerMiddleware {
+func (t *tracing) consumer(b Binding) message.HandlerMiddleware {
 	template := b.Topic
 	if template == "" {
 		template = b.Transport // an Aliyun binding may take every topic
@@ -218,7 +214,7 @@ func (t *tracing) consumer(handler string, b Binding) message.HandlerMiddleware 
 				if id := msg.Metadata.Get(ports.MetadataCorrelationID); id != "" {
 					span.SetAttributes(semconv.MessagingMessageConversationID(id))
 				}
-				if msg.Metadata.Get(MetadataRedelivered) == "true" {
+				if msg.Metadata.Get(ports.MetadataRedelivered) == "true" {
 					span.SetAttributes(AttributeRedelivered.Bool(true))
 				}
 			}
