@@ -34,3 +34,7 @@ type DeviceStatusChanged struct {
 
 // EventType implements ports.Event.
 func (DeviceStatusChanged) EventType() string { return DeviceStatusChangedType }
+
+// AggregateID implements ports.AggregateEvent: each device's changes are
+// relayed from the outbox in the order they were committed.
+func (e DeviceStatusChanged) AggregateID() string { return e.DeviceID }

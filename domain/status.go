@@ -23,6 +23,15 @@ type StatusReport struct {
 // DeviceStatusHandler keeps each device's last status and publishes
 // DeviceStatusChanged when it changes. Redeliveries and reports older than
 // the stored one change nothing.
+//
+// Bound idempotently on PostgreSQL (handlers.device-status.idempotent),
+// the handler runs in a transaction (ports.TxFrom): the status, the record
+// that the message was handled and the event (written to the outbox)
+// commit together or not at all, a duplicate is acknowledged before it
+// gets here, and the store holds the device until the commit, so replicas
+// handling one device take turns. Without a transaction (the memory
+// store), a crash between saving and publishing cannot be undone; the
+// handler then publishes first (see Handle).
 type DeviceStatusHandler struct {
 	store     DeviceStore
 	publisher ports.Publisher
@@ -56,14 +65,36 @@ func (h *DeviceStatusHandler) Handle(ctx context.Context, msg ports.Message) err
 	if known && !r.At.After(prev.Since) {
 		return nil // a redelivery, or a report overtaken by a newer one
 	}
-	// Publish before saving: a crash in between publishes the change again
-	// on redelivery (a duplicate) rather than never (a loss).
-	if !known || prev.Online != online {
-		if err := h.publisher.Publish(ctx, DeviceStatusChanged{DeviceID: r.DeviceID, Online: online, At: r.At}); err != nil {
+	status := DeviceStatus{DeviceID: r.DeviceID, Online: online, Since: r.At}
+	changed := !known || prev.Online != online
+	if _, inTx := ports.TxFrom(ctx); inTx {
+		// Save, then publish: both commit together, and the device's row
+		// is written before its event takes its place in the outbox (the
+		// outbox's order is the order of its rows).
+		if err := h.save(ctx, status); err != nil {
 			return err
 		}
+		return h.publishIf(ctx, changed, status)
 	}
-	if _, err := h.store.SaveIfNewer(ctx, DeviceStatus{DeviceID: r.DeviceID, Online: online, Since: r.At}); err != nil {
+	// No transaction: publish before saving, so that a crash in between
+	// publishes the change again on redelivery (a duplicate) rather than
+	// never (a loss).
+	if err := h.publishIf(ctx, changed, status); err != nil {
+		return err
+	}
+	return h.save(ctx, status)
+}
+
+// publishIf publishes DeviceStatusChanged for s when its status changed.
+func (h *DeviceStatusHandler) publishIf(ctx context.Context, changed bool, s DeviceStatus) error {
+	if !changed {
+		return nil
+	}
+	return h.publisher.Publish(ctx, DeviceStatusChanged{DeviceID: s.DeviceID, Online: s.Online, At: s.Since})
+}
+
+func (h *DeviceStatusHandler) save(ctx context.Context, s DeviceStatus) error {
+	if _, err := h.store.SaveIfNewer(ctx, s); err != nil {
 		return fmt.Errorf("device status: %w", err)
 	}
 	return nil
@@ -101,16 +132,23 @@ type DeviceStatus struct {
 // DeviceStore keeps the last known status of each device. It is a driven
 // port of the status handler, so it is declared where it is used.
 //
+// Get returns the stored status. When ctx carries a transaction
+// (ports.TxFrom), Get also holds the device, stored or not, until the
+// transaction ends, so that two handlers of one device (two replicas)
+// take turns and the second sees what the first committed.
+//
 // SaveIfNewer stores s unless a status at least as recent is stored
 // already; it reports whether it stored s, so that a handler can tell a
-// change from a redelivery or a late, reordered message.
+// change from a redelivery or a late, reordered message. In a
+// transaction, it writes in it.
 type DeviceStore interface {
 	Get(ctx context.Context, deviceID string) (DeviceStatus, bool, error)
 	SaveIfNewer(ctx context.Context, s DeviceStatus) (saved bool, err error)
 }
 
-// MemoryDeviceStore is a DeviceStore in memory: the sample's, until a
-// service binds a database.
+// MemoryDeviceStore is a DeviceStore in memory, for one process: the
+// sample's when PostgreSQL is off (cmd/hexmill binds the PostgreSQL one
+// when it is on). It has no transactions: its changes are immediate.
 type MemoryDeviceStore struct {
 	mu       sync.Mutex
 	statuses map[string]DeviceStatus

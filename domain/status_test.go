@@ -312,3 +312,97 @@ func TestDeviceStatusInvalid(t *testing.T) {
 		})
 	}
 }
+
+// fakeTx stands for the transaction of an idempotent binding: the fake
+// store does not use it, the handler only looks whether there is one.
+type fakeTx struct{}
+
+func (fakeTx) Exec(context.Context, string, ...any) (int64, error) {
+	return 0, errors.New("fakeTx: not a database")
+}
+
+func (fakeTx) QueryRow(context.Context, string, ...any) ports.Row { return nil }
+
+// storeWatcher is a publisher that records, at each publish, what the
+// store held for the event's device.
+type storeWatcher struct {
+	fakePublisher
+	store *fakeStore
+	seen  []domain.DeviceStatus
+}
+
+func (w *storeWatcher) Publish(ctx context.Context, events ...ports.Event) error {
+	for _, e := range events {
+		st, _ := w.store.get(e.(domain.DeviceStatusChanged).DeviceID)
+		w.seen = append(w.seen, st)
+	}
+	return w.fakePublisher.Publish(ctx, events...)
+}
+
+// In a transaction the status is saved before its event is published (the
+// device's row is written before the event enters the outbox), and a
+// failure of either is returned, for the transaction to roll back.
+func TestDeviceStatusInTransaction(t *testing.T) {
+	storeDown := errors.New("store down")
+	outboxDown := errors.New("outbox down")
+	tests := []struct {
+		name     string
+		prior    []ports.Message
+		msg      ports.Message
+		saveErr  error
+		pubErr   error
+		wantErr  error
+		want     []domain.DeviceStatusChanged
+		wantSeen bool // the publisher saw the new status stored
+	}{
+		{name: "first report", msg: statusMsg("1", "d1", "online", t1), want: []domain.DeviceStatusChanged{changed("d1", true, t1)}, wantSeen: true},
+		{name: "change", prior: []ports.Message{statusMsg("1", "d1", "online", t1)}, msg: statusMsg("2", "d1", "offline", t2), want: []domain.DeviceStatusChanged{changed("d1", false, t2)}, wantSeen: true},
+		{name: "same status: saved, not published", prior: []ports.Message{statusMsg("1", "d1", "online", t1)}, msg: statusMsg("2", "d1", "online", t2)},
+		{name: "older report: nothing", prior: []ports.Message{statusMsg("2", "d1", "online", t2)}, msg: statusMsg("1", "d1", "offline", t1)},
+		{name: "save fails: nothing published", msg: statusMsg("1", "d1", "online", t1), saveErr: storeDown, wantErr: storeDown},
+		{name: "publish fails: the error rolls back", msg: statusMsg("1", "d1", "online", t1), pubErr: outboxDown, wantErr: outboxDown},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			store := newFakeStore()
+			pub := &storeWatcher{store: store}
+			h := domain.NewDeviceStatusHandler(store, pub)
+			ctx := ports.WithTx(context.Background(), fakeTx{})
+			for _, m := range tt.prior {
+				if err := h.Handle(ctx, m); err != nil {
+					t.Fatalf("prior Handle() error = %v", err)
+				}
+			}
+			before := len(pub.published())
+			pub.seen = nil
+			store.saveErr = tt.saveErr
+			pub.setFail(tt.pubErr)
+
+			err := h.Handle(ctx, tt.msg)
+			if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
+				t.Fatalf("Handle() error = %v, want %v", err, tt.wantErr)
+			}
+			if errors.Is(err, ports.ErrInvalid) {
+				t.Fatalf("Handle() error %v is marked invalid; it must be retried", err)
+			}
+			if tt.saveErr != nil && pub.calls > 0 {
+				t.Errorf("published although the save failed")
+			}
+			got := pub.published()[before:]
+			if len(got) != len(tt.want) {
+				t.Fatalf("published %+v, want %+v", got, tt.want)
+			}
+			for i, g := range got {
+				g := g.(domain.DeviceStatusChanged)
+				if g.DeviceID != tt.want[i].DeviceID || g.Online != tt.want[i].Online || !g.At.Equal(tt.want[i].At) {
+					t.Errorf("event %d = %+v, want %+v", i, g, tt.want[i])
+				}
+			}
+			if tt.wantSeen {
+				if len(pub.seen) != 1 || !pub.seen[0].Since.Equal(tt.want[0].At) {
+					t.Errorf("at publish the store held %+v, want the new status saved first", pub.seen)
+				}
+			}
+		})
+	}
+}
