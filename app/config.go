@@ -50,6 +50,9 @@ type Config struct {
 	// consume from a broker, it must be set, so that a poisoned message,
 	// acked at its source, is kept durably.
 	Poison EventBinding `yaml:"poison"`
+	// Postgres is the service's database: state, idempotent handling and
+	// the outbox. Off unless postgres.url or postgres.host is set.
+	Postgres PostgresConfig `yaml:"postgres"`
 
 	// Handlers binds each handler, by name, to where its messages come from.
 	Handlers map[string]Binding `yaml:"handlers"`
@@ -94,8 +97,13 @@ type Binding struct {
 	// TopicParams is a pattern such as "devices/{device_id}/telemetry": the
 	// named segments of the topic a message arrived on are given to the
 	// handler as attributes.
-	TopicParams string            `yaml:"topic_params"`
-	Options     map[string]string `yaml:"options"`
+	TopicParams string `yaml:"topic_params"`
+	// Idempotent handles each message at most once with effect: the
+	// handler runs in a PostgreSQL transaction that also records the
+	// message's ID, and a redelivered duplicate is acknowledged without
+	// running it. Needs the postgres section.
+	Idempotent bool              `yaml:"idempotent"`
+	Options    map[string]string `yaml:"options"`
 }
 
 // EventBinding says where an outgoing event type is published.
@@ -499,6 +507,13 @@ func (c Config) validate() error {
 		if _, err := parseTopicParams(b.TopicParams); err != nil {
 			return fieldError(path+".topic_params", err.Error())
 		}
+		if b.Idempotent && !c.Postgres.Enabled() {
+			return fieldError(path+".idempotent", fmt.Sprintf("needs PostgreSQL, which is off: set postgres.url (%s) or postgres.host, or set idempotent to false",
+				c.EnvName("postgres.url")))
+		}
+	}
+	if err := c.Postgres.validate(); err != nil {
+		return sectionError("postgres", err)
 	}
 	for _, name := range sortedKeys(c.Events) {
 		e := c.Events[name]

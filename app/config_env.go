@@ -135,7 +135,14 @@ func (e *envApplier) apply(v reflect.Value, path string) error {
 			t := v.Type()
 			for i := 0; i < t.NumField(); i++ {
 				f := t.Field(i)
-				name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+				name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+				if strings.Contains(opts, "inline") && f.IsExported() {
+					// An inline struct's settings are its parent's.
+					if err := e.apply(v.Field(i), path); err != nil {
+						return err
+					}
+					continue
+				}
 				if name == "" || name == "-" || !f.IsExported() {
 					continue
 				}

@@ -27,13 +27,20 @@ func AsHandler(constructor any) fx.Option {
 // Middleware wraps every handler's processing of a message: it runs once
 // per attempt (a retried message passes it again), inside the retry and
 // the panic recovery, after the wire-format translation is decided and
-// before the handler. handler is the handler's name. An error it returns
-// is the handler's: retried, then poisoned; ports.Invalid poisons at once.
+// before the handler. On an idempotent binding it runs inside the
+// transaction: only for a message not handled before, with the
+// transaction in msg.Context() (what it writes commits or rolls back with
+// the handler's changes). handler is the handler's name. An error it
+// returns is the handler's: retried, then poisoned; ports.Invalid poisons
+// at once.
 type Middleware func(handler string, next message.HandlerFunc) message.HandlerFunc
 
 // The chain, outermost first: handler name in the context, failure log,
-// metrics, in-flight count and settling, poison target, retry, panic
-// recovery, then the middlewares of AsMiddleware in the order they were
+// metrics, in-flight count and settling, poison target (publishes
+// directly, never through the outbox), retry, on an idempotent binding
+// the transaction and duplicate check (postgres.DedupMiddleware, one
+// transaction per attempt), panic recovery (a panic rolls the transaction
+// back), then the middlewares of AsMiddleware in the order they were
 // provided, then the handler (format translation included).
 
 // AsMiddleware provides a middleware constructor's result (a Middleware)

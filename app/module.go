@@ -18,6 +18,7 @@ import (
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
 
+	"github.com/hexmill/hexmill/adapters/postgres"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -48,7 +49,9 @@ func New(svc Service, env Env, extra ...fx.Option) *fx.App {
 }
 
 // Module is the framework: configuration, the transports it brings, the
-// runtime and the ops server. Supply a Service and an Env to use it.
+// PostgreSQL database (a *postgres.DB, nil unless the postgres section
+// turns it on), the runtime and the ops server. Supply a Service and an
+// Env to use it.
 var Module = fx.Module("framework",
 	memoryModule,
 	mqttModule,
@@ -58,6 +61,7 @@ var Module = fx.Module("framework",
 		newConfig,
 		newLogger,
 		newRegistry,
+		newPostgres,
 		newRuntime,
 		newOpsServer,
 		NewPublisher,
@@ -106,6 +110,10 @@ type runtimeParams struct {
 	// TracerProvider replaces the one the tracing section describes
 	// (tests supply one with an in-memory exporter).
 	TracerProvider trace.TracerProvider `optional:"true"`
+	// DB is nil when PostgreSQL is off. It is built before the runtime, so
+	// its start hook (migrations) runs before the runtime's and its stop
+	// hook (retention, close) after the runtime's stop protocol.
+	DB *postgres.DB
 }
 
 func newRuntime(p runtimeParams) (*Runtime, error) {
@@ -116,7 +124,7 @@ func newRuntime(p runtimeParams) (*Runtime, error) {
 	return NewRuntime(RuntimeParams{
 		Config: p.Config, Logger: p.Logger, Transports: p.Transports,
 		Handlers: p.Handlers, Formats: formats, Middlewares: p.Middlewares,
-		Registry: p.Registry, Publisher: p.Publisher, TracerProvider: p.TracerProvider,
+		Registry: p.Registry, Publisher: p.Publisher, TracerProvider: p.TracerProvider, DB: p.DB,
 	})
 }
 

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/hexmill/hexmill/adapters/postgres"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -46,6 +48,11 @@ type route struct {
 	transport string
 	publisher message.Publisher
 	failing   *failing
+	// outbox writes the route's events in the transaction of the context
+	// they are published with; nil when PostgreSQL is off. Its
+	// destination is the event binding's name, which the relay maps back
+	// to publisher.
+	outbox message.Publisher
 }
 
 // failing tracks since when a route's publishes fail: readiness reports a
@@ -57,8 +64,11 @@ type failing struct {
 }
 
 // publish publishes msgs and records whether it worked.
-func (r route) publish(msgs ...*message.Message) error {
-	err := r.publisher.Publish(r.topic, msgs...)
+func (r route) publish(msgs ...*message.Message) error { return r.publishTo(r.topic, msgs...) }
+
+// publishTo publishes msgs to topic and records whether it worked.
+func (r route) publishTo(topic string, msgs ...*message.Message) error {
+	err := r.publisher.Publish(topic, msgs...)
 	r.failing.mu.Lock()
 	switch {
 	case err == nil:
@@ -85,7 +95,10 @@ func (r route) failingFor(now time.Time) (time.Duration, error) {
 
 var _ ports.Publisher = (*eventPublisher)(nil)
 
-func newEventPublisher(cfg Config, transports map[string]*Transport, registry *prometheus.Registry, t *tracing) (*eventPublisher, error) {
+// newEventPublisher opens the event bindings' and the poison target's
+// publishers; with outbox, events published in a PostgreSQL transaction
+// go to the outbox instead.
+func newEventPublisher(cfg Config, transports map[string]*Transport, registry *prometheus.Registry, t *tracing, outbox bool) (*eventPublisher, error) {
 	p := &eventPublisher{routes: map[string]route{}, tracing: t}
 	var publishTime *prometheus.HistogramVec
 	if registry != nil {
@@ -116,6 +129,12 @@ func newEventPublisher(cfg Config, transports map[string]*Transport, registry *p
 			_ = p.Close()
 			return nil, err
 		}
+		if outbox {
+			if r.outbox, err = postgres.NewOutboxPublisher(eventType); err != nil {
+				_ = p.Close()
+				return nil, err
+			}
+		}
 		p.routes[normalKey(eventType)] = r
 	}
 	r, err := open("poison", cfg.Poison)
@@ -144,12 +163,68 @@ func (p *eventPublisher) Publish(ctx context.Context, events ...ports.Event) err
 			msg.Metadata.Set(ports.MetadataCorrelationID, id)
 		}
 		msg.SetContext(ctx)
+		if r.outbox != nil {
+			if _, ok := postgres.TxFrom(ctx); ok {
+				if a, ok := e.(ports.AggregateEvent); ok {
+					msg.Metadata.Set(postgres.MetadataAggregateKey, a.AggregateID())
+				}
+				if err := p.write(ctx, r, msg); err != nil {
+					return publishError{fmt.Errorf("publish %s to %s through the outbox: %w", e.EventType(), r.topic, err)}
+				}
+				continue
+			}
+		}
 		if err := p.send(ctx, r, msg); err != nil {
 			return publishError{fmt.Errorf("publish %s to %s: %w", e.EventType(), r.topic, err)}
 		}
 	}
 	return nil
 }
+
+// write puts msg in the outbox, in the transaction ctx carries: the relay
+// publishes it once the transaction committed. With tracing on, the
+// producer span is this write, and the trace context it injects travels
+// with the row, as the direct path's does with the message.
+func (p *eventPublisher) write(ctx context.Context, r route, msg *message.Message) error {
+	write := func() error { return r.outbox.Publish(r.topic, msg) }
+	var err error
+	if p.tracing == nil {
+		err = write()
+	} else {
+		err = p.tracing.publish(ctx, r.transport, r.topic, msg, write)
+	}
+	if err == nil {
+		if w, ok := ctx.Value(outboxWrittenKey{}).(*atomic.Bool); ok {
+			w.Store(true)
+		}
+	}
+	return err
+}
+
+// relayPublishers are the event bindings' publishers by binding name, the
+// outbox's destinations. The relay does not close them; the runtime does,
+// after the relay stopped.
+func (p *eventPublisher) relayPublishers() map[string]message.Publisher {
+	pubs := make(map[string]message.Publisher, len(p.routes))
+	for _, r := range p.routes {
+		if r.outbox != nil {
+			pubs[r.field[len("events."):]] = relayPublisher{r}
+		}
+	}
+	return pubs
+}
+
+// relayPublisher publishes the relay's messages on a route, so that a
+// binding the relay cannot publish to makes the service unready as the
+// direct path's failures do.
+type relayPublisher struct{ r route }
+
+func (p relayPublisher) Publish(topic string, msgs ...*message.Message) error {
+	return p.r.publishTo(topic, msgs...)
+}
+
+// Close does nothing: the runtime closes the route's publisher.
+func (relayPublisher) Close() error { return nil }
 
 // unready reports the first binding whose publishes have failed for
 // longer than after.

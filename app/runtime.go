@@ -8,15 +8,18 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/hexmill/hexmill/adapters/postgres"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -27,7 +30,8 @@ import (
 //
 // Stop follows the protocol: stop intake; wait for in-flight handlers,
 // bounded by the drain timeout; hand unfinished messages back to their
-// brokers; close publishers; close connections.
+// brokers; relay what the outbox holds (PostgreSQL on); close publishers;
+// close connections.
 type Runtime struct {
 	cfg      Config
 	logger   *slog.Logger
@@ -37,6 +41,7 @@ type Runtime struct {
 	formats  map[string]Format
 	extra    []Middleware
 	registry *prometheus.Registry
+	db       *postgres.DB // nil: PostgreSQL off
 
 	transports  map[string]*Transport
 	publisher   *Publisher
@@ -45,6 +50,7 @@ type Runtime struct {
 	consumers   sync.WaitGroup // the consumers' goroutines
 	inflight    inflight
 	metrics     *handlerMetrics // nil without a registry
+	relay       *postgres.Relay // nil without a DB or without event bindings
 
 	tracerProvider trace.TracerProvider     // nil: tracing off
 	ownTracer      *sdktrace.TracerProvider // made from the config; shut down at stop
@@ -89,6 +95,13 @@ type RuntimeParams struct {
 	// TracerProvider makes the spans; nil for the one the configuration's
 	// tracing section describes (none when it is off). Stop flushes it.
 	TracerProvider trace.TracerProvider
+	// DB is the service's database, nil when PostgreSQL is off. With it,
+	// idempotent bindings run their handlers in a transaction, events
+	// published in a transaction go through the outbox, its relay is part
+	// of the stop protocol and readiness pings the database. The caller
+	// owns it: it migrates it before Start (postgres.FrameworkComponent
+	// first) and closes it after Stop.
+	DB *postgres.DB
 }
 
 // NewRuntime checks that every handler is bound and every binding has its
@@ -97,7 +110,7 @@ func NewRuntime(p RuntimeParams) (*Runtime, error) {
 	r := &Runtime{
 		cfg: p.Config, logger: p.Logger, handlers: p.Handlers, formats: p.Formats, extra: p.Middlewares,
 		registry: p.Registry, openers: map[string]Opener{}, transports: map[string]*Transport{},
-		publisher: p.Publisher, bindings: map[string]Binding{}, tracerProvider: p.TracerProvider,
+		publisher: p.Publisher, bindings: map[string]Binding{}, tracerProvider: p.TracerProvider, db: p.DB,
 	}
 	if r.publisher == nil {
 		r.publisher = NewPublisher()
@@ -129,6 +142,9 @@ func NewRuntime(p RuntimeParams) (*Runtime, error) {
 		}
 		if _, err := r.format(b.Format); err != nil {
 			return nil, r.cfg.fieldError("handlers."+key+".format", err.Error())
+		}
+		if b.Idempotent && r.db == nil {
+			return nil, r.cfg.fieldError("handlers."+key+".idempotent", "needs PostgreSQL, which is off: set postgres.url or postgres.host, or set idempotent to false")
 		}
 	}
 	bound := map[string]bool{}
@@ -188,7 +204,7 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 		}
 		r.transports[name] = t
 	}
-	publishers, err := newEventPublisher(r.cfg, r.transports, r.registry, r.tracing)
+	publishers, err := newEventPublisher(r.cfg, r.transports, r.registry, r.tracing, r.db != nil)
 	if err != nil {
 		return err
 	}
@@ -196,6 +212,16 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 	r.publisher.set(publishers)
 	if err := r.checkTargets(ctx); err != nil {
 		return err
+	}
+	if r.db != nil && len(publishers.routes) > 0 {
+		// The relay publishes through the event bindings' own publishers,
+		// now open; it stops before they close.
+		rc := r.cfg.Postgres.relayConfig()
+		rc.Publishers = publishers.relayPublishers()
+		if r.relay, err = postgres.NewRelay(r.db, rc, watermill.NewSlogLogger(r.logger)); err != nil {
+			return err
+		}
+		r.relay.Start()
 	}
 
 	if r.registry != nil {
@@ -238,8 +264,13 @@ func (r *Runtime) checkTargets(ctx context.Context) error {
 // consume subscribes h's binding and starts its consumer, with the
 // middleware chain, outermost first: handler name, delivery span (tracing
 // on), failure log, metrics, in-flight count and settling, handler span
-// (tracing on), poison target, retry, panic recovery, the service's
-// middlewares (AsMiddleware).
+// (tracing on), poison target, retry, the transaction of an idempotent
+// binding (postgres.DedupMiddleware: each attempt its own transaction,
+// which a duplicate ends before anything below runs), panic recovery
+// (inside the transaction, so that a panic rolls it back), the service's
+// middlewares (AsMiddleware: in the transaction, first deliveries only),
+// the handler. The poison target is outside the transaction: a poisoned
+// message is published directly, after the rollback.
 func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 	name := h.Name()
 	b := r.bindings[name]
@@ -270,8 +301,11 @@ func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 	chain = append(chain,
 		r.poison(name, b),
 		retry{cfg: r.cfg.Retry, abort: r.abort, logger: r.logger}.middleware,
-		middleware.Recoverer,
 	)
+	if b.Idempotent {
+		chain = append(chain, r.idempotent(name))
+	}
+	chain = append(chain, middleware.Recoverer)
 	for _, m := range r.extra {
 		chain = append(chain, func(next message.HandlerFunc) message.HandlerFunc { return m(name, next) })
 	}
@@ -421,11 +455,22 @@ func (r *Runtime) Ready() error {
 			}
 		}
 	}
+	if r.db != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+		err := r.db.Ready(ctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
 	if r.cfg.PublishUnreadyAfter > 0 && r.publishers != nil {
 		return r.publishers.unready(r.cfg.PublishUnreadyAfter)
 	}
 	return nil
 }
+
+// readyTimeout bounds the database's round trip in Ready.
+const readyTimeout = 2 * time.Second
 
 // Stop runs the stop protocol. ctx bounds the whole stop; the drain itself
 // is bounded by the configured drain timeout.
@@ -462,9 +507,10 @@ func (r *Runtime) Stop(ctx context.Context) error {
 	return err
 }
 
-// closeAll runs steps 3 to 5 of the stop protocol: subscribers settle what
+// closeAll runs steps 3 to 6 of the stop protocol: subscribers settle what
 // is unsettled (nack, release) and close their channels, the consumers
-// end, then publishers and last the connections close.
+// end, the outbox relay publishes what the handlers committed and stops,
+// then publishers and last the connections close.
 func (r *Runtime) closeAll(ctx context.Context) error {
 	if r.cancelIntake != nil {
 		r.cancelIntake()
@@ -477,6 +523,13 @@ func (r *Runtime) closeAll(ctx context.Context) error {
 	}
 	if err := r.waitConsumers(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	// No handler writes to the outbox any more: relay what it holds
+	// through the publishers, which are still open.
+	if r.relay != nil {
+		if err := r.relay.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	// Every handler has returned: its spans and its publishes' spans have
 	// ended, and are exported before anything else closes.
@@ -605,4 +658,31 @@ func (c Config) metricNamespace() string {
 		}
 		return '_'
 	}, name)
+}
+
+// outboxWrittenKey holds a flag in a message's context, set by the idempotent
+// middleware; the event publisher marks it when it wrote to the outbox,
+// so that the relay is woken after the commit.
+type outboxWrittenKey struct{}
+
+// idempotent runs the handler in a transaction that records the message
+// (postgres.DedupMiddleware): a duplicate is acknowledged without running
+// it. Once a transaction that wrote events to the outbox committed, the
+// relay is woken at once rather than at its next poll.
+func (r *Runtime) idempotent(name string) message.HandlerMiddleware {
+	dedup := postgres.DedupMiddleware(r.db, name)
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		inner := dedup(h)
+		return func(msg *message.Message) ([]*message.Message, error) {
+			written := new(atomic.Bool)
+			orig := msg.Context()
+			msg.SetContext(context.WithValue(orig, outboxWrittenKey{}, written))
+			produced, err := inner(msg)
+			msg.SetContext(orig)
+			if err == nil && written.Load() && r.relay != nil {
+				r.relay.Notify()
+			}
+			return produced, err
+		}
+	}
 }

@@ -7,7 +7,6 @@
 package postgres
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -18,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/hexmill/hexmill/internal/secret"
+	"github.com/hexmill/hexmill/ports"
 )
 
 // Config says where the database is and how the pool behaves.
@@ -88,40 +88,44 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports the first setting that cannot work, naming the field
-// and what to put there. It never includes the password.
+// Validate reports the first setting that cannot work as a
+// *ports.FieldError naming the field (its YAML name) and what to put
+// there. It never includes the password.
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	if c.URL != "" {
 		u, err := url.Parse(c.URL)
 		if err != nil {
-			return errors.New("postgres.url: not a URL; want postgres://user@host:5432/db?sslmode=...")
+			return &ports.FieldError{Field: "url", Fix: "not a URL; want postgres://user@host:5432/db?sslmode=..."}
 		}
 		if u.Scheme != "postgres" && u.Scheme != "postgresql" {
-			return fmt.Errorf("postgres.url: scheme %q; want postgres://", u.Scheme)
+			return ports.FieldErrorf("url", "scheme %q; want postgres://", u.Scheme)
 		}
 		if _, set := u.User.Password(); set {
-			return errors.New("postgres.url: holds a password; move it to postgres.password (kept out of logs and dumps)")
+			return &ports.FieldError{Field: "url", Fix: "holds a password; move it to postgres.password (kept out of logs and dumps)"}
 		}
 	}
 	if c.Port < 1 || c.Port > 65535 {
-		return fmt.Errorf("postgres.port: %d; want 1..65535", c.Port)
+		return ports.FieldErrorf("port", "%d; want 1..65535", c.Port)
 	}
 	if !schemaName.MatchString(c.Schema) {
-		return fmt.Errorf("postgres.schema: %q; want a lower-case identifier (letters, digits, _)", c.Schema)
+		return ports.FieldErrorf("schema", "%q; want a lower-case identifier (letters, digits, _)", c.Schema)
 	}
 	if c.MaxConns < 2 {
-		return fmt.Errorf("postgres.max_conns: %d; want 2 or more (the outbox relay holds one)", c.MaxConns)
+		return ports.FieldErrorf("max_conns", "%d; want 2 or more (the outbox relay holds one)", c.MaxConns)
 	}
 	if c.MinConns < 0 || c.MinConns > c.MaxConns {
-		return fmt.Errorf("postgres.min_conns: %d; want 0..max_conns (%d)", c.MinConns, c.MaxConns)
+		return ports.FieldErrorf("min_conns", "%d; want 0..max_conns (%d)", c.MinConns, c.MaxConns)
 	}
-	for field, d := range map[string]time.Duration{
-		"max_conn_lifetime": c.MaxConnLifetime, "max_conn_idle_time": c.MaxConnIdleTime,
-		"health_check_period": c.HealthCheckPeriod, "connect_timeout": c.ConnectTimeout,
+	for _, d := range []struct {
+		field string
+		d     time.Duration
+	}{
+		{"max_conn_lifetime", c.MaxConnLifetime}, {"max_conn_idle_time", c.MaxConnIdleTime},
+		{"health_check_period", c.HealthCheckPeriod}, {"connect_timeout", c.ConnectTimeout},
 	} {
-		if d < 0 {
-			return fmt.Errorf("postgres.%s: %s; want a positive duration", field, d)
+		if d.d < 0 {
+			return ports.FieldErrorf(d.field, "%s; want a positive duration", d.d)
 		}
 	}
 	return nil

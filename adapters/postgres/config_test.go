@@ -23,11 +23,11 @@ func TestConfigValidate(t *testing.T) {
 		{"url", postgres.Config{URL: "postgres://app@db:5432/app?sslmode=require"}, ""},
 		{"password in url", postgres.Config{URL: "postgres://app:hunter2@db/app"}, "move it to postgres.password"},
 		{"scheme", postgres.Config{URL: "mysql://app@db/app"}, "want postgres://"},
-		{"port", postgres.Config{Port: 70000}, "postgres.port"},
-		{"schema", postgres.Config{Schema: "Bad-Name"}, "postgres.schema"},
-		{"max conns", postgres.Config{MaxConns: 1}, "postgres.max_conns"},
-		{"min conns", postgres.Config{MaxConns: 4, MinConns: 5}, "postgres.min_conns"},
-		{"timeout", postgres.Config{ConnectTimeout: -time.Second}, "postgres.connect_timeout"},
+		{"port", postgres.Config{Port: 70000}, "port: "},
+		{"schema", postgres.Config{Schema: "Bad-Name"}, "schema: "},
+		{"max conns", postgres.Config{MaxConns: 1}, "max_conns: "},
+		{"min conns", postgres.Config{MaxConns: 4, MinConns: 5}, "min_conns: "},
+		{"timeout", postgres.Config{ConnectTimeout: -time.Second}, "connect_timeout: "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

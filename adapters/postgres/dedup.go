@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/hexmill/hexmill/ports"
 )
 
 // ErrNoMessageID is returned for a message without an ID: without one a
@@ -102,8 +104,11 @@ type RetentionConfig struct {
 
 // Validate reports a setting that cannot work.
 func (c RetentionConfig) Validate() error {
-	if c.Keep < 0 || c.Every < 0 {
-		return errors.New("postgres.retention: keep and every must be positive durations, e.g. 168h and 1h")
+	if c.Keep < 0 {
+		return ports.FieldErrorf("keep", "%s; want a positive duration longer than the brokers redeliver, e.g. 168h (0: 7 days)", c.Keep)
+	}
+	if c.Every < 0 {
+		return ports.FieldErrorf("every", "%s; want a positive duration, e.g. 1h (0: 1 hour)", c.Every)
 	}
 	return nil
 }
