@@ -23,17 +23,22 @@ import (
 
 // Service is the test service: the telemetry handler (binding
 // handlers.telemetry, on memory by default), AlertRaised (events.AlertRaised)
-// and its section domain.thresholds.
+// and its section domain.thresholds; the device status handler (binding
+// handlers.device-status) and DeviceStatusChanged, its store on PostgreSQL
+// when the service has the postgres section, in memory otherwise.
 func Service() app.Service {
 	return app.Service{
 		Name: "hexmill",
 		Defaults: func(c *app.Config) {
 			c.Handlers["telemetry"] = app.Binding{Transport: app.TransportMemory, Topic: "devices.telemetry"}
 			c.Events["AlertRaised"] = app.EventBinding{Transport: app.TransportMemory, Topic: "alerts"}
+			c.Handlers[StatusHandlerName] = app.Binding{Transport: app.TransportMemory, Topic: "devices.status"}
+			c.Events["DeviceStatusChanged"] = app.EventBinding{Transport: app.TransportMemory, Topic: "devices.status-changed"}
 		},
 		Options: []fx.Option{
 			app.AsConfig("domain", func() thresholds { return thresholds{} }),
 			app.AsHandler(newTelemetryHandler),
+			statusOptions(),
 		},
 	}
 }

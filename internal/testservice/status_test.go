@@ -1,0 +1,143 @@
+package testservice_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.uber.org/fx"
+
+	"github.com/hexmill/hexmill/adapters/memory"
+	"github.com/hexmill/hexmill/adapters/postgres"
+	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/integration"
+	"github.com/hexmill/hexmill/internal/testservice"
+)
+
+type statusChanged struct {
+	DeviceID string    `json:"device_id"`
+	Online   bool      `json:"online"`
+	At       time.Time `json:"at"`
+}
+
+// The device status handler in-process, on memory and on PostgreSQL (an
+// idempotent binding, events through the outbox): a change publishes, the
+// same status again, an older report and a duplicate do not, and on
+// PostgreSQL the row holds the newest report and its count of changes.
+func TestStatusHandler(t *testing.T) {
+	t1 := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	at := func(min int) time.Time { return t1.Add(time.Duration(min) * time.Minute) }
+	// Reports in the order they are sent; uuid repeats for a duplicate.
+	reports := []struct {
+		uuid, status string
+		at           time.Time
+		event        bool // publishes DeviceStatusChanged
+	}{
+		{"m1", "online", at(0), true},
+		{"m2", "offline", at(3), true},
+		{"m3", "online", at(2), false}, // older than the stored one
+		{"m2", "offline", at(3), false}, // a duplicate
+		{"m4", "offline", at(4), false}, // no change
+		{"m5", "online", at(5), true},
+	}
+	for _, backend := range []string{"memory", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			conf := "http_addr: \"off\"\n"
+			var db *postgres.DB
+			if backend == "postgres" {
+				schema := fmt.Sprintf("t_testservice_status_%08x", rand.Uint32())
+				url := integration.PostgresURL(t)
+				conf += fmt.Sprintf("postgres:\n  url: %s\n  schema: %s\n  relay:\n    poll_interval: 50ms\nhandlers:\n  device-status:\n    transport: memory\n    topic: devices.status\n    idempotent: true\n", url, schema)
+				var err error
+				if db, err = postgres.New(postgres.Config{URL: url, Schema: schema}, nil); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() {
+					_, _ = db.Pool().Exec(context.Background(), `DROP SCHEMA IF EXISTS `+schema+` CASCADE`)
+					_ = db.Close()
+				})
+			}
+			path := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var broker *memory.Broker
+			svc := app.New(testservice.Service(), app.Env{"HEXMILL_CONFIG": path}, fx.Populate(&broker), fx.NopLogger)
+			if err := svc.Err(); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := svc.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = svc.Stop(context.Background()) }()
+			sub := broker.Subscriber("test", 1)
+			defer sub.Close()
+			events, err := sub.Subscribe(ctx, "devices.status-changed")
+			if err != nil {
+				t.Fatal(err)
+			}
+			next := func() (statusChanged, bool) {
+				t.Helper()
+				select {
+				case m := <-events:
+					m.Ack()
+					var e statusChanged
+					if err := json.Unmarshal(m.Payload, &e); err != nil {
+						t.Fatalf("event %s: %v", m.Payload, err)
+					}
+					return e, true
+				case <-time.After(500 * time.Millisecond): // an absence cannot be awaited
+					return statusChanged{}, false
+				}
+			}
+			for i, r := range reports {
+				in := message.NewMessage(r.uuid, []byte(fmt.Sprintf(`{"device_id":"d1","status":%q,"at":%q}`, r.status, r.at.Format(time.RFC3339))))
+				if err := broker.Publish("devices.status", in); err != nil {
+					t.Fatal(err)
+				}
+				if !r.event {
+					continue
+				}
+				select {
+				case m := <-events:
+					m.Ack()
+					var e statusChanged
+					if err := json.Unmarshal(m.Payload, &e); err != nil {
+						t.Fatalf("event %s: %v", m.Payload, err)
+					}
+					if e.DeviceID != "d1" || e.Online != (r.status == "online") || !e.At.Equal(r.at) {
+						t.Fatalf("report %d: event %+v, want d1 %s at %s", i, e, r.status, r.at)
+					}
+				case <-ctx.Done():
+					t.Fatalf("report %d: no event", i)
+				}
+			}
+			if e, ok := next(); ok {
+				t.Fatalf("unexpected event %+v", e)
+			}
+			if db == nil {
+				return
+			}
+			var (
+				online  bool
+				last    time.Time
+				changes int
+				outbox  int
+			)
+			if err := db.Pool().QueryRow(ctx, `SELECT online, at, changes, (SELECT count(*) FROM hexmill_outbox) FROM device_status WHERE device_id = 'd1'`).Scan(&online, &last, &changes, &outbox); err != nil {
+				t.Fatal(err)
+			}
+			if !online || !last.Equal(at(5)) || changes != 3 || outbox != 0 {
+				t.Errorf("row online=%v at=%s changes=%d, outbox %d rows; want online at %s, 3 changes, outbox empty", online, last, changes, outbox, at(5))
+			}
+		})
+	}
+}
