@@ -41,7 +41,7 @@ func TestStatusHandler(t *testing.T) {
 	}{
 		{"m1", "online", at(0), true},
 		{"m2", "offline", at(3), true},
-		{"m3", "online", at(2), false}, // older than the stored one
+		{"m3", "online", at(2), false},  // older than the stored one
 		{"m2", "offline", at(3), false}, // a duplicate
 		{"m4", "offline", at(4), false}, // no change
 		{"m5", "online", at(5), true},
