@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"go.uber.org/fx"
 
 	"github.com/hexmill/hexmill/adapters/postgres"
@@ -179,7 +178,7 @@ func newPostgres(p postgresParams) (*postgres.DB, error) {
 		}
 	}
 	logger := p.Logger.With("component", "postgres")
-	db, err := postgres.New(cfg.Config, watermill.NewSlogLogger(logger))
+	db, err := postgres.New(cfg.Config, NewWatermillLogger(logger))
 	if err != nil {
 		return nil, p.Config.withEnv(sectionError("postgres", err))
 	}
