@@ -177,7 +177,7 @@ func newPostgres(p postgresParams) (*postgres.DB, error) {
 			return nil, fmt.Errorf("app.AsMigrations(%q): registered twice; one component, one set of files", m.Component)
 		}
 	}
-	logger := p.Logger.With("component", "postgres")
+	logger := p.Logger
 	db, err := postgres.New(cfg.Config, NewWatermillLogger(logger))
 	if err != nil {
 		return nil, p.Config.withEnv(sectionError("postgres", err))
