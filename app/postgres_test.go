@@ -469,3 +469,42 @@ func TestReadinessFollowsDatabase(t *testing.T) {
 		return code == http.StatusOK
 	})
 }
+
+// Building the graph with PostgreSQL on (what -check-config does) opens
+// nothing: no connection, no goroutine (TestMain checks for leaks), even
+// with min_conns above 0.
+func TestPostgresGraphConnectsNothing(t *testing.T) {
+	u, err := url.Parse(integration.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := integration.NewProxy(t, u.Host)
+	u.Host = proxy.Addr()
+	e, _ := pgEnv(t, u.String(), true)
+	e["PGTEST_POSTGRES_MIN_CONNS"] = "2"
+	var db *postgres.DB
+	a := app.New(pgService(storeAndPublish), e, fx.Populate(&db), fx.NopLogger)
+	if err := a.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if db == nil || db.Pool() != nil {
+		t.Fatalf("the graph holds %v; want a DB not yet open", db)
+	}
+	if n := proxy.Conns(); n != 0 {
+		t.Errorf("%d connections to PostgreSQL while only building the graph", n)
+	}
+}
+
+// With the postgres section off the graph holds a nil *postgres.DB, which
+// a service's wiring turns into its in-memory store.
+func TestPostgresOffProvidesNil(t *testing.T) {
+	db := new(postgres.DB)
+	a := app.New(pgService(func(context.Context, ports.Publisher, *postgres.DB, ports.Message) error { return nil }),
+		env{"PGTEST_HTTP_ADDR": "off"}, fx.Populate(&db), fx.NopLogger)
+	if err := a.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if db != nil {
+		t.Errorf("the graph holds %v with postgres off; want nil", db)
+	}
+}
