@@ -286,45 +286,56 @@ func TestOutboxEventArrivesOnceAfterCommit(t *testing.T) {
 	}
 }
 
-// A handler that fails leaves nothing: no state, no record, no event; each
-// attempt is a transaction of its own, and the message is poisoned
-// directly (a rolled-back transaction cannot lose it).
+// A handler that fails (an error or a panic) leaves nothing: no state, no
+// record, no event; each attempt is a transaction of its own, and the
+// message is poisoned directly (a rolled-back transaction cannot lose it).
 func TestIdempotentHandlerErrorRollsBack(t *testing.T) {
-	e, schema := pgEnv(t, integration.PostgresURL(t), true)
-	var attempts atomic.Int32
-	s := startService(t, pgService(func(ctx context.Context, pub ports.Publisher, db *postgres.DB, msg ports.Message) error {
-		attempts.Add(1)
-		if err := storeAndPublish(ctx, pub, db, msg); err != nil {
-			return err // e.g. a second attempt in the same transaction
-		}
-		return errors.New("the handler fails after its changes")
-	}), e)
-
-	publish(t, s.broker, inTopic, "fails-1", "x")
-	poisoned := receive(t, s.broker, poisonTopic, 1)[0]
-	s.stop(t)
-
-	db := openDB(t, schema)
-	if poisoned.UUID != "fails-1" || !strings.Contains(poisoned.Metadata.Get("reason_poisoned"), "fails after its changes") {
-		t.Errorf("poisoned %s with reason %q", poisoned.UUID, poisoned.Metadata.Get("reason_poisoned"))
-	}
-	if n := attempts.Load(); n != 3 {
-		t.Errorf("%d attempts; want 3 (max_retries 2), each failing after its changes", n)
-	}
-	for what, query := range map[string]string{
-		"items":                     `SELECT count(*) FROM items`,
-		"processed-message records": `SELECT count(*) FROM hexmill_processed_messages`,
-		"outbox rows":               `SELECT count(*) FROM hexmill_outbox`,
+	for _, tt := range []struct {
+		name   string
+		fail   func() error
+		reason string
+	}{
+		{"error", func() error { return errors.New("the handler fails after its changes") }, "fails after its changes"},
+		{"panic", func() error { panic("the handler panics after its changes") }, "panics after its changes"},
 	} {
-		if n := countRows(t, db, query); n != 0 {
-			t.Errorf("%d %s after a failed handler; want 0", n, what)
-		}
-	}
-	if n := s.broker.Depth(outTopic, "reader"); n != 0 {
-		t.Errorf("%d events published by a failed handler", n)
-	}
-	if n := s.broker.Depth(inTopic, group); n != 0 {
-		t.Errorf("the poisoned message went back to its queue (%d)", n)
+		t.Run(tt.name, func(t *testing.T) {
+			e, schema := pgEnv(t, integration.PostgresURL(t), true)
+			var attempts atomic.Int32
+			s := startService(t, pgService(func(ctx context.Context, pub ports.Publisher, db *postgres.DB, msg ports.Message) error {
+				attempts.Add(1)
+				if err := storeAndPublish(ctx, pub, db, msg); err != nil {
+					return err // e.g. a second attempt in the same transaction
+				}
+				return tt.fail()
+			}), e)
+
+			publish(t, s.broker, inTopic, "fails-1", "x")
+			poisoned := receive(t, s.broker, poisonTopic, 1)[0]
+			s.stop(t)
+
+			db := openDB(t, schema)
+			if poisoned.UUID != "fails-1" || !strings.Contains(poisoned.Metadata.Get("reason_poisoned"), tt.reason) {
+				t.Errorf("poisoned %s with reason %q", poisoned.UUID, poisoned.Metadata.Get("reason_poisoned"))
+			}
+			if n := attempts.Load(); n != 3 {
+				t.Errorf("%d attempts; want 3 (max_retries 2), each failing after its changes", n)
+			}
+			for what, query := range map[string]string{
+				"items":                     `SELECT count(*) FROM items`,
+				"processed-message records": `SELECT count(*) FROM hexmill_processed_messages`,
+				"outbox rows":               `SELECT count(*) FROM hexmill_outbox`,
+			} {
+				if n := countRows(t, db, query); n != 0 {
+					t.Errorf("%d %s after a failed handler; want 0", n, what)
+				}
+			}
+			if n := s.broker.Depth(outTopic, "reader"); n != 0 {
+				t.Errorf("%d events published by a failed handler", n)
+			}
+			if n := s.broker.Depth(inTopic, group); n != 0 {
+				t.Errorf("the poisoned message went back to its queue (%d)", n)
+			}
+		})
 	}
 }
 
