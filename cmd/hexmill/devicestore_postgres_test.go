@@ -115,17 +115,14 @@ func TestSampleStatusOnPostgres(t *testing.T) {
 	case <-time.After(500 * time.Millisecond): // an absence cannot be awaited
 	}
 	var (
-		online    bool
-		since     time.Time
-		processed int
+		online bool
+		since  time.Time
 	)
-	err = db.Pool().QueryRow(ctx, `SELECT online, since, (SELECT count(*) FROM hexmill_processed_messages WHERE handler = $1) FROM device_status WHERE device_id = 'd1'`,
-		domain.DeviceStatusHandlerName).Scan(&online, &since, &processed)
-	if err != nil {
+	if err := db.Pool().QueryRow(ctx, `SELECT online, since FROM device_status WHERE device_id = 'd1'`).Scan(&online, &since); err != nil {
 		t.Fatal(err)
 	}
-	if !online || !since.Equal(at(5)) || processed != 5 {
-		t.Errorf("d1 online=%v since %s, %d messages recorded; want online since %s, 5 (m1..m5)", online, since, processed, at(5))
+	if !online || !since.Equal(at(5)) {
+		t.Errorf("d1 online=%v since %s; want online since %s", online, since, at(5))
 	}
 }
 
