@@ -138,6 +138,7 @@ func TestInvalidConfiguration(t *testing.T) {
 		// Found while the graph is built, not while loading: still one
 		// line and status 2.
 		{"binding without a handler", []string{"HEXMILL_HANDLERS_TELEMETRI_TOPIC=t", "HEXMILL_HANDLERS_TELEMETRI_TRANSPORT=memory"}, []string{"handlers.telemetri", "did you mean telemetry"}},
+		{"typo in an event key", []string{"HEXMILL_EVENTS_ALERTRAISD_TRANSPORT=memory", "HEXMILL_EVENTS_ALERTRAISD_TOPIC=x"}, []string{"events.alertraisd", "did you mean AlertRaised"}},
 		{"poison in memory behind a broker", []string{"HEXMILL_HANDLERS_TELEMETRY_TRANSPORT=rabbitmq"}, []string{"poison.transport", "HEXMILL_POISON_TRANSPORT"}},
 	}
 	for _, tc := range cases {
