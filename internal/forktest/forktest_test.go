@@ -2,6 +2,7 @@ package forktest
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/url"
 	"os"
@@ -69,6 +70,26 @@ func TestForkFollowsTheREADME(t *testing.T) {
 	run(t, dst, "go", "build", "./...")
 	run(t, dst, "go", "vet", "./...")
 	run(t, dst, "go", "test", "-race", "-count=1", "./domain/", "./cmd/hexmill/", "./internal/architecture/")
+
+	// A typo in an event key stops the service at start, naming the type
+	// the handler declares (ports.Emits), instead of failing every publish.
+	typo := strings.ReplaceAll(blocks["battery.yaml"], "BatteryLow:", "BateryLow:")
+	if typo == blocks["battery.yaml"] {
+		t.Fatal("battery.yaml binds no BatteryLow")
+	}
+	typoFile := filepath.Join(dst, "battery-typo.yaml")
+	if err := os.WriteFile(typoFile, []byte(typo), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checkBin := filepath.Join(dst, "bin", "hexmill-check")
+	run(t, dst, "go", "build", "-o", checkBin, "./cmd/hexmill")
+	check := exec.Command(checkBin, "-check-config")
+	check.Env = append(os.Environ(), "HEXMILL_CONFIG="+typoFile)
+	out, err := check.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "events.BatteryLow") || !strings.Contains(string(out), "did you mean") {
+		t.Fatalf("-check-config with events.BateryLow: %v, %s; want exit status 2 naming events.BatteryLow and the binding to rename", err, out)
+	}
 
 	if testing.Short() {
 		return
