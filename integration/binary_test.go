@@ -110,6 +110,7 @@ func TestInvalidConfigurationConnectsNothing(t *testing.T) {
 
 // Secrets never reach the configuration dump, the log or an error.
 func TestSecretsAreNeverPrinted(t *testing.T) {
+	const postgresSecret = "pg-s3cret"
 	secrets := map[string]string{
 		"HEXMILL_TRANSPORTS_RABBITMQ_PASSWORD":        "rabbit-s3cret",
 		"HEXMILL_TRANSPORTS_MQTT_PASSWORD":            "mqtt-s3cret",
@@ -135,6 +136,19 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 			"HEXMILL_HTTP_ADDR=127.0.0.1:0",
 			"HEXMILL_LOG_LEVEL=debug",
 		}},
+		{"postgres config dump", []string{"-print-config"}, []string{
+			"HEXMILL_POSTGRES_URL=postgres://hexmill@127.0.0.1:1/hexmill?sslmode=disable",
+			"HEXMILL_POSTGRES_PASSWORD=" + postgresSecret,
+		}},
+		// PostgreSQL on a port nobody listens on: the start fails in
+		// the migrations, saying why.
+		{"postgres start error", nil, []string{
+			"HEXMILL_POSTGRES_URL=postgres://hexmill@127.0.0.1:1/hexmill?sslmode=disable",
+			"HEXMILL_POSTGRES_PASSWORD=" + postgresSecret,
+			"HEXMILL_POSTGRES_CONNECT_TIMEOUT=2s",
+			"HEXMILL_HTTP_ADDR=127.0.0.1:0",
+			"HEXMILL_LOG_LEVEL=debug",
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -149,7 +163,10 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 					t.Errorf("%s's value is printed:\n%s", k, out)
 				}
 			}
-			if tc.name == "config dump" && !strings.Contains(string(out), "[redacted]") {
+			if strings.Contains(string(out), postgresSecret) {
+				t.Errorf("HEXMILL_POSTGRES_PASSWORD's value is printed:\n%s", out)
+			}
+			if strings.HasSuffix(tc.name, "config dump") && !strings.Contains(string(out), "[redacted]") {
 				t.Errorf("the dump does not show secrets as [redacted]:\n%s", out)
 			}
 		})
