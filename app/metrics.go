@@ -68,7 +68,7 @@ func newHandlerMetrics(registry *prometheus.Registry, namespace string) (*handle
 	m.handedBack = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace,
 		Name:      "messages_handed_back_total",
-		Help:      "Messages nacked for redelivery, by reason: publish_failed, poison_failed, stopping",
+		Help:      "Messages nacked for redelivery, by reason: publish_failed, poison_failed, stopping, database_unavailable",
 	}, []string{"handler_name", "reason"})
 	var err error
 	if m.handlerTime, err = register(registry, m.handlerTime); err != nil {
@@ -111,7 +111,7 @@ func (m *handlerMetrics) middleware(handler, transport string) message.HandlerMi
 		poisonedRetries: m.poisoned.WithLabelValues(handler, poisonedRetries),
 	}
 	handedBack := map[string]prometheus.Counter{}
-	for _, r := range []string{handedBackPublish, handedBackPoison, handedBackStopping} {
+	for _, r := range []string{handedBackPublish, handedBackPoison, handedBackStopping, handedBackDatabase} {
 		handedBack[r] = m.handedBack.WithLabelValues(handler, r)
 	}
 	return func(h message.HandlerFunc) message.HandlerFunc {

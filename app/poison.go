@@ -8,6 +8,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
+	"github.com/hexmill/hexmill/adapters/postgres"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -16,10 +17,10 @@ import (
 // (reason_poisoned, topic_poisoned, handler_poisoned, subscriber_poisoned:
 // the transport), and then lets it be acked. watermill's own middleware
 // reads the handler, topic and subscriber from context values only its
-// router can set. A handler cut short by stop,
-// or one whose events could not be published, is handed back instead: the
-// message itself is fine. If the poison publish fails, the message is
-// handed back too.
+// router can set. A handler cut short by stop, one whose events could not
+// be published, or one that found the database unavailable is handed back
+// instead: the message itself is fine. If the poison publish fails, the
+// message is handed back too.
 func (r *Runtime) poison(handler string, b Binding) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
@@ -33,6 +34,9 @@ func (r *Runtime) poison(handler string, b Binding) message.HandlerMiddleware {
 				return produced, err
 			case errors.Is(err, ErrPublish):
 				o.set(handedBackPublish)
+				return produced, err
+			case r.db != nil && !errors.Is(err, ports.ErrInvalid) && postgres.Unavailable(err):
+				o.set(handedBackDatabase)
 				return produced, err
 			}
 			msg.Metadata.Set(middleware.ReasonForPoisonedKey, err.Error())
@@ -62,11 +66,12 @@ type outcome struct{ what string }
 
 // Outcomes: the reason classes of the poison and redelivery counters.
 const (
-	poisonedInvalid    = "invalid"           // ports.Invalid: bad input, poisoned at once
-	poisonedRetries    = "retries_exhausted" // failed after every retry
-	handedBackPublish  = "publish_failed"    // its events could not be published
-	handedBackPoison   = "poison_failed"     // the poison target refused it
-	handedBackStopping = "stopping"          // cut short by stop
+	poisonedInvalid    = "invalid"              // ports.Invalid: bad input, poisoned at once
+	poisonedRetries    = "retries_exhausted"    // failed after every retry
+	handedBackPublish  = "publish_failed"       // its events could not be published
+	handedBackPoison   = "poison_failed"        // the poison target refused it
+	handedBackDatabase = "database_unavailable" // PostgreSQL could not be used (postgres.Unavailable)
+	handedBackStopping = "stopping"             // cut short by stop
 )
 
 func (o *outcome) set(what string) {

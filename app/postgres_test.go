@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -482,6 +483,59 @@ func TestReadinessFollowsDatabase(t *testing.T) {
 		code, _ := readyz()
 		return code == http.StatusOK
 	})
+}
+
+// A message whose handler finds the database unreachable is handed back to
+// its broker, whatever the retries: never poisoned (it is not at fault). It
+// is handled once the database is back.
+func TestDatabaseOutageHandsBackNotPoisons(t *testing.T) {
+	u, err := url.Parse(integration.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := integration.NewProxy(t, u.Host)
+	u.Host = proxy.Addr()
+	e, schema := pgEnv(t, u.String(), true)
+	e["PGTEST_HTTP_ADDR"] = "127.0.0.1:0"
+	s := startService(t, pgService(storeAndPublish), e)
+	handedBack := func() float64 {
+		resp, err := http.Get("http://" + s.ops.Addr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(l, "pgtest_messages_handed_back_total{") && strings.Contains(l, `reason="database_unavailable"`) {
+				n, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+				if err != nil {
+					t.Fatalf("metric line %q: %v", l, err)
+				}
+				return n
+			}
+		}
+		return 0
+	}
+
+	proxy.Refuse(true)
+	proxy.Cut()
+	publish(t, s.broker, inTopic, "outage-1", "during-outage")
+	// The retries (2, ms apart) are spent many times over by now.
+	waitFor(t, "the message handed back twice for the database", func() bool { return handedBack() >= 2 })
+	if n := s.broker.Depth(poisonTopic, "reader"); n != 0 {
+		t.Fatalf("%d messages poisoned while the database was down; want 0", n)
+	}
+
+	proxy.Refuse(false)
+	waitFor(t, "the event after the database is back", func() bool { return s.broker.Depth(outTopic, "reader") == 1 })
+	s.stop(t)
+	db := openDB(t, schema)
+	if n := countRows(t, db, `SELECT n FROM items WHERE id = 'during-outage'`); n != 1 {
+		t.Errorf("the item was counted %d times; want 1", n)
+	}
+	if n := s.broker.Depth(poisonTopic, "reader"); n != 0 {
+		t.Errorf("%d messages poisoned; want 0", n)
+	}
 }
 
 // Building the graph with PostgreSQL on (what -check-config does) opens
