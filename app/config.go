@@ -632,6 +632,11 @@ func (e *ConfigError) Error() string {
 
 func fieldError(field, fix string) error { return &ConfigError{Field: field, Fix: fix} }
 
+// FieldError is the error a service's constructor returns for a setting
+// that cannot work (field is its YAML path): Main prints it as one line
+// naming the setting, its environment variable and fix, and exits 2.
+func (c Config) FieldError(field, fix string) error { return c.fieldError(field, fix) }
+
 // fieldError returns a ConfigError on field with its environment variable.
 func (c Config) fieldError(field, fix string) error {
 	return &ConfigError{Field: field, Env: envName(c.prefix, field), Fix: fix}

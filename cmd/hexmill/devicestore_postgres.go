@@ -52,8 +52,8 @@ func newDeviceStore(p deviceStoreParams) (domain.DeviceStore, error) {
 		return domain.NewMemoryDeviceStore(), nil
 	}
 	if !p.Config.Handlers[domain.DeviceStatusHandlerName].Idempotent {
-		return nil, fmt.Errorf("handlers.%s.idempotent: the device store is on PostgreSQL, so the binding must be idempotent: set it to true (%s=true)",
-			domain.DeviceStatusHandlerName, p.Config.EnvName("handlers."+domain.DeviceStatusHandlerName+".idempotent"))
+		return nil, p.Config.FieldError("handlers."+domain.DeviceStatusHandlerName+".idempotent",
+			"the device store is on PostgreSQL, so the binding must be idempotent: set it to true")
 	}
 	return &postgresDeviceStore{db: p.DB}, nil
 }

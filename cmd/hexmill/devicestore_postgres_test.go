@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -131,8 +131,9 @@ func TestSampleStatusOnPostgres(t *testing.T) {
 func TestSampleStoreNeedsIdempotentBinding(t *testing.T) {
 	_, conf := pgSchema(t)
 	err := newSample(t, conf).Err()
-	if err == nil || !strings.Contains(err.Error(), "handlers.device-status.idempotent") || !strings.Contains(err.Error(), "HEXMILL_HANDLERS_DEVICE_STATUS_IDEMPOTENT=true") {
-		t.Fatalf("error = %v, want it to name handlers.device-status.idempotent and its variable", err)
+	var ce *app.ConfigError
+	if !errors.As(err, &ce) || ce.Field != "handlers.device-status.idempotent" || ce.Env != "HEXMILL_HANDLERS_DEVICE_STATUS_IDEMPOTENT" {
+		t.Fatalf("error = %v, want a configuration error (exit status 2) naming handlers.device-status.idempotent and its variable", err)
 	}
 }
 
