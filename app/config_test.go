@@ -392,6 +392,17 @@ func TestLoadConfigInvalid(t *testing.T) {
 		{name: "topic_params stray brace", env: env{"HEXMILL_HANDLERS_TELEMETRY_TOPIC_PARAMS": "devices/{device_id}/telemetry}"}, field: "handlers.telemetry.topic_params", want: []string{"stray brace"}},
 		{name: "topic_params stray brace in YAML", yaml: "handlers:\n  telemetry:\n    transport: memory\n    topic: t\n    topic_params: \"devices/{device_id/x\"\n", field: "handlers.telemetry.topic_params", want: []string{"brace"}},
 		{name: "topic_params without a segment", env: env{"HEXMILL_HANDLERS_TELEMETRY_TOPIC_PARAMS": "devices/telemetry"}, field: "handlers.telemetry.topic_params", want: []string{"names no segment"}},
+		{name: "idempotent without postgres", env: env{"HEXMILL_HANDLERS_DEVICE_STATUS_IDEMPOTENT": "true"}, field: "handlers.device-status.idempotent", want: []string{"needs PostgreSQL", "postgres.url (HEXMILL_POSTGRES_URL)", "idempotent to false"}},
+		{name: "idempotent without postgres in YAML", yaml: "handlers:\n  telemetry:\n    transport: memory\n    topic: t\n    idempotent: true\n", field: "handlers.telemetry.idempotent", want: []string{"needs PostgreSQL"}},
+		{name: "idempotent not a bool", env: env{"HEXMILL_HANDLERS_TELEMETRY_IDEMPOTENT": "yes please"}, field: "handlers.telemetry.idempotent", want: []string{"true or false"}},
+		{name: "postgres settings while off", env: env{"HEXMILL_POSTGRES_PASSWORD": "hunter2"}, field: "postgres.password", want: []string{"PostgreSQL is off", "set postgres.url"}},
+		{name: "postgres retention while off", yaml: "postgres:\n  retention:\n    keep: 24h\n", field: "postgres.retention.keep", want: []string{"PostgreSQL is off"}},
+		{name: "postgres password in url", env: env{"HEXMILL_POSTGRES_URL": "postgres://app:hunter2@db/app"}, field: "postgres.url", want: []string{"move it to postgres.password"}},
+		{name: "postgres max_conns", env: env{"HEXMILL_POSTGRES_HOST": "db", "HEXMILL_POSTGRES_MAX_CONNS": "1"}, field: "postgres.max_conns", want: []string{"2 or more"}},
+		{name: "postgres max_conns not a number", yaml: "postgres:\n  host: db\n  max_conns: many\n", field: "postgres.max_conns", want: []string{"whole number", "line 3"}},
+		{name: "postgres unknown key", yaml: "postgres:\n  hots: db\n", field: "postgres.hots", want: []string{"not a setting", "host"}},
+		{name: "postgres negative retention", env: env{"HEXMILL_POSTGRES_URL": "postgres://app@db/app", "HEXMILL_POSTGRES_RETENTION_KEEP": "-1h"}, field: "postgres.retention.keep", want: []string{"positive duration"}},
+		{name: "postgres negative relay batch", env: env{"HEXMILL_POSTGRES_URL": "postgres://app@db/app", "HEXMILL_POSTGRES_RELAY_BATCH_SIZE": "-1"}, field: "postgres.relay.batch_size", want: []string{"1 or more"}},
 		{name: "topic_params duplicate", env: env{"HEXMILL_HANDLERS_TELEMETRY_TOPIC_PARAMS": "{a}/{a}"}, field: "handlers.telemetry.topic_params", want: []string{"appears twice"}},
 	}
 	for _, tt := range tests {
@@ -519,7 +530,11 @@ func TestConfigCredentialsAreSecret(t *testing.T) {
 		case reflect.Struct:
 			for i := 0; i < typ.NumField(); i++ {
 				f := typ.Field(i)
-				name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+				name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+				if strings.Contains(opts, "inline") {
+					walk(t, f.Type, path)
+					continue
+				}
 				if name == "" || name == "-" || (path == "" && name == "transports") {
 					continue
 				}

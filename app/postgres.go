@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"go.uber.org/fx"
 
 	"github.com/hexmill/hexmill/adapters/postgres"
@@ -157,7 +156,7 @@ type postgresParams struct {
 
 // newPostgres provides the service's *postgres.DB, nil when PostgreSQL is
 // off. Its start hook, which runs before the runtime's (the runtime
-// depends on the DB), applies the framework's migrations and then the
+// depends on the DB), opens the pool, applies the framework's migrations and then the
 // service's, and starts the retention of handled-message records; its
 // stop hook, which runs after the runtime's stop protocol, stops the
 // retention and closes the pool last.
@@ -178,8 +177,10 @@ func newPostgres(p postgresParams) (*postgres.DB, error) {
 			return nil, fmt.Errorf("app.AsMigrations(%q): registered twice; one component, one set of files", m.Component)
 		}
 	}
-	logger := p.Logger.With("component", "postgres")
-	db, err := postgres.New(cfg.Config, watermill.NewSlogLogger(logger))
+	logger := p.Logger
+	// Prepared, not opened: building the graph (and -check-config) makes
+	// no connection and starts no goroutine.
+	db, err := postgres.Prepare(cfg.Config, NewWatermillLogger(logger))
 	if err != nil {
 		return nil, p.Config.withEnv(sectionError("postgres", err))
 	}
@@ -189,6 +190,9 @@ func newPostgres(p postgresParams) (*postgres.DB, error) {
 	)
 	p.Lifecycle.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error {
+			if err := db.Open(); err != nil {
+				return err
+			}
 			if err := migrate(ctx, db, migrations); err != nil {
 				_ = db.Close()
 				return err

@@ -12,7 +12,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/prometheus/client_golang/prometheus"
@@ -218,7 +217,7 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 		// now open; it stops before they close.
 		rc := r.cfg.Postgres.relayConfig()
 		rc.Publishers = publishers.relayPublishers()
-		if r.relay, err = postgres.NewRelay(r.db, rc, watermill.NewSlogLogger(r.logger)); err != nil {
+		if r.relay, err = postgres.NewRelay(r.db, rc, NewWatermillLogger(r.logger)); err != nil {
 			return err
 		}
 		r.relay.Start()

@@ -105,8 +105,10 @@ type e2eEnv struct {
 
 	exchange, poisonQueue, sinkQueue, group string
 	drainTimeout                            time.Duration
-	// extra is appended to the service's YAML configuration.
-	extra string
+	// extra is appended to the service's YAML configuration;
+	// extraHandlers and extraEvents to its handlers and events mappings
+	// (indented by two spaces).
+	extra, extraHandlers, extraEvents string
 }
 
 func newE2EEnv(t *testing.T) *e2eEnv {
@@ -221,16 +223,16 @@ handlers:
     topic: devices/+/telemetry
     group: %[8]s
     topic_params: devices/{device_id}/telemetry
-events:
+%[10]sevents:
   AlertRaised:
     transport: rabbitmq
     topic: AlertRaised
     options:
       exchange: %[7]s
-domain:
+%[11]sdomain:
   thresholds:
     seq: -1
-%[9]s`, e.run, e.drainTimeout, e.poisonQueue, e.mqttAddr, replica, e.serviceRabbitURL(), e.exchange, e.group, e.extra)
+%[9]s`, e.run, e.drainTimeout, e.poisonQueue, e.mqttAddr, replica, e.serviceRabbitURL(), e.exchange, e.group, e.extra, e.extraHandlers, e.extraEvents)
 	path := filepath.Join(e.t.TempDir(), "hexmill-"+replica+".yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		e.t.Fatal(err)
@@ -331,6 +333,13 @@ func (s *service) get(path string) (int, string, error) {
 // successfully, from /metrics.
 func (s *service) handled(t *testing.T) int {
 	t.Helper()
+	return s.handledBy(t, "telemetry")
+}
+
+// handledBy is the number of messages handler handled successfully in the
+// replica, from /metrics.
+func (s *service) handledBy(t *testing.T, handler string) int {
+	t.Helper()
 	code, body, err := s.get("/metrics")
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("%s: /metrics: %d %v", s.name, code, err)
@@ -338,7 +347,7 @@ func (s *service) handled(t *testing.T) int {
 	n := 0
 	for _, line := range strings.Split(body, "\n") {
 		if !strings.HasPrefix(line, "hexmill_handler_execution_time_seconds_count{") ||
-			!strings.Contains(line, `handler_name="telemetry"`) || !strings.Contains(line, `success="true"`) {
+			!strings.Contains(line, `handler_name="`+handler+`"`) || !strings.Contains(line, `success="true"`) {
 			continue
 		}
 		f := strings.Fields(line)

@@ -63,6 +63,10 @@ func TestPasswordNeverShown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	prepared, err := postgres.Prepare(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	readyErr := db.Ready(ctx)
@@ -72,6 +76,7 @@ func TestPasswordNeverShown(t *testing.T) {
 	for name, out := range map[string]string{
 		"slog": logged.String(), "%v": fmt.Sprintf("%v", cfg), "%+v": fmt.Sprintf("%+v", cfg), "%#v": fmt.Sprintf("%#v", cfg),
 		"ready error": readyErr.Error(),
+		"DB %+v":      fmt.Sprintf("%+v", db), "prepared DB %#v": fmt.Sprintf("%#v", prepared),
 	} {
 		if strings.Contains(out, password) {
 			t.Errorf("%s shows the password: %s", name, out)

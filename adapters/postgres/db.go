@@ -14,14 +14,33 @@ import (
 
 // DB is a pool of connections to one database and schema.
 type DB struct {
-	pool   *pgxpool.Pool
-	schema string
-	logger watermill.LoggerAdapter
+	pool *pgxpool.Pool // nil until Open
+	// poolConfig is the pool's configuration, a function so that no
+	// formatting of a DB shows the password it holds.
+	poolConfig func() *pgxpool.Config
+	schema     string
+	logger     watermill.LoggerAdapter
 }
 
-// New validates cfg and opens the pool. It does not connect: the first
-// use does, and Ready tells whether the database answers.
+// New validates cfg and opens the pool (Prepare, then Open). It does not
+// connect: the first use does, and Ready tells whether the database
+// answers.
 func New(cfg Config, logger watermill.LoggerAdapter) (*DB, error) {
+	db, err := Prepare(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Open(); err != nil {
+		return nil, err
+	}
+	return db, nil
+}
+
+// Prepare validates cfg and returns a DB that Open opens: until then it
+// has no pool, starts no goroutine and makes no connection, so that a
+// service can hand it to its components while it is being built (and
+// only checking its configuration) and open it when it starts.
+func Prepare(cfg Config, logger watermill.LoggerAdapter) (*DB, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -33,15 +52,25 @@ func New(cfg Config, logger watermill.LoggerAdapter) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
-	if err != nil {
-		return nil, fmt.Errorf("postgres pool: %w", err)
+	return &DB{poolConfig: func() *pgxpool.Config { return pc.Copy() }, schema: cfg.Schema, logger: logger}, nil
+}
+
+// Open creates the pool; with min_conns above 0 the pool starts
+// connecting. Open a DB once, before any other use.
+func (db *DB) Open() error {
+	if db.pool != nil {
+		return errors.New("postgres: opened twice")
 	}
-	return &DB{pool: pool, schema: cfg.Schema, logger: logger}, nil
+	pool, err := pgxpool.NewWithConfig(context.Background(), db.poolConfig())
+	if err != nil {
+		return fmt.Errorf("postgres pool: %w", err)
+	}
+	db.pool = pool
+	return nil
 }
 
 // Pool is the pgx pool, for a fork's store adapter that needs more than
-// ports.Tx offers.
+// ports.Tx offers; nil until Open.
 func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 
 // Schema is the schema the tables live in.
@@ -49,6 +78,9 @@ func (db *DB) Schema() string { return db.schema }
 
 // Ready returns nil when the database answers a round trip within ctx.
 func (db *DB) Ready(ctx context.Context) error {
+	if db.pool == nil {
+		return errors.New("postgres not ready: not open")
+	}
 	if err := db.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("postgres not ready: %w", err)
 	}
@@ -58,6 +90,9 @@ func (db *DB) Ready(ctx context.Context) error {
 // Close closes the pool; it waits for the connections in use to be
 // returned.
 func (db *DB) Close() error {
+	if db.pool == nil {
+		return nil
+	}
 	db.pool.Close()
 	return nil
 }

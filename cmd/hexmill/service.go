@@ -27,7 +27,7 @@ func service() app.Service {
 
 			// What the handlers need.
 			app.AsConfig("domain", domain.DefaultConfig),
-			fx.Provide(fx.Annotate(domain.NewMemoryDeviceStore, fx.As(new(domain.DeviceStore)))),
+			deviceStore(), // PostgreSQL when configured, else memory
 
 			// Aliyun's formats, mapped onto the domain's types.
 			app.AsFormat("alink-property", alinkPropertyToTelemetry),

@@ -22,6 +22,7 @@ import (
 var sample = []string{
 	"domain/telemetry.go", "domain/telemetry_test.go", "domain/status.go", "domain/status_test.go",
 	"cmd/hexmill/service.go", "cmd/hexmill/demo.go", "cmd/hexmill/main_test.go", "cmd/hexmill/rabbitmq_test.go",
+	"cmd/hexmill/devicestore_postgres.go", "cmd/hexmill/devicestore_postgres_test.go", "cmd/hexmill/migrations/0001_device_status.sql",
 }
 
 // block is a code block marked <!-- fork-test: path --> in a document.
