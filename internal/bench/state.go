@@ -28,6 +28,7 @@ package bench
 // are checked.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -62,10 +63,12 @@ const (
 	// stateChannels is the raw side's confirm channels for events: the
 	// RabbitMQ adapter's default publish.channels.
 	stateChannels = 8
-	// stateRelayBatch and stateRelayPoll are the raw relay's batch and
-	// poll: the hexmill relay's defaults.
-	stateRelayBatch = 100
-	stateRelayPoll  = 200 * time.Millisecond
+	// stateRelayBatch, stateRelayPoll and stateRelayBackoff are the raw
+	// relay's batch, poll and wait after an error: the hexmill relay's
+	// defaults.
+	stateRelayBatch   = 100
+	stateRelayPoll    = 200 * time.Millisecond
+	stateRelayBackoff = 500 * time.Millisecond
 )
 
 func init() {
@@ -86,17 +89,19 @@ func init() {
 	register(Case{
 		Name: "state/status-rabbitmq", Available: available,
 		Hexmill: func(ctx context.Context, o Options) (Result, error) {
-			return runState(ctx, o, "hexmill", stateHexmill(false))
+			return runState(ctx, o, "hexmill", stateTables{}, stateHexmill(false))
 		},
-		Raw: func(ctx context.Context, o Options) (Result, error) { return runState(ctx, o, "raw", stateRawDirect) },
+		Raw: func(ctx context.Context, o Options) (Result, error) {
+			return runState(ctx, o, "raw", stateTables{}, stateRawDirect)
+		},
 	})
 	register(Case{
 		Name: "state/status-rabbitmq-dedup-outbox", Available: available,
 		Hexmill: func(ctx context.Context, o Options) (Result, error) {
-			return runState(ctx, o, "hexmill-outbox", stateHexmill(true))
+			return runState(ctx, o, "hexmill-outbox", hexmillTables, stateHexmill(true))
 		},
 		Raw: func(ctx context.Context, o Options) (Result, error) {
-			return runState(ctx, o, "raw-outbox", stateRawOutbox)
+			return runState(ctx, o, "raw-outbox", rawTables, stateRawOutbox)
 		},
 	})
 }
@@ -106,12 +111,21 @@ func postgresURL() string {
 	return Env("HEXMILL_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
 }
 
+// stateTables names a dedup-outbox side's tables of handled-message
+// records and outbox rows; empty for the direct variant.
+type stateTables struct{ records, outbox string }
+
+var (
+	hexmillTables = stateTables{records: "hexmill_processed_messages", outbox: "hexmill_outbox"}
+	rawTables     = stateTables{records: "processed_messages", outbox: "outbox"}
+)
+
 // stateEnv is what a side gets: its queues and schema, and where it
 // counts the reports it handled.
 type stateEnv struct {
 	in, out, schema string
 	poison          string // hexmill's poison target, never used
-	dedup           bool   // the dedup-outbox variant
+	tables          stateTables
 	messages        int
 	handled         atomic.Int64
 	allHandled      chan struct{}
@@ -166,7 +180,10 @@ func stateWorkload(n int) (bodies [][]byte, devices int, newest map[string]time.
 // runState runs one side once: fresh queues and schema, the side started,
 // then the reports fed and the clock running until every report was
 // handled and every event arrived.
-func runState(ctx context.Context, opts Options, label string, side stateSide) (res Result, err error) {
+func runState(ctx context.Context, opts Options, label string, tables stateTables, side stateSide) (res Result, err error) {
+	if opts.Messages < 1 {
+		return Result{}, errors.New("state: -n must be 1 or more")
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	in, dropIn, err := benchQueue("state-in-" + label)
@@ -185,7 +202,7 @@ func runState(ctx context.Context, opts Options, label string, side stateSide) (
 	}
 	defer dropPoison()
 	env := &stateEnv{
-		in: in, out: out, poison: poison, dedup: strings.HasSuffix(label, "-outbox"), messages: opts.Messages, allHandled: make(chan struct{}),
+		in: in, out: out, poison: poison, tables: tables, messages: opts.Messages, allHandled: make(chan struct{}),
 		schema: "bench_state_" + strings.ReplaceAll(label, "-", "_") + "_" + strings.ToLower(watermill.NewShortUUID()),
 	}
 	admin, err := pgx.Connect(ctx, postgresURL())
@@ -223,7 +240,7 @@ func runState(ctx context.Context, opts Options, label string, side stateSide) (
 	case <-ctx.Done():
 		return Result{}, fmt.Errorf("%d of %d reports handled: %w", env.handled.Load(), opts.Messages, ctx.Err())
 	}
-	if env.dedup {
+	if env.tables.records != "" {
 		// hexmill counts a report inside the handler's transaction: the
 		// records tell when the last ones committed.
 		if err := stateWaitRecords(ctx, admin, env); err != nil {
@@ -248,11 +265,7 @@ func runState(ctx context.Context, opts Options, label string, side stateSide) (
 
 // stateWaitRecords waits until every report's dedup record committed.
 func stateWaitRecords(ctx context.Context, admin *pgx.Conn, env *stateEnv) error {
-	table := "hexmill_processed_messages"
-	if strings.HasPrefix(env.schema, "bench_state_raw") {
-		table = "processed_messages"
-	}
-	q := `SELECT count(*) FROM ` + pgx.Identifier{env.schema, table}.Sanitize()
+	q := `SELECT count(*) FROM ` + pgx.Identifier{env.schema, env.tables.records}.Sanitize()
 	for {
 		var n int
 		if err := admin.QueryRow(ctx, q).Scan(&n); err != nil {
@@ -294,13 +307,9 @@ func stateCheck(ctx context.Context, admin *pgx.Conn, env *stateEnv, sink *event
 	if n, distinct := sink.totals(); n != changes || distinct != changes {
 		errs = append(errs, fmt.Errorf("%d events (%d distinct); want %d, the changes the rows count", n, distinct, changes))
 	}
-	if env.dedup {
-		table := "hexmill_outbox"
-		if strings.HasPrefix(env.schema, "bench_state_raw") {
-			table = "outbox"
-		}
+	if env.tables.outbox != "" {
 		var left int
-		if err := admin.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{env.schema, table}.Sanitize()).Scan(&left); err != nil {
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{env.schema, env.tables.outbox}.Sanitize()).Scan(&left); err != nil {
 			return fmt.Errorf("check outbox: %w", err)
 		}
 		if left != 0 {
@@ -638,7 +647,7 @@ func (r *rawState) consume(handle func(ctx context.Context, ch *amqp.Channel, d 
 // does (unknown fields refused).
 func decodeReport(body []byte) (stateReport, error) {
 	var r stateReport
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
 		return r, err
@@ -791,13 +800,14 @@ func startRawRelay(ctx context.Context, pool *pgxpool.Pool, ch *amqp.Channel, qu
 				return 0, err
 			}
 			type row struct {
-				id          int64
-				id2, corrID string
-				payload     []byte
+				id        int64
+				messageID string
+				corrID    string
+				payload   []byte
 			}
 			rs, err := pgx.CollectRows(rows, func(cr pgx.CollectableRow) (row, error) {
 				var o row
-				return o, cr.Scan(&o.id, &o.id2, &o.corrID, &o.payload)
+				return o, cr.Scan(&o.id, &o.messageID, &o.corrID, &o.payload)
 			})
 			if err != nil {
 				return 0, err
@@ -806,7 +816,7 @@ func startRawRelay(ctx context.Context, pool *pgxpool.Pool, ch *amqp.Channel, qu
 			var perr error
 			for _, o := range rs {
 				dc, err := ch.PublishWithDeferredConfirm("", queue, true, false, amqp.Publishing{
-					DeliveryMode: amqp.Persistent, MessageId: o.id2, CorrelationId: o.corrID, Type: "DeviceStatusChanged", Body: o.payload,
+					DeliveryMode: amqp.Persistent, MessageId: o.messageID, CorrelationId: o.corrID, Type: "DeviceStatusChanged", Body: o.payload,
 				})
 				if err == nil && !dc.Wait() {
 					err = errors.New("nacked")
@@ -838,8 +848,11 @@ func startRawRelay(ctx context.Context, pool *pgxpool.Pool, ch *amqp.Channel, qu
 			}
 			n, err := batch()
 			wait := stateRelayPoll
-			if err == nil && n == stateRelayBatch {
-				wait = 0
+			switch {
+			case err != nil:
+				wait = stateRelayBackoff
+			case n == stateRelayBatch:
+				wait = 0 // more rows wait
 			}
 			if !timer.Stop() {
 				select {
