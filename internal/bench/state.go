@@ -19,7 +19,8 @@ package bench
 //     that reads the outbox in id order, publishes one row at a time with
 //     its confirm and deletes what it published.
 //
-// Both sides: the same reports (opts.Messages over stateDevices devices),
+// Both sides: the same reports (opts.Messages over opts.Messages /
+// stateReportsPerDevice devices),
 // fed during the measurement by the same publisher; stateConcurrency
 // messages in flight (prefetch and handlers); a pool of statePoolSize
 // connections; a schema and queues of their own. The clock stops when
