@@ -393,6 +393,7 @@ func (c *Config) setDefaults() {
 			c.Poison.Transport = TransportMemory // what memory delivers is lost on restart anyway
 		}
 	}
+	c.Postgres = c.Postgres.withDefaults()
 	for _, s := range c.sections {
 		if d, ok := s.Value.(settable); ok {
 			d.SetDefaults()

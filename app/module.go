@@ -1,4 +1,4 @@
-// Package app wires a hexmill service together: configuration, the
+// Package app wires a service together: configuration, the
 // transports, the service's handlers, the runtime that runs them (a
 // consumer per handler, watermill middleware) with the stop protocol, and
 // the ops HTTP server. It is the one package that knows every adapter, and

@@ -25,7 +25,8 @@ import (
 // PostgreSQL is on when url or host is set, and off otherwise (the
 // default: the service keeps its state in memory). Other settings without
 // url or host are refused, so that a half-written section is not silently
-// ignored. Zero values take the adapter's defaults.
+// ignored. Unset settings take the adapter's defaults, filled in when the
+// section is on.
 type PostgresConfig struct {
 	postgres.Config `yaml:",inline"`
 	// Retention of the handled-message records of idempotent handlers.
@@ -111,6 +112,19 @@ func firstSet(v reflect.Value, path string) string {
 		}
 	}
 	return ""
+}
+
+// withDefaults fills the unset settings of a section that is on, so that
+// -print-config shows what is in effect.
+func (c PostgresConfig) withDefaults() PostgresConfig {
+	if !c.Enabled() {
+		return c
+	}
+	c.Config = c.Config.WithDefaults()
+	c.Retention = c.Retention.WithDefaults()
+	r := c.relayConfig().WithDefaults()
+	c.Relay = PostgresRelayConfig{PollInterval: r.PollInterval, BatchSize: r.BatchSize, RetryBackoff: r.RetryBackoff}
+	return c
 }
 
 // relayConfig is the relay's configuration with the event bindings'

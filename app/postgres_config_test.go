@@ -64,6 +64,10 @@ handlers:
 	eq(t, "retention.every", p.Retention.Every, 10*time.Minute)
 	eq(t, "relay.poll_interval", p.Relay.PollInterval, time.Second)
 	eq(t, "relay.batch_size", p.Relay.BatchSize, 50)
+	// Unset, filled with the defaults in effect (for -print-config).
+	eq(t, "user", p.User, "postgres")
+	eq(t, "connect_timeout", p.ConnectTimeout, 5*time.Second)
+	eq(t, "relay.retry_backoff", p.Relay.RetryBackoff, 500*time.Millisecond)
 	eq(t, "handlers.telemetry.idempotent", l.Handlers["telemetry"].Idempotent, true)
 	eq(t, "handlers.device-status.idempotent", l.Handlers["device-status"].Idempotent, true)
 
@@ -86,6 +90,10 @@ handlers:
 	if !l.Postgres.Enabled() {
 		t.Error("postgres.url is set but the section is off")
 	}
+	// The URL names the target: host and the rest are not filled in.
+	eq(t, "host with a url", l.Postgres.Host, "")
+	eq(t, "port with a url", l.Postgres.Port, 0)
+	eq(t, "schema with a url", l.Postgres.Schema, "public")
 }
 
 // -check-config builds the graph without connecting: an idempotent

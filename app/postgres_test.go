@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 
 	"github.com/hexmill/hexmill/adapters/memory"
@@ -517,5 +520,41 @@ func TestPostgresOffProvidesNil(t *testing.T) {
 	}
 	if db != nil {
 		t.Errorf("the graph holds %v with postgres off; want nil", db)
+	}
+}
+
+// An event through the outbox carries the trace context the direct path
+// would: the producer span (the write to the outbox) is a child of the
+// handler's, and the relayed message names it in traceparent.
+func TestOutboxCarriesTraceContext(t *testing.T) {
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	e, _ := pgEnv(t, integration.PostgresURL(t), true)
+	s := startService(t, pgService(storeAndPublish, fx.Supply(fx.Annotate(tp, fx.As(new(trace.TracerProvider))))), e)
+
+	publish(t, s.broker, inTopic, "traced-1", "device-1")
+	waitFor(t, "the event on the transport", func() bool { return s.broker.Depth(outTopic, "reader") == 1 })
+	s.stop(t)
+	got := receive(t, s.broker, outTopic, 1)[0]
+
+	var send, handle sdktrace.ReadOnlySpan
+	for _, sp := range spans.Ended() {
+		switch sp.Name() {
+		case "send " + outTopic:
+			send = sp
+		case "handle test":
+			handle = sp
+		}
+	}
+	if send == nil || handle == nil {
+		t.Fatalf("%d spans; want the handler's and the outbox write's", len(spans.Ended()))
+	}
+	if send.Parent().SpanID() != handle.SpanContext().SpanID() {
+		t.Errorf("the send span's parent is %s, want the handler span %s", send.Parent().SpanID(), handle.SpanContext().SpanID())
+	}
+	want := fmt.Sprintf("00-%s-%s-01", send.SpanContext().TraceID(), send.SpanContext().SpanID())
+	if tp := got.Metadata.Get(app.MetadataTraceParent); tp != want {
+		t.Errorf("traceparent %q, want %q (the send span)", tp, want)
 	}
 }

@@ -164,7 +164,57 @@ func NewRuntime(p RuntimeParams) (*Runtime, error) {
 			return nil, r.cfg.fieldError("transports."+t, "this transport is not part of this build")
 		}
 	}
+	if err := r.checkEvents(p.Handlers); err != nil {
+		return nil, err
+	}
 	return r, nil
+}
+
+// checkEvents compares the event types the handlers declare
+// (ports.Emitter) with the events.* bindings: a declared type must be
+// bound, and a binding that is a near miss of a declared type is a typo.
+// When every handler declares, a binding no handler publishes is refused
+// too.
+func (r *Runtime) checkEvents(handlers []ports.Handler) error {
+	declared := map[string]string{} // event type -> the first handler declaring it
+	all := true
+	for _, h := range handlers {
+		e, ok := h.(ports.Emitter)
+		if !ok || e.Emits() == nil {
+			all = false
+			continue
+		}
+		for _, t := range e.Emits() {
+			if _, ok := declared[t]; !ok {
+				declared[t] = h.Name()
+			}
+		}
+	}
+	bound := sortedKeys(r.cfg.Events)
+	for _, t := range sortedKeys(declared) {
+		if _, ok := bindingKey(r.cfg.Events, t); ok {
+			continue
+		}
+		fix := fmt.Sprintf("handler %s publishes %s, which has no binding; set events.%s.transport and .topic in the configuration file, or %s and %s",
+			declared[t], t, t, r.cfg.EnvName("events."+t+".transport"), r.cfg.EnvName("events."+t+".topic"))
+		if c := closest(t, bound); c != "" {
+			fix = fmt.Sprintf("handler %s publishes %s, which has no binding; did you mean events.%s for events.%s?", declared[t], t, t, c)
+		}
+		return r.cfg.fieldError("events."+t, fix)
+	}
+	types := sortedKeys(declared)
+	for _, key := range bound {
+		if _, ok := bindingKey(declared, key); ok {
+			continue
+		}
+		if c := closest(key, types); c != "" {
+			return r.cfg.fieldError("events."+key, fmt.Sprintf("no handler publishes %s; did you mean %s? (published: %s)", key, c, strings.Join(types, ", ")))
+		}
+		if all && len(handlers) > 0 {
+			return r.cfg.fieldError("events."+key, fmt.Sprintf("no handler publishes %s; remove the binding (published: %s)", key, strings.Join(types, ", ")))
+		}
+	}
+	return nil
 }
 
 // Start connects the transports the bindings use, declares their topology,

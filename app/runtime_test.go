@@ -391,6 +391,66 @@ func TestNewRuntimeRefusesUnboundHandlers(t *testing.T) {
 	}
 }
 
+// Handlers that declare their events (ports.Emitter) have them checked
+// against events.* when the runtime is built: a typo names the closest key.
+func TestNewRuntimeChecksDeclaredEvents(t *testing.T) {
+	noop := func(context.Context, ports.Message) error { return nil }
+	declaring := func(name string, events ...string) ports.Handler {
+		return ports.HandlerFunc{HandlerName: name, Func: noop, Events: append([]string{}, events...)} // declared, maybe empty
+	}
+	undeclared := ports.HandlerFunc{HandlerName: "other", Func: noop}
+	cases := []struct {
+		name     string
+		handlers []ports.Handler
+		events   []string // bound event types
+		field    string   // "" for no error
+		want     []string
+	}{
+		{name: "declared and bound", handlers: []ports.Handler{declaring("test", "TestEvent")}, events: []string{"TestEvent"}},
+		{name: "bound in another case", handlers: []ports.Handler{declaring("test", "TestEvent")}, events: []string{"testevent"}},
+		{name: "typo in the binding", handlers: []ports.Handler{declaring("test", "BatteryLow")}, events: []string{"BateryLow"},
+			field: "events.BatteryLow", want: []string{"handler test publishes BatteryLow", "did you mean events.BatteryLow for events.BateryLow?"}},
+		{name: "declared, not bound", handlers: []ports.Handler{declaring("test", "BatteryLow")}, events: []string{"TestEvent"},
+			field: "events.BatteryLow", want: []string{"no binding", "HEXMILL_EVENTS_BATTERYLOW_TRANSPORT"}},
+		{name: "near miss next to an undeclared handler", handlers: []ports.Handler{declaring("test", "BatteryLow", "TestEvent"), undeclared}, events: []string{"BatteryLow", "TestEvent", "TestEvnt"},
+			field: "events.TestEvnt", want: []string{"did you mean TestEvent?"}},
+		{name: "unknown binding next to an undeclared handler", handlers: []ports.Handler{declaring("test", "TestEvent"), undeclared}, events: []string{"TestEvent", "Elsewhere"}},
+		{name: "unknown binding, every handler declares", handlers: []ports.Handler{declaring("test", "TestEvent"), declaring("other")}, events: []string{"TestEvent", "Elsewhere"},
+			field: "events.Elsewhere", want: []string{"no handler publishes Elsewhere; remove the binding"}},
+		{name: "nothing declared", handlers: []ports.Handler{declaring("test"), declaring("other")}, events: []string{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Events = map[string]app.EventBinding{}
+			for _, e := range tc.events {
+				cfg.Events[e] = app.EventBinding{Transport: app.TransportMemory, Topic: outTopic}
+			}
+			for _, h := range tc.handlers {
+				if _, ok := cfg.Handlers[h.Name()]; !ok {
+					cfg.Handlers[h.Name()] = app.Binding{Transport: app.TransportMemory, Topic: "other"}
+				}
+			}
+			_, err := app.NewRuntime(app.RuntimeParams{Config: cfg, Transports: []app.Opener{app.MemoryOpener(newBroker(t))}, Handlers: tc.handlers})
+			if tc.field == "" {
+				if err != nil {
+					t.Fatalf("NewRuntime: %v", err)
+				}
+				return
+			}
+			var ce *app.ConfigError
+			if !errors.As(err, &ce) || ce.Field != tc.field {
+				t.Fatalf("err = %v, want a ConfigError on %s", err, tc.field)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("err = %q, want it to say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
 type fixedClock struct{}
 
 func (fixedClock) Now() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }

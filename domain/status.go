@@ -45,6 +45,9 @@ func NewDeviceStatusHandler(store DeviceStore, publisher ports.Publisher) *Devic
 // Name implements ports.Handler.
 func (h *DeviceStatusHandler) Name() string { return DeviceStatusHandlerName }
 
+// Emits implements ports.Emitter: the service checks its bindings at start.
+func (h *DeviceStatusHandler) Emits() []string { return []string{DeviceStatusChangedType} }
+
 // Handle implements ports.Handler.
 func (h *DeviceStatusHandler) Handle(ctx context.Context, msg ports.Message) error {
 	var r StatusReport

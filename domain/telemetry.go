@@ -38,6 +38,9 @@ func NewTelemetryHandler(cfg Config, publisher ports.Publisher, clock ports.Cloc
 // Name implements ports.Handler.
 func (h *TelemetryHandler) Name() string { return TelemetryHandlerName }
 
+// Emits implements ports.Emitter: the service checks its bindings at start.
+func (h *TelemetryHandler) Emits() []string { return []string{AlertRaisedType} }
+
 // Handle implements ports.Handler.
 func (h *TelemetryHandler) Handle(ctx context.Context, msg ports.Message) error {
 	var t Telemetry

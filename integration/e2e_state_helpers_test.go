@@ -94,9 +94,9 @@ func newStatusPlan(run string, sc statusScale) *statusPlan {
 // statusState is what a state test owns besides the e2eEnv: the service's
 // PostgreSQL schema and the sink of DeviceStatusChanged.
 type statusState struct {
-	db     *postgres.DB
-	schema string
-	sink   *statusSink
+	t    *testing.T
+	db   *postgres.DB
+	sink *statusSink
 }
 
 // withState binds the test service's device-status handler (idempotent,
@@ -142,7 +142,7 @@ func (e *e2eEnv) withState(pgURL string) *statusState {
 		_ = db.Close()
 	})
 	e.checker(15 * time.Second)
-	return &statusState{db: db, schema: schema, sink: newStatusSink(t, e.rabbitURL, e.exchange, "e2e-"+e.run+"-status")}
+	return &statusState{t: t, db: db, sink: newStatusSink(t, e.rabbitURL, e.exchange, "e2e-"+e.run+"-status")}
 }
 
 // count runs a count query; an error (the database down) is returned.
@@ -164,7 +164,7 @@ const (
 // e.g. the database restarting, counts as not yet); it fails the test when
 // ctx ends first.
 func (s *statusState) await(ctx context.Context, what, query string, cond func(int) bool) int {
-	s.sink.t.Helper()
+	s.t.Helper()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	var (
@@ -178,7 +178,7 @@ func (s *statusState) await(ctx context.Context, what, query string, cond func(i
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
-			s.sink.t.Fatalf("%s: not reached (last %d, %v): %v", what, n, err, ctx.Err())
+			s.t.Fatalf("%s: not reached (last %d, %v): %v", what, n, err, ctx.Err())
 		}
 	}
 }
@@ -187,12 +187,12 @@ func (s *statusState) await(ctx context.Context, what, query string, cond func(i
 // distinct report), the outbox is empty and the sink has as many distinct
 // events as the devices have changes.
 func (s *statusState) awaitSettled(ctx context.Context, plan *statusPlan) {
-	s.sink.t.Helper()
+	s.t.Helper()
 	s.await(ctx, "every report handled", countProcessed, func(n int) bool { return n >= plan.unique })
 	s.await(ctx, "outbox empty", countOutbox, func(n int) bool { return n == 0 })
 	changes := s.await(ctx, "changes counted", sumChanges, func(int) bool { return true })
 	if err := s.sink.awaitUnique(ctx, changes); err != nil {
-		s.sink.t.Fatalf("events: %d of %d: %v", s.sink.unique(), changes, err)
+		s.t.Fatalf("events: %d of %d: %v", s.sink.unique(), changes, err)
 	}
 	// An event beyond the changes would be a duplicate: give it a moment
 	// to show (an absence cannot be awaited).
@@ -305,7 +305,6 @@ type statusEvent struct {
 // statusSink consumes DeviceStatusChanged from a queue of the test bound
 // to the events exchange, deleted when the test ends.
 type statusSink struct {
-	t       *testing.T
 	mu      sync.Mutex
 	events  []statusEvent  // distinct (by id), in arrival order
 	copies  map[string]int // by id
@@ -333,7 +332,7 @@ func newStatusSink(t *testing.T, url, exchange, queue string) *statusSink {
 	if err != nil {
 		t.Fatalf("consume %s: %v", queue, err)
 	}
-	s := &statusSink{t: t, copies: map[string]int{}, changed: make(chan struct{})}
+	s := &statusSink{copies: map[string]int{}, changed: make(chan struct{})}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -413,7 +412,7 @@ func (f stateFigures) String() string {
 // row counts, alternating, each a report of the device, the last one the
 // row's status.
 func (s *statusState) verify(ctx context.Context, plan *statusPlan) stateFigures {
-	t := s.sink.t
+	t := s.t
 	t.Helper()
 	type row struct {
 		online  bool

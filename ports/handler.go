@@ -56,10 +56,27 @@ type Metadata struct {
 	Attributes map[string]string
 }
 
+// Emitter is a handler that declares the event types it publishes. The
+// service then checks its configuration against them at start (and in
+// -check-config): every declared type needs its events.<type> binding, and
+// an events.<type> binding that is a near miss of a declared type (a typo
+// such as BateryLow) is refused, naming the closest. When every handler
+// declares, a binding no handler publishes is refused too.
+//
+// Emits returns the types as their EventType() values; nil means the
+// handler does not declare (nothing is checked for it), an empty non-nil
+// slice that it publishes nothing.
+type Emitter interface {
+	Emits() []string
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc struct {
 	HandlerName string
 	Func        func(ctx context.Context, msg Message) error
+	// Events are the event types Func publishes (Emitter); nil for
+	// undeclared.
+	Events []string
 }
 
 // Name implements Handler.
@@ -68,14 +85,32 @@ func (h HandlerFunc) Name() string { return h.HandlerName }
 // Handle implements Handler.
 func (h HandlerFunc) Handle(ctx context.Context, msg Message) error { return h.Func(ctx, msg) }
 
-// JSONOption changes how JSONHandler decodes.
+// Emits implements Emitter.
+func (h HandlerFunc) Emits() []string { return h.Events }
+
+// JSONOption changes how JSONHandler decodes, and what it declares.
 type JSONOption func(*jsonOptions)
 
-type jsonOptions struct{ strict bool }
+type jsonOptions struct {
+	strict bool
+	emits  []string
+}
 
 // Strict refuses a payload with fields T does not have (see
 // DecodeJSONStrict).
 func Strict() JSONOption { return func(o *jsonOptions) { o.strict = true } }
+
+// Emits declares the events the handler publishes (see Emitter), e.g.
+// ports.Emits(BatteryLow{}): a typo in their bindings then stops the
+// service at start instead of failing every publish.
+func Emits(events ...Event) JSONOption {
+	return func(o *jsonOptions) {
+		o.emits = make([]string, 0, len(events))
+		for _, e := range events {
+			o.emits = append(o.emits, e.EventType())
+		}
+	}
+}
 
 // JSONHandler is a typed handler: it decodes the payload into T and calls
 // handle. Fields T does not have are ignored, so that a sender that adds a
@@ -90,7 +125,7 @@ func JSONHandler[T any](name string, handle func(ctx context.Context, in T, md M
 	if o.strict {
 		decode = DecodeJSONStrict
 	}
-	return HandlerFunc{HandlerName: name, Func: func(ctx context.Context, msg Message) error {
+	return HandlerFunc{HandlerName: name, Events: o.emits, Func: func(ctx context.Context, msg Message) error {
 		var in T
 		if err := decode(msg.Payload, &in); err != nil {
 			return err

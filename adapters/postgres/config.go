@@ -50,6 +50,17 @@ type Config struct {
 
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
+// WithDefaults returns c with its unset fields set to the defaults New
+// uses, for showing the effective configuration. With URL set, the fields
+// it replaces (host, port, database, user, sslmode) stay as they are.
+func (c Config) WithDefaults() Config {
+	d := c.withDefaults()
+	if c.URL != "" {
+		d.Host, d.Port, d.Database, d.User, d.SSLMode = c.Host, c.Port, c.Database, c.User, c.SSLMode
+	}
+	return d
+}
+
 // withDefaults returns c with the unset fields set to their defaults.
 func (c Config) withDefaults() Config {
 	if c.Host == "" {

@@ -102,6 +102,17 @@ type RetentionConfig struct {
 	Every time.Duration `yaml:"every"`
 }
 
+// WithDefaults returns c with its unset fields set to their defaults.
+func (c RetentionConfig) WithDefaults() RetentionConfig {
+	if c.Keep == 0 {
+		c.Keep = 7 * 24 * time.Hour
+	}
+	if c.Every == 0 {
+		c.Every = time.Hour
+	}
+	return c
+}
+
 // Validate reports a setting that cannot work.
 func (c RetentionConfig) Validate() error {
 	if c.Keep < 0 {
@@ -117,12 +128,7 @@ func (c RetentionConfig) Validate() error {
 // ctx is cancelled, then returns. A failed round is logged and retried at
 // the next one. The caller runs it in a goroutine it waits for.
 func (db *DB) RunRetention(ctx context.Context, c RetentionConfig) {
-	if c.Keep == 0 {
-		c.Keep = 7 * 24 * time.Hour
-	}
-	if c.Every == 0 {
-		c.Every = time.Hour
-	}
+	c = c.WithDefaults()
 	t := time.NewTicker(c.Every)
 	defer t.Stop()
 	for {

@@ -29,7 +29,8 @@ type RelayConfig struct {
 	RetryBackoff time.Duration
 }
 
-func (c RelayConfig) withDefaults() RelayConfig {
+// WithDefaults returns c with its unset timings set to their defaults.
+func (c RelayConfig) WithDefaults() RelayConfig {
 	if c.PollInterval == 0 {
 		c.PollInterval = 200 * time.Millisecond
 	}
@@ -94,7 +95,7 @@ func NewRelay(db *DB, cfg RelayConfig, logger watermill.LoggerAdapter) (*Relay, 
 		logger = watermill.NopLogger{}
 	}
 	return &Relay{
-		db: db, cfg: cfg.withDefaults(), logger: logger.With(watermill.LogFields{"component": "outbox_relay"}),
+		db: db, cfg: cfg.WithDefaults(), logger: logger.With(watermill.LogFields{"component": "outbox_relay"}),
 		wake: make(chan struct{}, 1), stopCh: make(chan context.Context, 1), done: make(chan struct{}),
 	}, nil
 }

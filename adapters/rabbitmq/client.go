@@ -7,7 +7,7 @@
 // readiness. Publishers send on long-lived channels in confirm mode with
 // many confirms outstanding per channel (pipelined), so confirmed
 // publishing costs no round trip per message. Subscribers honour the
-// hexmill stop protocol: cancelling a Subscribe context is basic.cancel,
+// framework's stop protocol: cancelling a Subscribe context is basic.cancel,
 // delivered messages stay settleable until Close, and Close requeues what
 // is unsettled.
 package rabbitmq

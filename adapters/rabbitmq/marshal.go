@@ -10,7 +10,7 @@ import (
 )
 
 // HeaderMessageUUID is the header in which watermill-amqp carries the
-// message UUID. hexmill sends the UUID as the AMQP message_id property
+// message UUID. The publisher sends the UUID as the AMQP message_id property
 // and reads it from there, falling back to this header for messages
 // published by watermill-amqp.
 const HeaderMessageUUID = "_watermill_message_uuid"

@@ -66,6 +66,7 @@ type Harness struct {
 	in       chan *message.Message
 	mu       sync.Mutex
 	events   []Event
+	declared map[string]bool // the handler's ports.Emitter; nil: not declared
 	poisoned []Poisoned
 	fail     error
 }
@@ -125,6 +126,15 @@ func New[H ports.Handler](t testing.TB, newHandler func(ports.Publisher) H, opts
 	cfg.DrainTimeout = 5 * time.Second
 	cfg.Retry = s.retry
 	cfg.Handlers[handler.Name()] = s.binding
+	if e, ok := any(handler).(ports.Emitter); ok && e.Emits() != nil {
+		// The runtime checks the declared events against their bindings;
+		// the recorder against what the handler publishes.
+		h.declared = map[string]bool{}
+		for _, t := range e.Emits() {
+			h.declared[t] = true
+			cfg.Events[t] = app.EventBinding{Transport: transport, Topic: t}
+		}
+	}
 	cfg.Poison = app.EventBinding{Transport: transport, Topic: poisonTopic}
 	rt, err := app.NewRuntime(app.RuntimeParams{
 		Config:      cfg,
@@ -214,6 +224,9 @@ func (r recorder) Publish(_ context.Context, events ...ports.Event) error {
 		return fmt.Errorf("publish: %w: %w", r.h.fail, app.ErrPublish)
 	}
 	for _, e := range events {
+		if r.h.declared != nil && !r.h.declared[e.EventType()] {
+			r.h.t.Errorf("apptest: the handler published %s, which its Emits does not declare", e.EventType())
+		}
 		b, err := json.Marshal(e)
 		if err != nil {
 			return fmt.Errorf("publish %s: %w", e.EventType(), err)

@@ -1,10 +1,8 @@
 package main_test
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -136,43 +134,4 @@ events:
 		t.Fatalf("%d messages back in the work queue after stop: handled messages were not acked", q.Messages)
 	}
 	t.Logf("sent %d good and 1 bad; %d alerts, 1 poisoned (%s); work queue empty after SIGTERM", good, got, reason)
-}
-
-// An event bound to what does not exist on the broker stops the start,
-// naming the binding: a missing exchange, or the default exchange with no
-// queue of the routing key's name (where every publish would be
-// unroutable and its message handed back again and again).
-func TestStartRefusesMissingPublishTargets(t *testing.T) {
-	url := integration.RabbitMQURL(t)
-	run := load.NewRunID()
-	cases := []struct {
-		name string
-		env  []string
-		want []string
-	}{
-		{"missing exchange", []string{"HEXMILL_EVENTS_ALERTRAISED_OPTIONS_EXCHANGE=hx-missing-" + run}, []string{"events.AlertRaised", "hx-missing-" + run, "does not exist"}},
-		{"no queue behind the default exchange", []string{"HEXMILL_EVENTS_ALERTRAISED_TOPIC=hx-missing-" + run}, []string{"events.AlertRaised", `no queue "hx-missing-` + run + `"`}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(binary)
-			cmd.Env = append(os.Environ(), append([]string{
-				"HEXMILL_HTTP_ADDR=127.0.0.1:0",
-				"HEXMILL_EVENTS_ALERTRAISED_TRANSPORT=rabbitmq",
-				"HEXMILL_TRANSPORTS_RABBITMQ_URL=" + url,
-			}, tc.env...)...)
-			out, err := cmd.CombinedOutput()
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-				t.Fatalf("exit: %v, want status 1 (start failed)\n%s", err, out)
-			}
-			last := strings.TrimSpace(string(out))
-			last = last[strings.LastIndex(last, "\n")+1:]
-			for _, w := range tc.want {
-				if !strings.Contains(last, w) {
-					t.Errorf("last line %q does not mention %q", last, w)
-				}
-			}
-		})
-	}
 }

@@ -2,6 +2,8 @@ package forktest
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net"
 	"net/url"
 	"os"
@@ -71,6 +73,26 @@ func TestForkFollowsTheREADME(t *testing.T) {
 	run(t, dst, "go", "vet", "./...")
 	run(t, dst, "go", "test", "-race", "-count=1", "./domain/", "./cmd/hexmill/", "./internal/architecture/")
 
+	// A typo in an event key stops the service at start, naming the type
+	// the handler declares (ports.Emits), instead of failing every publish.
+	typo := strings.ReplaceAll(blocks["battery.yaml"], "BatteryLow:", "BateryLow:")
+	if typo == blocks["battery.yaml"] {
+		t.Fatal("battery.yaml binds no BatteryLow")
+	}
+	typoFile := filepath.Join(dst, "battery-typo.yaml")
+	if err := os.WriteFile(typoFile, []byte(typo), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checkBin := filepath.Join(dst, "bin", "hexmill-check")
+	run(t, dst, "go", "build", "-o", checkBin, "./cmd/hexmill")
+	check := exec.Command(checkBin, "-check-config")
+	check.Env = append(os.Environ(), "HEXMILL_CONFIG="+typoFile)
+	out, err := check.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "events.BatteryLow") || !strings.Contains(string(out), "did you mean") {
+		t.Fatalf("-check-config with events.BateryLow: %v, %s; want exit status 2 naming events.BatteryLow and the binding to rename", err, out)
+	}
+
 	if testing.Short() {
 		return
 	}
@@ -106,6 +128,17 @@ func TestForkFollowsTheREADME(t *testing.T) {
 			t.Fatal(err)
 		}
 		if ok {
+			// The README's queue is shared with any other run of this test
+			// on the broker: a BatteryLow of another device is not ours.
+			var got struct {
+				DeviceID string `json:"device_id"`
+			}
+			if err := json.Unmarshal(d.Body, &got); err != nil || !strings.HasPrefix(got.DeviceID, "fork-") {
+				t.Fatalf("battery.low has %s, want a BatteryLow of %s", d.Body, device)
+			}
+			if got.DeviceID != device {
+				continue
+			}
 			if want := `{"device_id":"` + device + `","percent":9}`; string(d.Body) != want {
 				t.Fatalf("battery.low has %s, want %s", d.Body, want)
 			}

@@ -103,5 +103,5 @@ func newTelemetryHandler(cfg thresholds, pub ports.Publisher) ports.Handler {
 			return fmt.Errorf("telemetry: %w", err)
 		}
 		return nil
-	}, ports.Strict()) // the end-to-end tests send an unknown field as bad input
+	}, ports.Strict(), ports.Emits(alertRaised{})) // the end-to-end tests send an unknown field as bad input
 }

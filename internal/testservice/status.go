@@ -109,7 +109,7 @@ func newStatusHandler(store statusStore, pub ports.Publisher) ports.Handler {
 			return fmt.Errorf("device status: %w", err)
 		}
 		return nil
-	}, ports.Strict())
+	}, ports.Strict(), ports.Emits(deviceStatusChanged{}))
 }
 
 type statusStoreParams struct {
