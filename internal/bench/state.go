@@ -20,10 +20,9 @@ package bench
 //     its confirm and deletes what it published.
 //
 // Both sides: the same reports (opts.Messages over opts.Messages /
-// stateReportsPerDevice devices),
-// fed during the measurement by the same publisher; stateConcurrency
-// messages in flight (prefetch and handlers); a pool of statePoolSize
-// connections; a schema and queues of their own. The clock stops when
+// stateReportsPerDevice devices), fed during the measurement by the same
+// publisher; stateConcurrency messages in flight (prefetch and handlers);
+// a pool of statePoolSize connections; a schema and queues of their own. The clock stops when
 // every report was handled and every event the database counts
 // (device_status.changes) arrived at the output; then the rows and events
 // are checked.
