@@ -674,8 +674,13 @@ func bindingKey[V any](bindings map[string]V, name string) (string, bool) {
 	return "", false
 }
 
+// keySeparators drops the separators normalKey ignores. One replacer for
+// all calls: the event publisher normalises every event's type, and a
+// replacer builds its tables (some kilobytes) on first use.
+var keySeparators = strings.NewReplacer("-", "", "_", "")
+
 func normalKey(k string) string {
-	return strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(k))
+	return strings.ToLower(keySeparators.Replace(k))
 }
 
 // closest is the name among names nearest to s, if it is near enough to
