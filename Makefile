@@ -66,11 +66,13 @@ rename: ## make the clone a service of its own: make rename MODULE=example.com/f
 
 # docker compose (v2) where it is installed, else docker-compose (v1).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+# STATE=1: the service on PostgreSQL, with the state profile's postgres.
+COMPOSE_FILES = $(if $(STATE),-f docker-compose.yml -f deploy/state.compose.yaml --profile state)
 
 .PHONY: up
-up: ## start RabbitMQ, Mosquitto and the service (built from the Dockerfile) with docker compose; HEXMILL_*_IMAGE/_PORT override images and ports, COMPOSE_PROFILES=state,tracing adds PostgreSQL and Jaeger
-	$(COMPOSE) up --build -d
+up: ## start RabbitMQ, Mosquitto and the service (built from the Dockerfile) with docker compose; STATE=1 puts the service on PostgreSQL (deploy/state.compose.yaml), COMPOSE_PROFILES=tracing adds Jaeger; HEXMILL_*_IMAGE/_PORT override images and ports
+	$(COMPOSE) $(COMPOSE_FILES) up --build -d
 
 .PHONY: down
 down: ## stop what `make up` started and remove its containers and volumes
-	$(COMPOSE) down -v --remove-orphans
+	$(COMPOSE) $(COMPOSE_FILES) down -v --remove-orphans
