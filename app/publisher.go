@@ -85,7 +85,7 @@ func (r route) failingFor(now time.Time) (time.Duration, error) {
 
 var _ ports.Publisher = (*eventPublisher)(nil)
 
-func newEventPublisher(cfg Config, transports map[string]*Transport, registry *prometheus.Registry, t *tracing) (*eventPublisher, error) {
+func newEventPublisher(cfg Config, transports map[string]Transport, registry *prometheus.Registry, t *tracing) (*eventPublisher, error) {
 	p := &eventPublisher{routes: map[string]route{}, tracing: t}
 	var publishTime *prometheus.HistogramVec
 	if registry != nil {
@@ -95,11 +95,7 @@ func newEventPublisher(cfg Config, transports map[string]*Transport, registry *p
 		}
 	}
 	open := func(field string, e EventBinding) (route, error) {
-		t := transports[e.Transport]
-		if t.Publisher == nil {
-			return route{}, &ConfigError{Field: field + ".transport", Fix: fmt.Sprintf("transport %s cannot publish", e.Transport)}
-		}
-		pub, err := t.Publisher(e.Options)
+		pub, err := transports[e.Transport].Publisher(e.Options)
 		if err != nil {
 			return route{}, fmt.Errorf("%s: %w", field, err)
 		}

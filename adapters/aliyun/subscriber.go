@@ -14,23 +14,19 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/ports"
 )
 
-// SubscriberConfig configures one Subscriber of a Consumer (one handler
-// binding).
-type SubscriberConfig struct {
-	// Name is the handler's name, for logs.
-	Name string
-	// Concurrency bounds the messages delivered to one subscription and
-	// not yet acked or nacked; the link credit bounds all of them together.
-	Concurrency int
-	// Options are binding options; this transport has none and rejects
-	// any key.
-	Options map[string]string
-}
+// SubscriberConfig configures one Subscriber of a Transport (one handler
+// binding). Handler names it in logs; Concurrency bounds the messages
+// delivered to one subscription and not yet acked or nacked (the link
+// credit bounds all of them together). Group is not used: the consumer
+// group is the Config's. This transport takes no Options and rejects any
+// key.
+type SubscriberConfig = transport.SubscriberConfig
 
-// Subscriber is a watermill subscriber on a Consumer's links. The topic
+// Subscriber is a watermill subscriber on a Transport's links. The topic
 // given to Subscribe is a filter on Aliyun's topic (MQTT style: "+" one
 // level, "#" the rest; "" everything). When several subscriptions match,
 // the most specific filter gets the message (exact, then wildcards, then
@@ -45,7 +41,7 @@ type SubscriberConfig struct {
 // Subscribe context; Close cancels them. Close releases every message of
 // this subscriber that is not acked.
 type Subscriber struct {
-	c           *Consumer
+	c           *Transport
 	name        string
 	concurrency int
 
@@ -60,8 +56,8 @@ type Subscriber struct {
 
 var _ message.Subscriber = (*Subscriber)(nil)
 
-// Subscriber returns a subscriber on the consumer's links.
-func (c *Consumer) Subscriber(cfg SubscriberConfig) (*Subscriber, error) {
+// Subscriber returns a subscriber (a *Subscriber) on the transport's links.
+func (c *Transport) Subscriber(cfg SubscriberConfig) (message.Subscriber, error) {
 	if len(cfg.Options) > 0 {
 		keys := make([]string, 0, len(cfg.Options))
 		for k := range cfg.Options {
@@ -70,7 +66,7 @@ func (c *Consumer) Subscriber(cfg SubscriberConfig) (*Subscriber, error) {
 		slices.Sort(keys)
 		return nil, fmt.Errorf("aliyun: options: %s not known; the aliyun transport takes no binding options", strings.Join(keys, ", "))
 	}
-	return &Subscriber{c: c, name: cfg.Name, concurrency: max(cfg.Concurrency, 1), closing: make(chan struct{})}, nil
+	return &Subscriber{c: c, name: cfg.Handler, concurrency: max(cfg.Concurrency, 1), closing: make(chan struct{})}, nil
 }
 
 // route is one subscription: a topic filter and its output channel.
@@ -96,7 +92,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, ErrClosed
 	default:
 	}
-	if err := s.c.Start(ctx); err != nil {
+	if err := s.c.Open(ctx); err != nil {
 		return nil, err
 	}
 	r := &route{sub: s, filter: topic, levels: strings.Split(topic, "/"), specificity: specificity(topic), out: make(chan *message.Message), slots: make(chan struct{}, s.concurrency), done: make(chan struct{})}
@@ -179,7 +175,7 @@ const (
 
 // deliver takes one message from link l to its subscription and settles
 // it: accept after Ack, release after Nack or when nobody takes it.
-func (c *Consumer) deliver(l *link, am *amqp.Message) {
+func (c *Transport) deliver(l *link, am *amqp.Message) {
 	defer c.wg.Done()
 	wm := toWatermill(am)
 	topic := wm.Metadata.Get(MetadataTopic)
@@ -215,7 +211,7 @@ func (c *Consumer) deliver(l *link, am *amqp.Message) {
 
 // hold waits UnmatchedDelay; false when the consumer closes or the link
 // dies first.
-func (c *Consumer) hold(l *link) bool {
+func (c *Transport) hold(l *link) bool {
 	t := time.NewTimer(c.cfg.UnmatchedDelay)
 	defer t.Stop()
 	select {
@@ -228,7 +224,7 @@ func (c *Consumer) hold(l *link) bool {
 	}
 }
 
-func (c *Consumer) unmatched(topic, id string) {
+func (c *Transport) unmatched(topic, id string) {
 	c.stats.unmatched.Add(1)
 	c.mu.Lock()
 	first := !c.loggedT[topic]

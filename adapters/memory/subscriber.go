@@ -2,10 +2,18 @@ package memory
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/hexmill/hexmill/adapters/transport"
 )
+
+// SubscriberConfig configures one subscriber: its consumer group ("" is a
+// group like any other) and at most Concurrency unsettled messages per
+// subscription. The memory transport takes no Options.
+type SubscriberConfig = transport.SubscriberConfig
 
 // Subscriber consumes from the broker's queues for one consumer group.
 //
@@ -13,7 +21,7 @@ import (
 // and messages already delivered may still be acked or nacked. Close puts
 // every unsettled message back at the front of its queue.
 type Subscriber struct {
-	broker      *Broker
+	broker      *Transport
 	group       string
 	concurrency int
 
@@ -27,14 +35,16 @@ type Subscriber struct {
 
 var _ message.Subscriber = (*Subscriber)(nil)
 
-// Subscriber returns a subscriber in group with at most concurrency
-// unsettled messages per subscription. "" is a group like any other.
-func (b *Broker) Subscriber(group string, concurrency int) *Subscriber {
+// Subscriber returns a subscriber (a *Subscriber) for one binding.
+func (b *Transport) Subscriber(sc SubscriberConfig) (message.Subscriber, error) {
+	if err := b.cfg.CheckBindingOptions(true, sc.Options); err != nil {
+		return nil, fmt.Errorf("memory: %w", err)
+	}
 	base, cancel := context.WithCancel(context.Background())
 	return &Subscriber{
-		broker: b, group: group, concurrency: max(concurrency, 1),
+		broker: b, group: sc.Group, concurrency: max(sc.Concurrency, 1),
 		base: base, cancelBase: cancel, closing: make(chan struct{}),
-	}
+	}, nil
 }
 
 // Subscribe implements message.Subscriber.

@@ -35,8 +35,8 @@ import (
 //     acked or nacked.
 //   - Ack sends PUBACK, in arrival order (docs/mqtt.md); Nack hands the
 //     message to the output again after a bounded exponential backoff
-//     (MQTT has no nack). With SubscriberConfig.ConsumerSettles, the
-//     settle.Settler in the message's context does both instead.
+//     (MQTT has no nack). With a settle.ByConsumer Subscribe context,
+//     the settle.Settler in the message's context does both instead.
 //   - Close leaves everything unsettled unacked, flushes the acks already
 //     given, and disconnects: the broker redelivers the rest on the next
 //     connection of the same client ID.
@@ -633,6 +633,7 @@ func (a *ackSession) ConAckReceived(conn io.Writer, cp *packets.Connect, ca *pac
 
 // consume hands the messages of r to out, at most s.concurrency unsettled.
 func (s *Subscriber) consume(ctx context.Context, r *route, out chan<- *message.Message) {
+	byConsumer := settle.IsByConsumer(ctx)
 	slots := make(chan struct{}, s.concurrency)
 	for {
 		select {
@@ -648,7 +649,7 @@ func (s *Subscriber) consume(ctx context.Context, r *route, out chan<- *message.
 		}
 		msg := s.message(in)
 		d := &delivery{s: s, r: r, in: in, slots: slots}
-		if s.sc.ConsumerSettles {
+		if byConsumer {
 			// Ends at Close through s.base, or at settle.
 			var msgCtx context.Context
 			msgCtx, d.cancel = context.WithCancel(s.base)
@@ -671,7 +672,7 @@ func (s *Subscriber) consume(ctx context.Context, r *route, out chan<- *message.
 			d.cancel()
 			return // left unacked: the broker redelivers it
 		}
-		if !s.sc.ConsumerSettles {
+		if !byConsumer {
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
@@ -691,7 +692,7 @@ type delivery struct {
 	done   atomic.Bool
 }
 
-// Settle implements settle.Settler (SubscriberConfig.ConsumerSettles).
+// Settle implements settle.Settler (settle.ByConsumer).
 // Once Close has begun it settles nothing: the message stays unacked.
 func (d *delivery) Settle(acked bool) {
 	if d.done.Swap(true) {
@@ -707,7 +708,7 @@ func (d *delivery) Settle(acked bool) {
 	d.settled(acked)
 }
 
-// await waits for the verdict on msg: without ConsumerSettles, a goroutine
+// await waits for the verdict on msg: without settle.ByConsumer, a goroutine
 // per message does. An ack given before Close still goes out.
 func (d *delivery) await(msg *message.Message) {
 	select {

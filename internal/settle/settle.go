@@ -4,10 +4,10 @@
 //
 // A watermill subscriber learns a message's fate by waiting on its Acked
 // and Nacked channels, which takes a goroutine per message in flight. A
-// subscriber that supports this contract and is told its consumer keeps it
-// puts a Settler in each message's context instead; the consumer calls it
-// exactly once per message, and the subscriber then ignores Ack and Nack.
-// A message the consumer never settles stays unsettled until the
+// subscriber that supports this contract, subscribed with a ByConsumer
+// context, puts a Settler in each message's context instead; the consumer
+// calls it exactly once per message, and the subscriber then ignores Ack
+// and Nack. A message the consumer never settles stays unsettled until the
 // subscriber closes, and goes back to its broker.
 package settle
 
@@ -31,4 +31,20 @@ func With(ctx context.Context, s Settler) context.Context {
 func From(ctx context.Context) Settler {
 	s, _ := ctx.Value(key{}).(Settler)
 	return s
+}
+
+type byConsumerKey struct{}
+
+// ByConsumer returns a child of ctx that, given to Subscribe, promises
+// that the consumer settles every message of the subscription through the
+// Settler in its context: the subscriber then ignores Ack and Nack.
+func ByConsumer(ctx context.Context) context.Context {
+	return context.WithValue(ctx, byConsumerKey{}, true)
+}
+
+// IsByConsumer reports whether the Subscribe context ctx carries the
+// promise of ByConsumer.
+func IsByConsumer(ctx context.Context) bool {
+	v, _ := ctx.Value(byConsumerKey{}).(bool)
+	return v
 }

@@ -12,13 +12,22 @@ import (
 	"github.com/hexmill/hexmill/adapters/memory"
 )
 
-func newBroker(t *testing.T) *memory.Broker {
+func newBroker(t *testing.T) *memory.Transport {
 	t.Helper()
-	b, err := memory.NewBroker(memory.Config{}, watermill.NopLogger{})
+	b, err := memory.New(memory.Config{}, watermill.NopLogger{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func newSubscriber(t *testing.T, b *memory.Transport, group string, concurrency int) message.Subscriber {
+	t.Helper()
+	s, err := b.Subscriber(memory.SubscriberConfig{Group: group, Concurrency: concurrency})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func TestPubSub(t *testing.T) {
@@ -32,10 +41,10 @@ func TestPubSub(t *testing.T) {
 			Persistent:            true, // within the broker, which outlives publishers and subscribers
 		},
 		func(t *testing.T) (message.Publisher, message.Subscriber) {
-			return b, b.Subscriber("", 16)
+			return b, newSubscriber(t, b, "", 16)
 		},
 		func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
-			return b, b.Subscriber(group, 16)
+			return b, newSubscriber(t, b, group, 16)
 		},
 	)
 }
@@ -49,7 +58,7 @@ func TestStopIntakeThenClose(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sub := b.Subscriber("g", 2)
+	sub := newSubscriber(t, b, "g", 2)
 	ctx, stopIntake := context.WithCancel(context.Background())
 	out, err := sub.Subscribe(ctx, "t")
 	if err != nil {
@@ -71,7 +80,7 @@ func TestStopIntakeThenClose(t *testing.T) {
 		t.Fatalf("got %s, %s; want a, b", first.UUID, second.UUID)
 	}
 
-	next := b.Subscriber("g", 1)
+	next := newSubscriber(t, b, "g", 1)
 	defer next.Close()
 	out, err = next.Subscribe(context.Background(), "t")
 	if err != nil {
