@@ -57,6 +57,10 @@ type Transport struct {
 	intake  atomic.Bool              // some route is active
 	stats   counters
 	loggedT map[string]bool // unmatched topics already logged
+
+	deliveriesMu sync.Mutex
+	handedBack   bool                   // Close handed back the unsettled messages
+	unsettled    map[*delivery]struct{} // handed out, not settled
 }
 
 type counters struct {
@@ -101,6 +105,7 @@ func New(cfg Config, logger watermill.LoggerAdapter, opts ...Option) (*Transport
 		cancelBase: cancel,
 		closing:    make(chan struct{}),
 		loggedT:    map[string]bool{},
+		unsettled:  map[*delivery]struct{}{},
 	}
 	for i := range cfg.Connections {
 		c.conns = append(c.conns, &connection{c: c, index: i, clientID: cfg.clientID(i), up: make(chan struct{}), failed: make(chan struct{}, 1)})
@@ -204,6 +209,7 @@ func (c *Transport) Close() error {
 		close(c.closing)
 		c.mu.Unlock()
 		c.cancelBase()
+		c.handBack(nil)
 	})
 	c.wg.Wait()
 	return nil

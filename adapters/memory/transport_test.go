@@ -2,6 +2,7 @@ package memory_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
 
 	"github.com/hexmill/hexmill/adapters/memory"
+	"github.com/hexmill/hexmill/internal/settle"
 )
 
 func newBroker(t *testing.T) *memory.Transport {
@@ -50,8 +52,17 @@ func TestPubSub(t *testing.T) {
 }
 
 // Stopping intake leaves delivered messages settleable; Close requeues the
-// unsettled ones for the next subscriber of the group.
+// unsettled ones for the next subscriber of the group. The same with
+// messages settled through Ack and through their settle.Settler.
 func TestStopIntakeThenClose(t *testing.T) {
+	for _, byConsumer := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ByConsumer=%v", byConsumer), func(t *testing.T) {
+			testStopIntakeThenClose(t, byConsumer)
+		})
+	}
+}
+
+func testStopIntakeThenClose(t *testing.T, byConsumer bool) {
 	b := newBroker(t)
 	for _, p := range []string{"a", "b", "c"} {
 		if err := b.Publish("t", message.NewMessage(p, []byte(p))); err != nil {
@@ -59,7 +70,11 @@ func TestStopIntakeThenClose(t *testing.T) {
 		}
 	}
 	sub := newSubscriber(t, b, "g", 2)
-	ctx, stopIntake := context.WithCancel(context.Background())
+	subCtx := context.Background()
+	if byConsumer {
+		subCtx = settle.ByConsumer(subCtx)
+	}
+	ctx, stopIntake := context.WithCancel(subCtx)
 	out, err := sub.Subscribe(ctx, "t")
 	if err != nil {
 		t.Fatal(err)
@@ -72,9 +87,21 @@ func TestStopIntakeThenClose(t *testing.T) {
 	if first.Context().Err() != nil {
 		t.Fatal("stopping intake cancelled the context of a message in flight")
 	}
-	first.Ack()
+	if byConsumer {
+		settle.From(first.Context()).Settle(true)
+	} else {
+		first.Ack()
+	}
 	if err := sub.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if second.Context().Err() == nil {
+		t.Error("the unsettled message's context did not end at Close")
+	}
+	if byConsumer {
+		settle.From(second.Context()).Settle(true) // too late: requeued
+	} else {
+		second.Ack()
 	}
 	if first.UUID != "a" || second.UUID != "b" {
 		t.Fatalf("got %s, %s; want a, b", first.UUID, second.UUID)

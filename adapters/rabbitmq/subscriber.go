@@ -78,7 +78,7 @@ type Subscriber struct {
 	closing    chan struct{}
 	closeOnce  sync.Once
 	wg         sync.WaitGroup     // consumers and subscription closers
-	base       context.Context    // of the messages settled by a Settler; ends at Close
+	base       context.Context    // of the messages; ends at Close
 	cancelBase context.CancelFunc // cancels base
 }
 
@@ -159,8 +159,8 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	for range s.cfg.consumers {
 		k := &consumer{
 			s: s, topic: topic, queue: s.queueName(topic), prefetch: prefetch, out: out,
-			byConsumer: settle.IsByConsumer(ctx),
-			tag:        strings.TrimPrefix(fmt.Sprintf("%s.%s.%d", s.client.cfg.ConnectionName, s.cfg.name, consumerSeq.Add(1)), "."),
+			bridge: !settle.IsByConsumer(ctx), drained: make(chan struct{}, 1),
+			tag: strings.TrimPrefix(fmt.Sprintf("%s.%s.%d", s.client.cfg.ConnectionName, s.cfg.name, consumerSeq.Add(1)), "."),
 		}
 		intake.Add(1)
 		s.wg.Add(1)
@@ -204,14 +204,18 @@ func (s *Subscriber) Close() error {
 // consumer is one AMQP consumer of a subscription; it re-subscribes after
 // a reconnect.
 type consumer struct {
-	s          *Subscriber
-	topic      string
-	queue      string
-	tag        string
-	prefetch   int
-	out        chan<- *message.Message
-	byConsumer bool           // the Subscribe context is settle.ByConsumer
-	inflight   sync.WaitGroup // settle goroutines
+	s        *Subscriber
+	topic    string
+	queue    string
+	tag      string
+	prefetch int
+	out      chan<- *message.Message
+	bridge   bool           // Ack and Nack are bridged onto the Settler
+	bridges  sync.WaitGroup // the Ack bridges
+	// unsettled counts the messages handed out and not settled; drained
+	// holds a token once it dropped to 0.
+	unsettled atomic.Int64
+	drained   chan struct{}
 }
 
 type stopReason int
@@ -345,47 +349,43 @@ func (k *consumer) pump(ctx context.Context, deliveries <-chan amqp.Delivery) st
 		// A message context never depends on the Subscribe context; it ends
 		// when the message is settled, or at Close.
 		sd := &delivery{k: k, d: d, slots: slots}
-		var msgCtx context.Context
-		if k.byConsumer {
-			msgCtx, sd.cancel = context.WithCancel(k.s.base)
-			msgCtx = settle.With(msgCtx, sd)
-		} else {
-			// A Background parent keeps WithCancel from registering with a
-			// parent: the waiting goroutine ends it at Close.
-			msgCtx, sd.cancel = context.WithCancel(context.Background())
-		}
-		msg.SetContext(msgCtx)
+		msgCtx, cancel := context.WithCancel(k.s.base)
+		sd.cancel = cancel
+		msg.SetContext(settle.With(msgCtx, sd))
+		k.unsettled.Add(1)
 		select {
 		case k.out <- msg:
 		case <-ctx.Done():
-			sd.cancel()
-			_ = d.Nack(false, true)
+			sd.Settle(false)
 			return intakeStopped
 		case <-k.s.closing:
-			sd.cancel()
-			_ = d.Nack(false, true)
+			sd.Settle(false)
 			return subscriberClosed
 		}
-		if k.byConsumer {
-			continue
+		if k.bridge {
+			k.bridges.Add(1)
+			go func() {
+				defer k.bridges.Done()
+				settle.Await(msg, sd, msgCtx.Done())
+			}()
 		}
-		k.inflight.Add(1)
-		go func() {
-			defer k.inflight.Done()
-			sd.await(msg)
-		}()
 	}
 }
 
-// waitSettled keeps the channel open for the messages handed out: the
-// waiting goroutines return once theirs is settled, or at Close (nack);
-// messages with a Settler can be settled until Close, and closing the
-// channel then requeues what is unsettled.
+// waitSettled keeps the channel open for the messages handed out until
+// they are settled, or until Close; the Ack bridges return by then
+// (settling what was acked). Closing the channel then requeues what is
+// unsettled.
 func (k *consumer) waitSettled() {
-	k.inflight.Wait()
-	if k.byConsumer {
-		<-k.s.closing
+	for k.unsettled.Load() > 0 {
+		select {
+		case <-k.drained:
+		case <-k.s.closing:
+			k.bridges.Wait()
+			return
+		}
 	}
+	k.bridges.Wait()
 }
 
 // delivery is a message handed out, until it is settled.
@@ -397,28 +397,10 @@ type delivery struct {
 	done   atomic.Bool
 }
 
-// Settle implements settle.Settler (settle.ByConsumer).
+// Settle implements settle.Settler.
 func (sd *delivery) Settle(acked bool) {
 	if !sd.done.Swap(true) {
 		sd.settled(acked)
-	}
-}
-
-// await waits for the verdict on msg: without settle.ByConsumer, a goroutine
-// per message does. At Close, what is not acked is nacked.
-func (sd *delivery) await(msg *message.Message) {
-	select {
-	case <-msg.Acked():
-		sd.settled(true)
-	case <-msg.Nacked():
-		sd.settled(false)
-	case <-sd.k.s.closing:
-		select {
-		case <-msg.Acked(): // acked just as we closed: keep the ack
-			sd.settled(true)
-		default:
-			sd.settled(false)
-		}
 	}
 }
 
@@ -438,4 +420,10 @@ func (sd *delivery) settled(acked bool) {
 	}
 	sd.cancel()
 	<-sd.slots
+	if sd.k.unsettled.Add(-1) == 0 {
+		select {
+		case sd.k.drained <- struct{}{}:
+		default:
+		}
+	}
 }
