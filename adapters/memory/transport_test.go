@@ -127,3 +127,25 @@ func testStopIntakeThenClose(t *testing.T, byConsumer bool) {
 		t.Fatalf("got %v; want [b c]", got)
 	}
 }
+
+// With a settle.ByConsumer Subscribe context only the Settler settles:
+// Ack is not awaited, so an acked but unsettled message goes back at Close.
+func TestByConsumerIgnoresAck(t *testing.T) {
+	b := newBroker(t)
+	if err := b.Publish("t", message.NewMessage("a", []byte("a"))); err != nil {
+		t.Fatal(err)
+	}
+	sub := newSubscriber(t, b, "g", 1)
+	out, err := sub.Subscribe(settle.ByConsumer(context.Background()), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := <-out
+	m.Ack()
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.Depth("t", "g"); n != 1 {
+		t.Fatalf("queue holds %d messages after Close; want the acked but unsettled one back", n)
+	}
+}
