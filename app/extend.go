@@ -109,17 +109,21 @@ type TransportEnv struct {
 // AsTransport adds a transport named name: its configuration section at
 // transports.<name> of type T (decoded and validated by the framework
 // from T's yaml tags and its SetDefaults and Validate methods, only when a
-// binding uses it), and open, which the runtime calls at start when a
-// binding uses the transport. A new adapter plugs in with this one option.
-func AsTransport[T any](name string, defaults func() T, open func(ctx context.Context, cfg T, env TransportEnv) (*Transport, error)) fx.Option {
+// binding uses it), and newT, which makes the transport from the decoded
+// section: the runtime calls it, then the transport's Open, at start when
+// a binding uses the transport. newT connects nothing; its error is
+// reported as one of the section. A new adapter plugs in with this one
+// option.
+func AsTransport[T any](name string, defaults func() T, newT func(cfg T, env TransportEnv) (Transport, error)) fx.Option {
 	return fx.Options(
 		fx.Provide(func() *section[T] { return &section[T]{value: defaults()} }),
 		fx.Provide(fx.Annotate(func(s *section[T]) ConfigSection {
 			return ConfigSection{Path: "transports." + name, Value: &s.value, Transport: name}
 		}, fx.ResultTags(`group:"config_sections"`))),
 		fx.Provide(fx.Annotate(func(cfg Config, s *section[T], logger *slog.Logger) Opener {
-			return Opener{Name: name, Open: func(ctx context.Context) (*Transport, error) {
-				return open(ctx, s.value, TransportEnv{Service: cfg.Service, Logger: logger.With("transport", name)})
+			return Opener{Name: name, Open: func(ctx context.Context) (Transport, error) {
+				env := TransportEnv{Service: cfg.Service, Logger: logger.With("transport", name)}
+				return open(ctx, name, func() (Transport, error) { return newT(s.value, env) })
 			}}
 		}, fx.ResultTags(`group:"transports"`))),
 	)

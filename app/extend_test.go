@@ -57,9 +57,9 @@ func (s *seen) wait(t *testing.T) string {
 
 // run starts svc with env (the ops server off) and returns the memory
 // broker; the service stops when the test ends.
-func run(t *testing.T, svc app.Service, e env) *memory.Broker {
+func run(t *testing.T, svc app.Service, e env) *memory.Transport {
 	t.Helper()
-	var broker *memory.Broker
+	var broker *memory.Transport
 	e[app.EnvPrefix(svc.Name)+"HTTP_ADDR"] = "off"
 	a := app.New(svc, e, fx.Populate(&broker), fx.NopLogger)
 	if err := a.Err(); err != nil {
@@ -82,7 +82,7 @@ func bindMemory(handler string) func(*app.Config) {
 	}
 }
 
-func send(t *testing.T, b *memory.Broker, payload string) {
+func send(t *testing.T, b *memory.Transport, payload string) {
 	t.Helper()
 	if err := b.Publish("in", message.NewMessage(watermill.NewUUID(), []byte(payload))); err != nil {
 		t.Fatal(err)
@@ -170,7 +170,7 @@ func TestAsTransport(t *testing.T) {
 	s := newSeen()
 	var opened loopConfig
 	var service string
-	var broker *memory.Broker
+	var broker *memory.Transport
 	svc := app.Service{Name: "ext", Defaults: func(c *app.Config) {
 		c.Handlers["h"] = app.Binding{Transport: "loop", Topic: "in"}
 		c.Poison.Transport = app.TransportMemory
@@ -178,11 +178,9 @@ func TestAsTransport(t *testing.T) {
 		app.AsHandler(func() ports.Handler { return s.handler("h") }),
 		fx.Populate(&broker),
 		app.AsTransport("loop", func() loopConfig { return loopConfig{Prefix: "default:"} },
-			func(_ context.Context, cfg loopConfig, e app.TransportEnv) (*app.Transport, error) {
+			func(cfg loopConfig, e app.TransportEnv) (app.Transport, error) {
 				opened, service = cfg, e.Service
-				return &app.Transport{Name: "loop", Subscriber: func(sub app.Subscription) (message.Subscriber, error) {
-					return prefixing{Subscriber: broker.Subscriber(sub.Group, sub.Concurrency), prefix: cfg.Prefix}, nil
-				}}, nil
+				return loop{Transport: broker, prefix: cfg.Prefix}, nil
 			}),
 	}}
 	b := run(t, svc, env{"EXT_TRANSPORTS_LOOP_PREFIX": "loop:"})
@@ -193,6 +191,20 @@ func TestAsTransport(t *testing.T) {
 	if got := s.wait(t); got != "loop:x" {
 		t.Fatalf("handler got %q, want it through the loop transport", got)
 	}
+}
+
+// loop is the memory transport, its subscribers' messages prefixed.
+type loop struct {
+	*memory.Transport
+	prefix string
+}
+
+func (l loop) Subscriber(sc app.SubscriberConfig) (message.Subscriber, error) {
+	sub, err := l.Transport.Subscriber(sc)
+	if err != nil {
+		return nil, err
+	}
+	return prefixing{Subscriber: sub, prefix: l.prefix}, nil
 }
 
 type prefixing struct {

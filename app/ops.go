@@ -42,7 +42,7 @@ type opsParams struct {
 	Logger    *slog.Logger
 	Runtime   *Runtime
 	Registry  *prometheus.Registry
-	Broker    *memory.Broker
+	Broker    *memory.Transport
 }
 
 func newOpsServer(p opsParams) *OpsServer {
@@ -90,7 +90,7 @@ func newOpsServer(p opsParams) *OpsServer {
 // injectHandler publishes the request body to the topic a handler is bound
 // to, when that binding is on the in-memory transport: the way to try the
 // service by hand without a broker.
-func injectHandler(cfg Config, broker *memory.Broker) http.HandlerFunc {
+func injectHandler(cfg Config, broker *memory.Transport) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("handler")
 		b, ok := cfg.Handlers[name]

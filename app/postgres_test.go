@@ -152,7 +152,7 @@ func pgService(handle handleFunc, options ...fx.Option) app.Service {
 // started is a running test service.
 type started struct {
 	app     *fx.App
-	broker  *memory.Broker
+	broker  *memory.Transport
 	ops     *app.OpsServer
 	stopped bool
 }
@@ -408,7 +408,7 @@ func TestStopDrainsOutboxBeforePublishersClose(t *testing.T) {
 // closingTransport is a transport named "closing" that publishes to the
 // memory broker and refuses to publish once its publisher closed.
 type closingTransport struct {
-	broker              *memory.Broker
+	broker              *memory.Transport
 	closed              atomic.Bool
 	publishedAfterClose atomic.Int32
 }
@@ -417,13 +417,18 @@ type closingConfig struct{}
 
 func (c *closingTransport) option() fx.Option {
 	return app.AsTransport("closing", func() closingConfig { return closingConfig{} },
-		func(context.Context, closingConfig, app.TransportEnv) (*app.Transport, error) {
-			return &app.Transport{
-				Name:      "closing",
-				Publisher: func(map[string]string) (message.Publisher, error) { return closingPublisher{c}, nil },
-			}, nil
-		})
+		func(closingConfig, app.TransportEnv) (app.Transport, error) { return c, nil })
 }
+
+func (c *closingTransport) Open(context.Context) error { return nil }
+func (c *closingTransport) Publisher(map[string]string) (message.Publisher, error) {
+	return closingPublisher{c}, nil
+}
+func (c *closingTransport) Subscriber(app.SubscriberConfig) (message.Subscriber, error) {
+	return nil, errors.New("closing: publish-only")
+}
+func (c *closingTransport) Ready() error { return nil }
+func (c *closingTransport) Close() error { return nil }
 
 type closingPublisher struct{ t *closingTransport }
 

@@ -98,7 +98,7 @@ var _ ports.Publisher = (*eventPublisher)(nil)
 // newEventPublisher opens the event bindings' and the poison target's
 // publishers; with outbox, events published in a PostgreSQL transaction
 // go to the outbox instead.
-func newEventPublisher(cfg Config, transports map[string]*Transport, registry *prometheus.Registry, t *tracing, outbox bool) (*eventPublisher, error) {
+func newEventPublisher(cfg Config, transports map[string]Transport, registry *prometheus.Registry, t *tracing, outbox bool) (*eventPublisher, error) {
 	p := &eventPublisher{routes: map[string]route{}, tracing: t}
 	var publishTime *prometheus.HistogramVec
 	if registry != nil {
@@ -108,11 +108,7 @@ func newEventPublisher(cfg Config, transports map[string]*Transport, registry *p
 		}
 	}
 	open := func(field string, e EventBinding) (route, error) {
-		t := transports[e.Transport]
-		if t.Publisher == nil {
-			return route{}, &ConfigError{Field: field + ".transport", Fix: fmt.Sprintf("transport %s cannot publish", e.Transport)}
-		}
-		pub, err := t.Publisher(e.Options)
+		pub, err := transports[e.Transport].Publisher(e.Options)
 		if err != nil {
 			return route{}, fmt.Errorf("%s: %w", field, err)
 		}

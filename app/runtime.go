@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hexmill/hexmill/adapters/postgres"
+	"github.com/hexmill/hexmill/internal/settle"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -42,7 +43,7 @@ type Runtime struct {
 	registry *prometheus.Registry
 	db       *postgres.DB // nil: PostgreSQL off
 
-	transports  map[string]*Transport
+	transports  map[string]Transport
 	publisher   *Publisher
 	publishers  *eventPublisher
 	subscribers []message.Subscriber
@@ -108,7 +109,7 @@ type RuntimeParams struct {
 func NewRuntime(p RuntimeParams) (*Runtime, error) {
 	r := &Runtime{
 		cfg: p.Config, logger: p.Logger, handlers: p.Handlers, formats: p.Formats, extra: p.Middlewares,
-		registry: p.Registry, openers: map[string]Opener{}, transports: map[string]*Transport{},
+		registry: p.Registry, openers: map[string]Opener{}, transports: map[string]Transport{},
 		publisher: p.Publisher, bindings: map[string]Binding{}, tracerProvider: p.TracerProvider, db: p.DB,
 	}
 	if r.publisher == nil {
@@ -279,7 +280,9 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 		}
 	}
 	r.abort, r.cancelAbort = context.WithCancel(context.Background())
-	r.intake, r.cancelIntake = context.WithCancel(context.Background())
+	// The in-flight middleware settles every message through its
+	// subscriber's settle.Settler: no subscriber need wait on Ack and Nack.
+	r.intake, r.cancelIntake = context.WithCancel(settle.ByConsumer(context.Background()))
 	for _, h := range r.handlers {
 		if err := r.consume(ctx, h); err != nil {
 			return err
@@ -293,8 +296,8 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 // publishes to exists.
 func (r *Runtime) checkTargets(ctx context.Context) error {
 	check := func(field string, e EventBinding) error {
-		t := r.transports[e.Transport]
-		if t == nil || t.CheckTarget == nil {
+		t, ok := r.transports[e.Transport].(TargetChecker)
+		if !ok {
 			return nil
 		}
 		if err := t.CheckTarget(ctx, e.Topic, e.Options); err != nil {
@@ -323,11 +326,7 @@ func (r *Runtime) checkTargets(ctx context.Context) error {
 func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 	name := h.Name()
 	b := r.bindings[name]
-	t := r.transports[b.Transport]
-	if t.Subscriber == nil {
-		return &ConfigError{Field: "handlers." + name + ".transport", Fix: fmt.Sprintf("transport %s cannot consume", b.Transport)}
-	}
-	sub, err := t.Subscriber(Subscription{Handler: name, Topic: b.Topic, Group: b.Group, Concurrency: b.Concurrency, Options: b.Options})
+	sub, err := r.transports[b.Transport].Subscriber(SubscriberConfig{Handler: name, Group: b.Group, Concurrency: b.Concurrency, Options: b.Options})
 	if err != nil {
 		return fmt.Errorf("handlers.%s: %w", name, err)
 	}
@@ -498,10 +497,8 @@ func (r *Runtime) Ready() error {
 		return fmt.Errorf("not consuming: the subscription of %v ended", ended)
 	}
 	for _, name := range sortedKeys(r.transports) {
-		if t := r.transports[name]; t.Ready != nil {
-			if err := t.Ready(); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
+		if err := r.transports[name].Ready(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
 	if r.db != nil {
@@ -592,10 +589,8 @@ func (r *Runtime) closeAll(ctx context.Context) error {
 		}
 	}
 	for _, name := range sortedKeys(r.transports) {
-		if t := r.transports[name]; t.Close != nil {
-			if err := t.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("close transport %s: %w", name, err))
-			}
+		if err := r.transports[name].Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close transport %s: %w", name, err))
 		}
 	}
 	if r.cancelAbort != nil {

@@ -51,9 +51,9 @@ func testConfig() app.Config {
 	return cfg
 }
 
-func newBroker(t *testing.T) *memory.Broker {
+func newBroker(t *testing.T) *memory.Transport {
 	t.Helper()
-	b, err := memory.NewBroker(memory.Config{}, watermill.NopLogger{})
+	b, err := memory.New(memory.Config{}, watermill.NopLogger{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func newBroker(t *testing.T) *memory.Broker {
 // startRuntime runs handle as handler "test" on broker; it returns the
 // runtime and its publisher, and stops it when the test ends unless the
 // test stopped it.
-func startRuntime(t *testing.T, cfg app.Config, broker *memory.Broker, handle func(ctx context.Context, pub ports.Publisher, msg ports.Message) error) *app.Runtime {
+func startRuntime(t *testing.T, cfg app.Config, broker *memory.Transport, handle func(ctx context.Context, pub ports.Publisher, msg ports.Message) error) *app.Runtime {
 	t.Helper()
 	pub := app.NewPublisher()
 	h := ports.HandlerFunc{HandlerName: "test", Func: func(ctx context.Context, msg ports.Message) error {
@@ -86,7 +86,7 @@ func startRuntime(t *testing.T, cfg app.Config, broker *memory.Broker, handle fu
 	return rt
 }
 
-func publish(t *testing.T, b *memory.Broker, topic, id, payload string) *message.Message {
+func publish(t *testing.T, b *memory.Transport, topic, id, payload string) *message.Message {
 	t.Helper()
 	msg := message.NewMessage(id, []byte(payload))
 	if err := b.Publish(topic, msg); err != nil {
@@ -96,9 +96,12 @@ func publish(t *testing.T, b *memory.Broker, topic, id, payload string) *message
 }
 
 // receive reads n messages of topic in its own group and acks them.
-func receive(t *testing.T, b *memory.Broker, topic string, n int) []*message.Message {
+func receive(t *testing.T, b *memory.Transport, topic string, n int) []*message.Message {
 	t.Helper()
-	sub := b.Subscriber("test-reader", 1)
+	sub, err := b.Subscriber(memory.SubscriberConfig{Group: "test-reader", Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer sub.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -526,16 +529,9 @@ func TestHandlersRunConcurrently(t *testing.T) {
 func TestEndedSubscriptionIsNotReady(t *testing.T) {
 	broker := newBroker(t)
 	msgs := make(chan *message.Message)
-	opener := app.MemoryOpener(broker)
-	open := opener.Open
-	opener.Open = func(ctx context.Context) (*app.Transport, error) {
-		tr, err := open(ctx)
-		if err != nil {
-			return nil, err
-		}
-		tr.Subscriber = func(app.Subscription) (message.Subscriber, error) { return chanSubscriber(msgs), nil }
-		return tr, nil
-	}
+	opener := app.Opener{Name: app.TransportMemory, Open: func(context.Context) (app.Transport, error) {
+		return chanTransport{Transport: broker, msgs: msgs}, nil
+	}}
 	h := ports.HandlerFunc{HandlerName: "test", Func: func(context.Context, ports.Message) error { return nil }}
 	rt, err := app.NewRuntime(app.RuntimeParams{
 		Config: testConfig(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -558,6 +554,17 @@ func TestEndedSubscriptionIsNotReady(t *testing.T) {
 	}
 }
 
+// chanTransport is the memory transport, its subscribers replaced by a
+// chanSubscriber.
+type chanTransport struct {
+	*memory.Transport
+	msgs chan *message.Message
+}
+
+func (c chanTransport) Subscriber(app.SubscriberConfig) (message.Subscriber, error) {
+	return chanSubscriber(c.msgs), nil
+}
+
 // chanSubscriber delivers what its channel carries.
 type chanSubscriber chan *message.Message
 
@@ -570,7 +577,7 @@ func (chanSubscriber) Close() error { return nil }
 // A binding whose publishes keep failing makes the service unready after
 // publish_unready_after, and ready again once they work.
 func TestPublishFailureMakesUnready(t *testing.T) {
-	broker, err := memory.NewBroker(memory.Config{QueueLimit: 1}, watermill.NopLogger{})
+	broker, err := memory.New(memory.Config{QueueLimit: 1}, watermill.NopLogger{})
 	if err != nil {
 		t.Fatal(err)
 	}

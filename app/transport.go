@@ -4,30 +4,31 @@ import (
 	"context"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/hexmill/hexmill/adapters/transport"
 )
 
-// Subscription is what a handler binding asks of a transport: where to read
-// and how much to take at once.
-type Subscription struct {
-	// Handler is the name of the handler the messages go to (for logs and
-	// client identifiers).
-	Handler string
-	// Topic is the transport's address: an MQTT topic filter, a RabbitMQ
-	// queue, an Aliyun topic filter, a memory topic.
-	Topic string
-	// Group is the consumer group: replicas in one group share the work.
-	// Empty means every subscriber gets every message (where the transport
-	// can do that).
-	Group string
-	// Concurrency is how many messages may be in flight (delivered, not yet
-	// acked) at once: prefetch, Receive Maximum, link credit.
-	Concurrency int
-	// Options are transport-specific settings of this binding (for example
-	// MQTT "qos"). Transports reject keys they do not know.
-	Options map[string]string
-}
+// SubscriberConfig is what a handler binding asks of a transport's
+// subscriber: the handler's name, its consumer group, how many messages may
+// be in flight at once, the binding's transport-specific options. The
+// topic goes to Subscribe.
+type SubscriberConfig = transport.SubscriberConfig
 
-// Transport is one messaging system, configured and ready to connect.
+// Transport is one messaging system, configured (by its adapter's New,
+// which connects nothing) and ready to Open. Every adapter's *Transport
+// (adapters/memory, mqtt, rabbitmq, aliyun) is one, as is a transport of a
+// service's own added with AsTransport.
+//
+// Open connects, and fails with the reason a misconfiguration shows
+// (credentials, TLS, a topology mismatch). Publisher returns a publisher
+// for one event binding, configured by the binding's transport-specific
+// options (for example MQTT "qos", "retain"; transports reject keys they do
+// not know); publishers of one transport may share its connection; a
+// consume-only transport returns an error. Subscriber returns a subscriber
+// for one handler binding; a publish-only transport returns an error.
+// Ready reports nil while the transport is connected. Close closes the
+// transport's connections; it runs last, after every publisher and
+// subscriber was closed.
 //
 // The stop protocol relies on this contract for every subscriber a
 // transport returns:
@@ -36,11 +37,15 @@ type Subscription struct {
 //     deliver to it.
 //   - Cancelling the context given to Subscribe stops intake: nothing new is
 //     delivered, the output channel is closed, but messages already
-//     delivered can still be acked or nacked, and those acks reach the
-//     broker.
+//     delivered can still be settled, and those settles reach the broker.
 //   - A delivered message's context does not derive from the Subscribe
 //     context (stopping intake must not cut handlers short); it ends when
 //     the message is settled or the subscriber closes.
+//   - Each delivered message is settled once: through the settle.Settler
+//     its subscriber put in its context (internal/settle) when there is
+//     one, else through Ack and Nack. The runtime subscribes with a
+//     settle.ByConsumer context: a subscriber that gives Settlers need
+//     not wait on Ack and Nack.
 //   - Close settles what is still unsettled so that the broker redelivers it
 //     (nack with requeue, AMQP release, MQTT: no ack), cancels the contexts
 //     of those messages, then releases the subscriber's resources. Close may
@@ -52,33 +57,39 @@ type Subscription struct {
 //     confirm, PUBACK, ...), for transports that can confirm.
 //   - Close flushes and releases; it is called only after every handler has
 //     stopped, so a handler never publishes through a closed publisher.
-type Transport struct {
-	// Name is the transport's name in configuration (memory, rabbitmq, mqtt, aliyun).
-	Name string
-	// Publisher returns a publisher for one event binding, configured by
-	// the binding's transport-specific options (for example MQTT "qos",
-	// "retain"; transports reject keys they do not know). Publishers of one
-	// transport may share its connection. Nil for a consume-only transport.
-	Publisher func(options map[string]string) (message.Publisher, error)
-	// Subscriber returns a subscriber for one binding; nil for a
-	// publish-only transport.
-	Subscriber func(Subscription) (message.Subscriber, error)
-	// CheckTarget verifies at start that what an event binding publishes
-	// to exists (an exchange, a queue), so that a missing one stops the
-	// start naming the binding instead of failing every publish; nil when
-	// the transport cannot tell.
-	CheckTarget func(ctx context.Context, topic string, options map[string]string) error
-	// Ready reports whether the transport is connected; nil means ready.
-	Ready func() error
-	// Close closes the transport's connections. It runs last, after every
-	// publisher and subscriber was closed. May be nil.
-	Close func() error
+type Transport interface {
+	Open(ctx context.Context) error
+	Publisher(options map[string]string) (message.Publisher, error)
+	Subscriber(SubscriberConfig) (message.Subscriber, error)
+	Ready() error
+	Close() error
 }
 
-// Opener connects a transport. Each transport module provides one into the
+// TargetChecker is a Transport that can verify at start that what an event
+// binding publishes to exists (an exchange, a queue), so that a missing one
+// stops the start naming the binding instead of failing every publish.
+type TargetChecker interface {
+	CheckTarget(ctx context.Context, topic string, options map[string]string) error
+}
+
+// Opener opens a transport. Each transport module provides one into the
 // "transports" value group; the runtime opens only the transports that some
 // binding uses, in its start hook, so an unused transport never connects.
 type Opener struct {
 	Name string
-	Open func(ctx context.Context) (*Transport, error)
+	Open func(ctx context.Context) (Transport, error)
+}
+
+// open makes a transport with newT and opens it; newT's error is about
+// the configuration section of the transport name.
+func open(ctx context.Context, name string, newT func() (Transport, error)) (Transport, error) {
+	t, err := newT()
+	if err != nil {
+		return nil, sectionError("transports."+name, err)
+	}
+	if err := t.Open(ctx); err != nil {
+		_ = t.Close()
+		return nil, err
+	}
+	return t, nil
 }

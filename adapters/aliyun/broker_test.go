@@ -266,7 +266,7 @@ func testConfig(t testing.TB, addr, queue string) Config {
 	}
 }
 
-func newConsumer(t testing.TB, cfg Config, opts ...Option) *Consumer {
+func newConsumer(t testing.TB, cfg Config, opts ...Option) *Transport {
 	t.Helper()
 	c, err := New(cfg, watermill.NopLogger{}, opts...)
 	if err != nil {

@@ -3,7 +3,7 @@
 // (github.com/Azure/go-amqp) and hands them to watermill handlers. It is
 // consume-only; Aliyun has no publisher side on this interface.
 //
-// A Consumer holds Config.Connections connections, each with one receiver
+// A Transport holds Config.Connections connections, each with one receiver
 // link, and feeds every Subscriber made from it: Aliyun pushes all topics of
 // a consumer group on one link, and each subscription takes the messages
 // whose Aliyun topic (application property "topic") matches its filter.

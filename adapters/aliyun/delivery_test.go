@@ -51,7 +51,7 @@ func TestHundredThousandMessagesNoStall(t *testing.T) {
 	cfg.Credit = 20
 	cfg.Connections = 2
 	c := newConsumer(t, cfg)
-	sub, err := c.Subscriber(SubscriberConfig{Name: "both", Concurrency: 20})
+	sub, err := c.Subscriber(SubscriberConfig{Handler: "both", Concurrency: 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +353,7 @@ func TestReconnectAttemptsCapped(t *testing.T) {
 	cfg.Reconnect.MaxAttemptsPerMinute = 5
 	cfg.StartTimeout = 300 * time.Millisecond
 	c := newConsumer(t, cfg)
-	if err := c.Start(context.Background()); err == nil {
+	if err := c.Open(context.Background()); err == nil {
 		t.Fatal("Start succeeded against a broker that drops every connection")
 	}
 	for i := range 5 {
@@ -378,7 +378,7 @@ func TestReconnectAttemptsCapped(t *testing.T) {
 // with a drain (against RabbitMQ's answer) and keeps receiving.
 // idleLink starts a consumer with a 50 ms stall timeout on an empty queue
 // and subscribes to every topic; the subscription closes with the test.
-func idleLink(t *testing.T, addr, queue string, credit int) (*Consumer, <-chan *message.Message) {
+func idleLink(t *testing.T, addr, queue string, credit int) (*Transport, <-chan *message.Message) {
 	t.Helper()
 	cfg := testConfig(t, addr, queue)
 	if credit > 0 {

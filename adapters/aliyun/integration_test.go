@@ -37,7 +37,7 @@ func TestSignedConnectAndReceive(t *testing.T) {
 			cfg.Connections = 2
 			tc.config(&cfg)
 			c := newConsumer(t, cfg)
-			sub, err := c.Subscriber(SubscriberConfig{Name: "telemetry", Concurrency: 4})
+			sub, err := c.Subscriber(SubscriberConfig{Handler: "telemetry", Concurrency: 4})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -100,7 +100,7 @@ func TestWrongSecretRefused(t *testing.T) {
 	cfg := testConfig(t, addr, uniqueQueue("wrong"))
 	cfg.AccessKeySecret = "not-the-secret"
 	c := newConsumer(t, cfg)
-	err := c.Start(context.Background())
+	err := c.Open(context.Background())
 	if !errors.Is(err, ErrAuth) {
 		t.Fatalf("Start: %v, want ErrAuth", err)
 	}

@@ -17,14 +17,14 @@ import (
 // model: a consumer group is one queue that holds every topic, each
 // message carrying its topic as an application property. The suite's
 // topics are unique per test, so the harness gives each topic its own
-// queue (its "consumer group") and, per topic, a Consumer whose
+// queue (its "consumer group") and, per topic, a Transport whose
 // subscriber filters on that topic; the test publisher sends through
 // AMQP 1.0 the way Aliyun pushes.
 //
 // Features, truthfully: order is not guaranteed (Aliyun does not, and
 // messages are handed to handlers concurrently); consumer groups in the
 // suite's sense (a group chosen per subscription) are not supported: the
-// group is fixed by configuration (consumer_group_id), one per Consumer;
+// group is fixed by configuration (consumer_group_id), one per Transport;
 // persistent (the broker keeps what no one consumes yet); several
 // instances compete for one group's messages, so RequireSingleInstance is
 // false. No RestartServiceCommand: the shared broker must not be restarted;
@@ -76,7 +76,7 @@ func (s *suitePublisher) Publish(topic string, msgs ...*message.Message) error {
 
 func (s *suitePublisher) Close() error { return nil } // the pusher is the test's
 
-// suiteSubscriber subscribes each topic through a Consumer reading that
+// suiteSubscriber subscribes each topic through a Transport reading that
 // topic's queue.
 type suiteSubscriber struct {
 	t       *testing.T
@@ -89,8 +89,8 @@ type suiteSubscriber struct {
 }
 
 type suiteConsumer struct {
-	c   *Consumer
-	sub *Subscriber
+	c   *Transport
+	sub message.Subscriber
 }
 
 func (s *suiteSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -107,7 +107,7 @@ func (s *suiteSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 			s.mu.Unlock()
 			return nil, err
 		}
-		sub, err := c.Subscriber(SubscriberConfig{Name: "suite", Concurrency: 16})
+		sub, err := c.Subscriber(SubscriberConfig{Handler: "suite", Concurrency: 16})
 		if err != nil {
 			s.mu.Unlock()
 			return nil, err

@@ -8,50 +8,53 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/Azure/go-amqp"
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/hexmill/hexmill/adapters/transport"
+	"github.com/hexmill/hexmill/internal/settle"
 	"github.com/hexmill/hexmill/ports"
 )
 
-// SubscriberConfig configures one Subscriber of a Consumer (one handler
-// binding).
-type SubscriberConfig struct {
-	// Name is the handler's name, for logs.
-	Name string
-	// Concurrency bounds the messages delivered to one subscription and
-	// not yet acked or nacked; the link credit bounds all of them together.
-	Concurrency int
-	// Options are binding options; this transport has none and rejects
-	// any key.
-	Options map[string]string
-}
+// SubscriberConfig configures one Subscriber of a Transport (one handler
+// binding). Handler names it in logs; Concurrency bounds the messages
+// delivered to one subscription and not yet settled (the link credit
+// bounds all of them together). Group is not used: the consumer group is
+// the Config's. This transport takes no Options and rejects any key.
+type SubscriberConfig = transport.SubscriberConfig
 
-// Subscriber is a watermill subscriber on a Consumer's links. The topic
+// Subscriber is a watermill subscriber on a Transport's links. The topic
 // given to Subscribe is a filter on Aliyun's topic (MQTT style: "+" one
 // level, "#" the rest; "" everything). When several subscriptions match,
 // the most specific filter gets the message (exact, then wildcards, then
 // ""). A message no subscription matches is held for
 // Config.UnmatchedDelay, then released back to the broker and logged.
 //
+// A message is settled through the settle.Settler in its context: an ack
+// accepts it, a nack releases it. Ack and Nack are bridged onto the
+// Settler unless the Subscribe context is settle.ByConsumer.
+//
 // The stop protocol (see app.Transport): Subscribe returns once every
 // connection has its link attached and credit issued; cancelling its
 // context closes the output channel, and once no subscription is left the
-// links get no more credit; messages already delivered can still be acked
-// (accept) or nacked (release). Message contexts are not derived from the
-// Subscribe context; Close cancels them. Close releases every message of
-// this subscriber that is not acked.
+// links get no more credit; messages already delivered can still be
+// settled. Message contexts are not derived from the Subscribe context;
+// they end when the message is settled. Close releases every message of
+// this subscriber that is not settled (an ack given before Close counts),
+// which ends their contexts.
 type Subscriber struct {
-	c           *Consumer
+	c           *Transport
 	name        string
 	concurrency int
 
 	closing   chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup // route watchers
+	settling  sync.WaitGroup // messages handed out, until settled
 
 	mu     sync.Mutex
 	closed bool
@@ -60,8 +63,8 @@ type Subscriber struct {
 
 var _ message.Subscriber = (*Subscriber)(nil)
 
-// Subscriber returns a subscriber on the consumer's links.
-func (c *Consumer) Subscriber(cfg SubscriberConfig) (*Subscriber, error) {
+// Subscriber returns a subscriber (a *Subscriber) on the transport's links.
+func (c *Transport) Subscriber(cfg SubscriberConfig) (message.Subscriber, error) {
 	if len(cfg.Options) > 0 {
 		keys := make([]string, 0, len(cfg.Options))
 		for k := range cfg.Options {
@@ -70,7 +73,7 @@ func (c *Consumer) Subscriber(cfg SubscriberConfig) (*Subscriber, error) {
 		slices.Sort(keys)
 		return nil, fmt.Errorf("aliyun: options: %s not known; the aliyun transport takes no binding options", strings.Join(keys, ", "))
 	}
-	return &Subscriber{c: c, name: cfg.Name, concurrency: max(cfg.Concurrency, 1), closing: make(chan struct{})}, nil
+	return &Subscriber{c: c, name: cfg.Handler, concurrency: max(cfg.Concurrency, 1), closing: make(chan struct{})}, nil
 }
 
 // route is one subscription: a topic filter and its output channel.
@@ -80,13 +83,13 @@ type route struct {
 	levels      []string // filter split at "/"
 	specificity int
 	out         chan *message.Message
-	slots       chan struct{} // one per message delivered and not yet acked or nacked
+	slots       chan struct{} // one per message delivered and not yet settled
 	done        chan struct{} // closed when the subscription ends
+	bridge      bool          // Ack and Nack are bridged onto the Settler
 
-	mu       sync.Mutex
-	removed  bool
-	sending  sync.WaitGroup // deliveries trying to send on out
-	inflight sync.WaitGroup // delivered, not yet settled
+	mu      sync.Mutex
+	removed bool
+	sending sync.WaitGroup // deliveries trying to send on out
 }
 
 // Subscribe implements message.Subscriber; topic is an Aliyun topic filter.
@@ -96,10 +99,14 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, ErrClosed
 	default:
 	}
-	if err := s.c.Start(ctx); err != nil {
+	if err := s.c.Open(ctx); err != nil {
 		return nil, err
 	}
-	r := &route{sub: s, filter: topic, levels: strings.Split(topic, "/"), specificity: specificity(topic), out: make(chan *message.Message), slots: make(chan struct{}, s.concurrency), done: make(chan struct{})}
+	r := &route{
+		sub: s, filter: topic, levels: strings.Split(topic, "/"), specificity: specificity(topic),
+		out: make(chan *message.Message), slots: make(chan struct{}, s.concurrency), done: make(chan struct{}),
+		bridge: !settle.IsByConsumer(ctx),
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -129,7 +136,8 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 }
 
 // Close ends every subscription, releases the messages delivered and not
-// acked, and waits for them to be settled. Safe to call more than once.
+// settled (accepts those acked with Ack), and waits until every message
+// it handed out is settled. Safe to call more than once.
 func (s *Subscriber) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
@@ -137,13 +145,9 @@ func (s *Subscriber) Close() error {
 		s.mu.Unlock()
 		close(s.closing)
 	})
-	s.wg.Wait()
-	s.mu.Lock()
-	routes := slices.Clone(s.routes)
-	s.mu.Unlock()
-	for _, r := range routes {
-		r.inflight.Wait()
-	}
+	s.wg.Wait() // nothing is handed out any more
+	s.c.handBack(s)
+	s.settling.Wait()
 	return nil
 }
 
@@ -172,14 +176,15 @@ func (r *route) matches(topic string) bool {
 type offerResult int
 
 const (
-	offerDone    offerResult = iota // delivered and settled
+	offerDone    offerResult = iota // delivered
 	offerGone                       // the route ended before delivery
 	offerRelease                    // closing: release
 )
 
-// deliver takes one message from link l to its subscription and settles
-// it: accept after Ack, release after Nack or when nobody takes it.
-func (c *Consumer) deliver(l *link, am *amqp.Message) {
+// deliver takes one message from link l to its subscription, or releases
+// it when nobody takes it. A consumer that settles through Ack and Nack
+// has them awaited here (settle.Await).
+func (c *Transport) deliver(l *link, am *amqp.Message) {
 	defer c.wg.Done()
 	wm := toWatermill(am)
 	topic := wm.Metadata.Get(MetadataTopic)
@@ -215,7 +220,7 @@ func (c *Consumer) deliver(l *link, am *amqp.Message) {
 
 // hold waits UnmatchedDelay; false when the consumer closes or the link
 // dies first.
-func (c *Consumer) hold(l *link) bool {
+func (c *Transport) hold(l *link) bool {
 	t := time.NewTimer(c.cfg.UnmatchedDelay)
 	defer t.Stop()
 	select {
@@ -228,7 +233,7 @@ func (c *Consumer) hold(l *link) bool {
 	}
 }
 
-func (c *Consumer) unmatched(topic, id string) {
+func (c *Transport) unmatched(topic, id string) {
 	c.stats.unmatched.Add(1)
 	c.mu.Lock()
 	first := !c.loggedT[topic]
@@ -244,7 +249,9 @@ func (c *Consumer) unmatched(topic, id string) {
 	}
 }
 
-// offer delivers wm on r and settles am by the handler's verdict.
+// offer delivers wm on r; the message is settled through its delivery's
+// Settle (accept or release), which offer awaits for a consumer that
+// settles through Ack and Nack.
 func (r *route) offer(l *link, am *amqp.Message, wm *message.Message) offerResult {
 	c := r.sub.c
 	r.mu.Lock()
@@ -266,51 +273,105 @@ func (r *route) offer(l *link, am *amqp.Message, wm *message.Message) offerResul
 		r.sending.Done()
 		return offerRelease
 	}
-	// Not derived from the Subscribe context; cancelled when the message is
-	// settled, and so on Close, which settles everything.
+	// Not derived from the Subscribe context; it ends when the message is
+	// settled, which Close does to whatever is unsettled.
+	d := &delivery{r: r, l: l, am: am, wm: wm, bridged: r.bridge}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	wm.SetContext(ctx)
+	d.cancel = cancel
+	wm.SetContext(settle.With(ctx, d))
 	select {
 	case r.out <- wm:
 	case <-r.done:
+		cancel()
 		<-r.slots
 		r.sending.Done()
 		return offerGone
 	case <-r.sub.closing:
+		cancel()
 		<-r.slots
 		r.sending.Done()
 		return offerRelease
 	case <-c.closing:
+		cancel()
 		<-r.slots
 		r.sending.Done()
 		return offerRelease
 	}
 	l.taken()
-	r.inflight.Add(1)
+	// Before sending is done: Subscriber.Close waits for the sends, then
+	// hands back what is tracked and waits for settling.
+	r.sub.settling.Add(1)
+	tracked := c.track(d)
 	r.sending.Done()
-	defer r.inflight.Done()
-	defer func() { <-r.slots }()
-	accept := false
-	select {
-	case <-wm.Acked():
-		accept = true
-	case <-wm.Nacked():
-	case <-r.sub.closing:
-		accept = acked(wm)
-	case <-c.closing:
-		accept = acked(wm)
+	if !tracked { // the transport is closing: hand it back
+		d.Settle(d.bridged && settle.Acked(wm))
+		return offerDone
 	}
-	l.settle(am, accept)
+	if d.bridged {
+		settle.Await(wm, d, ctx.Done())
+	}
 	return offerDone
 }
 
-func acked(wm *message.Message) bool {
-	select {
-	case <-wm.Acked():
-		return true
-	default:
+// delivery is a message handed out, until it is settled.
+type delivery struct {
+	r       *route
+	l       *link
+	am      *amqp.Message
+	wm      *message.Message
+	cancel  context.CancelFunc
+	bridged bool // its Ack and Nack are awaited
+	done    atomic.Bool
+}
+
+// Settle implements settle.Settler: acked accepts the message, false
+// releases it.
+func (d *delivery) Settle(acked bool) {
+	if d.done.Swap(true) {
+		return
+	}
+	d.r.sub.c.untrack(d)
+	d.cancel()
+	d.l.settle(d.am, acked)
+	<-d.r.slots
+	d.r.sub.settling.Done()
+}
+
+// track registers d as unsettled; false once Close handed back the
+// unsettled messages.
+func (c *Transport) track(d *delivery) bool {
+	c.deliveriesMu.Lock()
+	defer c.deliveriesMu.Unlock()
+	if c.handedBack {
 		return false
+	}
+	c.unsettled[d] = struct{}{}
+	return true
+}
+
+func (c *Transport) untrack(d *delivery) {
+	c.deliveriesMu.Lock()
+	delete(c.unsettled, d)
+	c.deliveriesMu.Unlock()
+}
+
+// handBack settles the unsettled messages of sub (of every subscriber when
+// sub is nil, at the transport's Close, after which none is tracked): an
+// ack given through Ack accepts, anything else releases.
+func (c *Transport) handBack(sub *Subscriber) {
+	c.deliveriesMu.Lock()
+	if sub == nil {
+		c.handedBack = true
+	}
+	var back []*delivery
+	for d := range c.unsettled {
+		if sub == nil || d.r.sub == sub {
+			back = append(back, d)
+		}
+	}
+	c.deliveriesMu.Unlock()
+	for _, d := range back {
+		d.Settle(d.bridged && settle.Acked(d.wm))
 	}
 }
 

@@ -2,18 +2,32 @@ package memory
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/hexmill/hexmill/adapters/transport"
+	"github.com/hexmill/hexmill/internal/settle"
 )
+
+// SubscriberConfig configures one subscriber: its consumer group ("" is a
+// group like any other) and at most Concurrency unsettled messages per
+// subscription. The memory transport takes no Options.
+type SubscriberConfig = transport.SubscriberConfig
 
 // Subscriber consumes from the broker's queues for one consumer group.
 //
-// Cancelling a Subscribe context stops intake: the output channel closes,
-// and messages already delivered may still be acked or nacked. Close puts
-// every unsettled message back at the front of its queue.
+// A message is settled through the settle.Settler in its context; Ack and
+// Nack are bridged onto it unless the Subscribe context is
+// settle.ByConsumer. A nack puts the message back at the front of its
+// queue. Cancelling a Subscribe context stops intake: the output channel
+// closes, and messages already delivered may still be settled. Close puts
+// every unsettled message back at the front of its queue (an ack given
+// before Close counts) and ends the message contexts.
 type Subscriber struct {
-	broker      *Broker
+	broker      *Transport
 	group       string
 	concurrency int
 
@@ -22,19 +36,26 @@ type Subscriber struct {
 	cancelBase context.CancelFunc
 	closing    chan struct{}
 	closeOnce  sync.Once
-	wg         sync.WaitGroup // consume loops and hand-offs
+	wg         sync.WaitGroup // consume loops and Ack bridges
+
+	mu        sync.Mutex
+	closed    bool                   // Close took the unsettled messages
+	unsettled map[*delivery]struct{} // handed out, not settled
 }
 
 var _ message.Subscriber = (*Subscriber)(nil)
 
-// Subscriber returns a subscriber in group with at most concurrency
-// unsettled messages per subscription. "" is a group like any other.
-func (b *Broker) Subscriber(group string, concurrency int) *Subscriber {
+// Subscriber returns a subscriber (a *Subscriber) for one binding.
+func (b *Transport) Subscriber(sc SubscriberConfig) (message.Subscriber, error) {
+	if err := b.cfg.CheckBindingOptions(true, sc.Options); err != nil {
+		return nil, fmt.Errorf("memory: %w", err)
+	}
 	base, cancel := context.WithCancel(context.Background())
 	return &Subscriber{
-		broker: b, group: group, concurrency: max(concurrency, 1),
+		broker: b, group: sc.Group, concurrency: max(sc.Concurrency, 1),
 		base: base, cancelBase: cancel, closing: make(chan struct{}),
-	}
+		unsettled: map[*delivery]struct{}{},
+	}, nil
 }
 
 // Subscribe implements message.Subscriber.
@@ -59,6 +80,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 }
 
 func (s *Subscriber) consume(ctx context.Context, q *queue, out chan<- *message.Message) {
+	bridge := !settle.IsByConsumer(ctx)
 	slots := make(chan struct{}, s.concurrency)
 	for {
 		select {
@@ -72,8 +94,10 @@ func (s *Subscriber) consume(ctx context.Context, q *queue, out chan<- *message.
 		if msg == nil {
 			return
 		}
+		d := &delivery{s: s, q: q, msg: msg, slots: slots, bridged: bridge}
 		msgCtx, cancel := context.WithCancel(s.base)
-		msg.SetContext(msgCtx)
+		d.cancel = cancel
+		msg.SetContext(settle.With(msgCtx, d))
 		select {
 		case out <- msg:
 		case <-ctx.Done():
@@ -85,13 +109,17 @@ func (s *Subscriber) consume(ctx context.Context, q *queue, out chan<- *message.
 			s.broker.requeue(q, msg.Copy())
 			return
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer func() { <-slots }()
-			defer cancel()
-			s.settle(q, msg)
-		}()
+		if !s.track(d) {
+			d.Settle(bridge && settle.Acked(msg)) // Close has begun: hand it back
+			continue
+		}
+		if bridge {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				settle.Await(msg, d, msgCtx.Done())
+			}()
+		}
 	}
 }
 
@@ -112,21 +140,44 @@ func (s *Subscriber) next(ctx context.Context, q *queue) *message.Message {
 	}
 }
 
-// settle waits for the handler's verdict; a nack, or no verdict before
-// Close, puts the message back.
-func (s *Subscriber) settle(q *queue, msg *message.Message) {
-	select {
-	case <-msg.Acked():
-		return
-	case <-msg.Nacked():
-	case <-s.closing:
-		select {
-		case <-msg.Acked(): // acked just as we closed: keep the ack
-			return
-		default:
-		}
+// track registers d as unsettled; false once Close took the unsettled
+// messages.
+func (s *Subscriber) track(d *delivery) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
 	}
-	s.broker.requeue(q, msg.Copy())
+	s.unsettled[d] = struct{}{}
+	return true
+}
+
+// delivery is a message handed out, until it is settled.
+type delivery struct {
+	s       *Subscriber
+	q       *queue
+	msg     *message.Message
+	slots   chan struct{} // one taken for the message
+	cancel  context.CancelFunc
+	bridged bool // its Ack and Nack are awaited
+	done    atomic.Bool
+}
+
+// Settle implements settle.Settler: a nack puts the message back at the
+// front of its queue.
+func (d *delivery) Settle(acked bool) {
+	if d.done.Swap(true) {
+		return
+	}
+	s := d.s
+	s.mu.Lock()
+	delete(s.unsettled, d)
+	s.mu.Unlock()
+	d.cancel()
+	if !acked {
+		s.broker.requeue(d.q, d.msg.Copy())
+	}
+	<-d.slots
 }
 
 // Close stops every subscription, puts unsettled messages back and waits
@@ -134,6 +185,14 @@ func (s *Subscriber) settle(q *queue, msg *message.Message) {
 func (s *Subscriber) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closing)
+		s.mu.Lock()
+		s.closed = true
+		unsettled := s.unsettled
+		s.unsettled = nil
+		s.mu.Unlock()
+		for d := range unsettled {
+			d.Settle(d.bridged && settle.Acked(d.msg))
+		}
 		s.cancelBase()
 	})
 	s.wg.Wait()

@@ -277,18 +277,18 @@ func crashChild() {
 // A nacked message is handed out again by the same connection, nacked
 // through Nack or through its settle.Settler.
 func TestNackRedeliveredWithoutReconnect(t *testing.T) {
-	for _, consumerSettles := range []bool{false, true} {
-		t.Run(fmt.Sprintf("ConsumerSettles=%v", consumerSettles), func(t *testing.T) {
-			testNackRedeliveredWithoutReconnect(t, consumerSettles)
+	for _, byConsumer := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ByConsumer=%v", byConsumer), func(t *testing.T) {
+			testNackRedeliveredWithoutReconnect(t, byConsumer)
 		})
 	}
 }
 
-func testNackRedeliveredWithoutReconnect(t *testing.T, consumerSettles bool) {
+func testNackRedeliveredWithoutReconnect(t *testing.T, byConsumer bool) {
 	cfg := sharedConfig(t, "")
 	topic := "hx-" + watermill.NewShortUUID() + "/nack"
-	sub := newSubscriber(t, cfg, mqtt.SubscriberConfig{Concurrency: 4, ConsumerSettles: consumerSettles})
-	out, err := sub.Subscribe(context.Background(), topic)
+	sub := newSubscriber(t, cfg, mqtt.SubscriberConfig{Concurrency: 4})
+	out, err := sub.Subscribe(subscribeContext(byConsumer), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +304,7 @@ func testNackRedeliveredWithoutReconnect(t *testing.T, consumerSettles bool) {
 			}
 			acked := attempt == 3
 			switch {
-			case consumerSettles:
+			case byConsumer:
 				settle.From(m.Context()).Settle(acked)
 			case acked:
 				m.Ack()

@@ -24,25 +24,25 @@ import (
 // every ack given is on the wire before Close disconnects. The same with
 // messages settled through Ack and through their settle.Settler.
 func TestAcksInArrivalOrder(t *testing.T) {
-	for _, consumerSettles := range []bool{false, true} {
-		t.Run(fmt.Sprintf("ConsumerSettles=%v", consumerSettles), func(t *testing.T) {
-			testAcksInArrivalOrder(t, consumerSettles)
+	for _, byConsumer := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ByConsumer=%v", byConsumer), func(t *testing.T) {
+			testAcksInArrivalOrder(t, byConsumer)
 		})
 	}
 }
 
-func testAcksInArrivalOrder(t *testing.T, consumerSettles bool) {
-	ack := ackFunc(consumerSettles)
+func testAcksInArrivalOrder(t *testing.T, byConsumer bool) {
+	ack := ackFunc(byConsumer)
 	tap := newWireTap(t, strings.TrimPrefix(integration.MQTTURL(t), "mqtt://"))
 	cfg := sharedConfig(t, watermill.NewShortUUID()) // a fresh session
 	direct := cfg
 	cfg.Servers = []string{"mqtt://" + tap.addr()}
 	topic := "hx-" + watermill.NewShortUUID() + "/order"
-	sc := mqtt.SubscriberConfig{Handler: "order", Concurrency: 8, ConsumerSettles: consumerSettles}
+	sc := mqtt.SubscriberConfig{Handler: "order", Concurrency: 8}
 
 	// The first connection gets 1, 2 and 3; 3 and 2 are handled, 1 is not.
 	sub := newSubscriber(t, cfg, sc)
-	out, err := sub.Subscribe(context.Background(), topic)
+	out, err := sub.Subscribe(subscribeContext(byConsumer), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func testAcksInArrivalOrder(t *testing.T, consumerSettles bool) {
 	// The next connection gets all three again and handles them in
 	// reverse order.
 	sub = newSubscriber(t, cfg, sc)
-	if out, err = sub.Subscribe(context.Background(), topic); err != nil {
+	if out, err = sub.Subscribe(subscribeContext(byConsumer), topic); err != nil {
 		t.Fatal(err)
 	}
 	again := take(t, out, 3)
@@ -100,8 +100,8 @@ func TestQoS2Exchange(t *testing.T) {
 	direct := cfg
 	cfg.Servers = []string{"mqtt://" + tap.addr()}
 	topic := "hx-" + watermill.NewShortUUID() + "/qos2"
-	sub := newSubscriber(t, cfg, mqtt.SubscriberConfig{Concurrency: 1, ConsumerSettles: true, Options: map[string]string{mqtt.OptionQoS: "2"}})
-	out, err := sub.Subscribe(context.Background(), topic)
+	sub := newSubscriber(t, cfg, mqtt.SubscriberConfig{Concurrency: 1, Options: map[string]string{mqtt.OptionQoS: "2"}})
+	out, err := sub.Subscribe(settle.ByConsumer(context.Background()), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,10 +164,20 @@ func TestQoS2Exchange(t *testing.T) {
 	}
 }
 
+// subscribeContext is the Subscribe context of a consumer that settles
+// through the settle.Settler (byConsumer: the runtime) or through Ack and
+// Nack (a watermill consumer).
+func subscribeContext(byConsumer bool) context.Context {
+	if byConsumer {
+		return settle.ByConsumer(context.Background())
+	}
+	return context.Background()
+}
+
 // ackFunc acks a message as a consumer that settles it (the runtime) or
 // as a watermill consumer.
-func ackFunc(consumerSettles bool) func(*message.Message) {
-	if consumerSettles {
+func ackFunc(byConsumer bool) func(*message.Message) {
+	if byConsumer {
 		return func(m *message.Message) { settle.From(m.Context()).Settle(true) }
 	}
 	return func(m *message.Message) { m.Ack() }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/internal/secret"
 	"github.com/hexmill/hexmill/ports"
 )
@@ -332,23 +333,11 @@ func (c Config) ParsePublishOptions(opts map[string]string) (PublishOptions, err
 	return o, nil
 }
 
-// SubscriberConfig is one subscriber's settings: one binding.
-type SubscriberConfig struct {
-	// Handler names the subscriber; it fills {conn} in the client ID.
-	Handler string
-	// Group, when set, subscribes as $share/{Group}/{filter}: the members
-	// of the group split the messages.
-	Group string
-	// Concurrency bounds the messages handed out and not yet settled.
-	Concurrency int
-	// Options are the binding's options: "qos".
-	Options map[string]string
-	// ConsumerSettles promises that the consumer settles every message it
-	// takes through the settle.Settler in the message's context (the
-	// runtime's does): the subscriber then waits on no Ack or Nack, and
-	// needs no goroutine per message in flight.
-	ConsumerSettles bool
-}
+// SubscriberConfig is one subscriber's settings: one binding. Handler
+// fills {conn} in the client ID; a Group subscribes as
+// $share/{Group}/{filter}, its members splitting the messages; Options
+// take "qos".
+type SubscriberConfig = transport.SubscriberConfig
 
 func (c Config) subscriberSettings(s SubscriberConfig) (qos byte, err error) {
 	qos = byte(c.QoS)

@@ -33,13 +33,14 @@ import (
 //     (so nothing published meanwhile is lost), messages arriving after
 //     that stay unacked, and messages already handed out can still be
 //     acked or nacked.
-//   - Ack sends PUBACK, in arrival order (docs/mqtt.md); Nack hands the
-//     message to the output again after a bounded exponential backoff
-//     (MQTT has no nack). With SubscriberConfig.ConsumerSettles, the
-//     settle.Settler in the message's context does both instead.
-//   - Close leaves everything unsettled unacked, flushes the acks already
-//     given, and disconnects: the broker redelivers the rest on the next
-//     connection of the same client ID.
+//   - Settling a message (the settle.Settler in its context; Ack and Nack
+//     are bridged onto it unless the Subscribe context is
+//     settle.ByConsumer) acks it with PUBACK, in arrival order
+//     (docs/mqtt.md), or, for a nack, hands it to the output again after a
+//     bounded exponential backoff (MQTT has no nack).
+//   - Close leaves everything unsettled unacked, flushes the acks given
+//     before it disconnects, and disconnects: the broker redelivers the
+//     rest on the next connection of the same client ID.
 //   - Message contexts derive from the subscriber, not from the Subscribe
 //     context; they end when the message is settled or at Close.
 type Subscriber struct {
@@ -54,10 +55,12 @@ type Subscriber struct {
 	cancelBase context.CancelFunc
 	closing    chan struct{}
 	closeOnce  sync.Once
-	wg         sync.WaitGroup // manager, consume loops, settle and nack goroutines
+	wg         sync.WaitGroup // manager, consume loops, Ack bridges and nack goroutines
 	// settleMu is held for reading by each Settle call, and for writing
-	// by Close once closing is closed: Close waits for settles under way.
+	// by Close before it disconnects: Close waits for the settles under
+	// way, and those after it (sealed) settle nothing.
 	settleMu sync.RWMutex
+	sealed   bool
 	kick     chan struct{}
 	lastErr  lastError
 
@@ -633,6 +636,7 @@ func (a *ackSession) ConAckReceived(conn io.Writer, cp *packets.Connect, ca *pac
 
 // consume hands the messages of r to out, at most s.concurrency unsettled.
 func (s *Subscriber) consume(ctx context.Context, r *route, out chan<- *message.Message) {
+	bridge := !settle.IsByConsumer(ctx)
 	slots := make(chan struct{}, s.concurrency)
 	for {
 		select {
@@ -648,19 +652,10 @@ func (s *Subscriber) consume(ctx context.Context, r *route, out chan<- *message.
 		}
 		msg := s.message(in)
 		d := &delivery{s: s, r: r, in: in, slots: slots}
-		if s.sc.ConsumerSettles {
-			// Ends at Close through s.base, or at settle.
-			var msgCtx context.Context
-			msgCtx, d.cancel = context.WithCancel(s.base)
-			msg.SetContext(settle.With(msgCtx, d))
-		} else {
-			// Not derived from s.base: a child of a cancellable context
-			// registers with it (a lock and a map entry per message); the
-			// waiting goroutine cancels it at settle or Close instead.
-			var msgCtx context.Context
-			msgCtx, d.cancel = context.WithCancel(context.Background())
-			msg.SetContext(msgCtx)
-		}
+		// Ends at settle, or at Close through s.base.
+		msgCtx, cancel := context.WithCancel(s.base)
+		d.cancel = cancel
+		msg.SetContext(settle.With(msgCtx, d))
 		select {
 		case out <- msg:
 		case <-ctx.Done():
@@ -671,11 +666,11 @@ func (s *Subscriber) consume(ctx context.Context, r *route, out chan<- *message.
 			d.cancel()
 			return // left unacked: the broker redelivers it
 		}
-		if !s.sc.ConsumerSettles {
+		if bridge {
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
-				d.await(msg)
+				settle.Await(msg, d, msgCtx.Done())
 			}()
 		}
 	}
@@ -691,8 +686,10 @@ type delivery struct {
 	done   atomic.Bool
 }
 
-// Settle implements settle.Settler (SubscriberConfig.ConsumerSettles).
-// Once Close has begun it settles nothing: the message stays unacked.
+// Settle implements settle.Settler: it frees the message's slot, and acks
+// the message, or hands it out again after a backoff (nack). Once Close
+// has begun a nack leaves the message unacked; once Close is about to
+// disconnect an ack does too.
 func (d *delivery) Settle(acked bool) {
 	if d.done.Swap(true) {
 		return
@@ -700,37 +697,10 @@ func (d *delivery) Settle(acked bool) {
 	s := d.s
 	s.settleMu.RLock()
 	defer s.settleMu.RUnlock()
-	if s.isClosing() {
-		d.cancel()
+	d.cancel()
+	if s.sealed {
 		return
 	}
-	d.settled(acked)
-}
-
-// await waits for the verdict on msg: without ConsumerSettles, a goroutine
-// per message does. An ack given before Close still goes out.
-func (d *delivery) await(msg *message.Message) {
-	select {
-	case <-msg.Acked():
-		d.settled(true)
-	case <-msg.Nacked():
-		d.settled(false)
-	case <-d.s.closing:
-		select {
-		case <-msg.Acked():
-			d.s.ack(d.in)
-		default:
-		}
-		d.cancel()
-	}
-}
-
-// settled frees the message's slot, and acks it, or hands it out again
-// after a backoff (nack). The caller keeps Close from waiting on s.wg
-// until it returns.
-func (d *delivery) settled(acked bool) {
-	s := d.s
-	d.cancel()
 	<-d.slots
 	if acked {
 		s.ack(d.in)
@@ -738,9 +708,7 @@ func (d *delivery) settled(acked bool) {
 	}
 	d.in.attempts++
 	backoff := s.cfg.nackBackoff(d.in.attempts)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.spawn(func() { // not once Close has begun: then the broker redelivers it
 		t := time.NewTimer(backoff)
 		defer t.Stop()
 		select {
@@ -748,7 +716,7 @@ func (d *delivery) settled(acked bool) {
 			s.requeue(d.r, d.in)
 		case <-s.closing:
 		}
-	}()
+	})
 }
 
 // next takes the first live message of r, waiting for one; nil when intake
@@ -881,11 +849,14 @@ func (s *Subscriber) Close() error {
 		s.mu.Lock()
 		close(s.closing)
 		s.mu.Unlock()
-		// Wait for the settles under way; later ones see closing.
-		s.settleMu.Lock()
-		s.settleMu.Unlock()
+		// Message contexts end: the Ack bridges settle what was acked and
+		// return.
 		s.cancelBase()
 		s.wg.Wait()
+		// Wait for the settles under way; later ones settle nothing.
+		s.settleMu.Lock()
+		s.sealed = true
+		s.settleMu.Unlock()
 		s.connMu.Lock()
 		defer s.connMu.Unlock()
 		s.mu.Lock()

@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -23,8 +24,8 @@ type Transport struct {
 	subs   map[*Subscriber]struct{}
 }
 
-// NewTransport validates cfg; it connects nothing yet.
-func NewTransport(cfg Config, logger watermill.LoggerAdapter) (*Transport, error) {
+// New validates cfg; it connects nothing yet.
+func New(cfg Config, logger watermill.LoggerAdapter) (*Transport, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
@@ -35,9 +36,21 @@ func NewTransport(cfg Config, logger watermill.LoggerAdapter) (*Transport, error
 	return &Transport{cfg: cfg, logger: logger, subs: map[*Subscriber]struct{}{}}, nil
 }
 
+// Open does nothing: each binding connects on its own, the publisher
+// connection on the first Publisher call, a subscriber on its first
+// Subscribe.
+func (t *Transport) Open(context.Context) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
 // Publisher returns a publisher for one event binding, with its options
-// ("qos", "retain"), on the transport's publisher connection. Its Close
-// does nothing: Transport.Close disconnects.
+// ("qos", "retain", "mandatory"), on the transport's publisher
+// connection. Its Close does nothing: Transport.Close disconnects.
 func (t *Transport) Publisher(options map[string]string) (message.Publisher, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -54,9 +67,9 @@ func (t *Transport) Publisher(options map[string]string) (message.Publisher, err
 	return t.pub.WithOptions(options)
 }
 
-// Subscriber returns a subscriber for one binding, on a connection of its
-// own.
-func (t *Transport) Subscriber(sc SubscriberConfig) (*Subscriber, error) {
+// Subscriber returns a subscriber (a *Subscriber) for one binding, on a
+// connection of its own.
+func (t *Transport) Subscriber(sc SubscriberConfig) (message.Subscriber, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {

@@ -33,21 +33,17 @@ func TestPoisonMessageEndsInDeadLetterQueue(t *testing.T) {
 		},
 		Bindings: []rabbitmq.BindingConfig{{Exchange: work, Queue: workQ, RoutingKey: "telemetry"}, {Exchange: dlx, Queue: dlq}},
 	})
-	pub, err := c.PublisherFor(map[string]string{"exchange": work})
+	pub, err := c.Publisher(map[string]string{"exchange": work})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pub.Close()
-	poisonPub, err := c.PublisherFor(map[string]string{"exchange": dlx})
+	poisonPub, err := c.Publisher(map[string]string{"exchange": dlx})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer poisonPub.Close()
-	sc, err := rabbitmq.SubscriberConfigFor("telemetry", "", 4, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := c.NewSubscriber(sc)
+	sub, err := c.Subscriber(rabbitmq.SubscriberConfig{Handler: "telemetry", Concurrency: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +138,7 @@ func TestPublishErrors(t *testing.T) {
 		{"exchange does not exist", map[string]string{"exchange": uniqueName("missing")}, "bound", rabbitmq.ErrNotConfirmed, "no exchange"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pub, err := c.PublisherFor(tc.options)
+			pub, err := c.Publisher(tc.options)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -158,7 +154,7 @@ func TestPublishErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := c.PublisherFor(map[string]string{"qos": "1"}); err == nil || !strings.Contains(err.Error(), "options.qos: unknown") {
+	if _, err := c.Publisher(map[string]string{"qos": "1"}); err == nil || !strings.Contains(err.Error(), "options.qos: unknown") {
 		t.Fatalf("unknown option: %v; want options.qos: unknown ...", err)
 	}
 }
@@ -174,7 +170,7 @@ func TestRejectPublishAtMaxLength(t *testing.T) {
 	c := newClient(t, rabbitmq.Config{
 		Queues: []rabbitmq.QueueConfig{{Name: queue, Type: rabbitmq.QueueClassic, MaxLength: limit, Overflow: rabbitmq.OverflowRejectPublish}},
 	})
-	pub, err := c.PublisherFor(nil) // default exchange: the routing key is the queue
+	pub, err := c.Publisher(nil) // default exchange: the routing key is the queue
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +246,7 @@ func TestTopologyMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	err = c.Connect(context.Background())
+	err = c.Open(context.Background())
 	var mismatch *rabbitmq.MismatchError
 	if !errors.As(err, &mismatch) || mismatch.Name != queue {
 		t.Fatalf("Connect: %v; want a MismatchError for %s", err, queue)
@@ -270,19 +266,19 @@ func TestTopologyMismatch(t *testing.T) {
 // The same with messages settled through Ack and through their
 // settle.Settler; a settle after Close changes nothing.
 func TestStopIntakeThenClose(t *testing.T) {
-	for _, consumerSettles := range []bool{false, true} {
-		t.Run(fmt.Sprintf("ConsumerSettles=%v", consumerSettles), func(t *testing.T) {
-			testStopIntakeThenClose(t, consumerSettles)
+	for _, byConsumer := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ByConsumer=%v", byConsumer), func(t *testing.T) {
+			testStopIntakeThenClose(t, byConsumer)
 		})
 	}
 }
 
-func testStopIntakeThenClose(t *testing.T, consumerSettles bool) {
+func testStopIntakeThenClose(t *testing.T, byConsumer bool) {
 	queue := uniqueName("stop")
 	adm := newAdmin(t)
 	adm.cleanup([]string{queue}, nil)
 	c := newClient(t, rabbitmq.Config{Queues: []rabbitmq.QueueConfig{{Name: queue, Type: rabbitmq.QueueClassic}}})
-	pub, err := c.PublisherFor(nil)
+	pub, err := c.Publisher(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,11 +288,15 @@ func testStopIntakeThenClose(t *testing.T, consumerSettles bool) {
 			t.Fatal(err)
 		}
 	}
-	sub, err := c.NewSubscriber(rabbitmq.SubscriberConfig{Name: "stop", Prefetch: 2, ConsumerSettles: consumerSettles})
+	sub, err := c.Subscriber(rabbitmq.SubscriberConfig{Handler: "stop", Concurrency: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, stopIntake := context.WithCancel(context.Background())
+	subCtx := context.Background()
+	if byConsumer {
+		subCtx = settle.ByConsumer(subCtx)
+	}
+	ctx, stopIntake := context.WithCancel(subCtx)
 	out, err := sub.Subscribe(ctx, queue)
 	if err != nil {
 		t.Fatal(err)
@@ -312,7 +312,7 @@ func testStopIntakeThenClose(t *testing.T, consumerSettles bool) {
 	if first.Context().Err() != nil {
 		t.Fatal("stopping intake cancelled the context of a message in flight")
 	}
-	if consumerSettles {
+	if byConsumer {
 		settle.From(first.Context()).Settle(true)
 	} else {
 		first.Ack()
@@ -323,7 +323,7 @@ func testStopIntakeThenClose(t *testing.T, consumerSettles bool) {
 	if second.Context().Err() == nil {
 		t.Error("the unsettled message's context did not end at Close")
 	}
-	if consumerSettles {
+	if byConsumer {
 		settle.From(second.Context()).Settle(true) // too late: requeued
 	} else {
 		second.Ack()
@@ -354,12 +354,12 @@ func TestReconnectThroughProxy(t *testing.T) {
 		URL:    rabbitmq.URL(viaProxy(t, proxy.Addr())),
 		Queues: []rabbitmq.QueueConfig{{Name: queue, Type: rabbitmq.QueueQuorum}},
 	})
-	pub, err := c.PublisherFor(nil)
+	pub, err := c.Publisher(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pub.Close()
-	sub, err := c.NewSubscriber(rabbitmq.SubscriberConfig{Name: "reconnect", Prefetch: 8})
+	sub, err := c.Subscriber(rabbitmq.SubscriberConfig{Handler: "reconnect", Concurrency: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,12 +469,12 @@ func TestReconnectUnderLoad(t *testing.T) {
 		URL:    rabbitmq.URL(viaProxy(t, proxy.Addr())),
 		Queues: []rabbitmq.QueueConfig{{Name: queue, Type: rabbitmq.QueueQuorum}},
 	})
-	pub, err := c.PublisherFor(nil)
+	pub, err := c.Publisher(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pub.Close()
-	sub, err := c.NewSubscriber(rabbitmq.SubscriberConfig{Name: "load", Prefetch: 64})
+	sub, err := c.Subscriber(rabbitmq.SubscriberConfig{Handler: "load", Concurrency: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -572,16 +572,12 @@ func TestConsumers(t *testing.T) {
 			queue := uniqueName("consumers")
 			newAdmin(t).cleanup([]string{queue}, nil)
 			c := newClient(t, rabbitmq.Config{Queues: []rabbitmq.QueueConfig{{Name: queue, Type: rabbitmq.QueueClassic}}})
-			pub, err := c.PublisherFor(nil)
+			pub, err := c.Publisher(nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer pub.Close()
-			sc, err := rabbitmq.SubscriberConfigFor("consumers", "", 12, map[string]string{"consumers": fmt.Sprint(consumers)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			sub, err := c.NewSubscriber(sc)
+			sub, err := c.Subscriber(rabbitmq.SubscriberConfig{Handler: "consumers", Concurrency: 12, Options: map[string]string{"consumers": fmt.Sprint(consumers)}})
 			if err != nil {
 				t.Fatal(err)
 			}

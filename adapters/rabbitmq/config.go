@@ -483,7 +483,7 @@ func (c Config) tlsConfig(dialURL string) (*tls.Config, error) {
 // a handler binding's (consume) or an event binding's.
 func (c Config) CheckBindingOptions(consume bool, options map[string]string) error {
 	if consume {
-		_, err := SubscriberConfigFor("check", "", 1, options)
+		_, err := settingsOf(SubscriberConfig{Handler: "check", Options: options})
 		return err
 	}
 	_, err := PublishSettings(c.Publish, options)

@@ -70,7 +70,7 @@ func uniqueName(prefix string) string {
 
 // newClient connects a client with cfg (URL defaulted to the broker) and
 // closes it when the test ends.
-func newClient(t testing.TB, cfg rabbitmq.Config) *rabbitmq.Client {
+func newClient(t testing.TB, cfg rabbitmq.Config) *rabbitmq.Transport {
 	t.Helper()
 	if cfg.URL == "" {
 		cfg.URL = rabbitmq.URL(brokerURL(t))
@@ -85,7 +85,7 @@ func newClient(t testing.TB, cfg rabbitmq.Config) *rabbitmq.Client {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := c.Connect(ctx); err != nil {
+	if err := c.Open(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })

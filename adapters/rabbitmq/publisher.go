@@ -54,7 +54,7 @@ func PublishSettings(base PublishConfig, options map[string]string) (PublishConf
 // messages the broker confirmed (ack) and, when mandatory, routed to a
 // queue.
 type Publisher struct {
-	client                         *Client
+	client                         *Transport
 	exchange                       string
 	mandatory, persistent, confirm bool
 	confirmTimeout, outageWait     time.Duration
@@ -69,8 +69,9 @@ type Publisher struct {
 
 var _ message.Publisher = (*Publisher)(nil)
 
-// NewPublisher returns a publisher with settings cfg (see PublishSettings).
-func (c *Client) NewPublisher(cfg PublishConfig) (*Publisher, error) {
+// NewPublisher returns a publisher with settings cfg (see PublishSettings),
+// for publish settings other than the Config's.
+func (c *Transport) NewPublisher(cfg PublishConfig) (*Publisher, error) {
 	full := Config{Publish: cfg}
 	full.SetDefaults()
 	cfg = full.Publish
@@ -88,9 +89,10 @@ func (c *Client) NewPublisher(cfg PublishConfig) (*Publisher, error) {
 	return p, nil
 }
 
-// PublisherFor returns a publisher for an event binding: the transport's
-// publish settings with the binding's options over them.
-func (c *Client) PublisherFor(options map[string]string) (*Publisher, error) {
+// Publisher returns a publisher (a *Publisher) for an event binding: the
+// transport's publish settings with the binding's options ("exchange",
+// "mandatory", "persistent") over them.
+func (c *Transport) Publisher(options map[string]string) (message.Publisher, error) {
 	cfg, err := PublishSettings(c.cfg.Publish, options)
 	if err != nil {
 		return nil, err
@@ -325,7 +327,7 @@ func sortedKeys(m map[string]string) []string {
 // named by the routing key. A publish to a missing exchange fails and one
 // to the default exchange without such a queue is unroutable; found at
 // start, the binding can be named and fixed before a message loops.
-func (c *Client) CheckTarget(ctx context.Context, routingKey string, options map[string]string) error {
+func (c *Transport) CheckTarget(ctx context.Context, routingKey string, options map[string]string) error {
 	cfg, err := PublishSettings(c.cfg.Publish, options)
 	if err != nil {
 		return err

@@ -62,11 +62,11 @@ func TestPubSub(t *testing.T) {
 	}
 	construct := func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
 		c := newClient(t, cfg)
-		pub, err := c.PublisherFor(nil)
+		pub, err := c.Publisher(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sub, err := c.NewSubscriber(rabbitmq.SubscriberConfig{Name: "suite", Prefetch: 1, BindExchange: exchange, Group: group})
+		sub, err := c.Subscriber(rabbitmq.SubscriberConfig{Handler: "suite", Concurrency: 1, Group: group, Options: map[string]string{"bind_exchange": exchange}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,77 +13,72 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/internal/settle"
 )
 
 // SubscriberOptions are the handler binding options a subscriber accepts.
 var SubscriberOptions = []string{"consumers", "bind_exchange", "routing_key"}
 
-// SubscriberConfig configures one subscriber.
-type SubscriberConfig struct {
-	// Name identifies the subscriber in consumer tags (the handler name).
-	Name string
-	// Prefetch is how many messages may be delivered and unsettled at
-	// once, over all Consumers (basic.qos per channel, split evenly).
-	Prefetch int
-	// Consumers is the number of AMQP consumers, each on its own channel,
-	// per subscription (seed 003's WorkerCount); default 1.
-	Consumers int
-	// BindExchange, when set, makes the subscription declare its queue
-	// (from the Config's subscriber_queue template) and bind it to this
-	// exchange with RoutingKey (default: the topic). With Group set, the
-	// queue is named "<topic>.<group>", so each group gets its own copy
-	// and the replicas of a group share it. Without BindExchange, the
-	// topic is the name of a queue from the topology and Group is not
-	// used: competing consumers of one queue are the group.
-	BindExchange string
-	RoutingKey   string
-	Group        string
-	// ConsumerSettles promises that the consumer settles every message it
-	// takes through the settle.Settler in the message's context (the
-	// runtime's does): the subscriber then waits on no Ack or Nack, and
-	// needs no goroutine per message in flight.
-	ConsumerSettles bool
+// SubscriberConfig configures one subscriber. Concurrency is the
+// prefetch: how many messages may be delivered and unsettled at once, over
+// all the subscription's consumers. Group is used with the bind_exchange
+// option only. Options:
+//   - "consumers": the number of AMQP consumers, each on its own channel,
+//     per subscription (1 to 64, default 1); the prefetch is split evenly.
+//   - "bind_exchange": makes the subscription declare its queue (from the
+//     Config's subscriber_queue template) and bind it to this exchange
+//     with "routing_key" (default: the topic). With a Group, the queue is
+//     named "<topic>.<group>", so each group gets its own copy and the
+//     replicas of a group share it. Without bind_exchange, the topic is the
+//     name of a queue from the topology: competing consumers of one queue
+//     are the group.
+type SubscriberConfig = transport.SubscriberConfig
+
+// subscriberSettings is a SubscriberConfig read.
+type subscriberSettings struct {
+	name, group              string
+	prefetch, consumers      int
+	bindExchange, routingKey string
 }
 
-// SubscriberConfigFor builds a subscriber's configuration from a handler
-// binding: its name, group, concurrency (the prefetch) and options
-// (consumers, bind_exchange, routing_key). Unknown options are an error.
-func SubscriberConfigFor(name, group string, concurrency int, options map[string]string) (SubscriberConfig, error) {
-	sc := SubscriberConfig{Name: name, Group: group, Prefetch: concurrency, Consumers: 1}
-	for _, k := range sortedKeys(options) {
-		v := options[k]
+// settingsOf reads a subscriber's configuration; unknown options are an
+// error.
+func settingsOf(sc SubscriberConfig) (subscriberSettings, error) {
+	st := subscriberSettings{name: sc.Handler, group: sc.Group, prefetch: max(sc.Concurrency, 1), consumers: 1}
+	for _, k := range sortedKeys(sc.Options) {
+		v := sc.Options[k]
 		switch k {
 		case "consumers":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > 64 {
-				return sc, errors.New("options.consumers: must be a whole number from 1 to 64")
+				return st, errors.New("options.consumers: must be a whole number from 1 to 64")
 			}
-			sc.Consumers = n
+			st.consumers = n
 		case "bind_exchange":
-			sc.BindExchange = v
+			st.bindExchange = v
 		case "routing_key":
-			sc.RoutingKey = v
+			st.routingKey = v
 		default:
-			return sc, fmt.Errorf("options.%s: unknown RabbitMQ subscribe option; use %s", k, strings.Join(SubscriberOptions, ", "))
+			return st, fmt.Errorf("options.%s: unknown RabbitMQ subscribe option; use %s", k, strings.Join(SubscriberOptions, ", "))
 		}
 	}
-	if sc.RoutingKey != "" && sc.BindExchange == "" {
-		return sc, errors.New("options.routing_key: needs options.bind_exchange")
+	if st.routingKey != "" && st.bindExchange == "" {
+		return st, errors.New("options.routing_key: needs options.bind_exchange")
 	}
-	return sc, nil
+	return st, nil
 }
 
 // Subscriber consumes queues. See the package documentation for its stop
 // protocol.
 type Subscriber struct {
-	client *Client
-	cfg    SubscriberConfig
+	client *Transport
+	cfg    subscriberSettings
 
 	closing    chan struct{}
 	closeOnce  sync.Once
 	wg         sync.WaitGroup     // consumers and subscription closers
-	base       context.Context    // of the messages settled by a Settler; ends at Close
+	base       context.Context    // of the messages; ends at Close
 	cancelBase context.CancelFunc // cancels base
 }
 
@@ -94,21 +89,20 @@ var (
 
 var consumerSeq atomic.Uint64
 
-// NewSubscriber returns a subscriber on the client's connection.
-func (c *Client) NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
-	if cfg.Prefetch < 1 {
-		return nil, errors.New("rabbitmq: subscriber prefetch must be 1 or more")
-	}
-	if cfg.Consumers < 1 {
-		cfg.Consumers = 1
+// Subscriber returns a subscriber (a *Subscriber) on the transport's
+// connection.
+func (c *Transport) Subscriber(sc SubscriberConfig) (message.Subscriber, error) {
+	st, err := settingsOf(sc)
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmq: %w", err)
 	}
 	base, cancel := context.WithCancel(context.Background())
-	return &Subscriber{client: c, cfg: cfg, closing: make(chan struct{}), base: base, cancelBase: cancel}, nil
+	return &Subscriber{client: c, cfg: st, closing: make(chan struct{}), base: base, cancelBase: cancel}, nil
 }
 
 func (s *Subscriber) queueName(topic string) string {
-	if s.cfg.BindExchange != "" && s.cfg.Group != "" {
-		return topic + "." + s.cfg.Group
+	if s.cfg.bindExchange != "" && s.cfg.group != "" {
+		return topic + "." + s.cfg.group
 	}
 	return topic
 }
@@ -116,7 +110,7 @@ func (s *Subscriber) queueName(topic string) string {
 // SubscribeInitialize declares and binds the topic's queue when the
 // subscriber has a BindExchange; otherwise it does nothing.
 func (s *Subscriber) SubscribeInitialize(topic string) error {
-	if s.cfg.BindExchange == "" {
+	if s.cfg.bindExchange == "" {
 		return nil
 	}
 	conn, err := s.client.connection(context.Background(), 0)
@@ -137,12 +131,12 @@ func (s *Subscriber) declare(ch *amqp.Channel, topic string) error {
 	if err := declareQueue(ch, q); err != nil {
 		return err
 	}
-	key := s.cfg.RoutingKey
+	key := s.cfg.routingKey
 	if key == "" {
 		key = topic
 	}
-	if err := ch.QueueBind(q.Name, key, s.cfg.BindExchange, false, nil); err != nil {
-		return fmt.Errorf("bind queue %q to exchange %q: %w", q.Name, s.cfg.BindExchange, err)
+	if err := ch.QueueBind(q.Name, key, s.cfg.bindExchange, false, nil); err != nil {
+		return fmt.Errorf("bind queue %q to exchange %q: %w", q.Name, s.cfg.bindExchange, err)
 	}
 	return nil
 }
@@ -159,13 +153,14 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}
 	subCtx, cancel := context.WithCancel(ctx)
 	out := make(chan *message.Message)
-	started := make(chan error, s.cfg.Consumers)
+	started := make(chan error, s.cfg.consumers)
 	var intake sync.WaitGroup
-	prefetch := max(1, (s.cfg.Prefetch+s.cfg.Consumers-1)/s.cfg.Consumers)
-	for range s.cfg.Consumers {
+	prefetch := max(1, (s.cfg.prefetch+s.cfg.consumers-1)/s.cfg.consumers)
+	for range s.cfg.consumers {
 		k := &consumer{
 			s: s, topic: topic, queue: s.queueName(topic), prefetch: prefetch, out: out,
-			tag: strings.TrimPrefix(fmt.Sprintf("%s.%s.%d", s.client.cfg.ConnectionName, s.cfg.Name, consumerSeq.Add(1)), "."),
+			bridge: !settle.IsByConsumer(ctx), drained: make(chan struct{}, 1),
+			tag: strings.TrimPrefix(fmt.Sprintf("%s.%s.%d", s.client.cfg.ConnectionName, s.cfg.name, consumerSeq.Add(1)), "."),
 		}
 		intake.Add(1)
 		s.wg.Add(1)
@@ -182,7 +177,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		close(out)
 	}()
 	var errs []error
-	for range s.cfg.Consumers {
+	for range s.cfg.consumers {
 		if err := <-started; err != nil {
 			errs = append(errs, err)
 		}
@@ -215,7 +210,12 @@ type consumer struct {
 	tag      string
 	prefetch int
 	out      chan<- *message.Message
-	inflight sync.WaitGroup // settle goroutines
+	bridge   bool           // Ack and Nack are bridged onto the Settler
+	bridges  sync.WaitGroup // the Ack bridges
+	// unsettled counts the messages handed out and not settled; drained
+	// holds a token once it dropped to 0.
+	unsettled atomic.Int64
+	drained   chan struct{}
 }
 
 type stopReason int
@@ -299,7 +299,7 @@ func (k *consumer) start(ctx context.Context) (*amqp.Channel, <-chan amqp.Delive
 	if err != nil {
 		return nil, nil, fmt.Errorf("open channel: %w", err)
 	}
-	if k.s.cfg.BindExchange != "" {
+	if k.s.cfg.bindExchange != "" {
 		if err := k.s.declare(ch, k.topic); err != nil {
 			_ = ch.Close()
 			return nil, nil, err
@@ -349,47 +349,43 @@ func (k *consumer) pump(ctx context.Context, deliveries <-chan amqp.Delivery) st
 		// A message context never depends on the Subscribe context; it ends
 		// when the message is settled, or at Close.
 		sd := &delivery{k: k, d: d, slots: slots}
-		var msgCtx context.Context
-		if k.s.cfg.ConsumerSettles {
-			msgCtx, sd.cancel = context.WithCancel(k.s.base)
-			msgCtx = settle.With(msgCtx, sd)
-		} else {
-			// A Background parent keeps WithCancel from registering with a
-			// parent: the waiting goroutine ends it at Close.
-			msgCtx, sd.cancel = context.WithCancel(context.Background())
-		}
-		msg.SetContext(msgCtx)
+		msgCtx, cancel := context.WithCancel(k.s.base)
+		sd.cancel = cancel
+		msg.SetContext(settle.With(msgCtx, sd))
+		k.unsettled.Add(1)
 		select {
 		case k.out <- msg:
 		case <-ctx.Done():
-			sd.cancel()
-			_ = d.Nack(false, true)
+			sd.Settle(false)
 			return intakeStopped
 		case <-k.s.closing:
-			sd.cancel()
-			_ = d.Nack(false, true)
+			sd.Settle(false)
 			return subscriberClosed
 		}
-		if k.s.cfg.ConsumerSettles {
-			continue
+		if k.bridge {
+			k.bridges.Add(1)
+			go func() {
+				defer k.bridges.Done()
+				settle.Await(msg, sd, msgCtx.Done())
+			}()
 		}
-		k.inflight.Add(1)
-		go func() {
-			defer k.inflight.Done()
-			sd.await(msg)
-		}()
 	}
 }
 
-// waitSettled keeps the channel open for the messages handed out: the
-// waiting goroutines return once theirs is settled, or at Close (nack);
-// messages with a Settler can be settled until Close, and closing the
-// channel then requeues what is unsettled.
+// waitSettled keeps the channel open for the messages handed out until
+// they are settled, or until Close; the Ack bridges return by then
+// (settling what was acked). Closing the channel then requeues what is
+// unsettled.
 func (k *consumer) waitSettled() {
-	k.inflight.Wait()
-	if k.s.cfg.ConsumerSettles {
-		<-k.s.closing
+	for k.unsettled.Load() > 0 {
+		select {
+		case <-k.drained:
+		case <-k.s.closing:
+			k.bridges.Wait()
+			return
+		}
 	}
+	k.bridges.Wait()
 }
 
 // delivery is a message handed out, until it is settled.
@@ -401,28 +397,10 @@ type delivery struct {
 	done   atomic.Bool
 }
 
-// Settle implements settle.Settler (SubscriberConfig.ConsumerSettles).
+// Settle implements settle.Settler.
 func (sd *delivery) Settle(acked bool) {
 	if !sd.done.Swap(true) {
 		sd.settled(acked)
-	}
-}
-
-// await waits for the verdict on msg: without ConsumerSettles, a goroutine
-// per message does. At Close, what is not acked is nacked.
-func (sd *delivery) await(msg *message.Message) {
-	select {
-	case <-msg.Acked():
-		sd.settled(true)
-	case <-msg.Nacked():
-		sd.settled(false)
-	case <-sd.k.s.closing:
-		select {
-		case <-msg.Acked(): // acked just as we closed: keep the ack
-			sd.settled(true)
-		default:
-			sd.settled(false)
-		}
 	}
 }
 
@@ -442,4 +420,10 @@ func (sd *delivery) settled(acked bool) {
 	}
 	sd.cancel()
 	<-sd.slots
+	if sd.k.unsettled.Add(-1) == 0 {
+		select {
+		case sd.k.drained <- struct{}{}:
+		default:
+		}
+	}
 }

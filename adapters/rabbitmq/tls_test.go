@@ -70,7 +70,7 @@ func TestTLS(t *testing.T) {
 			defer c.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			err = c.Connect(ctx)
+			err = c.Open(ctx)
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatalf("Connect: %v", err)

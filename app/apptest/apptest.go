@@ -239,14 +239,26 @@ func (r recorder) Publish(_ context.Context, events ...ports.Event) error {
 // opener is the harness's transport: the handler's subscription reads
 // what Send feeds; the poison target records.
 func (h *Harness) opener() app.Opener {
-	return app.Opener{Name: transport, Open: func(context.Context) (*app.Transport, error) {
-		return &app.Transport{
-			Name:       transport,
-			Publisher:  func(map[string]string) (message.Publisher, error) { return poisonSink{h}, nil },
-			Subscriber: func(app.Subscription) (message.Subscriber, error) { return &feed{in: h.in}, nil },
-		}, nil
+	return app.Opener{Name: transport, Open: func(context.Context) (app.Transport, error) {
+		return harnessTransport{h}, nil
 	}}
 }
+
+// harnessTransport is the app.Transport of the harness.
+type harnessTransport struct{ h *Harness }
+
+func (harnessTransport) Open(context.Context) error { return nil }
+
+func (t harnessTransport) Publisher(map[string]string) (message.Publisher, error) {
+	return poisonSink(t), nil
+}
+
+func (t harnessTransport) Subscriber(app.SubscriberConfig) (message.Subscriber, error) {
+	return &feed{in: t.h.in}, nil
+}
+
+func (harnessTransport) Ready() error { return nil }
+func (harnessTransport) Close() error { return nil }
 
 type poisonSink struct{ h *Harness }
 

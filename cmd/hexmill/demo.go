@@ -49,15 +49,15 @@ var demo = fx.Options(
 type demoRun struct {
 	cfg    app.Config
 	demo   demoConfig
-	broker *memory.Broker
+	broker *memory.Transport
 	logger *slog.Logger
 
 	cancel context.CancelFunc
-	sub    *memory.Subscriber
+	sub    message.Subscriber
 	wg     sync.WaitGroup
 }
 
-func registerDemo(lc fx.Lifecycle, cfg app.Config, dc demoConfig, broker *memory.Broker, logger *slog.Logger) {
+func registerDemo(lc fx.Lifecycle, cfg app.Config, dc demoConfig, broker *memory.Transport, logger *slog.Logger) {
 	if on := dc.Enabled == nil && cfg.OnlyMemory() || dc.Enabled != nil && *dc.Enabled; !on {
 		return
 	}
@@ -68,7 +68,12 @@ func registerDemo(lc fx.Lifecycle, cfg app.Config, dc demoConfig, broker *memory
 func (d *demoRun) start(context.Context) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	d.sub = d.broker.Subscriber("demo-log", 16)
+	sub, err := d.broker.Subscriber(memory.SubscriberConfig{Handler: "demo-log", Group: "demo-log", Concurrency: 16})
+	if err != nil {
+		cancel()
+		return err
+	}
+	d.sub = sub
 	watch := map[string]string{} // memory topic -> what lands there
 	for eventType := range d.cfg.Events {
 		if e := d.cfg.Events[eventType]; e.Transport == app.TransportMemory {

@@ -55,7 +55,7 @@ func newSample(t *testing.T, conf string, extra ...fx.Option) *fx.App {
 func TestSampleStatusOnPostgres(t *testing.T) {
 	db, conf := pgSchema(t)
 	conf += "handlers:\n  device-status:\n    transport: memory\n    topic: devices.status\n    idempotent: true\n"
-	var broker *memory.Broker
+	var broker *memory.Transport
 	svc := newSample(t, conf, fx.Populate(&broker))
 	if err := svc.Err(); err != nil {
 		t.Fatal(err)
@@ -66,7 +66,10 @@ func TestSampleStatusOnPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = svc.Stop(context.Background()) }()
-	sub := broker.Subscriber("test", 1)
+	sub, err := broker.Subscriber(memory.SubscriberConfig{Group: "test", Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer sub.Close()
 	events, err := sub.Subscribe(ctx, "devices.status-changed")
 	if err != nil {

@@ -250,7 +250,7 @@ func aliyunHexmill(ctx context.Context, o Options, credit int) (Result, error) {
 		return Result{}, err
 	}
 	defer c.Close()
-	sub, err := c.Subscriber(aliyun.SubscriberConfig{Name: "bench", Concurrency: credit})
+	sub, err := c.Subscriber(aliyun.SubscriberConfig{Handler: "bench", Concurrency: credit})
 	if err != nil {
 		return Result{}, err
 	}

@@ -231,11 +231,20 @@ func Env(name, def string) string {
 	return def
 }
 
-// ack acks m as the runtime does: through its settle.Settler when it has
-// one, else with Ack.
-func ack(m *message.Message) {
-	if s := settle.From(m.Context()); s != nil {
-		s.Settle(true)
+// subscribeContext is the Subscribe context of a consumer that settles
+// through the settle.Settler in each message's context (byConsumer, as
+// the runtime does) or through Ack, as a watermill consumer.
+func subscribeContext(ctx context.Context, byConsumer bool) context.Context {
+	if byConsumer {
+		return settle.ByConsumer(ctx)
+	}
+	return ctx
+}
+
+// ack acks m through its settle.Settler (byConsumer), else with Ack.
+func ack(m *message.Message, byConsumer bool) {
+	if byConsumer {
+		settle.From(m.Context()).Settle(true)
 		return
 	}
 	m.Ack()

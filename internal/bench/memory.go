@@ -61,7 +61,7 @@ func memoryTraced(sampling float64) Run {
 // memoryRuntime runs the pipeline through the runtime, tracing with tp
 // when it is not nil.
 func memoryRuntime(ctx context.Context, opts Options, tp trace.TracerProvider) (Result, error) {
-	broker, err := memory.NewBroker(memory.Config{QueueLimit: opts.Messages + 1}, watermill.NopLogger{})
+	broker, err := memory.New(memory.Config{QueueLimit: opts.Messages + 1}, watermill.NopLogger{})
 	if err != nil {
 		return Result{}, err
 	}
@@ -91,12 +91,15 @@ func memoryRuntime(ctx context.Context, opts Options, tp trace.TracerProvider) (
 }
 
 func memoryRaw(ctx context.Context, opts Options) (Result, error) {
-	broker, err := memory.NewBroker(memory.Config{QueueLimit: opts.Messages + 1}, watermill.NopLogger{})
+	broker, err := memory.New(memory.Config{QueueLimit: opts.Messages + 1}, watermill.NopLogger{})
 	if err != nil {
 		return Result{}, err
 	}
 	rec := newRecorder(opts.Messages)
-	sub := broker.Subscriber("bench", memoryConcurrency)
+	sub, err := broker.Subscriber(memory.SubscriberConfig{Group: "bench", Concurrency: memoryConcurrency})
+	if err != nil {
+		return Result{}, err
+	}
 	defer sub.Close()
 	subCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -113,7 +116,7 @@ func memoryRaw(ctx context.Context, opts Options) (Result, error) {
 	return memoryPublish(ctx, opts, broker, rec)
 }
 
-func memoryPublish(ctx context.Context, opts Options, broker *memory.Broker, rec *recorder) (Result, error) {
+func memoryPublish(ctx context.Context, opts Options, broker *memory.Transport, rec *recorder) (Result, error) {
 	clk := startClock()
 	if err := publishAll(opts, func(int) error {
 		return broker.Publish("bench.in", message.NewMessage(watermill.NewUUID(), stamp(opts.Size)))

@@ -52,7 +52,8 @@ func init() {
 		// hexmill consumes as its runtime does: each message settled
 		// through the settle.Settler in its context (docs/mqtt.md);
 		// "hexmill, watermill Ack" is the subscriber used as a plain
-		// watermill one, a goroutine per message waiting for Ack.
+		// watermill one, its Ack bridged onto the Settler by a goroutine
+		// per message.
 		Hexmill: withBroker(func(ctx context.Context, opts Options, url string) (Result, error) {
 			return hexmillMQTTEndToEnd(ctx, opts, url, true)
 		}),
@@ -282,19 +283,19 @@ func rawMQTTEndToEnd(ctx context.Context, opts Options, server string, uuid bool
 
 // hexmillMQTTEndToEnd: the adapter with the same settings; the handler
 // acks each message as it takes it from the subscription.
-func hexmillMQTTEndToEnd(ctx context.Context, opts Options, server string, consumerSettles bool) (Result, error) {
+func hexmillMQTTEndToEnd(ctx context.Context, opts Options, server string, byConsumer bool) (Result, error) {
 	cfg := mqtt.Config{
 		Servers: []string{server}, ClientID: "bench-hexmill-" + watermill.NewShortUUID() + "-{conn}",
 		SessionExpiry: time.Minute, ReceiveMaximum: mqttReceiveMaximum, QoS: 1,
 	}
 	topic := benchTopic()
 	e := newE2E(opts.Messages)
-	sub, err := mqtt.NewSubscriber(cfg, mqtt.SubscriberConfig{Handler: "bench", Concurrency: 64, ConsumerSettles: consumerSettles}, nil)
+	sub, err := mqtt.NewSubscriber(cfg, mqtt.SubscriberConfig{Handler: "bench", Concurrency: 64}, nil)
 	if err != nil {
 		return Result{}, err
 	}
 	defer sub.Close()
-	subCtx, stop := context.WithCancel(ctx)
+	subCtx, stop := context.WithCancel(subscribeContext(ctx, byConsumer))
 	defer stop()
 	out, err := sub.Subscribe(subCtx, topic)
 	if err != nil {
@@ -306,7 +307,7 @@ func hexmillMQTTEndToEnd(ctx context.Context, opts Options, server string, consu
 		defer readers.Done()
 		for m := range out {
 			e.handle(m.Payload)
-			ack(m)
+			ack(m, byConsumer)
 		}
 	}()
 	defer readers.Wait()

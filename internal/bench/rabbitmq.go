@@ -70,8 +70,8 @@ func init() {
 		Name: "rabbitmq/consume-ack", Available: available, Raw: rawConsume,
 		// hexmill consumes as its runtime does: each message settled
 		// through the settle.Settler in its context; "hexmill, watermill
-		// Ack" is the subscriber used as a plain watermill one, a
-		// goroutine per message waiting for Ack.
+		// Ack" is the subscriber used as a plain watermill one, its Ack
+		// bridged onto the Settler by a goroutine per message.
 		Hexmill: func(ctx context.Context, o Options) (Result, error) { return hexmillConsume(ctx, o, true) },
 		Baselines: map[string]Run{
 			"hexmill, watermill Ack": func(ctx context.Context, o Options) (Result, error) { return hexmillConsume(ctx, o, false) },
@@ -246,11 +246,11 @@ func hexmillPublish(ctx context.Context, o Options, window int) (Result, error) 
 	if err != nil {
 		return Result{}, err
 	}
-	if err := c.Connect(context.Background()); err != nil {
+	if err := c.Open(context.Background()); err != nil {
 		return Result{}, err
 	}
 	defer c.Close()
-	pub, err := c.PublisherFor(nil)
+	pub, err := c.Publisher(nil)
 	if err != nil {
 		return Result{}, err
 	}
@@ -358,7 +358,7 @@ func rawConsume(ctx context.Context, o Options) (Result, error) {
 	return clk.result(o.Messages, nil), nil
 }
 
-func hexmillConsume(ctx context.Context, o Options, consumerSettles bool) (Result, error) {
+func hexmillConsume(ctx context.Context, o Options, byConsumer bool) (Result, error) {
 	queue, drop, err := benchQueue("hexmill-consume")
 	if err != nil {
 		return Result{}, err
@@ -371,24 +371,24 @@ func hexmillConsume(ctx context.Context, o Options, consumerSettles bool) (Resul
 	if err != nil {
 		return Result{}, err
 	}
-	if err := c.Connect(context.Background()); err != nil {
+	if err := c.Open(context.Background()); err != nil {
 		return Result{}, err
 	}
 	defer c.Close()
-	sub, err := c.NewSubscriber(rabbitmq.SubscriberConfig{Name: "bench", Prefetch: rabbitPrefetch, ConsumerSettles: consumerSettles})
+	sub, err := c.Subscriber(rabbitmq.SubscriberConfig{Handler: "bench", Concurrency: rabbitPrefetch})
 	if err != nil {
 		return Result{}, err
 	}
 	defer sub.Close()
 	clk := startClock()
-	out, err := sub.Subscribe(ctx, queue)
+	out, err := sub.Subscribe(subscribeContext(ctx, byConsumer), queue)
 	if err != nil {
 		return Result{}, err
 	}
 	for i := 0; i < o.Messages; i++ {
 		select {
 		case m := <-out:
-			ack(m)
+			ack(m, byConsumer)
 		case <-ctx.Done():
 			return Result{}, ctx.Err()
 		}

@@ -1,17 +1,23 @@
-// Package settle is the contract between a subscriber and a consumer that
-// settles each message itself, once, when it is done with it: the runtime
-// (app) does, through its in-flight middleware.
+// Package settle is how a subscriber learns a message's fate: every
+// adapter's subscriber puts a Settler in each message's context, and
+// settles the message through it only, once.
 //
-// A watermill subscriber learns a message's fate by waiting on its Acked
-// and Nacked channels, which takes a goroutine per message in flight. A
-// subscriber that supports this contract and is told its consumer keeps it
-// puts a Settler in each message's context instead; the consumer calls it
-// exactly once per message, and the subscriber then ignores Ack and Nack.
-// A message the consumer never settles stays unsettled until the
-// subscriber closes, and goes back to its broker.
+// A consumer that settles through the Settler (the runtime's in-flight
+// middleware does) says so on the context it gives to Subscribe
+// (ByConsumer): the subscriber then ignores Ack and Nack and needs no
+// goroutine per message in flight. For any other consumer (watermill's
+// router, watermill's pub/sub tests) the subscriber bridges Ack and Nack
+// onto the same Settler with Await, a goroutine per message.
+//
+// A message nobody settles stays unsettled until its subscriber closes,
+// and goes back to its broker then.
 package settle
 
-import "context"
+import (
+	"context"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
 
 // Settler settles one message: acked true acknowledges it to the broker,
 // false hands it back for redelivery (a nack). Only the first call counts.
@@ -31,4 +37,51 @@ func With(ctx context.Context, s Settler) context.Context {
 func From(ctx context.Context) Settler {
 	s, _ := ctx.Value(key{}).(Settler)
 	return s
+}
+
+type byConsumerKey struct{}
+
+// ByConsumer returns a child of ctx that, given to Subscribe, promises
+// that the consumer settles every message of the subscription through the
+// Settler in its context: the subscriber then ignores Ack and Nack.
+func ByConsumer(ctx context.Context) context.Context {
+	return context.WithValue(ctx, byConsumerKey{}, true)
+}
+
+// IsByConsumer reports whether the Subscribe context ctx carries the
+// promise of ByConsumer; when it does not, the subscriber bridges each
+// message's Ack and Nack onto its Settler with Await.
+func IsByConsumer(ctx context.Context) bool {
+	v, _ := ctx.Value(byConsumerKey{}).(bool)
+	return v
+}
+
+// Await settles msg through s once its consumer acks or nacks it. done is
+// the Done channel of the context the subscriber gave msg: it closes when
+// msg is settled otherwise or its subscriber closes, and Await then
+// returns, settling an ack given by then (an ack given before Close still
+// goes out). The subscriber runs Await on a goroutine it waits for.
+func Await(msg *message.Message, s Settler, done <-chan struct{}) {
+	select {
+	case <-msg.Acked():
+		s.Settle(true)
+	case <-msg.Nacked():
+		s.Settle(false)
+	case <-done:
+		if Acked(msg) {
+			s.Settle(true)
+		}
+	}
+}
+
+// Acked reports whether msg was acked (message.Ack), without waiting: at
+// Close, a subscriber that bridges Ack settles an acked message as acked
+// and hands back the others.
+func Acked(msg *message.Message) bool {
+	select {
+	case <-msg.Acked():
+		return true
+	default:
+		return false
+	}
 }

@@ -19,7 +19,7 @@ import (
 // above its threshold (a map entry the environment creates) raises an
 // alert.
 func TestServiceInProcess(t *testing.T) {
-	var broker *memory.Broker
+	var broker *memory.Transport
 	svc := app.New(testservice.Service(), app.Env{
 		"HEXMILL_HTTP_ADDR":                     "off",
 		"HEXMILL_DOMAIN_THRESHOLDS_TEMPERATURE": "80",
@@ -33,7 +33,10 @@ func TestServiceInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = svc.Stop(context.Background()) }()
-	sub := broker.Subscriber("test", 1)
+	sub, err := broker.Subscriber(memory.SubscriberConfig{Group: "test", Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer sub.Close()
 	alerts, err := sub.Subscribe(ctx, "alerts")
 	if err != nil {

@@ -67,7 +67,7 @@ func TestStatusHandler(t *testing.T) {
 			if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			var broker *memory.Broker
+			var broker *memory.Transport
 			svc := app.New(testservice.Service(), app.Env{"HEXMILL_CONFIG": path}, fx.Populate(&broker), fx.NopLogger)
 			if err := svc.Err(); err != nil {
 				t.Fatal(err)
@@ -78,7 +78,10 @@ func TestStatusHandler(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { _ = svc.Stop(context.Background()) }()
-			sub := broker.Subscriber("test", 1)
+			sub, err := broker.Subscriber(memory.SubscriberConfig{Group: "test", Concurrency: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
 			defer sub.Close()
 			events, err := sub.Subscribe(ctx, "devices.status-changed")
 			if err != nil {

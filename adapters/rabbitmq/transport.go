@@ -2,7 +2,7 @@
 // rabbitmq/amqp091-go behind watermill's Publisher and Subscriber
 // interfaces.
 //
-// A Client owns one connection: it declares the configured topology on
+// A Transport owns one connection: it declares the configured topology on
 // every connect, reconnects with backoff after a loss, and reports
 // readiness. Publishers send on long-lived channels in confirm mode with
 // many confirms outstanding per channel (pipelined), so confirmed
@@ -29,7 +29,7 @@ import (
 
 // Errors of the transport; match them with errors.Is.
 var (
-	// ErrClosed is returned by a closed client, publisher or subscriber.
+	// ErrClosed is returned by a closed transport, publisher or subscriber.
 	ErrClosed = errors.New("rabbitmq: closed")
 	// ErrNotConnected is returned by a publish while the connection is
 	// down (after publish.outage_wait, if set).
@@ -46,8 +46,9 @@ var (
 	ErrNotConfirmed = errors.New("rabbitmq: not confirmed")
 )
 
-// Client is one connection to RabbitMQ, kept up until Close.
-type Client struct {
+// Transport is one connection to RabbitMQ, kept up from Open until Close;
+// every publisher and subscriber shares it, each with channels of its own.
+type Transport struct {
 	cfg     Config
 	logger  watermill.LoggerAdapter
 	dialURL string // carries the password: never print it
@@ -65,8 +66,9 @@ type Client struct {
 	wg        sync.WaitGroup // the connection supervisor
 }
 
-// New validates cfg and returns a client; Connect connects it.
-func New(cfg Config, logger watermill.LoggerAdapter) (*Client, error) {
+// New validates cfg and returns a transport; it connects nothing (Open
+// does).
+func New(cfg Config, logger watermill.LoggerAdapter) (*Transport, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -82,20 +84,20 @@ func New(cfg Config, logger watermill.LoggerAdapter) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{
+	return &Transport{
 		cfg: cfg, logger: logger, dialURL: dialURL, tls: tc,
 		up: make(chan struct{}), consumers: map[*consumer]bool{}, closing: make(chan struct{}),
 	}, nil
 }
 
-// Config returns the client's configuration, defaults applied.
-func (c *Client) Config() Config { return c.cfg }
+// Config returns the transport's configuration, defaults applied.
+func (c *Transport) Config() Config { return c.cfg }
 
-// Connect opens the connection and declares the topology. Its error is
-// the one a misconfiguration shows (wrong credentials, untrusted
-// certificate, a queue that exists with other arguments). After it
-// succeeds, the client reconnects by itself until Close.
-func (c *Client) Connect(ctx context.Context) error {
+// Open opens the connection and declares the topology. Its error is the
+// one a misconfiguration shows (wrong credentials, untrusted certificate,
+// a queue that exists with other arguments). After it succeeds, the
+// transport reconnects by itself until Close.
+func (c *Transport) Open(ctx context.Context) error {
 	c.mu.Lock()
 	if c.started {
 		c.mu.Unlock()
@@ -123,7 +125,7 @@ func (c *Client) Connect(ctx context.Context) error {
 }
 
 // dial connects and declares the topology.
-func (c *Client) dial() (*amqp.Connection, chan *amqp.Error, error) {
+func (c *Transport) dial() (*amqp.Connection, chan *amqp.Error, error) {
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName(c.cfg.ConnectionName)
 	conn, err := amqp.DialConfig(c.dialURL, amqp.Config{
@@ -159,7 +161,7 @@ func isTLSRefusal(err error) bool {
 }
 
 // dialError explains the common failures and keeps the password out.
-func (c *Client) dialError(err error) error {
+func (c *Transport) dialError(err error) error {
 	target := URL(c.dialURL).Redacted()
 	var unknownCA x509.UnknownAuthorityError
 	var hostname x509.HostnameError
@@ -178,7 +180,7 @@ func (c *Client) dialError(err error) error {
 }
 
 // supervise waits for the connection to drop and reconnects, until Close.
-func (c *Client) supervise(conn *amqp.Connection, closed chan *amqp.Error) {
+func (c *Transport) supervise(conn *amqp.Connection, closed chan *amqp.Error) {
 	defer c.wg.Done()
 	for {
 		select {
@@ -201,8 +203,8 @@ func (c *Client) supervise(conn *amqp.Connection, closed chan *amqp.Error) {
 	}
 }
 
-// reconnect dials with backoff until it succeeds or the client closes.
-func (c *Client) reconnect() (*amqp.Connection, chan *amqp.Error) {
+// reconnect dials with backoff until it succeeds or the transport closes.
+func (c *Transport) reconnect() (*amqp.Connection, chan *amqp.Error) {
 	b := newBackoff(c.cfg.Reconnect)
 	for attempt := 1; ; attempt++ {
 		if !b.wait(c.closing, nil) {
@@ -222,7 +224,7 @@ func (c *Client) reconnect() (*amqp.Connection, chan *amqp.Error) {
 	}
 }
 
-func (c *Client) setUp(conn *amqp.Connection) {
+func (c *Transport) setUp(conn *amqp.Connection) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.conn = conn
@@ -230,7 +232,7 @@ func (c *Client) setUp(conn *amqp.Connection) {
 	close(c.up)
 }
 
-func (c *Client) setDown(err error) {
+func (c *Transport) setDown(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.conn == nil {
@@ -243,8 +245,8 @@ func (c *Client) setDown(err error) {
 
 // connection returns the open connection. While down it waits up to wait
 // (forever when wait < 0) for the reconnect, or until ctx ends or the
-// client closes.
-func (c *Client) connection(ctx context.Context, wait time.Duration) (*amqp.Connection, error) {
+// transport closes.
+func (c *Transport) connection(ctx context.Context, wait time.Duration) (*amqp.Connection, error) {
 	var deadline <-chan time.Time
 	if wait > 0 {
 		t := time.NewTimer(wait)
@@ -259,7 +261,7 @@ func (c *Client) connection(ctx context.Context, wait time.Duration) (*amqp.Conn
 			return conn, nil
 		}
 		if !started {
-			return nil, errors.New("rabbitmq: not connected yet; call Connect first")
+			return nil, errors.New("rabbitmq: not connected yet; call Open first")
 		}
 		if downErr == nil {
 			downErr = ErrNotConnected
@@ -284,7 +286,7 @@ func (c *Client) connection(ctx context.Context, wait time.Duration) (*amqp.Conn
 
 // Ready returns nil only while the connection is up and every consumer of
 // every open subscription is consuming.
-func (c *Client) Ready() error {
+func (c *Transport) Ready() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.conn == nil || c.conn.IsClosed() {
@@ -301,13 +303,13 @@ func (c *Client) Ready() error {
 	return nil
 }
 
-func (c *Client) setConsuming(k *consumer, consuming bool) {
+func (c *Transport) setConsuming(k *consumer, consuming bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.consumers[k] = consuming
 }
 
-func (c *Client) unregister(k *consumer) {
+func (c *Transport) unregister(k *consumer) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.consumers, k)
@@ -315,7 +317,7 @@ func (c *Client) unregister(k *consumer) {
 
 // Close closes the connection and stops reconnecting. Close publishers and
 // subscribers first; it is safe to call more than once.
-func (c *Client) Close() error {
+func (c *Transport) Close() error {
 	c.closeOnce.Do(func() { close(c.closing) })
 	c.wg.Wait()
 	return nil

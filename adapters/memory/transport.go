@@ -4,6 +4,7 @@
 package memory
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -45,7 +46,8 @@ var ErrClosed = errors.New("memory: closed")
 // ErrQueueFull is returned when a publish would go past Config.QueueLimit.
 var ErrQueueFull = errors.New("memory: queue full")
 
-// Broker routes messages from publishers to the queues of subscribers.
+// Transport is the in-memory broker: it routes messages from publishers
+// to the queues of subscribers.
 //
 // Each (topic, group) pair has one queue, created by the first subscription
 // and kept for the broker's life, like a durable queue: its subscribers
@@ -53,7 +55,10 @@ var ErrQueueFull = errors.New("memory: queue full")
 // topic; published before any queue exists, messages wait for the first
 // one. A nacked message, or one unsettled when its subscriber closes, goes
 // back to the front of its queue.
-type Broker struct {
+//
+// The Transport is its own publisher (Publish), for tests and demos to
+// publish to directly.
+type Transport struct {
 	cfg    Config
 	logger watermill.LoggerAdapter
 
@@ -73,8 +78,8 @@ type queue struct {
 	changed chan struct{}
 }
 
-// NewBroker returns an empty broker.
-func NewBroker(cfg Config, logger watermill.LoggerAdapter) (*Broker, error) {
+// New validates cfg and returns an empty broker.
+func New(cfg Config, logger watermill.LoggerAdapter) (*Transport, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("memory: %w", err)
@@ -82,12 +87,27 @@ func NewBroker(cfg Config, logger watermill.LoggerAdapter) (*Broker, error) {
 	if logger == nil {
 		logger = watermill.NopLogger{}
 	}
-	return &Broker{cfg: cfg, logger: logger, topics: map[string]*topic{}}, nil
+	return &Transport{cfg: cfg, logger: logger, topics: map[string]*topic{}}, nil
 }
+
+// Open does nothing: there is nothing to connect to.
+func (b *Transport) Open(context.Context) error { return nil }
+
+// Publisher returns the transport itself, for an event binding; the
+// memory transport takes no binding options.
+func (b *Transport) Publisher(options map[string]string) (message.Publisher, error) {
+	if err := b.cfg.CheckBindingOptions(false, options); err != nil {
+		return nil, fmt.Errorf("memory: %w", err)
+	}
+	return b, nil
+}
+
+// Ready returns nil: the broker is always there.
+func (b *Transport) Ready() error { return nil }
 
 // Publish implements message.Publisher. It returns once every message is
 // in every queue of its topic.
-func (b *Broker) Publish(topicName string, msgs ...*message.Message) error {
+func (b *Transport) Publish(topicName string, msgs ...*message.Message) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	t := b.topic(topicName)
@@ -113,7 +133,7 @@ func (b *Broker) Publish(topicName string, msgs ...*message.Message) error {
 
 // Depth returns how many messages wait in the queue of topic and group
 // (delivered, unsettled messages are not counted).
-func (b *Broker) Depth(topicName, group string) int {
+func (b *Transport) Depth(topicName, group string) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	t := b.topic(topicName)
@@ -123,7 +143,7 @@ func (b *Broker) Depth(topicName, group string) int {
 	return len(t.waiting)
 }
 
-func (b *Broker) topic(name string) *topic {
+func (b *Transport) topic(name string) *topic {
 	t, ok := b.topics[name]
 	if !ok {
 		t = &topic{queues: map[string]*queue{}}
@@ -134,7 +154,7 @@ func (b *Broker) topic(name string) *topic {
 
 // queue returns the queue of topic and group, creating it; the first queue
 // of a topic takes the messages that waited for one. b.mu must be held.
-func (b *Broker) queue(topicName, group string) *queue {
+func (b *Transport) queue(topicName, group string) *queue {
 	t := b.topic(topicName)
 	q, ok := t.queues[group]
 	if !ok {
@@ -148,7 +168,7 @@ func (b *Broker) queue(topicName, group string) *queue {
 }
 
 // take removes the first message of q, or returns the channel to wait on.
-func (b *Broker) take(q *queue) (*message.Message, <-chan struct{}) {
+func (b *Transport) take(q *queue) (*message.Message, <-chan struct{}) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(q.messages) == 0 {
@@ -161,7 +181,7 @@ func (b *Broker) take(q *queue) (*message.Message, <-chan struct{}) {
 }
 
 // requeue puts msg back at the front of q.
-func (b *Broker) requeue(q *queue, msg *message.Message) {
+func (b *Transport) requeue(q *queue, msg *message.Message) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	q.messages = append([]*message.Message{msg}, q.messages...)
@@ -178,11 +198,11 @@ func (q *queue) notify() {
 	q.changed = make(chan struct{})
 }
 
-// Close implements message.Publisher; the broker itself has nothing to
-// release.
-func (b *Broker) Close() error { return nil }
+// Close implements message.Publisher, and closes the transport: there is
+// nothing to release, the queues stay as they are.
+func (b *Transport) Close() error { return nil }
 
-var _ message.Publisher = (*Broker)(nil)
+var _ message.Publisher = (*Transport)(nil)
 
 // CheckBindingOptions validates a binding's options: the in-memory
 // transport takes none.

@@ -13,16 +13,17 @@ import (
 
 	amqp "github.com/Azure/go-amqp"
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
 )
 
-// ErrClosed is returned by a closed Consumer or Subscriber.
+// ErrClosed is returned by a closed Transport or Subscriber.
 var ErrClosed = errors.New("aliyun: closed")
 
 // ErrAuth marks a connection attempt the broker refused at authentication:
 // a wrong access key, secret, token, consumer group or a clock too far off.
 var ErrAuth = errors.New("authentication refused")
 
-// Consumer is the set of connections of one Aliyun consumer group: each
+// Transport is the set of connections of one Aliyun consumer group: each
 // connection has one receiver link, and every message of every link goes to
 // the subscription whose topic filter matches it.
 //
@@ -33,7 +34,7 @@ var ErrAuth = errors.New("authentication refused")
 // subscription's Concurrency bounds the messages being handled. With no
 // active subscription no credit is issued, so intake stops; what the broker
 // still sends on credit it had is released at once.
-type Consumer struct {
+type Transport struct {
 	cfg     Config
 	logger  watermill.LoggerAdapter
 	now     func() time.Time
@@ -51,11 +52,15 @@ type Consumer struct {
 
 	plainUser, plainPassword string // WithPlainAuth
 
-	mu      sync.Mutex               // guards route changes, loggedT, Start against Close
+	mu      sync.Mutex               // guards route changes, loggedT, Open against Close
 	routes  atomic.Pointer[[]*route] // copy on write: read per message
 	intake  atomic.Bool              // some route is active
 	stats   counters
 	loggedT map[string]bool // unmatched topics already logged
+
+	deliveriesMu sync.Mutex
+	handedBack   bool                   // Close handed back the unsettled messages
+	unsettled    map[*delivery]struct{} // handed out, not settled
 }
 
 type counters struct {
@@ -70,18 +75,19 @@ type Stats struct {
 	Resyncs int64
 }
 
-// Option changes a Consumer for uses other than Aliyun itself.
-type Option func(*Consumer)
+// Option changes a Transport for uses other than Aliyun itself.
+type Option func(*Transport)
 
 // WithPlainAuth authenticates with a fixed user name and password instead
 // of Aliyun's signature: for a local AMQP 1.0 broker (RabbitMQ with
 // internal users) in benchmarks and development.
 func WithPlainAuth(user, password string) Option {
-	return func(c *Consumer) { c.plainUser, c.plainPassword = user, password }
+	return func(c *Transport) { c.plainUser, c.plainPassword = user, password }
 }
 
-// New returns a consumer; Start (or the first Subscribe) connects it.
-func New(cfg Config, logger watermill.LoggerAdapter, opts ...Option) (*Consumer, error) {
+// New validates cfg and returns a transport; it connects nothing (Open,
+// or the first Subscribe, does).
+func New(cfg Config, logger watermill.LoggerAdapter, opts ...Option) (*Transport, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("aliyun: %w", err)
@@ -90,7 +96,7 @@ func New(cfg Config, logger watermill.LoggerAdapter, opts ...Option) (*Consumer,
 		logger = watermill.NopLogger{}
 	}
 	base, cancel := context.WithCancel(context.Background())
-	c := &Consumer{
+	c := &Transport{
 		cfg:        cfg,
 		logger:     logger.With(watermill.LogFields{"consumer_group": cfg.ConsumerGroupID}),
 		now:        time.Now,
@@ -99,6 +105,7 @@ func New(cfg Config, logger watermill.LoggerAdapter, opts ...Option) (*Consumer,
 		cancelBase: cancel,
 		closing:    make(chan struct{}),
 		loggedT:    map[string]bool{},
+		unsettled:  map[*delivery]struct{}{},
 	}
 	for i := range cfg.Connections {
 		c.conns = append(c.conns, &connection{c: c, index: i, clientID: cfg.clientID(i), up: make(chan struct{}), failed: make(chan struct{}, 1)})
@@ -109,12 +116,12 @@ func New(cfg Config, logger watermill.LoggerAdapter, opts ...Option) (*Consumer,
 	return c, nil
 }
 
-// Start connects every connection and returns once each has its receiver
+// Open connects every connection and returns once each has its receiver
 // link attached, or with the error of a connection that could not: at
 // once on an authentication failure, else after ctx or
 // Config.StartTimeout. The connections keep retrying in the background
 // until Close either way.
-func (c *Consumer) Start(ctx context.Context) error {
+func (c *Transport) Open(ctx context.Context) error {
 	c.mu.Lock()
 	select {
 	case <-c.closing:
@@ -159,8 +166,17 @@ func (c *Consumer) Start(ctx context.Context) error {
 	return nil
 }
 
+// ErrConsumeOnly is returned by Publisher: Aliyun pushes device messages
+// on this interface and takes none.
+var ErrConsumeOnly = errors.New("aliyun: the transport consumes only: publish to another transport")
+
+// Publisher returns ErrConsumeOnly.
+func (c *Transport) Publisher(map[string]string) (message.Publisher, error) {
+	return nil, ErrConsumeOnly
+}
+
 // Ready returns nil while every connection is up with its link attached.
-func (c *Consumer) Ready() error {
+func (c *Transport) Ready() error {
 	for _, cn := range c.conns {
 		cn.mu.Lock()
 		l, err := cn.link, cn.err
@@ -176,7 +192,7 @@ func (c *Consumer) Ready() error {
 }
 
 // Stats returns the counters.
-func (c *Consumer) Stats() Stats {
+func (c *Transport) Stats() Stats {
 	return Stats{
 		Received: c.stats.received.Load(), Accepted: c.stats.accepted.Load(), Released: c.stats.released.Load(),
 		Unmatched: c.stats.unmatched.Load(), Reconnects: c.stats.reconnects.Load(), AuthFailures: c.stats.authFailures.Load(),
@@ -187,19 +203,20 @@ func (c *Consumer) Stats() Stats {
 // Close stops intake, releases every unsettled message, then closes links,
 // sessions and connections, and waits for the consumer's goroutines. It is
 // safe to call more than once.
-func (c *Consumer) Close() error {
+func (c *Transport) Close() error {
 	c.closeOnce.Do(func() {
-		c.mu.Lock() // not while Start launches the connections
+		c.mu.Lock() // not while Open launches the connections
 		close(c.closing)
 		c.mu.Unlock()
 		c.cancelBase()
+		c.handBack(nil)
 	})
 	c.wg.Wait()
 	return nil
 }
 
 // addRoute registers r and turns intake on.
-func (c *Consumer) addRoute(r *route) {
+func (c *Transport) addRoute(r *route) {
 	c.mu.Lock()
 	routes := append(c.currentRoutes(), r)
 	c.routes.Store(&routes)
@@ -213,7 +230,7 @@ func (c *Consumer) addRoute(r *route) {
 }
 
 // removeRoute unregisters r; intake stops with the last route.
-func (c *Consumer) removeRoute(r *route) {
+func (c *Transport) removeRoute(r *route) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var routes []*route
@@ -226,19 +243,19 @@ func (c *Consumer) removeRoute(r *route) {
 	c.intake.Store(len(routes) > 0)
 }
 
-func (c *Consumer) currentRoutes() []*route {
+func (c *Transport) currentRoutes() []*route {
 	if p := c.routes.Load(); p != nil {
 		return slices.Clone(*p)
 	}
 	return nil
 }
 
-func (c *Consumer) intakeOn() bool { return c.intake.Load() }
+func (c *Transport) intakeOn() bool { return c.intake.Load() }
 
 // match returns the first active route whose filter matches topic,
 // preferring the most specific one: an exact filter before wildcards,
 // wildcards before the catch-all "".
-func (c *Consumer) match(topic string) *route {
+func (c *Transport) match(topic string) *route {
 	p := c.routes.Load()
 	if p == nil {
 		return nil
@@ -266,7 +283,7 @@ func specificity(filter string) int {
 // connection is one AMQP connection with its receiver link, redialled
 // until the consumer closes.
 type connection struct {
-	c        *Consumer
+	c        *Transport
 	index    int
 	clientID string
 
@@ -396,7 +413,7 @@ func (cn *connection) dial() (*link, error) {
 		return nil, fail("begin session", err)
 	}
 	receiver, err := session.NewReceiver(ctx, c.cfg.SourceAddress, &amqp.ReceiverOptions{
-		Credit:         -1, // explicit credit: see Consumer
+		Credit:         -1, // explicit credit: see Transport
 		SettlementMode: amqp.ReceiverSettleModeFirst.Ptr(),
 	})
 	if err != nil {

@@ -1,0 +1,56 @@
+package settle_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/hexmill/hexmill/internal/settle"
+)
+
+// recorder records the settles it gets.
+type recorder struct{ got []bool }
+
+func (r *recorder) Settle(acked bool) { r.got = append(r.got, acked) }
+
+// Await settles through the Settler what the consumer said with Ack and
+// Nack; when the message's context ends first it settles an ack given by
+// then and nothing else.
+func TestAwait(t *testing.T) {
+	tests := []struct {
+		name  string
+		act   func(msg *message.Message, cancel context.CancelFunc)
+		settl []bool
+	}{
+		{"ack", func(m *message.Message, _ context.CancelFunc) { m.Ack() }, []bool{true}},
+		{"nack", func(m *message.Message, _ context.CancelFunc) { m.Nack() }, []bool{false}},
+		{"context ends, not acked", func(_ *message.Message, cancel context.CancelFunc) { cancel() }, nil},
+		{"acked, then the context ends", func(m *message.Message, cancel context.CancelFunc) { m.Ack(); cancel() }, []bool{true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := message.NewMessage("1", nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			tt.act(msg, cancel)
+			var r recorder
+			settle.Await(msg, &r, ctx.Done())
+			if len(r.got) != len(tt.settl) || (len(r.got) == 1 && r.got[0] != tt.settl[0]) {
+				t.Fatalf("settled %v, want %v", r.got, tt.settl)
+			}
+		})
+	}
+}
+
+func TestContexts(t *testing.T) {
+	ctx := context.Background()
+	if settle.IsByConsumer(ctx) || settle.From(ctx) != nil {
+		t.Fatal("a bare context carries a promise or a Settler")
+	}
+	var r recorder
+	ctx = settle.With(settle.ByConsumer(ctx), &r)
+	if !settle.IsByConsumer(ctx) || settle.From(ctx) != &r {
+		t.Fatal("the promise or the Settler got lost")
+	}
+}
