@@ -12,5 +12,6 @@ import "github.com/hexmill/hexmill/adapters/aliyun"
 // them onto its domain in a format of its own (AsFormat).
 var aliyunModule = AsTransport(TransportAliyun, func() aliyun.Config { return aliyun.Config{} },
 	func(cfg aliyun.Config, env TransportEnv) (Transport, error) {
+		cfg.Service = env.Service // {service} in client IDs
 		return aliyun.New(cfg, NewWatermillLogger(env.Logger))
 	})

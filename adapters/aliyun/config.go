@@ -13,6 +13,7 @@ package aliyun
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -51,8 +52,13 @@ type Config struct {
 	// ConsumerGroupID is the consumer group created in the IoT console.
 	ConsumerGroupID string `yaml:"consumer_group_id"`
 	// ClientID identifies this client in the console; connection i uses
-	// ClientID-i.
+	// ClientID-i. Placeholders: {service}, {hostname}. Default
+	// {service}-{hostname}: one per replica (a pod's host name is its own),
+	// and two services on one consumer group do not collide.
 	ClientID string `yaml:"client_id"`
+	// Service fills {service} in ClientID; the app sets it from the
+	// service's name.
+	Service string `yaml:"-"`
 	// IotInstanceID is empty for the old public instance.
 	IotInstanceID string `yaml:"iot_instance_id"`
 	// SignMethod is hmacsha1, hmacsha256 or hmacmd5.
@@ -117,6 +123,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.SignMethod == "" {
 		c.SignMethod = SignHMACSHA1
+	}
+	if c.ClientID == "" {
+		c.ClientID = "{service}-{hostname}"
 	}
 	if c.Connections == 0 {
 		c.Connections = 1
@@ -226,8 +235,21 @@ func (c Config) address() string {
 	return fmt.Sprintf("%s://%s:%d", scheme, c.Endpoint(), c.Port)
 }
 
-// clientID is the client ID of connection i.
-func (c Config) clientID(i int) string { return fmt.Sprintf("%s-%d", c.ClientID, i) }
+// clientID is the client ID of connection i, its placeholders filled.
+func (c Config) clientID(i int) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	service := c.Service
+	if service == "" {
+		service = "aliyun"
+	}
+	id := strings.NewReplacer("{service}", service, "{hostname}", host).Replace(c.ClientID)
+	// Aliyun's console and signature take no '|', ',' or '=' (Validate
+	// refuses them in the setting; a host name has none).
+	return fmt.Sprintf("%s-%d", id, i)
+}
 
 // CheckBindingOptions validates a binding's options without connecting:
 // the transport consumes only and takes no options.

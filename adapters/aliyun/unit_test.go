@@ -3,6 +3,7 @@ package aliyun
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -79,6 +80,33 @@ func TestSignatureAgainstOpenSSL(t *testing.T) {
 			t.Error("two dials a millisecond apart signed the same")
 		}
 	})
+}
+
+// The client ID defaults to the service and the host: replicas (pods)
+// and services on one consumer group get IDs of their own.
+func TestDefaultClientID(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skip(err)
+	}
+	cases := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"default", Config{Service: "fleet"}, "fleet-" + host + "-1"},
+		{"no service (the adapter alone)", Config{}, "aliyun-" + host + "-1"},
+		{"placeholders", Config{Service: "fleet", ClientID: "{hostname}.{service}"}, host + ".fleet-1"},
+		{"fixed", Config{Service: "fleet", ClientID: "prod-a"}, "prod-a-1"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.SetDefaults()
+			if got := tc.cfg.clientID(1); got != tc.want {
+				t.Errorf("clientID(1) = %q, want %q", got, tc.want)
+			}
+		})
+	}
 }
 
 func TestConfig(t *testing.T) {
