@@ -445,16 +445,24 @@ func (p closingPublisher) Close() error {
 	return nil
 }
 
-// /readyz follows the database: it fails while PostgreSQL cannot be
-// reached and recovers when it can.
-func TestReadinessFollowsDatabase(t *testing.T) {
+// proxiedPG is the test database's URL through a TCP proxy of the test's
+// own, for cutting the connections.
+func proxiedPG(t *testing.T) (string, *integration.Proxy) {
+	t.Helper()
 	u, err := url.Parse(integration.PostgresURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	proxy := integration.NewProxy(t, u.Host)
 	u.Host = proxy.Addr()
-	e, _ := pgEnv(t, u.String(), true)
+	return u.String(), proxy
+}
+
+// /readyz follows the database: it fails while PostgreSQL cannot be
+// reached and recovers when it can.
+func TestReadinessFollowsDatabase(t *testing.T) {
+	pgURL, proxy := proxiedPG(t)
+	e, _ := pgEnv(t, pgURL, true)
 	e["PGTEST_HTTP_ADDR"] = "127.0.0.1:0"
 	s := startService(t, pgService(storeAndPublish), e)
 
@@ -494,13 +502,8 @@ func TestReadinessFollowsDatabase(t *testing.T) {
 // its broker, whatever the retries: never poisoned (it is not at fault). It
 // is handled once the database is back.
 func TestDatabaseOutageHandsBackNotPoisons(t *testing.T) {
-	u, err := url.Parse(integration.PostgresURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := integration.NewProxy(t, u.Host)
-	u.Host = proxy.Addr()
-	e, schema := pgEnv(t, u.String(), true)
+	pgURL, proxy := proxiedPG(t)
+	e, schema := pgEnv(t, pgURL, true)
 	e["PGTEST_HTTP_ADDR"] = "127.0.0.1:0"
 	s := startService(t, pgService(storeAndPublish), e)
 	handedBack := func() float64 {
@@ -547,13 +550,8 @@ func TestDatabaseOutageHandsBackNotPoisons(t *testing.T) {
 // nothing: no connection, no goroutine (TestMain checks for leaks), even
 // with min_conns above 0.
 func TestPostgresGraphConnectsNothing(t *testing.T) {
-	u, err := url.Parse(integration.PostgresURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := integration.NewProxy(t, u.Host)
-	u.Host = proxy.Addr()
-	e, _ := pgEnv(t, u.String(), true)
+	pgURL, proxy := proxiedPG(t)
+	e, _ := pgEnv(t, pgURL, true)
 	e["PGTEST_POSTGRES_MIN_CONNS"] = "2"
 	var db *postgres.DB
 	a := app.New(pgService(storeAndPublish), e, fx.Populate(&db), fx.NopLogger)

@@ -19,29 +19,12 @@ import (
 // above its threshold (a map entry the environment creates) raises an
 // alert.
 func TestServiceInProcess(t *testing.T) {
-	var broker *memory.Transport
-	svc := app.New(testservice.Service(), app.Env{
-		"HEXMILL_HTTP_ADDR":                     "off",
-		"HEXMILL_DOMAIN_THRESHOLDS_TEMPERATURE": "80",
-	}, fx.Populate(&broker), fx.NopLogger)
-	if err := svc.Err(); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = svc.Stop(context.Background()) }()
-	sub, err := broker.Subscriber(memory.SubscriberConfig{Group: "test", Concurrency: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	alerts, err := sub.Subscribe(ctx, "alerts")
-	if err != nil {
-		t.Fatal(err)
-	}
+	broker, alerts := startInProcess(t, ctx, app.Env{
+		"HEXMILL_HTTP_ADDR":                     "off",
+		"HEXMILL_DOMAIN_THRESHOLDS_TEMPERATURE": "80",
+	}, "alerts")
 	in := message.NewMessage(watermill.NewUUID(), []byte(`{"device_id":"d1","readings":{"temperature":81,"humidity":99}}`))
 	if err := broker.Publish("devices.telemetry", in); err != nil {
 		t.Fatal(err)
@@ -55,4 +38,29 @@ func TestServiceInProcess(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("no alert")
 	}
+}
+
+// startInProcess starts the test service with env and reads topic on its
+// memory transport; both end with the test.
+func startInProcess(t *testing.T, ctx context.Context, env app.Env, topic string) (*memory.Transport, <-chan *message.Message) {
+	t.Helper()
+	var broker *memory.Transport
+	svc := app.New(testservice.Service(), env, fx.Populate(&broker), fx.NopLogger)
+	if err := svc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop(context.Background()) })
+	sub, err := broker.Subscriber(memory.SubscriberConfig{Group: "test", Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	msgs, err := sub.Subscribe(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return broker, msgs
 }

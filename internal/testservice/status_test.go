@@ -11,13 +11,10 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"go.uber.org/fx"
 
-	"github.com/hexmill/hexmill/adapters/memory"
 	"github.com/hexmill/hexmill/adapters/postgres"
 	"github.com/hexmill/hexmill/app"
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/testservice"
 )
 
 type statusChanged struct {
@@ -67,26 +64,9 @@ func TestStatusHandler(t *testing.T) {
 			if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			var broker *memory.Transport
-			svc := app.New(testservice.Service(), app.Env{"HEXMILL_CONFIG": path}, fx.Populate(&broker), fx.NopLogger)
-			if err := svc.Err(); err != nil {
-				t.Fatal(err)
-			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			if err := svc.Start(ctx); err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = svc.Stop(context.Background()) }()
-			sub, err := broker.Subscriber(memory.SubscriberConfig{Group: "test", Concurrency: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sub.Close()
-			events, err := sub.Subscribe(ctx, "devices.status-changed")
-			if err != nil {
-				t.Fatal(err)
-			}
+			broker, events := startInProcess(t, ctx, app.Env{"HEXMILL_CONFIG": path}, "devices.status-changed")
 			for i, r := range reports {
 				in := message.NewMessage(r.uuid, []byte(fmt.Sprintf(`{"device_id":"d1","status":%q,"at":%q}`, r.status, r.at.Format(time.RFC3339))))
 				if err := broker.Publish("devices.status", in); err != nil {
