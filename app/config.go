@@ -102,9 +102,22 @@ type Binding struct {
 	// handler runs in a PostgreSQL transaction that also records the
 	// message's ID, and a redelivered duplicate is acknowledged without
 	// running it. Needs the postgres section.
-	Idempotent bool              `yaml:"idempotent"`
-	Options    map[string]string `yaml:"options"`
+	Idempotent bool `yaml:"idempotent"`
+	// MessageID is what identifies a message (for idempotent handling,
+	// logs and traces): "transport" (the default) takes the ID its sender
+	// or broker gave it; "content" a hash of its topic and payload, for
+	// senders that set no ID (most MQTT devices), whose redeliveries would
+	// otherwise each get a new one. With "content", two messages with the
+	// same topic and payload are one message.
+	MessageID string            `yaml:"message_id"`
+	Options   map[string]string `yaml:"options"`
 }
+
+// Message identities of a binding (Binding.MessageID).
+const (
+	MessageIDTransport = "transport"
+	MessageIDContent   = "content"
+)
 
 // EventBinding says where an outgoing event type is published.
 type EventBinding struct {
@@ -507,6 +520,9 @@ func (c Config) validate() error {
 		}
 		if _, err := parseTopicParams(b.TopicParams); err != nil {
 			return fieldError(path+".topic_params", err.Error())
+		}
+		if b.MessageID != "" && b.MessageID != MessageIDTransport && b.MessageID != MessageIDContent {
+			return fieldError(path+".message_id", fmt.Sprintf("%q is not a message identity; use transport (the sender's or broker's ID, the default) or content (a hash of topic and payload)", b.MessageID))
 		}
 		if b.Idempotent && !c.Postgres.Enabled() {
 			return fieldError(path+".idempotent", fmt.Sprintf("needs PostgreSQL, which is off: set postgres.url (%s) or postgres.host, or set idempotent to false",

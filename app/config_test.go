@@ -361,6 +361,7 @@ func TestLoadConfigInvalid(t *testing.T) {
 		{name: "memory takes no options", env: env{"HEXMILL_HANDLERS_TELEMETRY_OPTIONS_QOS": "1"}, field: "handlers.telemetry.options", want: []string{"memory transport takes no binding options"}},
 		{name: "aliyun cannot publish", yaml: "events:\n  AlertRaised:\n    transport: aliyun\n    topic: a\n", field: "events.AlertRaised.options", want: []string{"consumes only"}},
 		{name: "an adapter's field error", env: env{"HEXMILL_HANDLERS_TELEMETRY_TRANSPORT": "mqtt", "HEXMILL_POISON_TRANSPORT": "mqtt", "HEXMILL_TRANSPORTS_MQTT_KEEPALIVE": "1500ms"}, field: "transports.mqtt.keepalive", want: []string{"whole seconds"}},
+		{name: "unknown message identity", env: env{"HEXMILL_HANDLERS_TELEMETRY_MESSAGE_ID": "hash"}, field: "handlers.telemetry.message_id", want: []string{`"hash"`, "transport", "content"}},
 		{name: "typo in a variable", env: env{"HEXMILL_HANDLERS_TELEMETRY_TOPIK": "x"}, field: "environment", want: []string{"HEXMILL_HANDLERS_TELEMETRY_TOPIK sets no setting", "did you mean HEXMILL_HANDLERS_TELEMETRY_TOPIC"}},
 		{name: "typo in a top-level variable", env: env{"HEXMILL_DRAIN_TIMOUT": "3s"}, field: "environment", want: []string{"did you mean HEXMILL_DRAIN_TIMEOUT"}},
 		{name: "unknown transport section", yaml: "transports:\n  kafka:\n    url: x\n", field: "transports.kafka", want: []string{"not a setting", "transports.rabbitmq", "transports.mqtt"}},

@@ -222,6 +222,38 @@ func TestIdempotentDuplicateHandledOnce(t *testing.T) {
 	}
 }
 
+// With message_id content, a message its sender gave no ID (each delivery
+// a new UUID, as from an MQTT device) is handled once however often it is
+// delivered; another payload is another message.
+func TestIdempotentByContent(t *testing.T) {
+	e, schema := pgEnv(t, integration.PostgresURL(t), true)
+	e["PGTEST_HANDLERS_TEST_MESSAGE_ID"] = "content"
+	var runs atomic.Int32
+	s := startService(t, pgService(func(ctx context.Context, pub ports.Publisher, db *postgres.DB, msg ports.Message) error {
+		runs.Add(1)
+		return storeAndPublish(ctx, pub, db, msg)
+	}), e)
+
+	for i := range 3 {
+		publish(t, s.broker, inTopic, fmt.Sprintf("delivery-%d", i), "same")
+	}
+	publish(t, s.broker, inTopic, "delivery-3", "other")
+	waitFor(t, "every delivery settled", func() bool {
+		return s.broker.Depth(outTopic, "reader") == 2 && s.broker.Depth(inTopic, group) == 0
+	})
+	s.stop(t)
+	if n := runs.Load(); n != 2 {
+		t.Errorf("the handler ran %d times for 2 distinct payloads", n)
+	}
+	db := openDB(t, schema)
+	if n := countRows(t, db, `SELECT n FROM items WHERE id = 'same'`); n != 1 {
+		t.Errorf("the repeated payload was counted %d times; want 1", n)
+	}
+	if n := s.broker.Depth(outTopic, "reader"); n != 2 {
+		t.Errorf("%d events; want 2", n)
+	}
+}
+
 // An event published while handling goes through the outbox: nothing is
 // on the transport before the handler's transaction commits, and once
 // after, with the metadata the direct path sets.

@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -335,6 +337,9 @@ func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 	params, _ := parseTopicParams(b.TopicParams)
 
 	chain := []message.HandlerMiddleware{named(name)}
+	if b.MessageID == MessageIDContent {
+		chain = append(chain, contentID(b.Topic))
+	}
 	if r.tracing != nil {
 		chain = append(chain, r.tracing.consumer(b))
 	}
@@ -707,6 +712,26 @@ func (c Config) metricNamespace() string {
 		}
 		return '_'
 	}, name)
+}
+
+// contentID gives each message the hash of its topic and payload as its
+// ID (Binding.MessageID content): a redelivery of a message its sender
+// gave no ID then has the ID of its first delivery.
+func contentID(bindingTopic string) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			topic := msg.Metadata.Get(ports.MetadataTopic)
+			if topic == "" {
+				topic = bindingTopic
+			}
+			sum := sha256.New()
+			sum.Write([]byte(topic))
+			sum.Write([]byte{0})
+			sum.Write(msg.Payload)
+			msg.UUID = hex.EncodeToString(sum.Sum(nil)[:16])
+			return h(msg)
+		}
+	}
 }
 
 // outboxWrittenKey holds a flag in a message's context, set by the idempotent
