@@ -47,7 +47,7 @@ func TestComposeSmoke(t *testing.T) {
 		_ = exec.Command("docker", "image", "rm", image).Run()
 	})
 
-	t.Run("stateless", func(t *testing.T) {
+	t.Run("default", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		defer cancel()
 		s := composeUp(t, ctx, composeStack{project: prefix, image: image})
@@ -158,6 +158,9 @@ func composeUp(t *testing.T, ctx context.Context, s composeStack) *composeStack 
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
+		if t.Failed() {
+			s.logContainers(t, ctx)
+		}
 		if out, err := s.run(ctx, s.make("down")...); err != nil {
 			t.Errorf("make down: %v\n%s", err, out)
 		}
@@ -172,6 +175,21 @@ func composeUp(t *testing.T, ctx context.Context, s composeStack) *composeStack 
 	awaitReady(t, ctx, s.readyz(), 2*time.Minute)
 	t.Logf("ready: %s after make up", time.Since(start).Round(time.Second))
 	return &s
+}
+
+// logContainers logs the last lines of each of the project's containers'
+// output, for a failure's diagnosis.
+func (s *composeStack) logContainers(t *testing.T, ctx context.Context) {
+	t.Helper()
+	out, err := s.run(ctx, "docker", "ps", "-a", "--format", "{{.Names}}", "--filter", "label=com.docker.compose.project="+s.project)
+	if err != nil {
+		t.Logf("docker ps: %v\n%s", err, out)
+		return
+	}
+	for _, name := range strings.Fields(out) {
+		logs, _ := s.run(ctx, "docker", "logs", "--tail", "100", name)
+		t.Logf("docker logs --tail 100 %s:\n%s", name, logs)
+	}
 }
 
 // make returns the command line of a make target, with STATE=1 for a
