@@ -213,13 +213,30 @@ func (s *composeStack) readyz() string {
 }
 
 // publishMQTT publishes payload to topic at QoS 1 on the published MQTT
-// port, as clientID.
+// port, as clientID. A PUBACK with 0x10 (no matching subscribers:
+// Mosquitto dropped the message) is published again, as docs/mqtt.md asks
+// of publishers, for up to 30 s, and logged: once /readyz answers, the
+// service's subscription should be in place.
 func (s *composeStack) publishMQTT(t *testing.T, ctx context.Context, clientID, topic, payload string) {
 	t.Helper()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(s.ports["HEXMILL_MQTT_PORT"]))
 	pub := rawMQTTClient(t, ctx, addr, clientID)
-	if _, err := pub.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload)}); err != nil {
-		t.Fatalf("publish to %s: %v", topic, err)
+	deadline := time.Now().Add(30 * time.Second)
+	for dropped := 0; ; dropped++ {
+		resp, err := pub.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload)})
+		if err != nil {
+			t.Fatalf("publish to %s: %v", topic, err)
+		}
+		switch {
+		case resp.ReasonCode == 0:
+			if dropped > 0 {
+				t.Logf("publish to %s: PUBACK 0x10 (no matching subscribers) %d times after /readyz before it was delivered", topic, dropped)
+			}
+			return
+		case resp.ReasonCode != 0x10 || time.Now().After(deadline):
+			t.Fatalf("publish to %s: PUBACK 0x%02x (after %d times 0x10, no matching subscribers)", topic, resp.ReasonCode, dropped)
+		}
+		time.Sleep(250 * time.Millisecond) // no event to wait for from outside the broker
 	}
 }
 
