@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 
 RABBITMQ_IMAGE=${HEXMILL_RABBITMQ_IMAGE:-rabbitmq:3.13-management}
 MOSQUITTO_IMAGE=${HEXMILL_MOSQUITTO_IMAGE:-eclipse-mosquitto:2.0}
+POSTGRES_IMAGE=${HEXMILL_POSTGRES_IMAGE:-postgres:15-alpine}
 GO_IMAGE=${HEXMILL_GO_IMAGE:-golang:1.26}
 RUNTIME_IMAGE=${HEXMILL_RUNTIME_IMAGE:-gcr.io/distroless/static-debian12:nonroot}
 # Stand-ins for the service's builder and runtime images.
@@ -112,6 +113,73 @@ EOF
   docker rmi hexmill-local/mosquitto-rootfs >/dev/null
 }
 
+# PostgreSQL for `make up STATE=1` (and testcontainers' postgres module):
+# Debian's postgresql-15 with an entrypoint doing what the official one
+# does that they use. On the first start (no cluster in $PGDATA): a cluster
+# whose superuser is POSTGRES_USER with POSTGRES_PASSWORD, password
+# (scram-sha-256) or POSTGRES_HOST_AUTH_METHOD for TCP from anywhere, trust
+# on the socket, database POSTGRES_DB created by a temporary server on a
+# socket of its own (pg_isready, the healthcheck, answers only for the
+# real one; "ready to accept connections" is logged twice, as
+# testcontainers waits for). Then the server in the foreground as the
+# postgres user on all addresses, logging to stderr; STOPSIGNAL SIGINT is
+# the official image's fast shutdown (SIGTERM is a smart one, waiting for
+# clients).
+postgresql() {
+  have "$POSTGRES_IMAGE" && return
+  local entrypoint
+  entrypoint=$(mktemp)
+  cat >"$entrypoint" <<'EOF'
+#!/bin/sh
+set -eu
+if [ "${1:-}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
+  : "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}" "${POSTGRES_HOST_AUTH_METHOD:=scram-sha-256}"
+  if [ -z "${POSTGRES_PASSWORD:-}" ] && [ "$POSTGRES_HOST_AUTH_METHOD" != trust ]; then
+    echo "docker-entrypoint.sh: POSTGRES_PASSWORD is empty (or set POSTGRES_HOST_AUTH_METHOD=trust)" >&2
+    exit 1
+  fi
+  pwfile=$(mktemp)
+  printf '%s\n' "${POSTGRES_PASSWORD:-}" >"$pwfile"
+  initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pwfile" -E UTF8 \
+    --auth-local=trust --auth-host="$POSTGRES_HOST_AUTH_METHOD"
+  rm -f "$pwfile"
+  echo "host all all all $POSTGRES_HOST_AUTH_METHOD" >>"$PGDATA/pg_hba.conf"
+  echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
+  if [ "$POSTGRES_DB" != postgres ]; then
+    sock=$(mktemp -d)
+    pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -c unix_socket_directories=$sock" -w start
+    psql -v ON_ERROR_STOP=1 -h "$sock" -U "$POSTGRES_USER" -d postgres -v db="$POSTGRES_DB" <<'SQL'
+CREATE DATABASE :"db";
+SQL
+    pg_ctl -D "$PGDATA" -m fast -w stop
+    rmdir "$sock"
+  fi
+fi
+exec "$@"
+EOF
+  # No cluster from the package's postinst: the entrypoint makes it.
+  rootfs hexmill-local/postgres-rootfs postgresql-15 \
+    --setup-hook='mkdir -p "$1/etc/postgresql-common/createcluster.d" && echo "create_main_cluster = false" >"$1/etc/postgresql-common/createcluster.d/hexmill.conf"' \
+    --customize-hook="upload $entrypoint /usr/local/bin/docker-entrypoint.sh" \
+    --customize-hook='chmod 755 "$1/usr/local/bin/docker-entrypoint.sh"'
+  rm -f "$entrypoint"
+  build "$POSTGRES_IMAGE" <<'EOF'
+FROM hexmill-local/postgres-rootfs
+RUN mkdir -p /var/lib/postgresql/data /var/run/postgresql \
+ && chown -R postgres:postgres /var/lib/postgresql /var/run/postgresql \
+ && chmod 700 /var/lib/postgresql/data && chmod 3777 /var/run/postgresql
+ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PGDATA=/var/lib/postgresql/data LANG=C.UTF-8
+USER postgres
+VOLUME /var/lib/postgresql/data
+ENTRYPOINT ["docker-entrypoint.sh"]
+STOPSIGNAL SIGINT
+EXPOSE 5432
+CMD ["postgres"]
+EOF
+  docker rmi hexmill-local/postgres-rootfs >/dev/null
+}
+
 # The service's builder: Debian with this machine's Go toolchain and this
 # machine's CA certificates (go mod download reaches the module proxy the
 # way this machine does).
@@ -151,6 +219,7 @@ runtime() {
 engine
 rabbitmq
 mosquitto
+postgresql
 builder
 runtime
 log "images ready"
