@@ -71,7 +71,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 COMPOSE_FILES = $(if $(STATE),-f docker-compose.yml -f deploy/state.compose.yaml --profile state)
 
 .PHONY: up
-up: ## start RabbitMQ, Mosquitto and the service (built from the Dockerfile) with docker compose; STATE=1 puts the service on PostgreSQL (deploy/state.compose.yaml), COMPOSE_PROFILES=tracing adds Jaeger; HEXMILL_*_IMAGE/_PORT override images and ports
+up: ## start RabbitMQ, Mosquitto and the service (built from the Dockerfile) with docker compose; STATE=1 puts the service on PostgreSQL (deploy/state.compose.yaml), COMPOSE_PROFILES=tracing adds Jaeger; STACK_*_IMAGE/_PORT override images and ports
 	$(COMPOSE) $(COMPOSE_FILES) up --build -d
 
 .PHONY: down

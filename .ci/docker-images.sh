@@ -17,11 +17,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RABBITMQ_IMAGE=${HEXMILL_RABBITMQ_IMAGE:-rabbitmq:3.13-management}
-MOSQUITTO_IMAGE=${HEXMILL_MOSQUITTO_IMAGE:-eclipse-mosquitto:2.0}
-POSTGRES_IMAGE=${HEXMILL_POSTGRES_IMAGE:-postgres:15-alpine}
-GO_IMAGE=${HEXMILL_GO_IMAGE:-golang:1.26}
-RUNTIME_IMAGE=${HEXMILL_RUNTIME_IMAGE:-gcr.io/distroless/static-debian12:nonroot}
+RABBITMQ_IMAGE=${STACK_RABBITMQ_IMAGE:-rabbitmq:3.13-management}
+MOSQUITTO_IMAGE=${STACK_MOSQUITTO_IMAGE:-eclipse-mosquitto:2.0}
+POSTGRES_IMAGE=${STACK_POSTGRES_IMAGE:-postgres:15-alpine}
+GO_IMAGE=${STACK_GO_IMAGE:-golang:1.26}
+RUNTIME_IMAGE=${STACK_RUNTIME_IMAGE:-gcr.io/distroless/static-debian12:nonroot}
 # Stand-ins for the service's builder and runtime images.
 LOCAL_GO_IMAGE=hexmill-local/golang:1.26
 LOCAL_RUNTIME_IMAGE=hexmill-local/runtime:bookworm
@@ -185,7 +185,7 @@ EOF
 # way this machine does).
 builder() {
   if have "$GO_IMAGE"; then
-    echo "export HEXMILL_GO_IMAGE=$GO_IMAGE"
+    echo "export STACK_GO_IMAGE=$GO_IMAGE"
     return
   fi
   if ! docker image inspect "$LOCAL_GO_IMAGE" >/dev/null 2>&1; then
@@ -201,19 +201,19 @@ ENV PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 EOF
     docker rmi hexmill-local/golang-rootfs >/dev/null
   fi
-  echo "export HEXMILL_GO_IMAGE=$LOCAL_GO_IMAGE"
+  echo "export STACK_GO_IMAGE=$LOCAL_GO_IMAGE"
 }
 
 # The service's runtime: a static binary needs only CA certificates.
 runtime() {
   if have "$RUNTIME_IMAGE"; then
-    echo "export HEXMILL_RUNTIME_IMAGE=$RUNTIME_IMAGE"
+    echo "export STACK_RUNTIME_IMAGE=$RUNTIME_IMAGE"
     return
   fi
   if ! docker image inspect "$LOCAL_RUNTIME_IMAGE" >/dev/null 2>&1; then
     rootfs "$LOCAL_RUNTIME_IMAGE" ca-certificates
   fi
-  echo "export HEXMILL_RUNTIME_IMAGE=$LOCAL_RUNTIME_IMAGE"
+  echo "export STACK_RUNTIME_IMAGE=$LOCAL_RUNTIME_IMAGE"
 }
 
 engine

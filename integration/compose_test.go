@@ -101,7 +101,7 @@ func TestComposeSmoke(t *testing.T) {
 
 		// ... and the device's row, committed with the event, is in the
 		// state profile's PostgreSQL.
-		url := fmt.Sprintf("postgres://hexmill:hexmill@127.0.0.1:%d/hexmill?sslmode=disable", s.ports["HEXMILL_POSTGRES_PORT"])
+		url := fmt.Sprintf("postgres://hexmill:hexmill@127.0.0.1:%d/hexmill?sslmode=disable", s.ports["STACK_POSTGRES_PORT"])
 		conn, err := pgx.Connect(ctx, url)
 		if err != nil {
 			t.Fatalf("connect to the published PostgreSQL: %v", err)
@@ -140,15 +140,15 @@ func composeUp(t *testing.T, ctx context.Context, s composeStack) *composeStack 
 	_, file, _, _ := runtime.Caller(0)
 	s.root = filepath.Dir(filepath.Dir(file))
 	s.ports = map[string]int{
-		"HEXMILL_RABBITMQ_PORT":            integration.FreePort(t),
-		"HEXMILL_RABBITMQ_MANAGEMENT_PORT": integration.FreePort(t),
-		"HEXMILL_MQTT_PORT":                integration.FreePort(t),
-		"HEXMILL_HTTP_PORT":                integration.FreePort(t),
+		"STACK_RABBITMQ_PORT":            integration.FreePort(t),
+		"STACK_RABBITMQ_MANAGEMENT_PORT": integration.FreePort(t),
+		"STACK_MQTT_PORT":                integration.FreePort(t),
+		"STACK_HTTP_PORT":                integration.FreePort(t),
 	}
 	if s.state {
-		s.ports["HEXMILL_POSTGRES_PORT"] = integration.FreePort(t)
+		s.ports["STACK_POSTGRES_PORT"] = integration.FreePort(t)
 	}
-	s.env = append(os.Environ(), "COMPOSE_PROJECT_NAME="+s.project, "HEXMILL_IMAGE="+s.image)
+	s.env = append(os.Environ(), "COMPOSE_PROJECT_NAME="+s.project, "STACK_IMAGE="+s.image)
 	for k, v := range s.ports {
 		s.env = append(s.env, k+"="+strconv.Itoa(v))
 	}
@@ -209,7 +209,7 @@ func (s *composeStack) run(ctx context.Context, args ...string) (string, error) 
 }
 
 func (s *composeStack) readyz() string {
-	return fmt.Sprintf("http://127.0.0.1:%d/readyz", s.ports["HEXMILL_HTTP_PORT"])
+	return fmt.Sprintf("http://127.0.0.1:%d/readyz", s.ports["STACK_HTTP_PORT"])
 }
 
 // publishMQTT publishes payload to topic at QoS 1 on the published MQTT
@@ -219,7 +219,7 @@ func (s *composeStack) readyz() string {
 // service's subscription should be in place.
 func (s *composeStack) publishMQTT(t *testing.T, ctx context.Context, clientID, topic, payload string) {
 	t.Helper()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(s.ports["HEXMILL_MQTT_PORT"]))
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(s.ports["STACK_MQTT_PORT"]))
 	pub := rawMQTTClient(t, ctx, addr, clientID)
 	deadline := time.Now().Add(30 * time.Second)
 	for dropped := 0; ; dropped++ {
@@ -245,7 +245,7 @@ func (s *composeStack) publishMQTT(t *testing.T, ctx context.Context, clientID, 
 // before the test consumes).
 func (s *composeStack) receive(t *testing.T, ctx context.Context, queue string) amqp.Delivery {
 	t.Helper()
-	url := fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", s.ports["HEXMILL_RABBITMQ_PORT"])
+	url := fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", s.ports["STACK_RABBITMQ_PORT"])
 	ch := integration.RabbitMQChannel(t, url)
 	deliveries, err := ch.ConsumeWithContext(ctx, queue, "", true, false, false, false, nil)
 	if err != nil {
