@@ -165,19 +165,6 @@ func newTracing(tp trace.TracerProvider) *tracing {
 	}
 }
 
-// metadataCarrier lets the propagator read and write message metadata.
-type metadataCarrier message.Metadata
-
-func (c metadataCarrier) Get(key string) string { return c[key] }
-func (c metadataCarrier) Set(key, value string) { c[key] = value }
-func (c metadataCarrier) Keys() []string {
-	keys := make([]string, 0, len(c))
-	for k := range c {
-		keys = append(keys, k)
-	}
-	return keys
-}
-
 // consumer starts a delivery's span, continuing the trace the message
 // carries, if any; the span ends when the message is settled or handed
 // back. Its name has the binding's topic (a filter such as
@@ -201,7 +188,7 @@ func (t *tracing) consumer(b Binding) message.HandlerMiddleware {
 	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			parent := t.prop.Extract(msg.Context(), metadataCarrier(msg.Metadata))
+			parent := t.prop.Extract(msg.Context(), propagation.MapCarrier(msg.Metadata))
 			ctx, span := t.tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindConsumer))
 			defer span.End()
 			if span.IsRecording() {
@@ -266,7 +253,7 @@ func (t *tracing) publish(ctx context.Context, system, topic string, msg *messag
 			semconv.MessagingMessageID(msg.UUID),
 		)
 	}
-	t.prop.Inject(ctx, metadataCarrier(msg.Metadata))
+	t.prop.Inject(ctx, propagation.MapCarrier(msg.Metadata))
 	err := send()
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -133,7 +135,7 @@ domain:
 	}
 	process, handle, send := byName["process "+topic], byName["handle telemetry"], byName["send AlertRaised"]
 	if process == nil || handle == nil || send == nil {
-		t.Fatalf("spans in the reading's trace: %v; want process, handle and send", keys(byName))
+		t.Fatalf("spans in the reading's trace: %v; want process, handle and send", slices.Collect(maps.Keys(byName)))
 	}
 	if process.Parent().SpanID().String() != parentID || !process.Parent().IsRemote() {
 		t.Errorf("consumer span's parent %s, want the producer's %s", process.Parent().SpanID(), parentID)
@@ -225,14 +227,6 @@ func traceIDOf(t *testing.T, headers amqp.Table) string {
 		t.Fatalf("traceparent header %q (headers %v)", tp, headers)
 	}
 	return parts[1]
-}
-
-func keys[V any](m map[string]V) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }
 
 // A handler that fails and then succeeds has one handler span, with a

@@ -36,14 +36,17 @@ const (
 	rabbitPrefetch = 100
 )
 
-func init() {
-	available := func(ctx context.Context) error {
-		conn, err := amqp.Dial(rabbitURL())
-		if err != nil {
-			return fmt.Errorf("set HEXMILL_TEST_RABBITMQ_URL or start RabbitMQ: %w", err)
-		}
-		return conn.Close()
+// rabbitAvailable reports whether RabbitMQ answers.
+func rabbitAvailable(context.Context) error {
+	conn, err := amqp.Dial(rabbitURL())
+	if err != nil {
+		return fmt.Errorf("set HEXMILL_TEST_RABBITMQ_URL or start RabbitMQ: %w", err)
 	}
+	return conn.Close()
+}
+
+func init() {
+	available := rabbitAvailable
 	register(Case{
 		Name: "rabbitmq/publish-confirmed", Available: available,
 		Raw:     func(ctx context.Context, o Options) (Result, error) { return rawPublish(ctx, o, rabbitWindow, false) },
@@ -287,20 +290,31 @@ func publishBatch(pub message.Publisher, queue string, size int) func(_ int, n i
 	}
 }
 
+// confirmChannel dials RabbitMQ and opens a channel in confirm mode; the
+// caller closes the connection.
+func confirmChannel() (*amqp.Connection, *amqp.Channel, error) {
+	conn, err := amqp.Dial(rabbitURL())
+	if err != nil {
+		return nil, nil, err
+	}
+	ch, err := conn.Channel()
+	if err == nil {
+		err = ch.Confirm(false)
+	}
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	return conn, ch, nil
+}
+
 // fill publishes n messages to queue with pipelined confirms.
 func fill(queue string, n, size int) error {
-	conn, err := amqp.Dial(rabbitURL())
+	conn, ch, err := confirmChannel()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return err
-	}
-	if err := ch.Confirm(false); err != nil {
-		return err
-	}
 	pub := amqp.Publishing{Body: make([]byte, size), DeliveryMode: amqp.Persistent}
 	var dcs []*amqp.DeferredConfirmation
 	for i := range n {

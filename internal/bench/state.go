@@ -73,11 +73,9 @@ const (
 
 func init() {
 	available := func(ctx context.Context) error {
-		conn, err := amqp.Dial(rabbitURL())
-		if err != nil {
-			return fmt.Errorf("set HEXMILL_TEST_RABBITMQ_URL or start RabbitMQ: %w", err)
+		if err := rabbitAvailable(ctx); err != nil {
+			return err
 		}
-		_ = conn.Close()
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		pg, err := pgx.Connect(pctx, postgresURL())
@@ -322,18 +320,11 @@ func stateCheck(ctx context.Context, admin *pgx.Conn, env *stateEnv, sink *event
 // stateFeed publishes the reports to queue, persistent, with pipelined
 // confirms, each with its message ID.
 func stateFeed(ctx context.Context, queue string, bodies [][]byte) error {
-	conn, err := amqp.Dial(rabbitURL())
+	conn, ch, err := confirmChannel()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return err
-	}
-	if err := ch.Confirm(false); err != nil {
-		return err
-	}
 	dcs := make([]*amqp.DeferredConfirmation, 0, len(bodies))
 	for _, b := range bodies {
 		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", queue, true, false, amqp.Publishing{
@@ -681,18 +672,9 @@ func stateRawDirect(ctx context.Context, env *stateEnv) (func() error, error) {
 		if err != nil {
 			return err
 		}
-		online := rep.Status == "online"
 		return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
-			var changed bool
-			err := tx.QueryRow(ctx, stateApplySQL, rep.DeviceID, online, rep.At).Scan(&changed)
-			switch {
-			case errors.Is(err, pgx.ErrNoRows) || err == nil && !changed:
-				return nil
-			case err != nil:
-				return err
-			}
-			body, err := json.Marshal(stateChanged{DeviceID: rep.DeviceID, Online: online, At: rep.At})
-			if err != nil {
+			body, err := stateApply(ctx, tx, rep)
+			if err != nil || body == nil {
 				return err
 			}
 			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", env.out, true, false, amqp.Publishing{
@@ -715,6 +697,21 @@ func stateRawDirect(ctx context.Context, env *stateEnv) (func() error, error) {
 	return stop, nil
 }
 
+// stateApply stores rep in tx as the test service's store does, and
+// returns the DeviceStatusChanged body when the status changed, else nil.
+func stateApply(ctx context.Context, tx pgx.Tx, rep stateReport) ([]byte, error) {
+	online := rep.Status == "online"
+	var changed bool
+	err := tx.QueryRow(ctx, stateApplySQL, rep.DeviceID, online, rep.At).Scan(&changed)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows) || err == nil && !changed:
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	return json.Marshal(stateChanged{DeviceID: rep.DeviceID, Online: online, At: rep.At})
+}
+
 // stateRawOutbox: one transaction per report: the record of its message
 // ID (a duplicate commits nothing else and is acked), the upsert, and
 // when the status changed the event's outbox row; after the commit the
@@ -733,23 +730,14 @@ func stateRawOutbox(ctx context.Context, env *stateEnv) (func() error, error) {
 		if err != nil {
 			return err
 		}
-		online := rep.Status == "online"
 		wrote := false
 		err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 			tag, err := tx.Exec(ctx, `INSERT INTO processed_messages (message_id) VALUES ($1) ON CONFLICT DO NOTHING`, d.MessageId)
 			if err != nil || tag.RowsAffected() == 0 {
 				return err
 			}
-			var changed bool
-			err = tx.QueryRow(ctx, stateApplySQL, rep.DeviceID, online, rep.At).Scan(&changed)
-			switch {
-			case errors.Is(err, pgx.ErrNoRows) || err == nil && !changed:
-				return nil
-			case err != nil:
-				return err
-			}
-			body, err := json.Marshal(stateChanged{DeviceID: rep.DeviceID, Online: online, At: rep.At})
-			if err != nil {
+			body, err := stateApply(ctx, tx, rep)
+			if err != nil || body == nil {
 				return err
 			}
 			_, err = tx.Exec(ctx, `INSERT INTO outbox (message_id, correlation_id, payload) VALUES ($1, $2, $3)`,

@@ -119,7 +119,7 @@ type statusStoreParams struct {
 
 func newStatusStore(p statusStoreParams) statusStore {
 	if p.DB == nil {
-		return &memoryStatusStore{statuses: map[string]memoryStatus{}}
+		return &memoryStatusStore{statuses: map[string]deviceStatus{}}
 	}
 	return &postgresStatusStore{db: p.DB}
 }
@@ -173,12 +173,7 @@ func (s *postgresStatusStore) Apply(ctx context.Context, st deviceStatus, change
 // holds its lock while changed runs: changes are published one at a time.
 type memoryStatusStore struct {
 	mu       sync.Mutex
-	statuses map[string]memoryStatus
-}
-
-type memoryStatus struct {
-	deviceStatus
-	changes int
+	statuses map[string]deviceStatus
 }
 
 func (s *memoryStatusStore) Apply(_ context.Context, st deviceStatus, changed func() error) error {
@@ -188,13 +183,11 @@ func (s *memoryStatusStore) Apply(_ context.Context, st deviceStatus, changed fu
 	if known && !st.At.After(prev.At) {
 		return nil
 	}
-	next := memoryStatus{deviceStatus: st, changes: prev.changes}
 	if !known || prev.Online != st.Online {
 		if err := changed(); err != nil {
 			return err
 		}
-		next.changes++
 	}
-	s.statuses[st.DeviceID] = next
+	s.statuses[st.DeviceID] = st
 	return nil
 }
