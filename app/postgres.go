@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"go.uber.org/fx"
 
@@ -31,22 +30,9 @@ type PostgresConfig struct {
 	postgres.Config `yaml:",inline"`
 	// Retention of the handled-message records of idempotent handlers.
 	Retention postgres.RetentionConfig `yaml:"retention"`
-	// Relay is the outbox relay's timings.
-	Relay PostgresRelayConfig `yaml:"relay"`
-}
-
-// PostgresRelayConfig is the outbox relay's timings (postgres.RelayConfig
-// without its publishers, which are the event bindings'); zero values
-// take the relay's defaults.
-type PostgresRelayConfig struct {
-	// PollInterval is how often the relay looks for rows nobody notified
-	// it of, and how often a standby replica tries to take over; 200ms.
-	PollInterval time.Duration `yaml:"poll_interval"`
-	// BatchSize is how many rows one round reads; 100.
-	BatchSize int `yaml:"batch_size"`
-	// RetryBackoff is the wait after a failed publish or database error;
-	// 500ms.
-	RetryBackoff time.Duration `yaml:"retry_backoff"`
+	// Relay is the outbox relay's timings (its publishers, the event
+	// bindings', are not configuration); zero values take its defaults.
+	Relay postgres.RelayConfig `yaml:"relay"`
 }
 
 // Enabled reports whether the service uses PostgreSQL: url or host is set.
@@ -122,15 +108,8 @@ func (c PostgresConfig) withDefaults() PostgresConfig {
 	}
 	c.Config = c.Config.WithDefaults()
 	c.Retention = c.Retention.WithDefaults()
-	r := c.relayConfig().WithDefaults()
-	c.Relay = PostgresRelayConfig{PollInterval: r.PollInterval, BatchSize: r.BatchSize, RetryBackoff: r.RetryBackoff}
+	c.Relay = c.Relay.WithDefaults()
 	return c
-}
-
-// relayConfig is the relay's configuration with the event bindings'
-// publishers.
-func (c PostgresConfig) relayConfig() postgres.RelayConfig {
-	return postgres.RelayConfig{PollInterval: c.Relay.PollInterval, BatchSize: c.Relay.BatchSize, RetryBackoff: c.Relay.RetryBackoff}
 }
 
 // Migrations are the migration files of one component of the service's

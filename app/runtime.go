@@ -268,7 +268,7 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 	if r.db != nil && len(publishers.routes) > 0 {
 		// The relay publishes through the event bindings' own publishers,
 		// now open; it stops before they close.
-		rc := r.cfg.Postgres.relayConfig()
+		rc := r.cfg.Postgres.Relay
 		rc.Publishers = publishers.relayPublishers()
 		if r.relay, err = postgres.NewRelay(r.db, rc, NewWatermillLogger(r.logger)); err != nil {
 			return err

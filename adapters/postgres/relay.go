@@ -17,16 +17,16 @@ import (
 type RelayConfig struct {
 	// Publishers are the real publishers by destination (the name given
 	// to NewOutboxPublisher).
-	Publishers map[string]message.Publisher
+	Publishers map[string]message.Publisher `yaml:"-"`
 	// PollInterval is how often the relay looks for new rows when nobody
 	// called Notify; default 200ms. Standby relays try to take over as
 	// often.
-	PollInterval time.Duration
+	PollInterval time.Duration `yaml:"poll_interval"`
 	// BatchSize is how many rows one round reads; default 100.
-	BatchSize int
+	BatchSize int `yaml:"batch_size"`
 	// RetryBackoff is the wait after a failed publish or a database error;
 	// default 500ms.
-	RetryBackoff time.Duration
+	RetryBackoff time.Duration `yaml:"retry_backoff"`
 }
 
 // WithDefaults returns c with its unset timings set to their defaults.
@@ -291,8 +291,8 @@ func (r *Relay) publish(ctx context.Context, o outboxRow) error {
 	}
 	msg := message.NewMessage(o.messageID, o.payload)
 	msg.SetContext(ctx)
-	for k, v := range o.metadata {
-		msg.Metadata.Set(k, v)
+	if o.metadata != nil {
+		msg.Metadata = o.metadata // scanned for this row alone
 	}
 	if err := pub.Publish(o.topic, msg); err != nil {
 		return fmt.Errorf("%w: outbox row %d to %s %s: %w", errPublish, o.id, o.destination, o.topic, err)
