@@ -377,8 +377,8 @@ func TestIdempotentHandlerErrorRollsBack(t *testing.T) {
 
 // Stop relays what the outbox holds through the publishers before they
 // close. The events are committed by the service's own transaction (InTx,
-// no idempotent binding: nothing wakes the relay) while the test holds the
-// relay's lock, so that they are all in the outbox when stop begins.
+// no idempotent binding) while the test holds the relay's lock, so that
+// they are all in the outbox when stop begins.
 func TestStopDrainsOutboxBeforePublishersClose(t *testing.T) {
 	e, schema := pgEnv(t, integration.PostgresURL(t), false)
 	e["PGTEST_POSTGRES_RELAY_POLL_INTERVAL"] = "1h"

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -183,18 +182,10 @@ func (p *eventPublisher) Publish(ctx context.Context, events ...ports.Event) err
 // with the row, as the direct path's does with the message.
 func (p *eventPublisher) write(ctx context.Context, r route, msg *message.Message) error {
 	write := func() error { return r.outbox.Publish(r.topic, msg) }
-	var err error
 	if p.tracing == nil {
-		err = write()
-	} else {
-		err = p.tracing.publish(ctx, r.transport, r.topic, msg, write)
+		return write()
 	}
-	if err == nil {
-		if w, ok := ctx.Value(outboxWrittenKey{}).(*atomic.Bool); ok {
-			w.Store(true)
-		}
-	}
-	return err
+	return p.tracing.publish(ctx, r.transport, r.topic, msg, write)
 }
 
 // relayPublishers are the event bindings' publishers by binding name, the

@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -356,7 +355,7 @@ func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 		retry{cfg: r.cfg.Retry, abort: r.abort, logger: r.logger}.middleware,
 	)
 	if b.Idempotent {
-		chain = append(chain, r.idempotent(name))
+		chain = append(chain, postgres.DedupMiddleware(r.db, name))
 	}
 	chain = append(chain, middleware.Recoverer)
 	for _, m := range r.extra {
@@ -730,33 +729,6 @@ func contentID(bindingTopic string) message.HandlerMiddleware {
 			sum.Write(msg.Payload)
 			msg.UUID = hex.EncodeToString(sum.Sum(nil)[:16])
 			return h(msg)
-		}
-	}
-}
-
-// outboxWrittenKey holds a flag in a message's context, set by the idempotent
-// middleware; the event publisher marks it when it wrote to the outbox,
-// so that the relay is woken after the commit.
-type outboxWrittenKey struct{}
-
-// idempotent runs the handler in a transaction that records the message
-// (postgres.DedupMiddleware): a duplicate is acknowledged without running
-// it. Once a transaction that wrote events to the outbox committed, the
-// relay is woken at once rather than at its next poll.
-func (r *Runtime) idempotent(name string) message.HandlerMiddleware {
-	dedup := postgres.DedupMiddleware(r.db, name)
-	return func(h message.HandlerFunc) message.HandlerFunc {
-		inner := dedup(h)
-		return func(msg *message.Message) ([]*message.Message, error) {
-			written := new(atomic.Bool)
-			orig := msg.Context()
-			msg.SetContext(context.WithValue(orig, outboxWrittenKey{}, written))
-			produced, err := inner(msg)
-			msg.SetContext(orig)
-			if err == nil && written.Load() && r.relay != nil {
-				r.relay.Notify()
-			}
-			return produced, err
 		}
 	}
 }

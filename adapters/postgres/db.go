@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/jackc/pgx/v5"
@@ -20,6 +21,9 @@ type DB struct {
 	poolConfig func() *pgxpool.Config
 	schema     string
 	logger     watermill.LoggerAdapter
+	// outboxCommitted is called after a transaction that wrote to the
+	// outbox committed: its relay's Notify, once there is a relay.
+	outboxCommitted atomic.Pointer[func()]
 }
 
 // New validates cfg and opens the pool (Prepare, then Open). It does not
@@ -99,17 +103,16 @@ func (db *DB) Close() error {
 
 // InTx runs fn in a transaction whose ports.Tx (and pgx.Tx, see TxFrom) is
 // in fn's context; it commits when fn returns nil and rolls back otherwise.
+//
+// Once a transaction that wrote to the outbox committed, the relay is
+// woken at once rather than at its next poll.
 func (db *DB) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
 	tx, err := db.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	return finish(ctx, tx, fn(withTx(ctx, tx)))
-}
-
-// finish commits tx when err is nil and rolls it back otherwise.
-func finish(ctx context.Context, tx pgx.Tx, err error) error {
-	if err != nil {
+	pt := &portsTx{tx: tx}
+	if err := fn(ports.WithTx(ctx, pt)); err != nil {
 		// A rollback error adds nothing: the transaction is gone either way.
 		_ = tx.Rollback(context.WithoutCancel(ctx))
 		return err
@@ -117,33 +120,40 @@ func finish(ctx context.Context, tx pgx.Tx, err error) error {
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	if notify := db.outboxCommitted.Load(); pt.outbox && notify != nil {
+		(*notify)()
+	}
 	return nil
 }
 
 // TxFrom returns the pgx transaction ctx carries, for a store adapter
 // written on pgx. Domain code uses ports.TxFrom instead.
 func TxFrom(ctx context.Context) (pgx.Tx, bool) {
-	t, ok := ports.TxFrom(ctx)
-	if !ok {
-		return nil, false
+	if pt := txFrom(ctx); pt != nil {
+		return pt.tx, true
 	}
-	pt, ok := t.(portsTx)
-	return pt.tx, ok
+	return nil, false
 }
 
-func withTx(ctx context.Context, tx pgx.Tx) context.Context {
-	return ports.WithTx(ctx, portsTx{tx: tx})
+func txFrom(ctx context.Context) *portsTx {
+	t, _ := ports.TxFrom(ctx)
+	pt, _ := t.(*portsTx)
+	return pt
 }
 
-// portsTx implements ports.Tx on a pgx transaction.
-type portsTx struct{ tx pgx.Tx }
+// portsTx implements ports.Tx on a pgx transaction, and notes whether the
+// transaction wrote to the outbox (a Tx is used by one goroutine).
+type portsTx struct {
+	tx     pgx.Tx
+	outbox bool
+}
 
-func (t portsTx) Exec(ctx context.Context, sql string, args ...any) (int64, error) {
+func (t *portsTx) Exec(ctx context.Context, sql string, args ...any) (int64, error) {
 	tag, err := t.tx.Exec(ctx, sql, args...)
 	return tag.RowsAffected(), err
 }
 
-func (t portsTx) QueryRow(ctx context.Context, sql string, args ...any) ports.Row {
+func (t *portsTx) QueryRow(ctx context.Context, sql string, args ...any) ports.Row {
 	return portsRow{t.tx.QueryRow(ctx, sql, args...)}
 }
 

@@ -31,21 +31,22 @@ func (db *DB) HandleOnce(ctx context.Context, handler, messageID string, fn func
 	if messageID == "" {
 		return false, fmt.Errorf("handle once %s: %w", handler, ErrNoMessageID)
 	}
-	tx, err := db.pool.Begin(ctx)
+	err = db.InTx(ctx, func(ctx context.Context) error {
+		tx := txFrom(ctx).tx
+		tag, err := tx.Exec(ctx, `INSERT INTO hexmill_processed_messages (handler, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, handler, messageID)
+		if err != nil {
+			return fmt.Errorf("handle once %s: record %s: %w", handler, messageID, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return nil // handled before
+		}
+		ran = true
+		return fn(ctx)
+	})
 	if err != nil {
-		return false, fmt.Errorf("handle once %s: begin: %w", handler, err)
-	}
-	tag, err := tx.Exec(ctx, `INSERT INTO hexmill_processed_messages (handler, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, handler, messageID)
-	if err != nil {
-		return false, finish(ctx, tx, fmt.Errorf("handle once %s: record %s: %w", handler, messageID, err))
-	}
-	if tag.RowsAffected() == 0 {
-		return false, finish(ctx, tx, nil)
-	}
-	if err := finish(ctx, tx, fn(withTx(ctx, tx))); err != nil {
 		return false, err
 	}
-	return true, nil
+	return ran, nil
 }
 
 // DedupMiddleware makes a watermill handler idempotent: it runs h through

@@ -40,19 +40,20 @@ func NewOutboxPublisher(destination string) (*OutboxPublisher, error) {
 // Publish implements message.Publisher.
 func (p *OutboxPublisher) Publish(topic string, msgs ...*message.Message) error {
 	for _, msg := range msgs {
-		tx, ok := TxFrom(msg.Context())
-		if !ok {
+		pt := txFrom(msg.Context())
+		if pt == nil {
 			return fmt.Errorf("outbox publish %s to %s: %w", msg.UUID, topic, ErrNoTx)
 		}
 		md := map[string]string(msg.Metadata)
 		if md == nil {
 			md = map[string]string{}
 		}
-		_, err := tx.Exec(msg.Context(), `INSERT INTO hexmill_outbox (destination, topic, aggregate_key, message_id, metadata, payload)
+		_, err := pt.tx.Exec(msg.Context(), `INSERT INTO hexmill_outbox (destination, topic, aggregate_key, message_id, metadata, payload)
 			VALUES ($1, $2, $3, $4, $5, $6)`, p.destination, topic, msg.Metadata.Get(MetadataAggregateKey), msg.UUID, md, []byte(msg.Payload))
 		if err != nil {
 			return fmt.Errorf("outbox publish %s to %s: %w", msg.UUID, topic, err)
 		}
+		pt.outbox = true // the relay is woken after the commit
 	}
 	return nil
 }

@@ -94,10 +94,15 @@ func NewRelay(db *DB, cfg RelayConfig, logger watermill.LoggerAdapter) (*Relay, 
 	if logger == nil {
 		logger = watermill.NopLogger{}
 	}
-	return &Relay{
+	r := &Relay{
 		db: db, cfg: cfg.WithDefaults(), logger: logger.With(watermill.LogFields{"component": "outbox_relay"}),
 		wake: make(chan struct{}, 1), stopCh: make(chan context.Context, 1), done: make(chan struct{}),
-	}, nil
+	}
+	// A transaction of db that wrote to the outbox wakes the relay once it
+	// committed (InTx, HandleOnce, DedupMiddleware).
+	notify := r.Notify
+	db.outboxCommitted.Store(&notify)
+	return r, nil
 }
 
 // Notify wakes the relay now instead of at its next poll, e.g. right after
