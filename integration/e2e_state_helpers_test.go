@@ -129,18 +129,7 @@ func (e *e2eEnv) withState(pgURL string) *statusState {
     poll_interval: 50ms
     retry_backoff: 100ms
 `, pgURL, schema)
-	db, err := postgres.New(postgres.Config{URL: pgURL, Schema: schema, ConnectTimeout: 2 * time.Second}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := db.Pool().Exec(ctx, `DROP SCHEMA IF EXISTS `+schema+` CASCADE`); err != nil {
-			t.Logf("cleanup: drop schema %s: %v", schema, err)
-		}
-		_ = db.Close()
-	})
+	db := integration.PostgresSchema(t, postgres.Config{URL: pgURL, Schema: schema, ConnectTimeout: 2 * time.Second})
 	e.checker(15 * time.Second)
 	return &statusState{t: t, db: db, sink: newStatusSink(t, e.rabbitURL, e.exchange, "e2e-"+e.run+"-status")}
 }

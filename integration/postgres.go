@@ -14,6 +14,8 @@ import (
 
 	"github.com/testcontainers/testcontainers-go"
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
+
+	"github.com/hexmill/hexmill/adapters/postgres"
 )
 
 // EnvPostgres is a PostgreSQL URL without a password, e.g.
@@ -21,6 +23,26 @@ import (
 const EnvPostgres = "HEXMILL_TEST_POSTGRES_URL"
 
 const postgresImage = "postgres:15-alpine"
+
+// PostgresSchema opens the database cfg names in the schema cfg names,
+// which a test owns: the schema is dropped and the pool closed when the
+// test ends.
+func PostgresSchema(t testing.TB, cfg postgres.Config) *postgres.DB {
+	t.Helper()
+	db, err := postgres.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := db.Pool().Exec(ctx, `DROP SCHEMA IF EXISTS "`+db.Schema()+`" CASCADE`); err != nil {
+			t.Logf("cleanup: drop schema %s: %v", db.Schema(), err)
+		}
+		_ = db.Close()
+	})
+	return db
+}
 
 // PostgresURL returns the URL of a PostgreSQL to test against: the
 // environment's, else a container's. Tests share it: each isolates its

@@ -29,14 +29,7 @@ func pgSchema(t *testing.T) (*postgres.DB, string) {
 	t.Helper()
 	url := integration.PostgresURL(t)
 	schema := fmt.Sprintf("t_sample_devices_%08x", rand.Uint32())
-	db, err := postgres.New(postgres.Config{URL: url, Schema: schema}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = db.Pool().Exec(context.Background(), `DROP SCHEMA IF EXISTS `+schema+` CASCADE`)
-		_ = db.Close()
-	})
+	db := integration.PostgresSchema(t, postgres.Config{URL: url, Schema: schema})
 	return db, fmt.Sprintf("postgres:\n  url: %s\n  schema: %s\n  relay:\n    poll_interval: 50ms\n", url, schema)
 }
 

@@ -51,14 +51,7 @@ func TestStatusHandler(t *testing.T) {
 				schema := fmt.Sprintf("t_testservice_status_%08x", rand.Uint32())
 				url := integration.PostgresURL(t)
 				conf += fmt.Sprintf("postgres:\n  url: %s\n  schema: %s\n  relay:\n    poll_interval: 50ms\nhandlers:\n  device-status:\n    transport: memory\n    topic: devices.status\n    idempotent: true\n", url, schema)
-				var err error
-				if db, err = postgres.New(postgres.Config{URL: url, Schema: schema}, nil); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() {
-					_, _ = db.Pool().Exec(context.Background(), `DROP SCHEMA IF EXISTS `+schema+` CASCADE`)
-					_ = db.Close()
-				})
+				db = integration.PostgresSchema(t, postgres.Config{URL: url, Schema: schema})
 			}
 			path := filepath.Join(t.TempDir(), "config.yaml")
 			if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
