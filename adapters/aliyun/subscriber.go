@@ -279,28 +279,28 @@ func (r *route) offer(l *link, am *amqp.Message, wm *message.Message) offerResul
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	wm.SetContext(settle.With(ctx, d))
+	// Counted before the consumer can settle it (Settle counts it done),
+	// and before sending is done: Subscriber.Close waits for the sends,
+	// then hands back what is tracked and waits for settling.
+	r.sub.settling.Add(1)
+	res := offerDone
 	select {
 	case r.out <- wm:
 	case <-r.done:
-		cancel()
-		<-r.slots
-		r.sending.Done()
-		return offerGone
+		res = offerGone
 	case <-r.sub.closing:
-		cancel()
-		<-r.slots
-		r.sending.Done()
-		return offerRelease
+		res = offerRelease
 	case <-c.closing:
+		res = offerRelease
+	}
+	if res != offerDone {
 		cancel()
 		<-r.slots
+		r.sub.settling.Done()
 		r.sending.Done()
-		return offerRelease
+		return res
 	}
 	l.taken()
-	// Before sending is done: Subscriber.Close waits for the sends, then
-	// hands back what is tracked and waits for settling.
-	r.sub.settling.Add(1)
 	tracked := c.track(d)
 	r.sending.Done()
 	if !tracked { // the transport is closing: hand it back
@@ -344,6 +344,9 @@ func (c *Transport) track(d *delivery) bool {
 	defer c.deliveriesMu.Unlock()
 	if c.handedBack {
 		return false
+	}
+	if d.done.Load() {
+		return true // settled as soon as it was handed out: nothing to track
 	}
 	c.unsettled[d] = struct{}{}
 	return true

@@ -148,6 +148,9 @@ func (s *Subscriber) track(d *delivery) bool {
 	if s.closed {
 		return false
 	}
+	if d.done.Load() {
+		return true // settled as soon as it was handed out: nothing to track
+	}
 	s.unsettled[d] = struct{}{}
 	return true
 }
