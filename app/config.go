@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -390,12 +391,6 @@ func (c *Config) withEnv(err error) error {
 	return err
 }
 
-// settable is a section value with defaults to fill in.
-type settable interface{ SetDefaults() }
-
-// validatable is a section value that can tell what is wrong with it.
-type validatable interface{ Validate() error }
-
 func (c *Config) setDefaults() {
 	if c.Poison.Transport == "" {
 		memoryOnly := true
@@ -408,7 +403,7 @@ func (c *Config) setDefaults() {
 	}
 	c.Postgres = c.Postgres.withDefaults()
 	for _, s := range c.sections {
-		if d, ok := s.Value.(settable); ok {
+		if d, ok := s.Value.(transport.Defaulter); ok {
 			d.SetDefaults()
 		}
 	}
@@ -567,7 +562,7 @@ func (c Config) validate() error {
 		if s.Transport != "" && !slices.Contains(used, s.Transport) {
 			continue // validated when a binding uses it
 		}
-		if v, ok := s.Value.(validatable); ok {
+		if v, ok := s.Value.(transport.Validator); ok {
 			if err := v.Validate(); err != nil {
 				return sectionError(s.Path, err)
 			}
@@ -576,27 +571,21 @@ func (c Config) validate() error {
 	return nil
 }
 
-// optionsChecker is a transport section that can validate a binding's
-// options before anything connects.
-type optionsChecker interface {
-	CheckBindingOptions(consume bool, options map[string]string) error
-}
-
 // checkBindingOptions validates every binding's transport-specific
 // options with its transport's section, so that a typo or a bad qos fails
 // here (and in -check-config), not once connected.
 func (c Config) checkBindingOptions() error {
-	checker := func(transport string) optionsChecker {
+	checker := func(name string) transport.OptionsChecker {
 		for _, s := range c.sections {
-			if s.Transport == transport {
-				oc, _ := s.Value.(optionsChecker)
+			if s.Transport == name {
+				oc, _ := s.Value.(transport.OptionsChecker)
 				return oc
 			}
 		}
 		return nil
 	}
-	check := func(path, transport string, consume bool, options map[string]string) error {
-		oc := checker(transport)
+	check := func(path, name string, consume bool, options map[string]string) error {
+		oc := checker(name)
 		if oc == nil {
 			return nil
 		}

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hexmill/hexmill/adapters/transport/secret"
 	"github.com/hexmill/hexmill/app"
-	"github.com/hexmill/hexmill/internal/secret"
 	"github.com/hexmill/hexmill/ports"
 )
 

@@ -9,6 +9,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/fx"
 
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -114,16 +115,16 @@ type TransportEnv struct {
 // a binding uses the transport. newT connects nothing; its error is
 // reported as one of the section. A new adapter plugs in with this one
 // option.
-func AsTransport[T any](name string, defaults func() T, newT func(cfg T, env TransportEnv) (Transport, error)) fx.Option {
+func AsTransport[T any](name string, defaults func() T, newT func(cfg T, env TransportEnv) (transport.Transport, error)) fx.Option {
 	return fx.Options(
 		fx.Provide(func() *section[T] { return &section[T]{value: defaults()} }),
 		fx.Provide(fx.Annotate(func(s *section[T]) ConfigSection {
 			return ConfigSection{Path: "transports." + name, Value: &s.value, Transport: name}
 		}, fx.ResultTags(`group:"config_sections"`))),
 		fx.Provide(fx.Annotate(func(cfg Config, s *section[T], logger *slog.Logger) Opener {
-			return Opener{Name: name, Open: func(ctx context.Context) (Transport, error) {
+			return Opener{Name: name, Open: func(ctx context.Context) (transport.Transport, error) {
 				env := TransportEnv{Service: cfg.Service, Logger: logger.With("transport", name)}
-				return open(ctx, name, func() (Transport, error) { return newT(s.value, env) })
+				return open(ctx, name, func() (transport.Transport, error) { return newT(s.value, env) })
 			}}
 		}, fx.ResultTags(`group:"transports"`))),
 	)

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/hexmill/hexmill/adapters/memory"
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/app"
 	"github.com/hexmill/hexmill/ports"
 )
@@ -178,7 +179,7 @@ func TestAsTransport(t *testing.T) {
 		app.AsHandler(func() ports.Handler { return s.handler("h") }),
 		fx.Populate(&broker),
 		app.AsTransport("loop", func() loopConfig { return loopConfig{Prefix: "default:"} },
-			func(cfg loopConfig, e app.TransportEnv) (app.Transport, error) {
+			func(cfg loopConfig, e app.TransportEnv) (transport.Transport, error) {
 				opened, service = cfg, e.Service
 				return loop{Transport: broker, prefix: cfg.Prefix}, nil
 			}),
@@ -199,7 +200,7 @@ type loop struct {
 	prefix string
 }
 
-func (l loop) Subscriber(sc app.SubscriberConfig) (message.Subscriber, error) {
+func (l loop) Subscriber(sc transport.SubscriberConfig) (message.Subscriber, error) {
 	sub, err := l.Transport.Subscriber(sc)
 	if err != nil {
 		return nil, err

@@ -6,7 +6,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/hexmill/hexmill/internal/settle"
+	"github.com/hexmill/hexmill/adapters/transport"
 )
 
 // inflight counts the messages being handled, so that stop can wait for
@@ -19,7 +19,7 @@ type inflight struct {
 
 // middleware counts a message in flight until it is settled, and settles
 // it: ack when the chain returned nil, nack otherwise; through the
-// message's settle.Settler when its subscriber gave it one, else Ack and
+// message's transport.Settler when its subscriber gave it one, else Ack and
 // Nack. Settling before leaving the count means stop never closes a
 // subscriber between the two, which would hand a handled message back to
 // the broker.
@@ -27,7 +27,7 @@ func (f *inflight) middleware(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		f.add(1)
 		defer f.add(-1)
-		settler := settle.From(msg.Context())
+		settler := transport.SettlerFrom(msg.Context())
 		produced, err := h(msg)
 		switch {
 		case settler != nil:

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/hexmill/hexmill/adapters/memory"
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -116,7 +117,7 @@ func injectHandler(cfg Config, broker *memory.Transport) http.HandlerFunc {
 			msg.Metadata.Set(ports.MetadataCorrelationID, id)
 		}
 		// A caller's W3C trace context continues in the message's trace.
-		for _, k := range []string{MetadataTraceParent, MetadataTraceState} {
+		for _, k := range []string{transport.MetadataTraceParent, transport.MetadataTraceState} {
 			if v := r.Header.Get(k); v != "" {
 				msg.Metadata.Set(k, v)
 			}

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hexmill/hexmill/adapters/transport/secret"
 	"github.com/hexmill/hexmill/app"
-	"github.com/hexmill/hexmill/internal/secret"
 )
 
 // The postgres section: off by default, on with url or host, every

@@ -25,6 +25,7 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/memory"
 	"github.com/hexmill/hexmill/adapters/postgres"
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/app"
 	"github.com/hexmill/hexmill/integration"
 	"github.com/hexmill/hexmill/ports"
@@ -309,7 +310,7 @@ func TestOutboxEventArrivesOnceAfterCommit(t *testing.T) {
 		t.Errorf("payload %s", got.Payload)
 	}
 	for k, want := range map[string]string{
-		app.MetadataEventType:         "ItemChanged",
+		ports.MetadataEventType:       "ItemChanged",
 		ports.MetadataCorrelationID:   "corr-1",
 		postgres.MetadataAggregateKey: "device-7",
 	} {
@@ -449,14 +450,14 @@ type closingConfig struct{}
 
 func (c *closingTransport) option() fx.Option {
 	return app.AsTransport("closing", func() closingConfig { return closingConfig{} },
-		func(closingConfig, app.TransportEnv) (app.Transport, error) { return c, nil })
+		func(closingConfig, app.TransportEnv) (transport.Transport, error) { return c, nil })
 }
 
 func (c *closingTransport) Open(context.Context) error { return nil }
 func (c *closingTransport) Publisher(map[string]string) (message.Publisher, error) {
 	return closingPublisher{c}, nil
 }
-func (c *closingTransport) Subscriber(app.SubscriberConfig) (message.Subscriber, error) {
+func (c *closingTransport) Subscriber(transport.SubscriberConfig) (message.Subscriber, error) {
 	return nil, errors.New("closing: publish-only")
 }
 func (c *closingTransport) Ready() error { return nil }
@@ -643,7 +644,7 @@ func TestOutboxCarriesTraceContext(t *testing.T) {
 		t.Errorf("the send span's parent is %s, want the handler span %s", send.Parent().SpanID(), handle.SpanContext().SpanID())
 	}
 	want := fmt.Sprintf("00-%s-%s-01", send.SpanContext().TraceID(), send.SpanContext().SpanID())
-	if tp := got.Metadata.Get(app.MetadataTraceParent); tp != want {
+	if tp := got.Metadata.Get(transport.MetadataTraceParent); tp != want {
 		t.Errorf("traceparent %q, want %q (the send span)", tp, want)
 	}
 }

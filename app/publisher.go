@@ -13,11 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hexmill/hexmill/adapters/postgres"
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/ports"
 )
-
-// MetadataEventType names an event's type on the wire.
-const MetadataEventType = ports.MetadataEventType
 
 // ErrPublish marks a failure to publish an event (broker down, not
 // confirmed, unroutable). The message being handled is not at fault: after
@@ -97,7 +95,7 @@ var _ ports.Publisher = (*eventPublisher)(nil)
 // newEventPublisher opens the event bindings' and the poison target's
 // publishers; with outbox, events published in a PostgreSQL transaction
 // go to the outbox instead.
-func newEventPublisher(cfg Config, transports map[string]Transport, registry *prometheus.Registry, t *tracing, outbox bool) (*eventPublisher, error) {
+func newEventPublisher(cfg Config, transports map[string]transport.Transport, registry *prometheus.Registry, t *tracing, outbox bool) (*eventPublisher, error) {
 	p := &eventPublisher{routes: map[string]route{}, tracing: t}
 	var publishTime *prometheus.HistogramVec
 	if registry != nil {
@@ -153,7 +151,7 @@ func (p *eventPublisher) Publish(ctx context.Context, events ...ports.Event) err
 			return fmt.Errorf("publish %s: %w", e.EventType(), err)
 		}
 		msg := message.NewMessage(watermill.NewUUID(), payload)
-		msg.Metadata.Set(MetadataEventType, e.EventType())
+		msg.Metadata.Set(ports.MetadataEventType, e.EventType())
 		if id := ports.CorrelationID(ctx); id != "" {
 			msg.Metadata.Set(ports.MetadataCorrelationID, id)
 		}

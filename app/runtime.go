@@ -20,7 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hexmill/hexmill/adapters/postgres"
-	"github.com/hexmill/hexmill/internal/settle"
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -44,7 +44,7 @@ type Runtime struct {
 	registry *prometheus.Registry
 	db       *postgres.DB // nil: PostgreSQL off
 
-	transports  map[string]Transport
+	transports  map[string]transport.Transport
 	publisher   *Publisher
 	publishers  *eventPublisher
 	subscribers []message.Subscriber
@@ -110,7 +110,7 @@ type RuntimeParams struct {
 func NewRuntime(p RuntimeParams) (*Runtime, error) {
 	r := &Runtime{
 		cfg: p.Config, logger: p.Logger, handlers: p.Handlers, formats: p.Formats, extra: p.Middlewares,
-		registry: p.Registry, openers: map[string]Opener{}, transports: map[string]Transport{},
+		registry: p.Registry, openers: map[string]Opener{}, transports: map[string]transport.Transport{},
 		publisher: p.Publisher, bindings: map[string]Binding{}, tracerProvider: p.TracerProvider, db: p.DB,
 	}
 	if r.publisher == nil {
@@ -282,8 +282,8 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 	}
 	r.abort, r.cancelAbort = context.WithCancel(context.Background())
 	// The in-flight middleware settles every message through its
-	// subscriber's settle.Settler: no subscriber need wait on Ack and Nack.
-	r.intake, r.cancelIntake = context.WithCancel(settle.ByConsumer(context.Background()))
+	// subscriber's transport.Settler: no subscriber need wait on Ack and Nack.
+	r.intake, r.cancelIntake = context.WithCancel(transport.SettledByConsumer(context.Background()))
 	for _, h := range r.handlers {
 		if err := r.consume(ctx, h); err != nil {
 			return err
@@ -297,7 +297,7 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 // publishes to exists.
 func (r *Runtime) checkTargets(ctx context.Context) error {
 	check := func(field string, e EventBinding) error {
-		t, ok := r.transports[e.Transport].(TargetChecker)
+		t, ok := r.transports[e.Transport].(transport.TargetChecker)
 		if !ok {
 			return nil
 		}
@@ -327,7 +327,7 @@ func (r *Runtime) checkTargets(ctx context.Context) error {
 func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 	name := h.Name()
 	b := r.bindings[name]
-	sub, err := r.transports[b.Transport].Subscriber(SubscriberConfig{Handler: name, Group: b.Group, Concurrency: b.Concurrency, Options: b.Options})
+	sub, err := r.transports[b.Transport].Subscriber(transport.SubscriberConfig{Handler: name, Group: b.Group, Concurrency: b.Concurrency, Options: b.Options})
 	if err != nil {
 		return fmt.Errorf("handlers.%s: %w", name, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/hexmill/hexmill/adapters/memory"
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/app"
 	"github.com/hexmill/hexmill/integration"
 	"github.com/hexmill/hexmill/ports"
@@ -379,7 +380,7 @@ func TestMetadataAndCorrelation(t *testing.T) {
 	if c := out.Metadata.Get(ports.MetadataCorrelationID); c != "corr-7" {
 		t.Fatalf("event correlation ID %q, want corr-7", c)
 	}
-	if et := out.Metadata.Get(app.MetadataEventType); et != "TestEvent" {
+	if et := out.Metadata.Get(ports.MetadataEventType); et != "TestEvent" {
 		t.Fatalf("event type %q, want TestEvent", et)
 	}
 }
@@ -529,7 +530,7 @@ func TestHandlersRunConcurrently(t *testing.T) {
 func TestEndedSubscriptionIsNotReady(t *testing.T) {
 	broker := newBroker(t)
 	msgs := make(chan *message.Message)
-	opener := app.Opener{Name: app.TransportMemory, Open: func(context.Context) (app.Transport, error) {
+	opener := app.Opener{Name: app.TransportMemory, Open: func(context.Context) (transport.Transport, error) {
 		return chanTransport{Transport: broker, msgs: msgs}, nil
 	}}
 	h := ports.HandlerFunc{HandlerName: "test", Func: func(context.Context, ports.Message) error { return nil }}
@@ -561,7 +562,7 @@ type chanTransport struct {
 	msgs chan *message.Message
 }
 
-func (c chanTransport) Subscriber(app.SubscriberConfig) (message.Subscriber, error) {
+func (c chanTransport) Subscriber(transport.SubscriberConfig) (message.Subscriber, error) {
 	return chanSubscriber(c.msgs), nil
 }
 

@@ -145,12 +145,6 @@ type tracing struct {
 	prop   propagation.TextMapPropagator
 }
 
-// Trace context metadata keys (W3C Trace Context).
-const (
-	MetadataTraceParent = "traceparent"
-	MetadataTraceState  = "tracestate"
-)
-
 // AttributeRedelivered says that the broker delivered the message before
 // (not one of OpenTelemetry's conventions, which have no such attribute).
 const AttributeRedelivered = attribute.Key("messaging.message.redelivered")

@@ -1,6 +1,10 @@
 package app
 
-import "github.com/hexmill/hexmill/adapters/aliyun"
+import (
+	"github.com/hexmill/hexmill/adapters/aliyun"
+
+	"github.com/hexmill/hexmill/adapters/transport"
+)
 
 // aliyunModule provides the Aliyun IoT server-side subscription transport
 // (adapters/aliyun: AMQP 1.0, consume-only). Every handler bound to it
@@ -11,7 +15,7 @@ import "github.com/hexmill/hexmill/adapters/aliyun"
 // (aliyun.ParsePropertyPost, aliyun.ParseStatusChange); a service maps
 // them onto its domain in a format of its own (AsFormat).
 var aliyunModule = AsTransport(TransportAliyun, func() aliyun.Config { return aliyun.Config{} },
-	func(cfg aliyun.Config, env TransportEnv) (Transport, error) {
+	func(cfg aliyun.Config, env TransportEnv) (transport.Transport, error) {
 		cfg.Service = env.Service // {service} in client IDs
 		return aliyun.New(cfg, NewWatermillLogger(env.Logger))
 	})

@@ -7,6 +7,7 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/hexmill/hexmill/adapters/memory"
+	"github.com/hexmill/hexmill/adapters/transport"
 )
 
 // memoryModule provides the in-memory transport (adapters/memory). Unlike
@@ -35,8 +36,8 @@ func newMemoryTransport(_ Config, s *section[memory.Config], logger *slog.Logger
 func MemoryOpener(t *memory.Transport) Opener {
 	return Opener{
 		Name: TransportMemory,
-		Open: func(ctx context.Context) (Transport, error) {
-			return open(ctx, TransportMemory, func() (Transport, error) { return t, nil })
+		Open: func(ctx context.Context) (transport.Transport, error) {
+			return open(ctx, TransportMemory, func() (transport.Transport, error) { return t, nil })
 		},
 	}
 }

@@ -1,12 +1,16 @@
 package app
 
-import "github.com/hexmill/hexmill/adapters/mqtt"
+import (
+	"github.com/hexmill/hexmill/adapters/mqtt"
+
+	"github.com/hexmill/hexmill/adapters/transport"
+)
 
 // mqttModule provides the MQTT v5 transport (adapters/mqtt). It connects
 // only when a binding uses it: the publisher connection on the first event
 // binding, one connection per handler binding.
 var mqttModule = AsTransport(TransportMQTT, func() mqtt.Config { return mqtt.Config{} },
-	func(cfg mqtt.Config, env TransportEnv) (Transport, error) {
+	func(cfg mqtt.Config, env TransportEnv) (transport.Transport, error) {
 		cfg.Service = env.Service // {service} in client IDs
 		return mqtt.New(cfg, NewWatermillLogger(env.Logger))
 	})

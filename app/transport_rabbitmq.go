@@ -1,6 +1,10 @@
 package app
 
-import "github.com/hexmill/hexmill/adapters/rabbitmq"
+import (
+	"github.com/hexmill/hexmill/adapters/rabbitmq"
+
+	"github.com/hexmill/hexmill/adapters/transport"
+)
 
 // rabbitMQModule provides the RabbitMQ transport (adapters/rabbitmq). It
 // connects only when a binding uses it: Open dials, declares the
@@ -9,7 +13,7 @@ import "github.com/hexmill/hexmill/adapters/rabbitmq"
 // publisher and subscriber shares the connection, which is named after
 // the service unless connection_name says otherwise.
 var rabbitMQModule = AsTransport(TransportRabbitMQ, func() rabbitmq.Config { return rabbitmq.Config{} },
-	func(cfg rabbitmq.Config, env TransportEnv) (Transport, error) {
+	func(cfg rabbitmq.Config, env TransportEnv) (transport.Transport, error) {
 		if cfg.ConnectionName == "" {
 			cfg.ConnectionName = env.Service
 		}

@@ -25,8 +25,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/goleak"
 
+	"github.com/hexmill/hexmill/adapters/transport/secret"
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/secret"
 )
 
 // The signature-checking broker: a private RabbitMQ node (rabbitmq_amqp1_0

@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hexmill/hexmill/internal/secret"
+	"github.com/hexmill/hexmill/adapters/transport/secret"
 	"github.com/hexmill/hexmill/ports"
 )
 

@@ -11,8 +11,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/settle"
 )
 
 const (
@@ -451,7 +451,7 @@ func TestTrickleKeepsCreditBounded(t *testing.T) {
 }
 
 // A consumer that settles through the Settler as soon as it receives a
-// message (the runtime's way, settle.ByConsumer) may settle it before the
+// message (the runtime's way, transport.SettledByConsumer) may settle it before the
 // subscriber has counted and tracked it: nothing may go wrong (no
 // negative count) and nothing may stay tracked.
 func TestSettledOnReceipt(t *testing.T) {
@@ -463,7 +463,7 @@ func TestSettledOnReceipt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := sub.Subscribe(settle.ByConsumer(context.Background()), telemetryFilter)
+	out, err := sub.Subscribe(transport.SettledByConsumer(context.Background()), telemetryFilter)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,7 +473,7 @@ func TestSettledOnReceipt(t *testing.T) {
 	for len(seen) < len(ids) {
 		select {
 		case m := <-out:
-			settle.From(m.Context()).Settle(true)
+			transport.SettlerFrom(m.Context()).Settle(true)
 			seen[m.UUID] = true
 		case <-timeout:
 			t.Fatalf("%d of %d messages arrived", len(seen), len(ids))

@@ -10,7 +10,7 @@ import (
 	amqp "github.com/Azure/go-amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/hexmill/hexmill/internal/secret"
+	"github.com/hexmill/hexmill/adapters/transport/secret"
 )
 
 // Every sign method and STS authenticate against the broker whose auth

@@ -16,7 +16,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/hexmill/hexmill/adapters/transport"
-	"github.com/hexmill/hexmill/internal/settle"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -34,11 +33,11 @@ type SubscriberConfig = transport.SubscriberConfig
 // ""). A message no subscription matches is held for
 // Config.UnmatchedDelay, then released back to the broker and logged.
 //
-// A message is settled through the settle.Settler in its context: an ack
+// A message is settled through the transport.Settler in its context: an ack
 // accepts it, a nack releases it. Ack and Nack are bridged onto the
-// Settler unless the Subscribe context is settle.ByConsumer.
+// Settler unless the Subscribe context is transport.SettledByConsumer.
 //
-// The stop protocol (see app.Transport): Subscribe returns once every
+// The stop protocol (see transport.Transport): Subscribe returns once every
 // connection has its link attached and credit issued; cancelling its
 // context closes the output channel, and once no subscription is left the
 // links get no more credit; messages already delivered can still be
@@ -105,7 +104,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	r := &route{
 		sub: s, filter: topic, levels: strings.Split(topic, "/"), specificity: specificity(topic),
 		out: make(chan *message.Message), slots: make(chan struct{}, s.concurrency), done: make(chan struct{}),
-		bridge: !settle.IsByConsumer(ctx),
+		bridge: !transport.IsSettledByConsumer(ctx),
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -183,11 +182,11 @@ const (
 
 // deliver takes one message from link l to its subscription, or releases
 // it when nobody takes it. A consumer that settles through Ack and Nack
-// has them awaited here (settle.Await).
+// has them awaited here (transport.AwaitAck).
 func (c *Transport) deliver(l *link, am *amqp.Message) {
 	defer c.wg.Done()
 	wm := toWatermill(am)
-	topic := wm.Metadata.Get(MetadataTopic)
+	topic := wm.Metadata.Get(ports.MetadataTopic)
 	held := false
 	for {
 		if !c.intakeOn() {
@@ -278,7 +277,7 @@ func (r *route) offer(l *link, am *amqp.Message, wm *message.Message) offerResul
 	d := &delivery{r: r, l: l, am: am, wm: wm, bridged: r.bridge}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	wm.SetContext(settle.With(ctx, d))
+	wm.SetContext(transport.WithSettler(ctx, d))
 	// Counted before the consumer can settle it (Settle counts it done),
 	// and before sending is done: Subscriber.Close waits for the sends,
 	// then hands back what is tracked and waits for settling.
@@ -304,11 +303,11 @@ func (r *route) offer(l *link, am *amqp.Message, wm *message.Message) offerResul
 	tracked := c.track(d)
 	r.sending.Done()
 	if !tracked { // the transport is closing: hand it back
-		d.Settle(d.bridged && settle.Acked(wm))
+		d.Settle(d.bridged && transport.Acked(wm))
 		return offerDone
 	}
 	if d.bridged {
-		settle.Await(wm, d, ctx.Done())
+		transport.AwaitAck(wm, d, ctx.Done())
 	}
 	return offerDone
 }
@@ -324,7 +323,7 @@ type delivery struct {
 	done    atomic.Bool
 }
 
-// Settle implements settle.Settler: acked accepts the message, false
+// Settle implements transport.Settler: acked accepts the message, false
 // releases it.
 func (d *delivery) Settle(acked bool) {
 	if d.done.Swap(true) {
@@ -374,7 +373,7 @@ func (c *Transport) handBack(sub *Subscriber) {
 	}
 	c.deliveriesMu.Unlock()
 	for _, d := range back {
-		d.Settle(d.bridged && settle.Acked(d.wm))
+		d.Settle(d.bridged && transport.Acked(d.wm))
 	}
 }
 
@@ -407,7 +406,7 @@ func toWatermill(am *amqp.Message) *message.Message {
 	if id == "" {
 		id = watermill.NewUUID()
 	}
-	if pk, dn, ok := ParseTopic(md[MetadataTopic]); ok {
+	if pk, dn, ok := ParseTopic(md[ports.MetadataTopic]); ok {
 		md[MetadataProductKey] = pk
 		md[MetadataDeviceName] = dn
 		if md[MetadataDeviceID] == "" {

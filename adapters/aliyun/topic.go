@@ -2,11 +2,11 @@ package aliyun
 
 import "strings"
 
-// Metadata keys the subscriber sets on every message. Every other
-// application property of the AMQP message is copied as it is.
+// Metadata keys the subscriber sets on every message, beside
+// ports.MetadataTopic (Aliyun's topic, e.g.
+// /a1b2c3/dev1/thing/event/property/post). Every other application
+// property of the AMQP message is copied as it is.
 const (
-	// MetadataTopic is Aliyun's topic, e.g. /a1b2c3/dev1/thing/event/property/post.
-	MetadataTopic = "topic"
 	// MetadataMessageID is Aliyun's message ID (the watermill UUID too):
 	// duplicates happen, dedupe on it.
 	MetadataMessageID = "messageId"

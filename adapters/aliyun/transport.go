@@ -14,6 +14,8 @@ import (
 	amqp "github.com/Azure/go-amqp"
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/hexmill/hexmill/adapters/transport"
 )
 
 // ErrClosed is returned by a closed Transport or Subscriber.
@@ -735,3 +737,11 @@ func (l *link) closed() bool {
 		return false
 	}
 }
+
+// The contract with the runtime (adapters/transport).
+var (
+	_ transport.Transport      = (*Transport)(nil)
+	_ transport.Defaulter      = (*Config)(nil)
+	_ transport.Validator      = Config{}
+	_ transport.OptionsChecker = Config{}
+)

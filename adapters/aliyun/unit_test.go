@@ -11,7 +11,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/hexmill/hexmill/internal/secret"
+	"github.com/hexmill/hexmill/adapters/transport/secret"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -281,7 +281,7 @@ func TestTopics(t *testing.T) {
 
 func aliyunMessage(topic, payload string) *message.Message {
 	m := message.NewMessage("id", []byte(payload))
-	m.Metadata.Set(MetadataTopic, topic)
+	m.Metadata.Set(ports.MetadataTopic, topic)
 	if pk, dn, ok := ParseTopic(topic); ok {
 		m.Metadata.Set(MetadataProductKey, pk)
 		m.Metadata.Set(MetadataDeviceName, dn)

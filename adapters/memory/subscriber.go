@@ -9,7 +9,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/hexmill/hexmill/adapters/transport"
-	"github.com/hexmill/hexmill/internal/settle"
 )
 
 // SubscriberConfig configures one subscriber: its consumer group ("" is a
@@ -19,9 +18,9 @@ type SubscriberConfig = transport.SubscriberConfig
 
 // Subscriber consumes from the broker's queues for one consumer group.
 //
-// A message is settled through the settle.Settler in its context; Ack and
+// A message is settled through the transport.Settler in its context; Ack and
 // Nack are bridged onto it unless the Subscribe context is
-// settle.ByConsumer. A nack puts the message back at the front of its
+// transport.SettledByConsumer. A nack puts the message back at the front of its
 // queue. Cancelling a Subscribe context stops intake: the output channel
 // closes, and messages already delivered may still be settled. Close puts
 // every unsettled message back at the front of its queue (an ack given
@@ -80,7 +79,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 }
 
 func (s *Subscriber) consume(ctx context.Context, q *queue, out chan<- *message.Message) {
-	bridge := !settle.IsByConsumer(ctx)
+	bridge := !transport.IsSettledByConsumer(ctx)
 	slots := make(chan struct{}, s.concurrency)
 	for {
 		select {
@@ -97,7 +96,7 @@ func (s *Subscriber) consume(ctx context.Context, q *queue, out chan<- *message.
 		d := &delivery{s: s, q: q, msg: msg, slots: slots, bridged: bridge}
 		msgCtx, cancel := context.WithCancel(s.base)
 		d.cancel = cancel
-		msg.SetContext(settle.With(msgCtx, d))
+		msg.SetContext(transport.WithSettler(msgCtx, d))
 		select {
 		case out <- msg:
 		case <-ctx.Done():
@@ -110,14 +109,14 @@ func (s *Subscriber) consume(ctx context.Context, q *queue, out chan<- *message.
 			return
 		}
 		if !s.track(d) {
-			d.Settle(bridge && settle.Acked(msg)) // Close has begun: hand it back
+			d.Settle(bridge && transport.Acked(msg)) // Close has begun: hand it back
 			continue
 		}
 		if bridge {
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
-				settle.Await(msg, d, msgCtx.Done())
+				transport.AwaitAck(msg, d, msgCtx.Done())
 			}()
 		}
 	}
@@ -166,7 +165,7 @@ type delivery struct {
 	done    atomic.Bool
 }
 
-// Settle implements settle.Settler: a nack puts the message back at the
+// Settle implements transport.Settler: a nack puts the message back at the
 // front of its queue.
 func (d *delivery) Settle(acked bool) {
 	if d.done.Swap(true) {
@@ -194,7 +193,7 @@ func (s *Subscriber) Close() error {
 		s.unsettled = nil
 		s.mu.Unlock()
 		for d := range unsettled {
-			d.Settle(d.bridged && settle.Acked(d.msg))
+			d.Settle(d.bridged && transport.Acked(d.msg))
 		}
 		s.cancelBase()
 	})

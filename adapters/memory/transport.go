@@ -12,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -212,3 +213,11 @@ func (c Config) CheckBindingOptions(_ bool, options map[string]string) error {
 	}
 	return nil
 }
+
+// The contract with the runtime (adapters/transport).
+var (
+	_ transport.Transport      = (*Transport)(nil)
+	_ transport.Defaulter      = (*Config)(nil)
+	_ transport.Validator      = Config{}
+	_ transport.OptionsChecker = Config{}
+)

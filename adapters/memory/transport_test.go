@@ -11,7 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
 
 	"github.com/hexmill/hexmill/adapters/memory"
-	"github.com/hexmill/hexmill/internal/settle"
+	"github.com/hexmill/hexmill/adapters/transport"
 )
 
 func newBroker(t *testing.T) *memory.Transport {
@@ -53,7 +53,7 @@ func TestPubSub(t *testing.T) {
 
 // Stopping intake leaves delivered messages settleable; Close requeues the
 // unsettled ones for the next subscriber of the group. The same with
-// messages settled through Ack and through their settle.Settler.
+// messages settled through Ack and through their transport.Settler.
 func TestStopIntakeThenClose(t *testing.T) {
 	for _, byConsumer := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ByConsumer=%v", byConsumer), func(t *testing.T) {
@@ -72,7 +72,7 @@ func testStopIntakeThenClose(t *testing.T, byConsumer bool) {
 	sub := newSubscriber(t, b, "g", 2)
 	subCtx := context.Background()
 	if byConsumer {
-		subCtx = settle.ByConsumer(subCtx)
+		subCtx = transport.SettledByConsumer(subCtx)
 	}
 	ctx, stopIntake := context.WithCancel(subCtx)
 	out, err := sub.Subscribe(ctx, "t")
@@ -88,7 +88,7 @@ func testStopIntakeThenClose(t *testing.T, byConsumer bool) {
 		t.Fatal("stopping intake cancelled the context of a message in flight")
 	}
 	if byConsumer {
-		settle.From(first.Context()).Settle(true)
+		transport.SettlerFrom(first.Context()).Settle(true)
 	} else {
 		first.Ack()
 	}
@@ -99,7 +99,7 @@ func testStopIntakeThenClose(t *testing.T, byConsumer bool) {
 		t.Error("the unsettled message's context did not end at Close")
 	}
 	if byConsumer {
-		settle.From(second.Context()).Settle(true) // too late: requeued
+		transport.SettlerFrom(second.Context()).Settle(true) // too late: requeued
 	} else {
 		second.Ack()
 	}
@@ -128,7 +128,7 @@ func testStopIntakeThenClose(t *testing.T, byConsumer bool) {
 	}
 }
 
-// With a settle.ByConsumer Subscribe context only the Settler settles:
+// With a transport.SettledByConsumer Subscribe context only the Settler settles:
 // Ack is not awaited, so an acked but unsettled message goes back at Close.
 func TestByConsumerIgnoresAck(t *testing.T) {
 	b := newBroker(t)
@@ -136,7 +136,7 @@ func TestByConsumerIgnoresAck(t *testing.T) {
 		t.Fatal(err)
 	}
 	sub := newSubscriber(t, b, "g", 1)
-	out, err := sub.Subscribe(settle.ByConsumer(context.Background()), "t")
+	out, err := sub.Subscribe(transport.SettledByConsumer(context.Background()), "t")
 	if err != nil {
 		t.Fatal(err)
 	}

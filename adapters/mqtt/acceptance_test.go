@@ -17,8 +17,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/hexmill/hexmill/adapters/mqtt"
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/settle"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -275,7 +275,7 @@ func crashChild() {
 }
 
 // A nacked message is handed out again by the same connection, nacked
-// through Nack or through its settle.Settler.
+// through Nack or through its transport.Settler.
 func TestNackRedeliveredWithoutReconnect(t *testing.T) {
 	for _, byConsumer := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ByConsumer=%v", byConsumer), func(t *testing.T) {
@@ -305,7 +305,7 @@ func testNackRedeliveredWithoutReconnect(t *testing.T, byConsumer bool) {
 			acked := attempt == 3
 			switch {
 			case byConsumer:
-				settle.From(m.Context()).Settle(acked)
+				transport.SettlerFrom(m.Context()).Settle(acked)
 			case acked:
 				m.Ack()
 			default:
@@ -417,7 +417,7 @@ func TestMessageProperties(t *testing.T) {
 	}
 	sent := message.NewMessage(watermill.NewUUID(), []byte(`{"t":1}`))
 	sent.Metadata.Set("device", "42")
-	sent.Metadata.Set(mqtt.MetadataContentType, "application/json")
+	sent.Metadata.Set(ports.MetadataContentType, "application/json")
 	sent.Metadata.Set(ports.MetadataCorrelationID, "corr-1")
 	pub, err := newPublisher(t, cfg).WithOptions(map[string]string{"qos": "2"})
 	if err != nil {
@@ -430,7 +430,7 @@ func TestMessageProperties(t *testing.T) {
 	if got.UUID != sent.UUID || string(got.Payload) != string(sent.Payload) {
 		t.Errorf("got %s %q, want %s %q", got.UUID, got.Payload, sent.UUID, sent.Payload)
 	}
-	for k, v := range map[string]string{"device": "42", mqtt.MetadataContentType: "application/json", ports.MetadataCorrelationID: "corr-1", ports.MetadataTopic: topic} {
+	for k, v := range map[string]string{"device": "42", ports.MetadataContentType: "application/json", ports.MetadataCorrelationID: "corr-1", ports.MetadataTopic: topic} {
 		if got.Metadata.Get(k) != v {
 			t.Errorf("metadata %s = %q, want %q", k, got.Metadata.Get(k), v)
 		}

@@ -15,14 +15,14 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 
 	"github.com/hexmill/hexmill/adapters/mqtt"
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/settle"
 )
 
 // Acks reach the broker in arrival order: the ack of a message waits until
 // every message that arrived before it on the connection is acked, and
 // every ack given is on the wire before Close disconnects. The same with
-// messages settled through Ack and through their settle.Settler.
+// messages settled through Ack and through their transport.Settler.
 func TestAcksInArrivalOrder(t *testing.T) {
 	for _, byConsumer := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ByConsumer=%v", byConsumer), func(t *testing.T) {
@@ -101,7 +101,7 @@ func TestQoS2Exchange(t *testing.T) {
 	cfg.Servers = []string{"mqtt://" + tap.addr()}
 	topic := "hx-" + watermill.NewShortUUID() + "/qos2"
 	sub := newSubscriber(t, cfg, mqtt.SubscriberConfig{Concurrency: 1, Options: map[string]string{mqtt.OptionQoS: "2"}})
-	out, err := sub.Subscribe(settle.ByConsumer(context.Background()), topic)
+	out, err := sub.Subscribe(transport.SettledByConsumer(context.Background()), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestQoS2Exchange(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := take(t, out, 1)[0]
-	settle.From(m.Context()).Settle(true)
+	transport.SettlerFrom(m.Context()).Settle(true)
 	// The broker's PUBREL may still be on its way: wait for it and the
 	// PUBCOMP. The tap reads each direction on its own goroutine, so only
 	// the order within a direction is known: broker PUBLISH then PUBREL,
@@ -165,11 +165,11 @@ func TestQoS2Exchange(t *testing.T) {
 }
 
 // subscribeContext is the Subscribe context of a consumer that settles
-// through the settle.Settler (byConsumer: the runtime) or through Ack and
+// through the transport.Settler (byConsumer: the runtime) or through Ack and
 // Nack (a watermill consumer).
 func subscribeContext(byConsumer bool) context.Context {
 	if byConsumer {
-		return settle.ByConsumer(context.Background())
+		return transport.SettledByConsumer(context.Background())
 	}
 	return context.Background()
 }
@@ -178,7 +178,7 @@ func subscribeContext(byConsumer bool) context.Context {
 // as a watermill consumer.
 func ackFunc(byConsumer bool) func(*message.Message) {
 	if byConsumer {
-		return func(m *message.Message) { settle.From(m.Context()).Settle(true) }
+		return func(m *message.Message) { transport.SettlerFrom(m.Context()).Settle(true) }
 	}
 	return func(m *message.Message) { m.Ack() }
 }

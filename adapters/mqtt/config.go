@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/hexmill/hexmill/adapters/transport"
-	"github.com/hexmill/hexmill/internal/secret"
+	"github.com/hexmill/hexmill/adapters/transport/secret"
 	"github.com/hexmill/hexmill/ports"
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session"
 
-	"github.com/hexmill/hexmill/internal/tlsfiles"
+	"github.com/hexmill/hexmill/adapters/transport/tlsfiles"
 )
 
 // connOptions are what differs between the publisher's and a subscriber's

@@ -20,13 +20,9 @@ import (
 
 // PropertyUUID is the MQTT v5 user property that carries the watermill
 // message UUID. Every other metadata entry travels as a user property of
-// its own name, except MetadataContentType (the Content Type property) and
+// its own name, except ports.MetadataContentType (the Content Type property) and
 // ports.MetadataCorrelationID (the Correlation Data property).
 const PropertyUUID = "watermill_uuid"
-
-// MetadataContentType is the metadata key mapped to the MQTT v5 Content
-// Type property.
-const MetadataContentType = ports.MetadataContentType
 
 // ErrClosed is returned by a closed publisher or subscriber.
 var ErrClosed = errors.New("mqtt: closed")
@@ -182,7 +178,7 @@ func (c *pubConn) publish(topic string, o PublishOptions, msg *message.Message) 
 	pub.Properties.User.Add(PropertyUUID, validUTF8(msg.UUID))
 	for k, v := range msg.Metadata {
 		switch k {
-		case MetadataContentType:
+		case ports.MetadataContentType:
 			pub.Properties.ContentType = validUTF8(v)
 		case ports.MetadataCorrelationID:
 			pub.Properties.CorrelationData = []byte(v) // binary in MQTT

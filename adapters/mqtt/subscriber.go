@@ -17,7 +17,7 @@ import (
 	"github.com/eclipse/paho.golang/paho/session"
 	"github.com/eclipse/paho.golang/paho/session/state"
 
-	"github.com/hexmill/hexmill/internal/settle"
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -26,16 +26,16 @@ import (
 // acked when it stops or dies is redelivered by the broker when its client
 // ID connects again.
 //
-// The contract (see app.Transport):
+// The contract (see transport.Transport):
 //   - Subscribe returns once the broker acknowledged the SUBSCRIBE.
 //   - Cancelling the Subscribe context stops handing messages out and
 //     closes the output channel; the subscription stays in the session
 //     (so nothing published meanwhile is lost), messages arriving after
 //     that stay unacked, and messages already handed out can still be
 //     acked or nacked.
-//   - Settling a message (the settle.Settler in its context; Ack and Nack
+//   - Settling a message (the transport.Settler in its context; Ack and Nack
 //     are bridged onto it unless the Subscribe context is
-//     settle.ByConsumer) acks it with PUBACK, in arrival order
+//     transport.SettledByConsumer) acks it with PUBACK, in arrival order
 //     (docs/mqtt.md), or, for a nack, hands it to the output again after a
 //     bounded exponential backoff (MQTT has no nack).
 //   - Close leaves everything unsettled unacked, flushes the acks given
@@ -636,7 +636,7 @@ func (a *ackSession) ConAckReceived(conn io.Writer, cp *packets.Connect, ca *pac
 
 // consume hands the messages of r to out, at most s.concurrency unsettled.
 func (s *Subscriber) consume(ctx context.Context, r *route, out chan<- *message.Message) {
-	bridge := !settle.IsByConsumer(ctx)
+	bridge := !transport.IsSettledByConsumer(ctx)
 	slots := make(chan struct{}, s.concurrency)
 	for {
 		select {
@@ -655,7 +655,7 @@ func (s *Subscriber) consume(ctx context.Context, r *route, out chan<- *message.
 		// Ends at settle, or at Close through s.base.
 		msgCtx, cancel := context.WithCancel(s.base)
 		d.cancel = cancel
-		msg.SetContext(settle.With(msgCtx, d))
+		msg.SetContext(transport.WithSettler(msgCtx, d))
 		select {
 		case out <- msg:
 		case <-ctx.Done():
@@ -670,7 +670,7 @@ func (s *Subscriber) consume(ctx context.Context, r *route, out chan<- *message.
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
-				settle.Await(msg, d, msgCtx.Done())
+				transport.AwaitAck(msg, d, msgCtx.Done())
 			}()
 		}
 	}
@@ -686,7 +686,7 @@ type delivery struct {
 	done   atomic.Bool
 }
 
-// Settle implements settle.Settler: it frees the message's slot, and acks
+// Settle implements transport.Settler: it frees the message's slot, and acks
 // the message, or hands it out again after a backoff (nack). Once Close
 // has begun a nack leaves the message unacked; once Close is about to
 // disconnect an ack does too.
@@ -785,7 +785,7 @@ func (s *Subscriber) message(in *inbound) *message.Message {
 			md[up.Key] = up.Value
 		}
 		if p.ContentType != "" {
-			md[MetadataContentType] = p.ContentType
+			md[ports.MetadataContentType] = p.ContentType
 		}
 		if len(p.CorrelationData) > 0 {
 			md[ports.MetadataCorrelationID] = string(p.CorrelationData)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/hexmill/hexmill/adapters/transport"
 )
 
 // Transport is the MQTT transport of one service: one publisher connection
@@ -126,3 +128,11 @@ func (t *Transport) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// The contract with the runtime (adapters/transport).
+var (
+	_ transport.Transport      = (*Transport)(nil)
+	_ transport.Defaulter      = (*Config)(nil)
+	_ transport.Validator      = Config{}
+	_ transport.OptionsChecker = Config{}
+)

@@ -16,7 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/hexmill/hexmill/internal/secret"
+	"github.com/hexmill/hexmill/adapters/transport/secret"
 	"github.com/hexmill/hexmill/ports"
 )
 

@@ -14,8 +14,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
 	"github.com/hexmill/hexmill/adapters/rabbitmq"
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/settle"
 )
 
 // A poison message is retried by the router, then published with its
@@ -264,7 +264,7 @@ func TestTopologyMismatch(t *testing.T) {
 // The stop protocol: cancelling the Subscribe context stops intake while
 // delivered messages stay settleable; Close requeues the unsettled ones.
 // The same with messages settled through Ack and through their
-// settle.Settler; a settle after Close changes nothing.
+// transport.Settler; a settle after Close changes nothing.
 func TestStopIntakeThenClose(t *testing.T) {
 	for _, byConsumer := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ByConsumer=%v", byConsumer), func(t *testing.T) {
@@ -294,7 +294,7 @@ func testStopIntakeThenClose(t *testing.T, byConsumer bool) {
 	}
 	subCtx := context.Background()
 	if byConsumer {
-		subCtx = settle.ByConsumer(subCtx)
+		subCtx = transport.SettledByConsumer(subCtx)
 	}
 	ctx, stopIntake := context.WithCancel(subCtx)
 	out, err := sub.Subscribe(ctx, queue)
@@ -313,7 +313,7 @@ func testStopIntakeThenClose(t *testing.T, byConsumer bool) {
 		t.Fatal("stopping intake cancelled the context of a message in flight")
 	}
 	if byConsumer {
-		settle.From(first.Context()).Settle(true)
+		transport.SettlerFrom(first.Context()).Settle(true)
 	} else {
 		first.Ack()
 	}
@@ -324,7 +324,7 @@ func testStopIntakeThenClose(t *testing.T, byConsumer bool) {
 		t.Error("the unsettled message's context did not end at Close")
 	}
 	if byConsumer {
-		settle.From(second.Context()).Settle(true) // too late: requeued
+		transport.SettlerFrom(second.Context()).Settle(true) // too late: requeued
 	} else {
 		second.Ack()
 	}

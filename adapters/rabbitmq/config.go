@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hexmill/hexmill/internal/secret"
-	"github.com/hexmill/hexmill/internal/tlsfiles"
+	"github.com/hexmill/hexmill/adapters/transport/secret"
+	"github.com/hexmill/hexmill/adapters/transport/tlsfiles"
 	"github.com/hexmill/hexmill/ports"
 )
 

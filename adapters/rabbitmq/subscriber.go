@@ -14,7 +14,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hexmill/hexmill/adapters/transport"
-	"github.com/hexmill/hexmill/internal/settle"
 )
 
 // SubscriberOptions are the handler binding options a subscriber accepts.
@@ -159,7 +158,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	for range s.cfg.consumers {
 		k := &consumer{
 			s: s, topic: topic, queue: s.queueName(topic), prefetch: prefetch, out: out,
-			bridge: !settle.IsByConsumer(ctx), drained: make(chan struct{}, 1),
+			bridge: !transport.IsSettledByConsumer(ctx), drained: make(chan struct{}, 1),
 			tag: strings.TrimPrefix(fmt.Sprintf("%s.%s.%d", s.client.cfg.ConnectionName, s.cfg.name, consumerSeq.Add(1)), "."),
 		}
 		intake.Add(1)
@@ -351,7 +350,7 @@ func (k *consumer) pump(ctx context.Context, deliveries <-chan amqp.Delivery) st
 		sd := &delivery{k: k, d: d, slots: slots}
 		msgCtx, cancel := context.WithCancel(k.s.base)
 		sd.cancel = cancel
-		msg.SetContext(settle.With(msgCtx, sd))
+		msg.SetContext(transport.WithSettler(msgCtx, sd))
 		k.unsettled.Add(1)
 		select {
 		case k.out <- msg:
@@ -366,7 +365,7 @@ func (k *consumer) pump(ctx context.Context, deliveries <-chan amqp.Delivery) st
 			k.bridges.Add(1)
 			go func() {
 				defer k.bridges.Done()
-				settle.Await(msg, sd, msgCtx.Done())
+				transport.AwaitAck(msg, sd, msgCtx.Done())
 			}()
 		}
 	}
@@ -397,7 +396,7 @@ type delivery struct {
 	done   atomic.Bool
 }
 
-// Settle implements settle.Settler.
+// Settle implements transport.Settler.
 func (sd *delivery) Settle(acked bool) {
 	if !sd.done.Swap(true) {
 		sd.settled(acked)

@@ -25,6 +25,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/hexmill/hexmill/adapters/transport"
 )
 
 // Errors of the transport; match them with errors.Is.
@@ -347,3 +349,12 @@ func (b *backoff) wait(stop <-chan struct{}, done <-chan struct{}) bool {
 		return false
 	}
 }
+
+// The contract with the runtime (adapters/transport).
+var (
+	_ transport.Transport      = (*Transport)(nil)
+	_ transport.TargetChecker  = (*Transport)(nil)
+	_ transport.Defaulter      = (*Config)(nil)
+	_ transport.Validator      = Config{}
+	_ transport.OptionsChecker = Config{}
+)

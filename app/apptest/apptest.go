@@ -24,6 +24,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/app"
 	"github.com/hexmill/hexmill/ports"
 )
@@ -103,9 +104,9 @@ func WithRetry(r app.RetryConfig) Option {
 }
 
 const (
-	transport   = "apptest"
-	inTopic     = "apptest.in"
-	poisonTopic = "apptest.poison"
+	transportName = "apptest"
+	inTopic       = "apptest.in"
+	poisonTopic   = "apptest.poison"
 )
 
 // New starts the handler newHandler returns, given the harness's
@@ -113,7 +114,7 @@ const (
 func New[H ports.Handler](t testing.TB, newHandler func(ports.Publisher) H, opts ...Option) *Harness {
 	t.Helper()
 	s := settings{
-		binding: app.Binding{Transport: transport, Topic: inTopic, Concurrency: 1},
+		binding: app.Binding{Transport: transportName, Topic: inTopic, Concurrency: 1},
 		retry:   app.RetryConfig{MaxRetries: 2, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, Multiplier: 1},
 		formats: map[string]app.Format{},
 	}
@@ -132,10 +133,10 @@ func New[H ports.Handler](t testing.TB, newHandler func(ports.Publisher) H, opts
 		h.declared = map[string]bool{}
 		for _, t := range e.Emits() {
 			h.declared[t] = true
-			cfg.Events[t] = app.EventBinding{Transport: transport, Topic: t}
+			cfg.Events[t] = app.EventBinding{Transport: transportName, Topic: t}
 		}
 	}
-	cfg.Poison = app.EventBinding{Transport: transport, Topic: poisonTopic}
+	cfg.Poison = app.EventBinding{Transport: transportName, Topic: poisonTopic}
 	rt, err := app.NewRuntime(app.RuntimeParams{
 		Config:      cfg,
 		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -239,12 +240,12 @@ func (r recorder) Publish(_ context.Context, events ...ports.Event) error {
 // opener is the harness's transport: the handler's subscription reads
 // what Send feeds; the poison target records.
 func (h *Harness) opener() app.Opener {
-	return app.Opener{Name: transport, Open: func(context.Context) (app.Transport, error) {
+	return app.Opener{Name: transportName, Open: func(context.Context) (transport.Transport, error) {
 		return harnessTransport{h}, nil
 	}}
 }
 
-// harnessTransport is the app.Transport of the harness.
+// harnessTransport is the transport.Transport of the harness.
 type harnessTransport struct{ h *Harness }
 
 func (harnessTransport) Open(context.Context) error { return nil }
@@ -253,7 +254,7 @@ func (t harnessTransport) Publisher(map[string]string) (message.Publisher, error
 	return poisonSink(t), nil
 }
 
-func (t harnessTransport) Subscriber(app.SubscriberConfig) (message.Subscriber, error) {
+func (t harnessTransport) Subscriber(transport.SubscriberConfig) (message.Subscriber, error) {
 	return &feed{in: t.h.in}, nil
 }
 

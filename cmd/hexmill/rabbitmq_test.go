@@ -17,7 +17,7 @@ import (
 
 // A handler bound to a RabbitMQ queue: every message is handled and acked
 // (the runtime settles RabbitMQ messages through the subscriber's
-// settle.Settler), bad input goes to the poison target with its reason,
+// transport.Settler), bad input goes to the poison target with its reason,
 // and after SIGTERM nothing is left in the queue.
 func TestRabbitMQHandler(t *testing.T) {
 	url := integration.RabbitMQURL(t)

@@ -13,13 +13,31 @@ import (
 const module = "github.com/hexmill/hexmill"
 
 // rules: the packages under each root may depend (directly or
-// transitively) on the standard library and on these module packages only.
+// transitively) on the standard library and on these module packages only;
+// with thirdParty, on packages of other modules too. They are the floors,
+// each importing only those below it: ports <- the adapter contract
+// (adapters/transport) <- each adapter <- app <- a service (domain/ and its
+// cmd/, which see ports only).
 var rules = []struct {
-	root    string
-	allowed []string
+	root       string
+	allowed    []string
+	thirdParty bool
 }{
 	{root: "domain", allowed: []string{module + "/domain", module + "/ports"}},
 	{root: "ports", allowed: []string{module + "/ports"}},
+	{root: "adapters/transport", allowed: []string{module + "/ports", module + "/adapters/transport"}, thirdParty: true},
+	{root: "adapters/memory", allowed: adapter("memory"), thirdParty: true},
+	{root: "adapters/mqtt", allowed: adapter("mqtt"), thirdParty: true},
+	{root: "adapters/rabbitmq", allowed: adapter("rabbitmq"), thirdParty: true},
+	{root: "adapters/aliyun", allowed: adapter("aliyun"), thirdParty: true},
+	{root: "adapters/postgres", allowed: adapter("postgres"), thirdParty: true},
+	{root: "app", allowed: []string{module + "/ports", module + "/adapters", module + "/app"}, thirdParty: true},
+}
+
+// adapter is what the adapter name may import: ports, the contract and
+// itself; never app, another adapter or the tooling.
+func adapter(name string) []string {
+	return []string{module + "/ports", module + "/adapters/transport", module + "/adapters/" + name}
 }
 
 // The ownership line: a service (a fork) owns domain/ and its wiring in
@@ -68,10 +86,10 @@ func deps(t *testing.T, root, overlay string, tests bool) []pkg {
 }
 
 // violations returns the dependencies that break the rule for root.
-func violations(pkgs []pkg, allowed []string) []string {
+func violations(pkgs []pkg, allowed []string, thirdParty bool) []string {
 	var bad []string
 	for _, p := range pkgs {
-		if p.Standard {
+		if p.Standard || thirdParty && p.ImportPath != module && !strings.HasPrefix(p.ImportPath, module+"/") {
 			continue
 		}
 		ok := false
@@ -90,7 +108,7 @@ func violations(pkgs []pkg, allowed []string) []string {
 func TestDependencyRule(t *testing.T) {
 	for _, r := range rules {
 		t.Run(r.root, func(t *testing.T) {
-			if bad := violations(deps(t, r.root, "", false), r.allowed); len(bad) > 0 {
+			if bad := violations(deps(t, r.root, "", false), r.allowed, r.thirdParty); len(bad) > 0 {
 				t.Errorf("%s/ must depend only on the standard library and %v; it depends on:\n  %s",
 					r.root, r.allowed, strings.Join(bad, "\n  "))
 			}
@@ -189,27 +207,42 @@ func TestDependencyRuleCatchesViolations(t *testing.T) {
 			source: "package ports\n\nimport _ \"github.com/ThreeDotsLabs/watermill/message\"\n",
 			want:   []string{"github.com/ThreeDotsLabs/watermill/message"},
 		},
+		{
+			name:   "an adapter imports app",
+			root:   "adapters/mqtt",
+			source: "package mqtt\n\nimport _ \"" + module + "/app\"\n",
+			want:   []string{module + "/app"},
+		},
+		{
+			name:   "an adapter imports another",
+			root:   "adapters/rabbitmq",
+			source: "package rabbitmq\n\nimport _ \"" + module + "/adapters/memory\"\n",
+			want:   []string{module + "/adapters/memory"},
+		},
+		{
+			name:   "the contract imports an adapter",
+			root:   "adapters/transport",
+			source: "package transport\n\nimport _ \"" + module + "/adapters/memory\"\n",
+			want:   []string{module + "/adapters/memory"},
+		},
+		{
+			name:   "app imports the tooling",
+			root:   "app",
+			source: "package app\n\nimport _ \"" + module + "/integration\"\n",
+			want:   []string{module + "/integration"},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			src := filepath.Join(dir, "violation.go")
-			if err := os.WriteFile(src, []byte(tc.source), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			target := filepath.Join(repoRoot(t), tc.root, "zz_architecture_violation.go")
-			overlay := filepath.Join(dir, "overlay.json")
-			b, _ := json.Marshal(map[string]map[string]string{"Replace": {target: src}})
-			if err := os.WriteFile(overlay, b, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			overlay := writeOverlay(t, tc.root, "zz_architecture_violation.go", tc.source)
 			var allowed []string
+			var thirdParty bool
 			for _, r := range rules {
 				if r.root == tc.root {
-					allowed = r.allowed
+					allowed, thirdParty = r.allowed, r.thirdParty
 				}
 			}
-			bad := violations(deps(t, tc.root, overlay, false), allowed)
+			bad := violations(deps(t, tc.root, overlay, false), allowed, thirdParty)
 			for _, w := range tc.want {
 				if !slices.Contains(bad, w) {
 					t.Errorf("violation %s not reported; reported: %v", w, bad)

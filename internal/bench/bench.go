@@ -21,7 +21,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/hexmill/hexmill/internal/settle"
+	"github.com/hexmill/hexmill/adapters/transport"
 )
 
 // Options are the knobs every case honours.
@@ -232,19 +232,19 @@ func Env(name, def string) string {
 }
 
 // subscribeContext is the Subscribe context of a consumer that settles
-// through the settle.Settler in each message's context (byConsumer, as
+// through the transport.Settler in each message's context (byConsumer, as
 // the runtime does) or through Ack, as a watermill consumer.
 func subscribeContext(ctx context.Context, byConsumer bool) context.Context {
 	if byConsumer {
-		return settle.ByConsumer(ctx)
+		return transport.SettledByConsumer(ctx)
 	}
 	return ctx
 }
 
-// ack acks m through its settle.Settler (byConsumer), else with Ack.
+// ack acks m through its transport.Settler (byConsumer), else with Ack.
 func ack(m *message.Message, byConsumer bool) {
 	if byConsumer {
-		settle.From(m.Context()).Settle(true)
+		transport.SettlerFrom(m.Context()).Settle(true)
 		return
 	}
 	m.Ack()

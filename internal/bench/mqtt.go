@@ -50,7 +50,7 @@ func init() {
 			return rawMQTTEndToEnd(ctx, opts, url, false)
 		}),
 		// hexmill consumes as its runtime does: each message settled
-		// through the settle.Settler in its context (docs/mqtt.md);
+		// through the transport.Settler in its context (docs/mqtt.md);
 		// "hexmill, watermill Ack" is the subscriber used as a plain
 		// watermill one, its Ack bridged onto the Settler by a goroutine
 		// per message.

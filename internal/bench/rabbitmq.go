@@ -72,7 +72,7 @@ func init() {
 	register(Case{
 		Name: "rabbitmq/consume-ack", Available: available, Raw: rawConsume,
 		// hexmill consumes as its runtime does: each message settled
-		// through the settle.Settler in its context; "hexmill, watermill
+		// through the transport.Settler in its context; "hexmill, watermill
 		// Ack" is the subscriber used as a plain watermill one, its Ack
 		// bridged onto the Settler by a goroutine per message.
 		Hexmill: func(ctx context.Context, o Options) (Result, error) { return hexmillConsume(ctx, o, true) },

@@ -1,17 +1,18 @@
-// Package settle is how a subscriber learns a message's fate: every
-// adapter's subscriber puts a Settler in each message's context, and
-// settles the message through it only, once.
+// How a subscriber learns a message's fate: every adapter's subscriber
+// puts a Settler in each message's context, and settles the message
+// through it only, once.
 //
 // A consumer that settles through the Settler (the runtime's in-flight
 // middleware does) says so on the context it gives to Subscribe
-// (ByConsumer): the subscriber then ignores Ack and Nack and needs no
-// goroutine per message in flight. For any other consumer (watermill's
+// (SettledByConsumer): the subscriber then ignores Ack and Nack and needs
+// no goroutine per message in flight. For any other consumer (watermill's
 // router, watermill's pub/sub tests) the subscriber bridges Ack and Nack
-// onto the same Settler with Await, a goroutine per message.
+// onto the same Settler with AwaitAck, a goroutine per message.
 //
 // A message nobody settles stays unsettled until its subscriber closes,
 // and goes back to its broker then.
-package settle
+
+package transport
 
 import (
 	"context"
@@ -27,41 +28,41 @@ type Settler interface {
 
 type key struct{}
 
-// With returns a child of ctx that carries s.
-func With(ctx context.Context, s Settler) context.Context {
+// WithSettler returns a child of ctx that carries s.
+func WithSettler(ctx context.Context, s Settler) context.Context {
 	return context.WithValue(ctx, key{}, s)
 }
 
-// From returns the Settler in ctx, nil when there is none: then the
+// SettlerFrom returns the Settler in ctx, nil when there is none: then the
 // message is settled through Ack and Nack as watermill's are.
-func From(ctx context.Context) Settler {
+func SettlerFrom(ctx context.Context) Settler {
 	s, _ := ctx.Value(key{}).(Settler)
 	return s
 }
 
 type byConsumerKey struct{}
 
-// ByConsumer returns a child of ctx that, given to Subscribe, promises
+// SettledByConsumer returns a child of ctx that, given to Subscribe, promises
 // that the consumer settles every message of the subscription through the
 // Settler in its context: the subscriber then ignores Ack and Nack.
-func ByConsumer(ctx context.Context) context.Context {
+func SettledByConsumer(ctx context.Context) context.Context {
 	return context.WithValue(ctx, byConsumerKey{}, true)
 }
 
-// IsByConsumer reports whether the Subscribe context ctx carries the
-// promise of ByConsumer; when it does not, the subscriber bridges each
-// message's Ack and Nack onto its Settler with Await.
-func IsByConsumer(ctx context.Context) bool {
+// IsSettledByConsumer reports whether the Subscribe context ctx carries the
+// promise of SettledByConsumer; when it does not, the subscriber bridges each
+// message's Ack and Nack onto its Settler with AwaitAck.
+func IsSettledByConsumer(ctx context.Context) bool {
 	v, _ := ctx.Value(byConsumerKey{}).(bool)
 	return v
 }
 
-// Await settles msg through s once its consumer acks or nacks it. done is
+// AwaitAck settles msg through s once its consumer acks or nacks it. done is
 // the Done channel of the context the subscriber gave msg: it closes when
-// msg is settled otherwise or its subscriber closes, and Await then
+// msg is settled otherwise or its subscriber closes, and AwaitAck then
 // returns, settling an ack given by then (an ack given before Close still
-// goes out). The subscriber runs Await on a goroutine it waits for.
-func Await(msg *message.Message, s Settler, done <-chan struct{}) {
+// goes out). The subscriber runs AwaitAck on a goroutine it waits for.
+func AwaitAck(msg *message.Message, s Settler, done <-chan struct{}) {
 	select {
 	case <-msg.Acked():
 		s.Settle(true)

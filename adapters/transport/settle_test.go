@@ -1,4 +1,4 @@
-package settle_test
+package transport_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/hexmill/hexmill/internal/settle"
+	"github.com/hexmill/hexmill/adapters/transport"
 )
 
 // recorder records the settles it gets.
@@ -35,7 +35,7 @@ func TestAwait(t *testing.T) {
 			defer cancel()
 			tt.act(msg, cancel)
 			var r recorder
-			settle.Await(msg, &r, ctx.Done())
+			transport.AwaitAck(msg, &r, ctx.Done())
 			if len(r.got) != len(tt.settl) || (len(r.got) == 1 && r.got[0] != tt.settl[0]) {
 				t.Fatalf("settled %v, want %v", r.got, tt.settl)
 			}
@@ -45,12 +45,12 @@ func TestAwait(t *testing.T) {
 
 func TestContexts(t *testing.T) {
 	ctx := context.Background()
-	if settle.IsByConsumer(ctx) || settle.From(ctx) != nil {
+	if transport.IsSettledByConsumer(ctx) || transport.SettlerFrom(ctx) != nil {
 		t.Fatal("a bare context carries a promise or a Settler")
 	}
 	var r recorder
-	ctx = settle.With(settle.ByConsumer(ctx), &r)
-	if !settle.IsByConsumer(ctx) || settle.From(ctx) != &r {
+	ctx = transport.WithSettler(transport.SettledByConsumer(ctx), &r)
+	if !transport.IsSettledByConsumer(ctx) || transport.SettlerFrom(ctx) != &r {
 		t.Fatal("the promise or the Settler got lost")
 	}
 }

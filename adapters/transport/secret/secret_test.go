@@ -10,7 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/hexmill/hexmill/internal/secret"
+	"github.com/hexmill/hexmill/adapters/transport/secret"
 )
 
 func TestStringNeverPrintsItsValue(t *testing.T) {
