@@ -60,9 +60,9 @@ type Transport struct {
 	stats   counters
 	loggedT map[string]bool // unmatched topics already logged
 
-	deliveriesMu sync.Mutex
-	handedBack   bool                   // Close handed back the unsettled messages
-	unsettled    map[*delivery]struct{} // handed out, not settled
+	// handouts are the subscriptions' (transport.Handout); Close closes
+	// them, which releases what they handed out and is unsettled.
+	handouts map[*transport.Handout[delivery]]struct{}
 }
 
 type counters struct {
@@ -107,7 +107,7 @@ func New(cfg Config, logger watermill.LoggerAdapter, opts ...Option) (*Transport
 		cancelBase: cancel,
 		closing:    make(chan struct{}),
 		loggedT:    map[string]bool{},
-		unsettled:  map[*delivery]struct{}{},
+		handouts:   map[*transport.Handout[delivery]]struct{}{},
 	}
 	for i := range cfg.Connections {
 		c.conns = append(c.conns, &connection{c: c, index: i, clientID: cfg.clientID(i), up: make(chan struct{}), failed: make(chan struct{}, 1)})
@@ -211,10 +211,33 @@ func (c *Transport) Close() error {
 		close(c.closing)
 		c.mu.Unlock()
 		c.cancelBase()
-		c.handBack(nil)
 	})
+	c.mu.Lock()
+	handouts := c.handouts
+	c.handouts = nil // Subscribe refuses from now on
+	c.mu.Unlock()
+	for h := range handouts {
+		h.Close()
+	}
 	c.wg.Wait()
 	return nil
+}
+
+// addHandout registers h for Close; false once the transport is closing.
+func (c *Transport) addHandout(h *transport.Handout[delivery]) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.handouts == nil {
+		return false
+	}
+	c.handouts[h] = struct{}{}
+	return true
+}
+
+func (c *Transport) removeHandout(h *transport.Handout[delivery]) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.handouts, h)
 }
 
 // addRoute registers r and turns intake on.
