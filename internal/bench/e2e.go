@@ -3,7 +3,7 @@ package bench
 // The end-to-end case (issue 6, item 3): devices -> MQTT v5 QoS 1 ->
 // service -> RabbitMQ with publisher confirms, measured at a sink queue.
 //
-//	hexmill: a real binary (go build ./internal/testservice/cmd/testservice, no -race) as a
+//	hexmill: a real binary (go build ./integration/testservice/cmd/testservice, no -race) as a
 //	         process, its telemetry handler, AlertRaised to RabbitMQ;
 //	raw:     the same pipeline written directly on paho.golang and
 //	         amqp091-go in this process, with the same guarantees and the
@@ -374,7 +374,7 @@ var (
 	hexmillBinErr  error
 )
 
-// buildHexmill builds internal/testservice/cmd/testservice (without -race) once per process into a
+// buildHexmill builds integration/testservice/cmd/testservice (without -race) once per process into a
 // temporary directory; it needs the module's source (run from the
 // repository).
 func buildHexmill(ctx context.Context) (string, error) {
@@ -391,7 +391,7 @@ func buildHexmill(ctx context.Context) (string, error) {
 			return
 		}
 		bin := filepath.Join(dir, "hexmill")
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./internal/testservice/cmd/testservice")
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./integration/testservice/cmd/testservice")
 		build.Dir = filepath.Dir(gomod)
 		if out, err := build.CombinedOutput(); err != nil {
 			hexmillBinErr = fmt.Errorf("build hexmill: %v\n%s", err, out)
