@@ -15,7 +15,7 @@ import (
 	"testing"
 
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/load"
+	"github.com/hexmill/hexmill/integration/load"
 )
 
 // An invalid configuration gives one line naming the field, its variable

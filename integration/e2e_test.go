@@ -2,7 +2,7 @@ package integration_test
 
 // End-to-end reliability tests on the real binary (issue 6, item 2):
 //
-//	internal/load generator -> MQTT v5 QoS 1 (private mosquitto)
+//	integration/load generator -> MQTT v5 QoS 1 (private mosquitto)
 //	  -> hexmill (built from integration/testservice/cmd/testservice with -race, run as a process)
 //	  -> AlertRaised -> RabbitMQ (confirmed) -> sink queue -> load checker
 //

@@ -15,7 +15,7 @@ package bench
 //	         the event type as type).
 //
 // Both sides get a fresh private mosquitto (no queue limits), the same
-// generator (internal/load, 16 publishers x 64 in flight, as fast as
+// generator (integration/load, 16 publishers x 64 in flight, as fast as
 // PUBACKs come) and the same sink consumer, so the ratio is the cost of
 // hexmill over hand-written client code. The hexmill side also reports
 // the service's peak RSS (VmHWM), see E2ENotes.
@@ -46,7 +46,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hexmill/hexmill/adapters/mqtt"
-	"github.com/hexmill/hexmill/internal/load"
+	"github.com/hexmill/hexmill/integration/load"
 )
 
 // EnvBenchE2EInFlight overrides e2eInFlight.
