@@ -28,7 +28,7 @@ import (
 
 	"github.com/hexmill/hexmill/app"
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/testservice"
+	"github.com/hexmill/hexmill/integration/testservice"
 	"github.com/hexmill/hexmill/ports"
 )
 

@@ -23,7 +23,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hexmill/hexmill/internal/load"
+	"github.com/hexmill/hexmill/integration/load"
 )
 
 const usage = `usage: hexmill-load <command> [flags]

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/load"
+	"github.com/hexmill/hexmill/integration/load"
 )
 
 func TestMain(m *testing.M) { os.Exit(integration.WithBrokers(m).Run()) }

@@ -48,7 +48,7 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/hexmill/hexmill/app"
-	"github.com/hexmill/hexmill/internal/testservice"
+	"github.com/hexmill/hexmill/integration/testservice"
 )
 
 const (

@@ -12,7 +12,7 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/memory"
 	"github.com/hexmill/hexmill/app"
-	"github.com/hexmill/hexmill/internal/testservice"
+	"github.com/hexmill/hexmill/integration/testservice"
 )
 
 // The test service in-process, as an integration test runs it: a reading

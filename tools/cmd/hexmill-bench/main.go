@@ -1,7 +1,7 @@
 // Command hexmill-bench measures hexmill against the raw client libraries in
 // one run and prints a markdown table with throughput, latency and the ratio.
 //
-//	go run ./cmd/hexmill-bench -run 'rabbitmq' -n 100000
+//	cd tools && go run ./cmd/hexmill-bench -run 'rabbitmq' -n 100000
 //
 // Brokers come from the same variables as the integration tests
 // (HEXMILL_TEST_RABBITMQ_URL, HEXMILL_TEST_MQTT_URL, HEXMILL_TEST_AMQP1_ADDR),
@@ -19,7 +19,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/hexmill/hexmill/internal/bench"
+	"github.com/hexmill/hexmill/tools/bench"
 )
 
 func main() {
@@ -58,7 +58,7 @@ func main() {
 	rows := bench.Execute(ctx, os.Stdout, bench.Cases(re), opts)
 	pprof.StopCPUProfile()
 	if *report != "" {
-		r := bench.Report{Dir: *report, Command: "go run ./cmd/hexmill-bench " + strings.Join(os.Args[1:], " "), Options: opts, Rows: rows, Notes: bench.E2ENotes()}
+		r := bench.Report{Dir: *report, Command: "cd tools && go run ./cmd/hexmill-bench " + strings.Join(os.Args[1:], " "), Options: opts, Rows: rows, Notes: bench.E2ENotes()}
 		if err := r.Write(); err != nil {
 			fmt.Fprintf(os.Stderr, "hexmill-bench: report: %v\n", err)
 			os.Exit(1)

@@ -22,4 +22,7 @@
 //	report, err := chk.Wait(ctx, sent)
 //
 // or in one call with Run. The command hexmill-load wraps the same calls.
+// It is the framework's end-to-end tests' generator and checker, and not
+// internal, so that hexmill-load and the benchmark in the tools module
+// (tools/) use the same one.
 package load

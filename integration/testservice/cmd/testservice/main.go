@@ -7,7 +7,7 @@ import (
 	"os"
 
 	"github.com/hexmill/hexmill/app"
-	"github.com/hexmill/hexmill/internal/testservice"
+	"github.com/hexmill/hexmill/integration/testservice"
 )
 
 func main() { os.Exit(app.Main(testservice.Service())) }

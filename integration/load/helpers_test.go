@@ -101,7 +101,7 @@ func consumeN(t *testing.T, ctx context.Context, ch *amqp.Channel, queue string,
 }
 
 // serviceTelemetry and serviceAlert are the JSON of the service the load
-// tool drives (internal/testservice, and the sample service): what it reads
+// tool drives (integration/testservice, and the sample service): what it reads
 // and what it publishes.
 type serviceTelemetry struct {
 	DeviceID string             `json:"device_id,omitempty"`

@@ -3,8 +3,9 @@ package bench
 // The end-to-end case (issue 6, item 3): devices -> MQTT v5 QoS 1 ->
 // service -> RabbitMQ with publisher confirms, measured at a sink queue.
 //
-//	hexmill: a real binary (go build ./internal/testservice/cmd/testservice, no -race) as a
-//	         process, its telemetry handler, AlertRaised to RabbitMQ;
+//	hexmill: a real binary (integration/testservice/cmd/testservice, built
+//	         without -race) as a process, its telemetry handler,
+//	         AlertRaised to RabbitMQ;
 //	raw:     the same pipeline written directly on paho.golang and
 //	         amqp091-go in this process, with the same guarantees and the
 //	         same output: shared subscription, persistent session, the
@@ -15,7 +16,7 @@ package bench
 //	         the event type as type).
 //
 // Both sides get a fresh private mosquitto (no queue limits), the same
-// generator (internal/load, 16 publishers x 64 in flight, as fast as
+// generator (integration/load, 16 publishers x 64 in flight, as fast as
 // PUBACKs come) and the same sink consumer, so the ratio is the cost of
 // hexmill over hand-written client code. The hexmill side also reports
 // the service's peak RSS (VmHWM), see E2ENotes.
@@ -46,7 +47,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hexmill/hexmill/adapters/mqtt"
-	"github.com/hexmill/hexmill/internal/load"
+	"github.com/hexmill/hexmill/integration/load"
 )
 
 // EnvBenchE2EInFlight overrides e2eInFlight.
@@ -374,15 +375,18 @@ var (
 	hexmillBinErr  error
 )
 
-// buildHexmill builds internal/testservice/cmd/testservice (without -race) once per process into a
-// temporary directory; it needs the module's source (run from the
-// repository).
+// testserviceCmd is the test service's command, built by its import path:
+// the tools module's replace directive makes it the checkout's.
+const testserviceCmd = "github.com/hexmill/hexmill/integration/testservice/cmd/testservice"
+
+// buildHexmill builds testserviceCmd (without -race) once per process into
+// a temporary directory; it needs the tools module (run from tools/).
 func buildHexmill(ctx context.Context) (string, error) {
 	hexmillBinOnce.Do(func() {
 		out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 		gomod := strings.TrimSpace(string(out))
 		if err != nil || gomod == "" || gomod == os.DevNull {
-			hexmillBinErr = fmt.Errorf("build hexmill: run from the hexmill repository (go env GOMOD: %q, %v)", gomod, err)
+			hexmillBinErr = fmt.Errorf("build hexmill: run from the tools module, tools/ in the hexmill repository (go env GOMOD: %q, %v)", gomod, err)
 			return
 		}
 		dir, err := os.MkdirTemp("", "hexmill-bench-bin")
@@ -391,7 +395,7 @@ func buildHexmill(ctx context.Context) (string, error) {
 			return
 		}
 		bin := filepath.Join(dir, "hexmill")
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./internal/testservice/cmd/testservice")
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, testserviceCmd)
 		build.Dir = filepath.Dir(gomod)
 		if out, err := build.CombinedOutput(); err != nil {
 			hexmillBinErr = fmt.Errorf("build hexmill: %v\n%s", err, out)

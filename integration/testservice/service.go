@@ -3,7 +3,8 @@
 // (cmd/testservice) and integration tests may run in-process: telemetry
 // in, an AlertRaised for every reading above its threshold out. It is the
 // framework's, not a fork's sample, so that a fork that deletes the sample
-// keeps those tests.
+// keeps those tests; and not internal, so that the benchmark in the tools
+// module (tools/) can run it too.
 package testservice
 
 import (
