@@ -44,17 +44,19 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/fx"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/app/config"
+	"github.com/hexmill/hexmill/app/runtime"
 	"github.com/hexmill/hexmill/internal/testservice"
 )
 
 const (
 	// stateConcurrency is the binding's concurrency (the subscriber's
 	// prefetch) and the raw side's prefetch and workers: the default.
-	stateConcurrency = app.DefaultConcurrency
+	stateConcurrency = config.DefaultConcurrency
 	// statePoolSize is both pools' size: postgres.max_conns' default.
 	statePoolSize = 10
 	// stateReportsPerDevice sets the number of devices: opts.Messages /
@@ -467,7 +469,7 @@ events:
 			return nil, err
 		}
 		// Counts the reports handled, as the raw side counts its acks.
-		count := app.AsMiddleware(func() app.Middleware {
+		count := app.AsMiddleware(func() runtime.Middleware {
 			return func(handler string, next message.HandlerFunc) message.HandlerFunc {
 				if handler != testservice.StatusHandlerName {
 					return next

@@ -1,4 +1,4 @@
-package app
+package runtime
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/hexmill/hexmill/app/config"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -16,7 +17,7 @@ import (
 // handler succeeds (no backoff state per message), and it gives up at once
 // on invalid input and when the runtime aborts handlers at stop.
 type retry struct {
-	cfg    RetryConfig
+	cfg    config.RetryConfig
 	abort  context.Context
 	logger *slog.Logger
 }
