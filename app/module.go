@@ -7,7 +7,6 @@
 package app
 
 import (
-	"errors"
 	"log/slog"
 	"time"
 
@@ -79,19 +78,8 @@ type configParams struct {
 }
 
 func newConfig(p configParams) (config.Config, error) {
-	cfg, err := config.Load(p.Service.Name, p.Service.Defaults, p.Env, p.Sections...)
-	var fe *ports.FieldError
-	if err != nil && !errors.As(err, &fe) {
-		err = &ConfigFileError{Err: err}
-	}
-	return cfg, err
+	return config.Load(p.Service.Name, p.Service.Defaults, p.Env, p.Sections...)
 }
-
-// ConfigFileError is a configuration file that cannot be read or parsed.
-type ConfigFileError struct{ Err error }
-
-func (e *ConfigFileError) Error() string { return e.Err.Error() }
-func (e *ConfigFileError) Unwrap() error { return e.Err }
 
 func newLogger(cfg config.Config) *slog.Logger {
 	return runtime.NewLogger(cfg.Log, stderr).With("service", cfg.Service)

@@ -81,7 +81,7 @@ func Main(svc Service) int {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", svc.Name, fe)
 			return ExitConfig
 		}
-		var cfe *ConfigFileError
+		var cfe *config.FileError
 		if errors.As(err, &cfe) {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", svc.Name, oneLine(cfe))
 			return ExitConfig

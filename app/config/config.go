@@ -109,7 +109,18 @@ func Default(name string) Config {
 // env, into the framework's Config and into sections, and validates the
 // result. An invalid setting is a *ports.FieldError naming it and its
 // environment variable.
+// Any other error (the file cannot be read or parsed, a section is
+// misdeclared) is a *FileError.
 func Load(name string, defaults func(*Config), env map[string]string, sections ...Section) (Config, error) {
+	cfg, err := load(name, defaults, env, sections)
+	var fe *ports.FieldError
+	if err != nil && !errors.As(err, &fe) {
+		err = &FileError{Err: err}
+	}
+	return cfg, err
+}
+
+func load(name string, defaults func(*Config), env map[string]string, sections []Section) (Config, error) {
 	cfg := Default(name)
 	if defaults != nil {
 		defaults(&cfg)

@@ -16,3 +16,11 @@ func inSection(path string, err error) error {
 	}
 	return &ports.FieldError{Field: path, Fix: err.Error()}
 }
+
+// FileError is a configuration that cannot be read: its file is
+// unreadable or not YAML, or a section is misdeclared. Like a
+// *ports.FieldError, it stops a service before anything connects.
+type FileError struct{ Err error }
+
+func (e *FileError) Error() string { return e.Err.Error() }
+func (e *FileError) Unwrap() error { return e.Err }
