@@ -44,8 +44,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.uber.org/fx"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/fx"
 
 	"github.com/hexmill/hexmill/app"
 	"github.com/hexmill/hexmill/app/config"
