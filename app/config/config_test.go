@@ -194,7 +194,7 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("Validate() = %v (%T), want a *ports.FieldError on %s", err, err, tt.field)
 			}
 			if !strings.HasPrefix(ce.Field, tt.field) {
-				t.Errorf("ConfigError.Field = %q, want %q (error: %v)", ce.Field, tt.field, err)
+				t.Errorf("FieldError.Field = %q, want %q (error: %v)", ce.Field, tt.field, err)
 			}
 		})
 	}
@@ -354,7 +354,7 @@ func TestLoadInvalid(t *testing.T) {
 		name string
 		yaml string // "" for no file
 		env  env
-		// field is the ConfigError's Field; the error must also name its
+		// field is the FieldError's Field; the error must also name its
 		// environment variable. want are more substrings (the fix).
 		field string
 		want  []string
@@ -439,10 +439,10 @@ func TestLoadInvalid(t *testing.T) {
 				t.Fatalf("Load() = %v (%T), want a *ports.FieldError", err, err)
 			}
 			if ce.Field != tt.field {
-				t.Errorf("ConfigError.Field = %q, want %q (error: %v)", ce.Field, tt.field, err)
+				t.Errorf("FieldError.Field = %q, want %q (error: %v)", ce.Field, tt.field, err)
 			}
 			if ce.Fix == "" {
-				t.Errorf("ConfigError.Fix is empty: %v", err)
+				t.Errorf("FieldError.Fix is empty: %v", err)
 			}
 			msg := err.Error()
 			want := append([]string{tt.field}, tt.want...)

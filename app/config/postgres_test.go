@@ -11,7 +11,7 @@ import (
 // The postgres section: off by default, on with url or host, every
 // setting from YAML and from HEXMILL_POSTGRES_*, the password never in a
 // dump.
-func TestLoadConfigPostgres(t *testing.T) {
+func TestLoadPostgres(t *testing.T) {
 	l, err := load(env{})
 	if err != nil {
 		t.Fatal(err)

@@ -60,7 +60,7 @@ var (
 
 // checkYAML reports the first setting of a YAML document that does not fit
 // type t (Config at the top): an unknown key or a value of the wrong kind,
-// as a ConfigError naming the setting, its line and what to write.
+// as a *ports.FieldError naming the setting, its line and what to write.
 func checkYAML(n *yaml.Node, t reflect.Type, path string) error {
 	switch n.Kind {
 	case 0:

@@ -14,10 +14,9 @@ import (
 // It replaces watermill's router, which passes every message through a
 // goroutine that adds the router's context values, then starts a goroutine
 // per message: three goroutine hand-offs and a fresh stack, grown and
-// copied by the JSON decoder, per message (a fifth of the service's CPU in
-// the end-to-end benchmark). The middleware keep watermill's signature
-// (message.HandlerMiddleware), so watermill's own, such as Recoverer, run
-// in the chain.
+// copied by the JSON decoder, per message. The middleware keep watermill's
+// signature (message.HandlerMiddleware), so watermill's own, such as
+// Recoverer, run in the chain.
 type consumer struct {
 	msgs   <-chan *message.Message
 	handle message.HandlerFunc

@@ -260,7 +260,7 @@ type Publisher struct {
 
 var _ ports.Publisher = (*Publisher)(nil)
 
-// NewPublisher returns a publisher for NewRuntime to connect.
+// NewPublisher returns a publisher for New to connect.
 func NewPublisher() *Publisher { return &Publisher{} }
 
 // Publish implements ports.Publisher.

@@ -397,19 +397,19 @@ func TestMetadataAndCorrelation(t *testing.T) {
 	}
 }
 
-func TestNewRuntimeRefusesUnboundHandlers(t *testing.T) {
+func TestNewRefusesUnboundHandlers(t *testing.T) {
 	cfg := testConfig()
 	h := ports.HandlerFunc{HandlerName: "unbound", Func: func(context.Context, ports.Message) error { return nil }}
 	_, err := runtime.New(runtime.Params{Config: cfg, Transports: []runtime.Opener{memoryOpener(newBroker(t))}, Handlers: []ports.Handler{h}})
 	var ce *ports.FieldError
 	if !errors.As(err, &ce) || ce.Field != "handlers.unbound" {
-		t.Fatalf("err = %v, want a ConfigError on handlers.unbound", err)
+		t.Fatalf("err = %v, want a *ports.FieldError on handlers.unbound", err)
 	}
 }
 
 // Handlers that declare their events (ports.Emitter) have them checked
 // against events.* when the runtime is built: a typo names the closest key.
-func TestNewRuntimeChecksDeclaredEvents(t *testing.T) {
+func TestNewChecksDeclaredEvents(t *testing.T) {
 	noop := func(context.Context, ports.Message) error { return nil }
 	declaring := func(name string, events ...string) ports.Handler {
 		return ports.HandlerFunc{HandlerName: name, Func: noop, Events: append([]string{}, events...)} // declared, maybe empty
@@ -450,13 +450,13 @@ func TestNewRuntimeChecksDeclaredEvents(t *testing.T) {
 			_, err := runtime.New(runtime.Params{Config: cfg, Transports: []runtime.Opener{memoryOpener(newBroker(t))}, Handlers: tc.handlers})
 			if tc.field == "" {
 				if err != nil {
-					t.Fatalf("NewRuntime: %v", err)
+					t.Fatalf("New: %v", err)
 				}
 				return
 			}
 			var ce *ports.FieldError
 			if !errors.As(err, &ce) || ce.Field != tc.field {
-				t.Fatalf("err = %v, want a ConfigError on %s", err, tc.field)
+				t.Fatalf("err = %v, want a *ports.FieldError on %s", err, tc.field)
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
