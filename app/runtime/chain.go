@@ -107,7 +107,7 @@ func links(p chainParams) []link {
 		{"inflight", p.inflight.middleware},
 		{"handler_span", p.tracing.handler(p.handler)},
 		{"poison", poisoner{handler: p.handler, binding: b, abort: p.abort, database: p.db != nil, publishers: p.publishers, logger: p.logger}.middleware},
-		{"retry", retry{cfg: p.retry, abort: p.abort, logger: p.logger}.middleware},
+		{"retry", retry{handler: p.handler, cfg: p.retry, abort: p.abort, logger: p.logger}.middleware},
 		{"dedup", dedupLink},
 		{"recoverer", middleware.Recoverer},
 	}

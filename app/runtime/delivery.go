@@ -7,9 +7,11 @@ import (
 )
 
 // delivery is a message's state on its way through the chain, made once
-// by the chain's outermost link and read by the links inside: the name of
-// its handler (for logs and the metrics of what the handler publishes)
-// and what the poison link did with it (for the metrics link around it).
+// by the chain's outermost link and read inside: what the poison link did
+// with the message (for the metrics link around it), and the name of its
+// handler, for the metrics of what the handler publishes: a publish knows
+// only the context it is given. Links know their handler from the chain
+// (chainParams), not from here.
 type delivery struct {
 	handler string
 	outcome outcome
