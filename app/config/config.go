@@ -108,9 +108,8 @@ func Default(name string) Config {
 // the YAML file named by <PREFIX>CONFIG (if set), then the environment
 // env, into the framework's Config and into sections, and validates the
 // result. An invalid setting is a *ports.FieldError naming it and its
-// environment variable.
-// Any other error (the file cannot be read or parsed, a section is
-// misdeclared) is a *FileError.
+// environment variable; any other error (the file cannot be read or
+// parsed, a section is misdeclared) is a *FileError.
 func Load(name string, defaults func(*Config), env map[string]string, sections ...Section) (Config, error) {
 	cfg, err := load(name, defaults, env, sections)
 	var fe *ports.FieldError
@@ -558,7 +557,7 @@ func (c Config) EnvName(path string) string { return envName(c.prefix, path) }
 // handlers.battery. A variable with the service's prefix that sets
 // nothing is an error naming the closest variable that would.
 func (c *Config) applyEnv(env map[string]string) error {
-	used := map[string]bool{c.prefix + envConfigFile: true}
+	used := map[string]bool{EnvConfigFile(c.name): true}
 	e := envApplier{prefix: c.prefix, env: env, used: used}
 	if err := e.apply(reflect.ValueOf(c).Elem(), ""); err != nil {
 		return c.withEnv(err)

@@ -20,10 +20,7 @@ func EnvPrefix(name string) string {
 // EnvConfigFile is the variable that names the optional YAML file of a
 // service named name, e.g. FLEET_CONFIG; environment variables override
 // what the file says.
-func EnvConfigFile(name string) string { return EnvPrefix(name) + envConfigFile }
-
-// envConfigFile ends the name of the config file's variable.
-const envConfigFile = "CONFIG"
+func EnvConfigFile(name string) string { return EnvPrefix(name) + "CONFIG" }
 
 // distance is the Levenshtein distance of a and b.
 func distance(a, b string) int {

@@ -1,3 +1,9 @@
+// Package runtime runs a service's handlers on their transports: a
+// consumer per handler, each message through the middleware chain (its
+// order in links, chain.go), the publishers of the event bindings and the
+// poison target (with the outbox when PostgreSQL is on), and the stop
+// protocol that loses no message. It needs no fx: Params are filled from
+// the fx graph by package app, or by hand (app/apptest does).
 package runtime
 
 import (
