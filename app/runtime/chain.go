@@ -64,7 +64,7 @@ type chainParams struct {
 }
 
 // links is a handler's chain, outermost first; the order is written here
-// only, and TestChainOrder asserts it. Each link is what it is for:
+// only, and TestChainOrder asserts it. The links, and what each is for:
 //
 //   - delivery: the message's state for the links inside (its handler's
 //     name, what the poison link did), made once per message;
@@ -85,7 +85,8 @@ type chainParams struct {
 //     transaction, which a duplicate ends before anything below runs;
 //   - recoverer: a panic is an error, inside the transaction, so that it
 //     rolls back;
-//   - service: the service's middlewares, in the order provided.
+//   - service: the service's middlewares, in the order provided (on an
+//     idempotent binding in the transaction, for first deliveries only).
 //
 // The handler itself (handlerFunc, with the wire-format translation) is
 // innermost.
