@@ -544,14 +544,9 @@ func TestConfigCredentialsAreSecret(t *testing.T) {
 		case reflect.Pointer, reflect.Slice, reflect.Map:
 			walk(t, typ.Elem(), path+".*")
 		case reflect.Struct:
-			for i := 0; i < typ.NumField(); i++ {
-				f := typ.Field(i)
-				name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-				if strings.Contains(opts, "inline") {
-					walk(t, f.Type, path)
-					continue
-				}
-				if name == "" || name == "-" || (path == "" && name == "transports") {
+			for _, f := range config.Settings(typ) {
+				name := f.Name
+				if path == "" && name == "transports" {
 					continue
 				}
 				p := strings.TrimPrefix(path+"."+name, ".")
