@@ -19,6 +19,7 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/app/config"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -30,11 +31,11 @@ import (
 func Service() app.Service {
 	return app.Service{
 		Name: "hexmill",
-		Defaults: func(c *app.Config) {
-			c.Handlers["telemetry"] = app.Binding{Transport: app.TransportMemory, Topic: "devices.telemetry"}
-			c.Events["AlertRaised"] = app.EventBinding{Transport: app.TransportMemory, Topic: "alerts"}
-			c.Handlers[StatusHandlerName] = app.Binding{Transport: app.TransportMemory, Topic: "devices.status"}
-			c.Events["DeviceStatusChanged"] = app.EventBinding{Transport: app.TransportMemory, Topic: "devices.status-changed"}
+		Defaults: func(c *config.Config) {
+			c.Handlers["telemetry"] = config.Binding{Transport: config.TransportMemory, Topic: "devices.telemetry"}
+			c.Events["AlertRaised"] = config.EventBinding{Transport: config.TransportMemory, Topic: "alerts"}
+			c.Handlers[StatusHandlerName] = config.Binding{Transport: config.TransportMemory, Topic: "devices.status"}
+			c.Events["DeviceStatusChanged"] = config.EventBinding{Transport: config.TransportMemory, Topic: "devices.status-changed"}
 		},
 		Options: []fx.Option{
 			app.AsConfig("domain", func() thresholds { return thresholds{} }),

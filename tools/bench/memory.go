@@ -14,6 +14,8 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/memory"
 	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/app/config"
+	"github.com/hexmill/hexmill/app/runtime"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -66,14 +68,14 @@ func memoryRuntime(ctx context.Context, opts Options, tp trace.TracerProvider) (
 		return Result{}, err
 	}
 	rec := newRecorder(opts.Messages)
-	cfg := app.DefaultConfig("bench")
-	cfg.Poison.Transport = app.TransportMemory
-	cfg.Handlers = map[string]app.Binding{"bench": {Transport: app.TransportMemory, Topic: "bench.in", Group: "bench", Concurrency: memoryConcurrency}}
+	cfg := config.Default("bench")
+	cfg.Poison.Transport = config.TransportMemory
+	cfg.Handlers = map[string]config.Binding{"bench": {Transport: config.TransportMemory, Topic: "bench.in", Group: "bench", Concurrency: memoryConcurrency}}
 	cfg.Events = nil
-	rt, err := app.NewRuntime(app.RuntimeParams{
+	rt, err := runtime.New(runtime.Params{
 		Config:         cfg,
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Transports:     []app.Opener{app.MemoryOpener(broker)},
+		Transports:     []runtime.Opener{app.MemoryOpener(broker)},
 		TracerProvider: tp,
 		Handlers: []ports.Handler{ports.HandlerFunc{HandlerName: "bench", Func: func(_ context.Context, msg ports.Message) error {
 			rec.record(msg.Payload)

@@ -48,13 +48,15 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/app/config"
+	"github.com/hexmill/hexmill/app/runtime"
 	"github.com/hexmill/hexmill/integration/testservice"
 )
 
 const (
 	// stateConcurrency is the binding's concurrency (the subscriber's
 	// prefetch) and the raw side's prefetch and workers: the default.
-	stateConcurrency = app.DefaultConcurrency
+	stateConcurrency = config.DefaultConcurrency
 	// statePoolSize is both pools' size: postgres.max_conns' default.
 	statePoolSize = 10
 	// stateReportsPerDevice sets the number of devices: opts.Messages /
@@ -467,7 +469,7 @@ events:
 			return nil, err
 		}
 		// Counts the reports handled, as the raw side counts its acks.
-		count := app.AsMiddleware(func() app.Middleware {
+		count := app.AsMiddleware(func() runtime.Middleware {
 			return func(handler string, next message.HandlerFunc) message.HandlerFunc {
 				if handler != testservice.StatusHandlerName {
 					return next

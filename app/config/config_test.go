@@ -1,4 +1,4 @@
-package app_test
+package config_test
 
 import (
 	"errors"
@@ -12,19 +12,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hexmill/hexmill/adapters/aliyun"
+	"github.com/hexmill/hexmill/adapters/memory"
+	"github.com/hexmill/hexmill/adapters/mqtt"
+	"github.com/hexmill/hexmill/adapters/rabbitmq"
 	"github.com/hexmill/hexmill/adapters/transport/secret"
-	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/app/config"
 	"github.com/hexmill/hexmill/ports"
 )
 
-// env is a fake environment for LoadConfig.
-type env = app.Env
+// env is a fake environment for Load.
+type env = map[string]string
 
 // The test service stands for a service on the framework: two handlers,
 // two events, and sections of its own (domain, demo).
 const testName = "hexmill"
 
-var envConfigFile = app.EnvConfigFile(testName)
+var envConfigFile = config.EnvConfigFile(testName)
 
 type testDomain struct {
 	Thresholds map[string]float64 `yaml:"thresholds"`
@@ -51,16 +55,27 @@ func (d testDemo) Validate() error {
 	return nil
 }
 
-var testService = app.Service{Name: testName, Defaults: func(c *app.Config) {
-	c.Handlers["telemetry"] = app.Binding{Transport: app.TransportMemory, Topic: "devices.telemetry", Group: testName}
-	c.Handlers["device-status"] = app.Binding{Transport: app.TransportMemory, Topic: "devices.status", Group: testName}
-	c.Events["AlertRaised"] = app.EventBinding{Transport: app.TransportMemory, Topic: "alerts"}
-	c.Events["DeviceStatusChanged"] = app.EventBinding{Transport: app.TransportMemory, Topic: "devices.status-changed"}
-}}
+func testDefaults(c *config.Config) {
+	c.Handlers["telemetry"] = config.Binding{Transport: config.TransportMemory, Topic: "devices.telemetry", Group: testName}
+	c.Handlers["device-status"] = config.Binding{Transport: config.TransportMemory, Topic: "devices.status", Group: testName}
+	c.Events["AlertRaised"] = config.EventBinding{Transport: config.TransportMemory, Topic: "alerts"}
+	c.Events["DeviceStatusChanged"] = config.EventBinding{Transport: config.TransportMemory, Topic: "devices.status-changed"}
+}
+
+// transportSections are the sections of the transports the framework
+// brings, as its fx modules give them.
+func transportSections() []config.Section {
+	return []config.Section{
+		{Path: "transports.memory", Value: &memory.Config{QueueLimit: memory.DefaultQueueLimit}, Transport: config.TransportMemory},
+		{Path: "transports.mqtt", Value: &mqtt.Config{}, Transport: config.TransportMQTT},
+		{Path: "transports.rabbitmq", Value: &rabbitmq.Config{}, Transport: config.TransportRabbitMQ},
+		{Path: "transports.aliyun", Value: &aliyun.Config{}, Transport: config.TransportAliyun},
+	}
+}
 
 // loaded is a configuration with the test service's sections.
 type loaded struct {
-	app.Config
+	config.Config
 	Domain *testDomain
 	Demo   *testDemo
 }
@@ -71,9 +86,9 @@ func load(e env) (loaded, error) {
 		Demo:   &testDemo{Interval: time.Second},
 	}
 	var err error
-	l.Config, err = app.LoadWithTransports(testService, e,
-		app.ConfigSection{Path: "domain", Value: l.Domain},
-		app.ConfigSection{Path: "demo", Value: l.Demo})
+	l.Config, err = config.Load(testName, testDefaults, e, append(transportSections(),
+		config.Section{Path: "domain", Value: l.Domain},
+		config.Section{Path: "demo", Value: l.Demo})...)
 	return l, err
 }
 
@@ -87,7 +102,7 @@ func writeYAML(t *testing.T, yaml string) env {
 	return env{envConfigFile: path}
 }
 
-func TestLoadConfigDefaults(t *testing.T) {
+func TestLoadDefaults(t *testing.T) {
 	tests := []struct {
 		name string
 		env  env
@@ -102,22 +117,22 @@ func TestLoadConfigDefaults(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, err := load(tt.env)
 			if err != nil {
-				t.Fatalf("LoadConfig() = %v, want the defaults", err)
+				t.Fatalf("Load() = %v, want the defaults", err)
 			}
-			def := app.DefaultConfig(testName)
+			def := config.Default(testName)
 			if cfg.Service != def.Service || cfg.DrainTimeout != def.DrainTimeout || cfg.Retry != def.Retry || cfg.Log != def.Log {
-				t.Errorf("LoadConfig() = %+v, want the defaults %+v", cfg, def)
+				t.Errorf("Load() = %+v, want the defaults %+v", cfg, def)
 			}
 			if err := cfg.Validate(); err != nil {
 				t.Errorf("loaded defaults do not validate: %v", err)
 			}
 			for _, name := range []string{"telemetry", "device-status"} {
 				b, ok := cfg.Handlers[name]
-				if !ok || b.Transport != app.TransportMemory || b.Concurrency != app.DefaultConcurrency {
-					t.Errorf("handlers.%s = %+v, want memory with concurrency %d", name, b, app.DefaultConcurrency)
+				if !ok || b.Transport != config.TransportMemory || b.Concurrency != config.DefaultConcurrency {
+					t.Errorf("handlers.%s = %+v, want memory with concurrency %d", name, b, config.DefaultConcurrency)
 				}
 			}
-			if cfg.Poison.Transport != app.TransportMemory || cfg.Poison.Topic != testName+".poison" {
+			if cfg.Poison.Transport != config.TransportMemory || cfg.Poison.Topic != testName+".poison" {
 				t.Errorf("poison = %+v, want memory %s.poison with the memory transport only", cfg.Poison, testName)
 			}
 			if !reflect.DeepEqual(cfg.Domain.Thresholds, map[string]float64{"temperature": 80, "humidity": 95}) {
@@ -127,37 +142,37 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}
 }
 
-// Validate on a Config built in code (no LoadConfig, so no defaults filled).
+// Validate on a Config built in code (no Load, so no defaults filled).
 func TestConfigValidate(t *testing.T) {
 	tests := []struct {
 		name   string
-		change func(c *app.Config)
+		change func(c *config.Config)
 		field  string // "" for valid
 	}{
-		{name: "defaults", change: func(*app.Config) {}},
-		{name: "no handlers", change: func(c *app.Config) { c.Handlers = nil }, field: "handlers"},
-		{name: "zero concurrency", change: func(c *app.Config) {
+		{name: "defaults", change: func(*config.Config) {}},
+		{name: "no handlers", change: func(c *config.Config) { c.Handlers = nil }, field: "handlers"},
+		{name: "zero concurrency", change: func(c *config.Config) {
 			b := c.Handlers["telemetry"]
 			b.Concurrency = 0
 			c.Handlers["telemetry"] = b
 		}, field: "handlers.telemetry.concurrency"},
-		{name: "aliyun binding needs no topic", change: func(c *app.Config) {
-			c.Handlers = map[string]app.Binding{"h": {Transport: app.TransportMemory, Topic: "t", Concurrency: 1}}
+		{name: "aliyun binding needs no topic", change: func(c *config.Config) {
+			c.Handlers = map[string]config.Binding{"h": {Transport: config.TransportMemory, Topic: "t", Concurrency: 1}}
 			b := c.Handlers["h"]
-			b.Transport, b.Topic = app.TransportAliyun, ""
+			b.Transport, b.Topic = config.TransportAliyun, ""
 			c.Handlers["h"] = b
 		}, field: "transports.aliyun"},
-		{name: "no events is fine", change: func(c *app.Config) { c.Events = nil }},
-		{name: "tracing on", change: func(c *app.Config) {
+		{name: "no events is fine", change: func(c *config.Config) { c.Events = nil }},
+		{name: "tracing on", change: func(c *config.Config) {
 			ratio := 0.1
-			c.Tracing = app.TracingConfig{Endpoint: "https://collector.example:4318", Protocol: app.TracingHTTP, Sampling: &ratio}
+			c.Tracing = config.TracingConfig{Endpoint: "https://collector.example:4318", Protocol: config.TracingHTTP, Sampling: &ratio}
 		}},
-		{name: "tracing protocol unknown", change: func(c *app.Config) { c.Tracing.Protocol = "thrift" }, field: "tracing.protocol"},
-		{name: "tracing sampling above 1", change: func(c *app.Config) {
+		{name: "tracing protocol unknown", change: func(c *config.Config) { c.Tracing.Protocol = "thrift" }, field: "tracing.protocol"},
+		{name: "tracing sampling above 1", change: func(c *config.Config) {
 			ratio := 2.0
 			c.Tracing.Sampling = &ratio
 		}, field: "tracing.sampling"},
-		{name: "tracing endpoint not a URL", change: func(c *app.Config) { c.Tracing.Endpoint = "127.0.0.1:4317" }, field: "tracing.endpoint"},
+		{name: "tracing endpoint not a URL", change: func(c *config.Config) { c.Tracing.Endpoint = "127.0.0.1:4317" }, field: "tracing.endpoint"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -174,12 +189,12 @@ func TestConfigValidate(t *testing.T) {
 				}
 				return
 			}
-			var ce *app.ConfigError
+			var ce *ports.FieldError
 			if !errors.As(err, &ce) {
-				t.Fatalf("Validate() = %v (%T), want a *app.ConfigError on %s", err, err, tt.field)
+				t.Fatalf("Validate() = %v (%T), want a *ports.FieldError on %s", err, err, tt.field)
 			}
 			if !strings.HasPrefix(ce.Field, tt.field) {
-				t.Errorf("ConfigError.Field = %q, want %q (error: %v)", ce.Field, tt.field, err)
+				t.Errorf("FieldError.Field = %q, want %q (error: %v)", ce.Field, tt.field, err)
 			}
 		})
 	}
@@ -215,7 +230,7 @@ demo:
   interval: 5s
 `
 
-func TestLoadConfigLayers(t *testing.T) {
+func TestLoadLayers(t *testing.T) {
 	tests := []struct {
 		name  string
 		yaml  string // "" for no file
@@ -228,16 +243,16 @@ func TestLoadConfigLayers(t *testing.T) {
 			check: func(t *testing.T, cfg loaded) {
 				eq(t, "service", cfg.Service, "plant-7")
 				eq(t, "drain_timeout", cfg.DrainTimeout, 20*time.Second)
-				eq(t, "log", cfg.Log, app.LogConfig{Level: "debug", Format: "json"})
-				eq(t, "retry", cfg.Retry, app.RetryConfig{MaxRetries: 5, InitialInterval: 50 * time.Millisecond, MaxInterval: time.Second, Multiplier: 3})
-				eq(t, "handlers.telemetry", cfg.Handlers["telemetry"], app.Binding{
-					Transport: app.TransportMemory, Topic: "yaml.telemetry", Group: "yaml-group", Concurrency: 4, TopicParams: "{kind}.telemetry",
+				eq(t, "log", cfg.Log, config.LogConfig{Level: "debug", Format: "json"})
+				eq(t, "retry", cfg.Retry, config.RetryConfig{MaxRetries: 5, InitialInterval: 50 * time.Millisecond, MaxInterval: time.Second, Multiplier: 3})
+				eq(t, "handlers.telemetry", cfg.Handlers["telemetry"], config.Binding{
+					Transport: config.TransportMemory, Topic: "yaml.telemetry", Group: "yaml-group", Concurrency: 4, TopicParams: "{kind}.telemetry",
 				})
 				eq(t, "events.AlertRaised.topic", cfg.Events["AlertRaised"].Topic, "yaml.alerts")
 				eq(t, "demo.interval", cfg.Demo.Interval, 5*time.Second)
 				// Entries the file does not mention keep their defaults.
 				eq(t, "handlers.device-status.topic", cfg.Handlers["device-status"].Topic, "devices.status")
-				eq(t, "http_addr", cfg.HTTPAddr, app.DefaultConfig(testName).HTTPAddr)
+				eq(t, "http_addr", cfg.HTTPAddr, config.Default(testName).HTTPAddr)
 				eq(t, "domain.thresholds", cfg.Domain.Thresholds, map[string]float64{"temperature": 70, "humidity": 95, "co2": 1000})
 			},
 		},
@@ -304,8 +319,8 @@ func TestLoadConfigLayers(t *testing.T) {
 			name: "null in YAML keeps the default",
 			yaml: "drain_timeout: ~\nlog:\n",
 			check: func(t *testing.T, cfg loaded) {
-				eq(t, "drain_timeout", cfg.DrainTimeout, app.DefaultConfig(testName).DrainTimeout)
-				eq(t, "log", cfg.Log, app.DefaultConfig(testName).Log)
+				eq(t, "drain_timeout", cfg.DrainTimeout, config.Default(testName).DrainTimeout)
+				eq(t, "log", cfg.Log, config.Default(testName).Log)
 			},
 		},
 	}
@@ -320,7 +335,7 @@ func TestLoadConfigLayers(t *testing.T) {
 			}
 			cfg, err := load(e)
 			if err != nil {
-				t.Fatalf("LoadConfig() = %v", err)
+				t.Fatalf("Load() = %v", err)
 			}
 			tt.check(t, cfg)
 		})
@@ -334,12 +349,12 @@ func eq[T any](t *testing.T, what string, got, want T) {
 	}
 }
 
-func TestLoadConfigInvalid(t *testing.T) {
+func TestLoadInvalid(t *testing.T) {
 	tests := []struct {
 		name string
 		yaml string // "" for no file
 		env  env
-		// field is the ConfigError's Field; the error must also name its
+		// field is the FieldError's Field; the error must also name its
 		// environment variable. want are more substrings (the fix).
 		field string
 		want  []string
@@ -417,22 +432,22 @@ func TestLoadConfigInvalid(t *testing.T) {
 			}
 			_, err := load(e)
 			if err == nil {
-				t.Fatalf("LoadConfig() = nil, want an error on %s", tt.field)
+				t.Fatalf("Load() = nil, want an error on %s", tt.field)
 			}
-			var ce *app.ConfigError
+			var ce *ports.FieldError
 			if !errors.As(err, &ce) {
-				t.Fatalf("LoadConfig() = %v (%T), want a *app.ConfigError", err, err)
+				t.Fatalf("Load() = %v (%T), want a *ports.FieldError", err, err)
 			}
 			if ce.Field != tt.field {
-				t.Errorf("ConfigError.Field = %q, want %q (error: %v)", ce.Field, tt.field, err)
+				t.Errorf("FieldError.Field = %q, want %q (error: %v)", ce.Field, tt.field, err)
 			}
 			if ce.Fix == "" {
-				t.Errorf("ConfigError.Fix is empty: %v", err)
+				t.Errorf("FieldError.Fix is empty: %v", err)
 			}
 			msg := err.Error()
 			want := append([]string{tt.field}, tt.want...)
 			if tt.field != "environment" {
-				want = append(want, app.DefaultConfig(testName).EnvName(tt.field))
+				want = append(want, config.Default(testName).EnvName(tt.field))
 			}
 			for _, s := range want {
 				if !strings.Contains(msg, s) {
@@ -447,7 +462,7 @@ func TestLoadConfigInvalid(t *testing.T) {
 }
 
 // Errors about the file itself name HEXMILL_CONFIG and say what to do.
-func TestLoadConfigFileErrors(t *testing.T) {
+func TestLoadFileErrors(t *testing.T) {
 	dir := t.TempDir()
 	tests := []struct {
 		name string
@@ -470,7 +485,7 @@ func TestLoadConfigFileErrors(t *testing.T) {
 			}
 			_, err := load(env{envConfigFile: tt.path})
 			if err == nil {
-				t.Fatal("LoadConfig() = nil, want an error")
+				t.Fatal("Load() = nil, want an error")
 			}
 			for _, s := range tt.want {
 				if !strings.Contains(err.Error(), s) {
@@ -481,7 +496,7 @@ func TestLoadConfigFileErrors(t *testing.T) {
 	}
 }
 
-func TestConfigErrorFormat(t *testing.T) {
+func TestFieldErrorFormat(t *testing.T) {
 	tests := []struct {
 		field, fix string
 		want       string
@@ -492,7 +507,7 @@ func TestConfigErrorFormat(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.field, func(t *testing.T) {
-			err := error(&app.ConfigError{Field: tt.field, Env: app.DefaultConfig(testName).EnvName(tt.field), Fix: tt.fix})
+			err := error(&ports.FieldError{Field: tt.field, Env: config.Default(testName).EnvName(tt.field), Fix: tt.fix})
 			if got := err.Error(); got != tt.want {
 				t.Errorf("Error() = %q, want %q", got, tt.want)
 			}
@@ -510,7 +525,7 @@ func TestEnvName(t *testing.T) {
 	}
 	for path, want := range tests {
 		t.Run(path, func(t *testing.T) {
-			if got := app.DefaultConfig(testName).EnvName(path); got != want {
+			if got := config.Default(testName).EnvName(path); got != want {
 				t.Errorf("EnvName(%q) = %q, want %q", path, got, want)
 			}
 		})
@@ -529,14 +544,9 @@ func TestConfigCredentialsAreSecret(t *testing.T) {
 		case reflect.Pointer, reflect.Slice, reflect.Map:
 			walk(t, typ.Elem(), path+".*")
 		case reflect.Struct:
-			for i := 0; i < typ.NumField(); i++ {
-				f := typ.Field(i)
-				name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-				if strings.Contains(opts, "inline") {
-					walk(t, f.Type, path)
-					continue
-				}
-				if name == "" || name == "-" || (path == "" && name == "transports") {
+			for _, f := range config.Settings(typ) {
+				name := f.Name
+				if path == "" && name == "transports" {
 					continue
 				}
 				p := strings.TrimPrefix(path+"."+name, ".")
@@ -549,7 +559,7 @@ func TestConfigCredentialsAreSecret(t *testing.T) {
 			}
 		}
 	}
-	walk(t, reflect.TypeOf(app.Config{}), "")
+	walk(t, reflect.TypeOf(config.Config{}), "")
 
 	// secret.String itself: what a dump of such a field shows.
 	s := secret.String("hunter2")

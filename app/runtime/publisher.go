@@ -1,10 +1,12 @@
-package app
+package runtime
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/postgres"
 	"github.com/hexmill/hexmill/adapters/transport"
+	"github.com/hexmill/hexmill/app/config"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -32,7 +35,7 @@ func (e publishError) Unwrap() []error { return []error{e.err, ErrPublish} }
 // payload, a new message ID, the event type and the correlation ID in
 // metadata.
 type eventPublisher struct {
-	routes   map[string]route // by event type, normalKey
+	routes   map[string]route // by event type, config.NormalKey
 	bound    []string         // the event types bound, as configured
 	poisonTo route
 	all      []message.Publisher
@@ -95,16 +98,16 @@ var _ ports.Publisher = (*eventPublisher)(nil)
 // newEventPublisher opens the event bindings' and the poison target's
 // publishers; with outbox, events published in a PostgreSQL transaction
 // go to the outbox instead.
-func newEventPublisher(cfg Config, transports map[string]transport.Transport, registry *prometheus.Registry, t *tracing, outbox bool) (*eventPublisher, error) {
+func newEventPublisher(cfg config.Config, transports map[string]transport.Transport, registry *prometheus.Registry, t *tracing, outbox bool) (*eventPublisher, error) {
 	p := &eventPublisher{routes: map[string]route{}, tracing: t}
 	var publishTime *prometheus.HistogramVec
 	if registry != nil {
 		var err error
-		if publishTime, err = register(registry, newPublishTime(cfg.metricNamespace())); err != nil {
+		if publishTime, err = register(registry, newPublishTime(cfg.Namespace())); err != nil {
 			return nil, err
 		}
 	}
-	open := func(field string, e EventBinding) (route, error) {
+	open := func(field string, e config.EventBinding) (route, error) {
 		pub, err := transports[e.Transport].Publisher(e.Options)
 		if err != nil {
 			return route{}, fmt.Errorf("%s: %w", field, err)
@@ -115,8 +118,8 @@ func newEventPublisher(cfg Config, transports map[string]transport.Transport, re
 		p.all = append(p.all, pub)
 		return route{field: field, topic: e.Topic, transport: e.Transport, publisher: pub, failing: &failing{}}, nil
 	}
-	p.bound = sortedKeys(cfg.Events)
-	for _, eventType := range sortedKeys(cfg.Events) {
+	p.bound = slices.Sorted(maps.Keys(cfg.Events))
+	for _, eventType := range slices.Sorted(maps.Keys(cfg.Events)) {
 		r, err := open("events."+eventType, cfg.Events[eventType])
 		if err != nil {
 			_ = p.Close()
@@ -128,7 +131,7 @@ func newEventPublisher(cfg Config, transports map[string]transport.Transport, re
 				return nil, err
 			}
 		}
-		p.routes[normalKey(eventType)] = r
+		p.routes[config.NormalKey(eventType)] = r
 	}
 	r, err := open("poison", cfg.Poison)
 	if err != nil {
@@ -142,7 +145,7 @@ func newEventPublisher(cfg Config, transports map[string]transport.Transport, re
 // Publish implements ports.Publisher.
 func (p *eventPublisher) Publish(ctx context.Context, events ...ports.Event) error {
 	for _, e := range events {
-		r, ok := p.routes[normalKey(e.EventType())]
+		r, ok := p.routes[config.NormalKey(e.EventType())]
 		if !ok {
 			return fmt.Errorf("publish %s: no binding; add events.%s with its transport and topic to the configuration (bound: %v)", e.EventType(), e.EventType(), p.bound)
 		}
@@ -216,7 +219,7 @@ func (relayPublisher) Close() error { return nil }
 func (p *eventPublisher) unready(after time.Duration) error {
 	now := time.Now()
 	routes := []route{p.poisonTo}
-	for _, k := range sortedKeys(p.routes) {
+	for _, k := range slices.Sorted(maps.Keys(p.routes)) {
 		routes = append(routes, p.routes[k])
 	}
 	for _, r := range routes {
@@ -244,4 +247,35 @@ func (p *eventPublisher) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Publisher is the domain's ports.Publisher. It exists before the runtime
+// starts (handlers are built with it) and publishes once the runtime has
+// opened its transports; before that, and after stop, Publish returns an
+// error.
+type Publisher struct {
+	mu    sync.RWMutex
+	inner *eventPublisher
+}
+
+var _ ports.Publisher = (*Publisher)(nil)
+
+// NewPublisher returns a publisher for New to connect.
+func NewPublisher() *Publisher { return &Publisher{} }
+
+// Publish implements ports.Publisher.
+func (p *Publisher) Publish(ctx context.Context, events ...ports.Event) error {
+	p.mu.RLock()
+	inner := p.inner
+	p.mu.RUnlock()
+	if inner == nil {
+		return publishError{errors.New("publish: the service is not running")}
+	}
+	return inner.Publish(ctx, events...)
+}
+
+func (p *Publisher) set(inner *eventPublisher) {
+	p.mu.Lock()
+	p.inner = inner
+	p.mu.Unlock()
 }

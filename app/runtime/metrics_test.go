@@ -1,4 +1,4 @@
-package app_test
+package runtime_test
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/app/runtime"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -29,7 +29,7 @@ func TestHandlerMetrics(t *testing.T) {
 	registry := prometheus.NewRegistry()
 	var flakyCalls atomic.Int32
 	handled := make(chan string, 2)
-	pub := app.NewPublisher()
+	pub := runtime.NewPublisher()
 	h := ports.HandlerFunc{HandlerName: "test", Func: func(ctx context.Context, msg ports.Message) error {
 		if msg.ID == "bad" {
 			return ports.Invalid(errors.New("not a reading"))
@@ -43,9 +43,9 @@ func TestHandlerMetrics(t *testing.T) {
 		}
 		return nil
 	}}
-	rt, err := app.NewRuntime(app.RuntimeParams{
+	rt, err := runtime.New(runtime.Params{
 		Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Transports: []app.Opener{app.MemoryOpener(broker)}, Handlers: []ports.Handler{h}, Registry: registry, Publisher: pub,
+		Transports: []runtime.Opener{memoryOpener(broker)}, Handlers: []ports.Handler{h}, Registry: registry, Publisher: pub,
 	})
 	if err != nil {
 		t.Fatal(err)

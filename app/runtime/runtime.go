@@ -1,26 +1,31 @@
-package app
+// Package runtime runs a service's handlers on their transports: a
+// consumer per handler, each message through the middleware chain (its
+// order in links, chain.go), the publishers of the event bindings and the
+// poison target (with the outbox when PostgreSQL is on), and the stop
+// protocol that loses no message. It needs no fx: Params are filled from
+// the fx graph by package app, or by hand (app/apptest does).
+package runtime
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/fx"
 
 	"github.com/hexmill/hexmill/adapters/postgres"
 	"github.com/hexmill/hexmill/adapters/transport"
+	"github.com/hexmill/hexmill/app/config"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -34,11 +39,11 @@ import (
 // brokers; relay what the outbox holds (PostgreSQL on); close publishers;
 // close connections.
 type Runtime struct {
-	cfg      Config
+	cfg      config.Config
 	logger   *slog.Logger
 	openers  map[string]Opener
 	handlers []ports.Handler
-	bindings map[string]Binding // by handler name
+	bindings map[string]config.Binding // by handler name
 	formats  map[string]Format
 	extra    []Middleware
 	registry *prometheus.Registry
@@ -77,41 +82,52 @@ const (
 	stateStopped
 )
 
-// RuntimeParams are what a Runtime is built from.
-type RuntimeParams struct {
-	Config     Config
-	Logger     *slog.Logger
-	Transports []Opener
-	Handlers   []ports.Handler
+// Params are what a Runtime is built from. The fx module fills them from
+// the graph (the tags name its value groups); without fx, fill them by
+// hand.
+type Params struct {
+	fx.In
+	Config     config.Config
+	Logger     *slog.Logger    `optional:"true"`
+	Transports []Opener        `group:"transports"`
+	Handlers   []ports.Handler `group:"handlers"`
 	// Formats are the wire-format translations bindings may name, besides
 	// "" and "json".
-	Formats map[string]Format
+	Formats []NamedFormat `group:"formats"`
 	// Middlewares run in every handler's chain (see Middleware).
-	Middlewares []Middleware
+	Middlewares []Middleware `group:"middlewares"`
 	// Registry receives the handlers' and publishers' metrics; nil for
 	// none.
-	Registry *prometheus.Registry
+	Registry *prometheus.Registry `optional:"true"`
 	// Publisher is the one the handlers were given; nil for a new one.
-	Publisher *Publisher
+	Publisher *Publisher `optional:"true"`
 	// TracerProvider makes the spans; nil for the one the configuration's
 	// tracing section describes (none when it is off). Stop flushes it.
-	TracerProvider trace.TracerProvider
+	// Tests supply one with an in-memory exporter.
+	TracerProvider trace.TracerProvider `optional:"true"`
 	// DB is the service's database, nil when PostgreSQL is off. With it,
 	// idempotent bindings run their handlers in a transaction, events
 	// published in a transaction go through the outbox, its relay is part
 	// of the stop protocol and readiness pings the database. The caller
 	// owns it: it migrates it before Start (postgres.FrameworkComponent
-	// first) and closes it after Stop.
-	DB *postgres.DB
+	// first) and closes it after Stop. In the fx graph it is built before
+	// the runtime, so its start hook (migrations) runs before the
+	// runtime's and its stop hook (retention, close) after the runtime's
+	// stop protocol.
+	DB *postgres.DB `optional:"true"`
 }
 
-// NewRuntime checks that every handler is bound and every binding has its
+// New checks that every handler is bound and every binding has its
 // handler and transport; it connects nothing.
-func NewRuntime(p RuntimeParams) (*Runtime, error) {
+func New(p Params) (*Runtime, error) {
+	formats := map[string]Format{}
+	for _, f := range p.Formats {
+		formats[f.Name] = f.Format
+	}
 	r := &Runtime{
-		cfg: p.Config, logger: p.Logger, handlers: p.Handlers, formats: p.Formats, extra: p.Middlewares,
+		cfg: p.Config, logger: p.Logger, handlers: p.Handlers, formats: formats, extra: p.Middlewares,
 		registry: p.Registry, openers: map[string]Opener{}, transports: map[string]transport.Transport{},
-		publisher: p.Publisher, bindings: map[string]Binding{}, tracerProvider: p.TracerProvider, db: p.DB,
+		publisher: p.Publisher, bindings: map[string]config.Binding{}, tracerProvider: p.TracerProvider, db: p.DB,
 	}
 	if r.publisher == nil {
 		r.publisher = NewPublisher()
@@ -130,40 +146,40 @@ func NewRuntime(p RuntimeParams) (*Runtime, error) {
 			return nil, fmt.Errorf("handler %q is registered twice", name)
 		}
 		names[name] = true
-		key, ok := bindingKey(r.cfg.Handlers, name)
+		key, ok := config.BindingKey(r.cfg.Handlers, name)
 		if !ok {
-			return nil, r.cfg.fieldError("handlers."+name, "the handler is registered but not bound; set handlers."+name+".transport and .topic in the configuration file, or "+
+			return nil, r.cfg.FieldError("handlers."+name, "the handler is registered but not bound; set handlers."+name+".transport and .topic in the configuration file, or "+
 				r.cfg.EnvName("handlers."+name+".transport")+" and "+r.cfg.EnvName("handlers."+name+".topic"))
 		}
 		keys[name] = key
 		b := r.cfg.Handlers[key]
 		r.bindings[name] = b
 		if _, ok := r.openers[b.Transport]; !ok {
-			return nil, r.cfg.fieldError("handlers."+key+".transport", fmt.Sprintf("transport %q is not part of this build", b.Transport))
+			return nil, r.cfg.FieldError("handlers."+key+".transport", fmt.Sprintf("transport %q is not part of this build", b.Transport))
 		}
 		if _, err := r.format(b.Format); err != nil {
-			return nil, r.cfg.fieldError("handlers."+key+".format", err.Error())
+			return nil, r.cfg.FieldError("handlers."+key+".format", err.Error())
 		}
-		if b.Idempotent && r.db == nil {
-			return nil, r.cfg.fieldError("handlers."+key+".idempotent", "needs PostgreSQL, which is off: set postgres.url or postgres.host, or set idempotent to false")
+		if err := r.cfg.CheckIdempotent(key, r.db != nil); err != nil {
+			return nil, err
 		}
 	}
 	bound := map[string]bool{}
 	for _, k := range keys {
 		bound[k] = true
 	}
-	for _, key := range sortedKeys(r.cfg.Handlers) {
+	for _, key := range slices.Sorted(maps.Keys(r.cfg.Handlers)) {
 		if !bound[key] {
 			fix := "no handler has this name; remove the binding or register the handler (app.AsHandler)"
-			if c := closest(key, sortedKeys(names)); c != "" {
-				fix = fmt.Sprintf("no handler has this name; did you mean %s? (handlers: %s)", c, strings.Join(sortedKeys(names), ", "))
+			if c := config.Closest(key, slices.Sorted(maps.Keys(names))); c != "" {
+				fix = fmt.Sprintf("no handler has this name; did you mean %s? (handlers: %s)", c, strings.Join(slices.Sorted(maps.Keys(names)), ", "))
 			}
-			return nil, r.cfg.fieldError("handlers."+key, fix)
+			return nil, r.cfg.FieldError("handlers."+key, fix)
 		}
 	}
-	for _, t := range r.cfg.usedTransports() {
+	for _, t := range r.cfg.UsedTransports() {
 		if _, ok := r.openers[t]; !ok {
-			return nil, r.cfg.fieldError("transports."+t, "this transport is not part of this build")
+			return nil, r.cfg.FieldError("transports."+t, "this transport is not part of this build")
 		}
 	}
 	if err := r.checkEvents(p.Handlers); err != nil {
@@ -192,28 +208,28 @@ func (r *Runtime) checkEvents(handlers []ports.Handler) error {
 			}
 		}
 	}
-	bound := sortedKeys(r.cfg.Events)
-	for _, t := range sortedKeys(declared) {
-		if _, ok := bindingKey(r.cfg.Events, t); ok {
+	bound := slices.Sorted(maps.Keys(r.cfg.Events))
+	for _, t := range slices.Sorted(maps.Keys(declared)) {
+		if _, ok := config.BindingKey(r.cfg.Events, t); ok {
 			continue
 		}
 		fix := fmt.Sprintf("handler %s publishes %s, which has no binding; set events.%s.transport and .topic in the configuration file, or %s and %s",
 			declared[t], t, t, r.cfg.EnvName("events."+t+".transport"), r.cfg.EnvName("events."+t+".topic"))
-		if c := closest(t, bound); c != "" {
+		if c := config.Closest(t, bound); c != "" {
 			fix = fmt.Sprintf("handler %s publishes %s, which has no binding; did you mean events.%s for events.%s?", declared[t], t, t, c)
 		}
-		return r.cfg.fieldError("events."+t, fix)
+		return r.cfg.FieldError("events."+t, fix)
 	}
-	types := sortedKeys(declared)
+	types := slices.Sorted(maps.Keys(declared))
 	for _, key := range bound {
-		if _, ok := bindingKey(declared, key); ok {
+		if _, ok := config.BindingKey(declared, key); ok {
 			continue
 		}
-		if c := closest(key, types); c != "" {
-			return r.cfg.fieldError("events."+key, fmt.Sprintf("no handler publishes %s; did you mean %s? (published: %s)", key, c, strings.Join(types, ", ")))
+		if c := config.Closest(key, types); c != "" {
+			return r.cfg.FieldError("events."+key, fmt.Sprintf("no handler publishes %s; did you mean %s? (published: %s)", key, c, strings.Join(types, ", ")))
 		}
 		if all && len(handlers) > 0 {
-			return r.cfg.fieldError("events."+key, fmt.Sprintf("no handler publishes %s; remove the binding (published: %s)", key, strings.Join(types, ", ")))
+			return r.cfg.FieldError("events."+key, fmt.Sprintf("no handler publishes %s; remove the binding (published: %s)", key, strings.Join(types, ", ")))
 		}
 	}
 	return nil
@@ -248,7 +264,7 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 	}
 	r.tracing = newTracing(r.tracerProvider)
 
-	for _, name := range r.cfg.usedTransports() {
+	for _, name := range r.cfg.UsedTransports() {
 		t, err := r.openers[name].Open(ctx)
 		if err != nil {
 			return fmt.Errorf("open transport %s: %w", name, err)
@@ -276,7 +292,7 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 	}
 
 	if r.registry != nil {
-		if r.metrics, err = newHandlerMetrics(r.registry, r.cfg.metricNamespace()); err != nil {
+		if r.metrics, err = newHandlerMetrics(r.registry, r.cfg.Namespace()); err != nil {
 			return err
 		}
 	}
@@ -289,14 +305,14 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	r.logger.Info("consuming", "handlers", len(r.handlers), "transports", r.cfg.usedTransports())
+	r.logger.Info("consuming", "handlers", len(r.handlers), "transports", r.cfg.UsedTransports())
 	return nil
 }
 
 // checkTargets asks each event binding's transport whether what it
 // publishes to exists.
 func (r *Runtime) checkTargets(ctx context.Context) error {
-	check := func(field string, e EventBinding) error {
+	check := func(field string, e config.EventBinding) error {
 		t, ok := r.transports[e.Transport].(transport.TargetChecker)
 		if !ok {
 			return nil
@@ -306,7 +322,7 @@ func (r *Runtime) checkTargets(ctx context.Context) error {
 		}
 		return nil
 	}
-	for _, name := range sortedKeys(r.cfg.Events) {
+	for _, name := range slices.Sorted(maps.Keys(r.cfg.Events)) {
 		if err := check("events."+name, r.cfg.Events[name]); err != nil {
 			return err
 		}
@@ -314,16 +330,8 @@ func (r *Runtime) checkTargets(ctx context.Context) error {
 	return check("poison", r.cfg.Poison)
 }
 
-// consume subscribes h's binding and starts its consumer, with the
-// middleware chain, outermost first: handler name, delivery span (tracing
-// on), failure log, metrics, in-flight count and settling, handler span
-// (tracing on), poison target, retry, the transaction of an idempotent
-// binding (postgres.DedupMiddleware: each attempt its own transaction,
-// which a duplicate ends before anything below runs), panic recovery
-// (inside the transaction, so that a panic rolls it back), the service's
-// middlewares (AsMiddleware: in the transaction, first deliveries only),
-// the handler. The poison target is outside the transaction: a poisoned
-// message is published directly, after the rollback.
+// consume subscribes h's binding and starts its consumer, which runs
+// each message through the handler's chain (see links for its order).
 func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 	name := h.Name()
 	b := r.bindings[name]
@@ -333,38 +341,21 @@ func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 	}
 	r.subscribers = append(r.subscribers, sub)
 	format, _ := r.format(b.Format)
-	params, _ := parseTopicParams(b.TopicParams)
+	params, _ := config.ParseTopicParams(b.TopicParams)
 
-	chain := []message.HandlerMiddleware{named(name)}
-	if b.MessageID == MessageIDContent {
-		chain = append(chain, contentID(b.Topic))
-	}
-	if r.tracing != nil {
-		chain = append(chain, r.tracing.consumer(b))
-	}
-	chain = append(chain, r.logFailure(name))
-	if r.metrics != nil {
-		chain = append(chain, r.metrics.middleware(name, b.Transport))
-	}
-	chain = append(chain, r.inflight.middleware)
-	if r.tracing != nil {
-		chain = append(chain, r.tracing.handler(name))
-	}
-	chain = append(chain,
-		r.poison(name, b),
-		retry{cfg: r.cfg.Retry, abort: r.abort, logger: r.logger}.middleware,
-	)
-	if b.Idempotent {
-		chain = append(chain, postgres.DedupMiddleware(r.db, name))
-	}
-	chain = append(chain, middleware.Recoverer)
-	for _, m := range r.extra {
-		chain = append(chain, func(next message.HandlerFunc) message.HandlerFunc { return m(name, next) })
-	}
-	handle := r.handlerFunc(h, b, format, params)
-	for i := len(chain) - 1; i >= 0; i-- {
-		handle = chain[i](handle)
-	}
+	handle := build(links(chainParams{
+		handler:     name,
+		binding:     b,
+		tracing:     r.tracing,
+		metrics:     r.metrics,
+		inflight:    &r.inflight,
+		abort:       r.abort,
+		logger:      r.logger,
+		retry:       r.cfg.Retry,
+		publishers:  r.publishers,
+		db:          r.db,
+		middlewares: r.extra,
+	}), handlerFunc(h, b, format, params))
 
 	// Subscribe returns once the subscription consumes; the subscription
 	// lives until stop cancels intake, not as long as ctx.
@@ -390,20 +381,6 @@ func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 	return nil
 }
 
-// logFailure logs a message handed back to its broker, except when stop
-// cut its handler short.
-func (r *Runtime) logFailure(name string) message.HandlerMiddleware {
-	return func(h message.HandlerFunc) message.HandlerFunc {
-		return func(msg *message.Message) ([]*message.Message, error) {
-			produced, err := h(msg)
-			if err != nil && r.abort.Err() == nil {
-				r.logger.ErrorContext(msg.Context(), "handler failed; the message goes back to its broker", "handler", name, "message_id", msg.UUID, "err", err)
-			}
-			return produced, err
-		}
-	}
-}
-
 // consumerEnded notes a subscription that ended before stop: the service
 // is no longer ready.
 func (r *Runtime) consumerEnded(name string) {
@@ -415,63 +392,6 @@ func (r *Runtime) consumerEnded(name string) {
 	}
 }
 
-// handlerFunc turns a ports.Handler into a watermill handler: it applies
-// the binding's wire format and fills Metadata and the correlation ID.
-func (r *Runtime) handlerFunc(h ports.Handler, b Binding, format Format, params *regexp.Regexp) message.HandlerFunc {
-	return func(msg *message.Message) ([]*message.Message, error) {
-		in := msg
-		if format != nil {
-			in = msg.Copy() // the poison target gets the message as it came
-			if err := format(in); err != nil {
-				return nil, err
-			}
-		}
-		topic := in.Metadata.Get(ports.MetadataTopic)
-		if topic == "" {
-			topic = b.Topic
-		}
-		correlationID := in.Metadata.Get(ports.MetadataCorrelationID)
-		if correlationID == "" {
-			correlationID = msg.UUID
-		}
-		attrs := make(map[string]string, len(in.Metadata)+2)
-		for k, v := range in.Metadata {
-			if err := checkUTF8(k, v); err != nil {
-				return nil, ports.Invalid(err)
-			}
-			attrs[k] = v
-		}
-		for k, v := range topicParams(params, topic) {
-			attrs[k] = v
-		}
-		// The message's context ends when its subscriber closes, which the
-		// stop protocol does once the drain timeout expired.
-		ctx := ports.WithCorrelationID(msg.Context(), correlationID)
-		return nil, h.Handle(ctx, ports.Message{
-			Metadata: ports.Metadata{
-				ID: msg.UUID, CorrelationID: correlationID, Topic: topic,
-				ReceivedAt: time.Now(), Attributes: attrs,
-			},
-			Payload: in.Payload,
-		})
-	}
-}
-
-// checkUTF8 refuses a metadata entry that is not valid UTF-8, so that it
-// never reaches a handler, a log line or an MQTT publish (where the broker
-// would close the connection). The correlation ID is exempt: MQTT carries
-// it as binary correlation data.
-func checkUTF8(k, v string) error {
-	switch {
-	case k == ports.MetadataCorrelationID:
-	case !utf8.ValidString(k):
-		return fmt.Errorf("metadata key %q is not valid UTF-8: the sender must send UTF-8 header and property names", k)
-	case !utf8.ValidString(v):
-		return fmt.Errorf("metadata %q: the value %q is not valid UTF-8: the sender must send UTF-8 header and property values", k, v)
-	}
-	return nil
-}
-
 func (r *Runtime) format(name string) (Format, error) {
 	if name == "" || name == "json" {
 		return nil, nil
@@ -480,7 +400,7 @@ func (r *Runtime) format(name string) (Format, error) {
 		return f, nil
 	}
 	known := []string{"json"}
-	known = append(known, sortedKeys(r.formats)...)
+	known = append(known, slices.Sorted(maps.Keys(r.formats))...)
 	return nil, fmt.Errorf("unknown format %q; use one of %v", name, known)
 }
 
@@ -500,7 +420,7 @@ func (r *Runtime) Ready() error {
 	if len(ended) > 0 {
 		return fmt.Errorf("not consuming: the subscription of %v ended", ended)
 	}
-	for _, name := range sortedKeys(r.transports) {
+	for _, name := range slices.Sorted(maps.Keys(r.transports)) {
 		if err := r.transports[name].Ready(); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -592,7 +512,7 @@ func (r *Runtime) closeAll(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	for _, name := range sortedKeys(r.transports) {
+	for _, name := range slices.Sorted(maps.Keys(r.transports)) {
 		if err := r.transports[name].Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close transport %s: %w", name, err))
 		}
@@ -626,109 +546,24 @@ func (r *Runtime) waitConsumers(ctx context.Context) error {
 	}
 }
 
-// Publisher is the domain's ports.Publisher. It exists before the runtime
-// starts (handlers are built with it) and publishes once the runtime has
-// opened its transports; before that, and after stop, Publish returns an
-// error.
-type Publisher struct {
-	mu    sync.RWMutex
-	inner *eventPublisher
+// flusher is a tracer provider that can export what it holds.
+type flusher interface {
+	ForceFlush(context.Context) error
 }
 
-var _ ports.Publisher = (*Publisher)(nil)
-
-// NewPublisher returns a publisher for NewRuntime to connect.
-func NewPublisher() *Publisher { return &Publisher{} }
-
-// Publish implements ports.Publisher.
-func (p *Publisher) Publish(ctx context.Context, events ...ports.Event) error {
-	p.mu.RLock()
-	inner := p.inner
-	p.mu.RUnlock()
-	if inner == nil {
-		return publishError{errors.New("publish: the service is not running")}
+// flushTraces exports the spans still held; stop calls it after the drain
+// and before connections close.
+func (r *Runtime) flushTraces(ctx context.Context) error {
+	if r.ownTracer != nil {
+		if err := r.ownTracer.Shutdown(ctx); err != nil {
+			return fmt.Errorf("tracing: export at stop: %w", err)
+		}
+		return nil
 	}
-	return inner.Publish(ctx, events...)
-}
-
-func (p *Publisher) set(inner *eventPublisher) {
-	p.mu.Lock()
-	p.inner = inner
-	p.mu.Unlock()
-}
-
-// bindingKey finds the binding of a handler or an event type: by its
-// name, else by the name without regard to case, "-" and "_" (a binding
-// created from the environment is FLEET_HANDLERS_DEVICE_STATUS_... for
-// device-status, FLEET_EVENTS_BATTERYLOW_... for BatteryLow).
-func bindingKey[V any](bindings map[string]V, name string) (string, bool) {
-	if _, ok := bindings[name]; ok {
-		return name, true
-	}
-	for _, k := range sortedKeys(bindings) {
-		if normalKey(k) == normalKey(name) {
-			return k, true
+	if f, ok := r.tracerProvider.(flusher); ok {
+		if err := f.ForceFlush(ctx); err != nil {
+			return fmt.Errorf("tracing: export at stop: %w", err)
 		}
 	}
-	return "", false
-}
-
-// keySeparators drops the separators normalKey ignores. One replacer for
-// all calls: the event publisher normalises every event's type, and a
-// replacer builds its tables (some kilobytes) on first use.
-var keySeparators = strings.NewReplacer("-", "", "_", "")
-
-func normalKey(k string) string {
-	return strings.ToLower(keySeparators.Replace(k))
-}
-
-// closest is the name among names nearest to s, if it is near enough to
-// be a typo of it.
-func closest(s string, names []string) string {
-	best, bestD := "", -1
-	for _, n := range names {
-		if d := distance(normalKey(s), normalKey(n)); bestD < 0 || d < bestD {
-			best, bestD = n, d
-		}
-	}
-	if bestD < 0 || bestD > max(2, len(s)/3) {
-		return ""
-	}
-	return best
-}
-
-// metricNamespace is the service's name (not the instance's service
-// setting, so that dashboards do not depend on it) as a Prometheus
-// namespace.
-func (c Config) metricNamespace() string {
-	name := c.name
-	if name == "" {
-		name = c.Service
-	}
-	return strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' {
-			return r
-		}
-		return '_'
-	}, name)
-}
-
-// contentID gives each message the hash of its topic and payload as its
-// ID (Binding.MessageID content): a redelivery of a message its sender
-// gave no ID then has the ID of its first delivery.
-func contentID(bindingTopic string) message.HandlerMiddleware {
-	return func(h message.HandlerFunc) message.HandlerFunc {
-		return func(msg *message.Message) ([]*message.Message, error) {
-			topic := msg.Metadata.Get(ports.MetadataTopic)
-			if topic == "" {
-				topic = bindingTopic
-			}
-			sum := sha256.New()
-			sum.Write([]byte(topic))
-			sum.Write([]byte{0})
-			sum.Write(msg.Payload)
-			msg.UUID = hex.EncodeToString(sum.Sum(nil)[:16])
-			return h(msg)
-		}
-	}
+	return nil
 }

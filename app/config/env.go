@@ -1,90 +1,26 @@
-package app
+package config
 
 import (
 	"fmt"
-	"os"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hexmill/hexmill/ports"
 )
 
-// Env is the process environment: variable name -> value.
-type Env map[string]string
-
-// OSEnv returns the process's environment.
-func OSEnv() Env {
-	env := Env{}
-	for _, kv := range os.Environ() {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			env[k] = v
-		}
-	}
-	return env
+// EnvPrefix is the prefix of the environment variables of a service named
+// name: upper case, "-" and "." as "_", e.g. FLEET_ for fleet.
+func EnvPrefix(name string) string {
+	return strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(name)) + "_"
 }
 
-// applyEnv overrides the fields of c and of its sections from environment
-// variables named after their YAML paths (see Config). A variable may
-// also create a map entry: FLEET_HANDLERS_BATTERY_TOPIC creates
-// handlers.battery. A variable with the service's prefix that sets
-// nothing is an error naming the closest variable that would.
-func (c *Config) applyEnv(env Env) error {
-	used := map[string]bool{EnvConfigFileFromPrefix(c.prefix): true}
-	e := envApplier{prefix: c.prefix, env: env, used: used}
-	if err := e.apply(reflect.ValueOf(c).Elem(), ""); err != nil {
-		return c.withEnv(err)
-	}
-	for _, s := range c.sections {
-		if err := e.apply(reflect.ValueOf(s.Value).Elem(), s.Path); err != nil {
-			return c.withEnv(err)
-		}
-	}
-	return c.checkUnusedEnv(env, used, e.known)
-}
-
-// EnvConfigFileFromPrefix is the config file variable for prefix.
-func EnvConfigFileFromPrefix(prefix string) string { return prefix + "CONFIG" }
-
-// checkUnusedEnv refuses a variable that looks like a setting of this
-// service but sets nothing, a typo that would otherwise leave a default in
-// place. Variables whose first word is far from every top-level setting
-// (FLEET_TEST_..., tools' own variables) are left alone.
-func (c *Config) checkUnusedEnv(env Env, used map[string]bool, known []string) error {
-	var tops []string
-	for _, k := range known {
-		first, _, _ := strings.Cut(strings.TrimPrefix(k, c.prefix), "_")
-		if !slices.Contains(tops, first) {
-			tops = append(tops, first)
-		}
-	}
-	for _, k := range sortedKeys(env) {
-		if used[k] || !strings.HasPrefix(k, c.prefix) || len(k) == len(c.prefix) {
-			continue
-		}
-		first, _, _ := strings.Cut(strings.TrimPrefix(k, c.prefix), "_")
-		near, limit := false, 2
-		if len(first) <= 4 {
-			limit = 1
-		}
-		for _, t := range tops {
-			if distance(first, t) <= limit {
-				near = true
-			}
-		}
-		if !near {
-			continue
-		}
-		closest, best := "", -1
-		for _, kn := range known {
-			if d := distance(k, kn); best < 0 || d < best {
-				closest, best = kn, d
-			}
-		}
-		return &ConfigError{Field: "environment", Env: k, Fix: fmt.Sprintf("%s sets no setting; did you mean %s?", k, closest)}
-	}
-	return nil
-}
+// EnvConfigFile is the variable that names the optional YAML file of a
+// service named name, e.g. FLEET_CONFIG; environment variables override
+// what the file says.
+func EnvConfigFile(name string) string { return EnvPrefix(name) + "CONFIG" }
 
 // distance is the Levenshtein distance of a and b.
 func distance(a, b string) int {
@@ -111,7 +47,7 @@ func distance(a, b string) int {
 // variables it used and which it could have.
 type envApplier struct {
 	prefix string
-	env    Env
+	env    map[string]string
 	used   map[string]bool
 	known  []string
 }
@@ -132,21 +68,12 @@ func (e *envApplier) apply(v reflect.Value, path string) error {
 	switch v.Kind() {
 	case reflect.Struct:
 		if v.Type() != durationType && !isScalarType(v.Type()) {
-			t := v.Type()
-			for i := 0; i < t.NumField(); i++ {
-				f := t.Field(i)
-				name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-				if strings.Contains(opts, "inline") && f.IsExported() {
-					// An inline struct's settings are its parent's.
-					if err := e.apply(v.Field(i), path); err != nil {
-						return err
-					}
-					continue
+			for _, st := range settings(v.Type()) {
+				f, err := v.FieldByIndexErr(st.index)
+				if err != nil {
+					continue // under a nil inline pointer: nothing to set
 				}
-				if name == "" || name == "-" || !f.IsExported() {
-					continue
-				}
-				if err := e.apply(v.Field(i), join(path, name)); err != nil {
+				if err := e.apply(f, join(path, st.name)); err != nil {
 					return err
 				}
 			}
@@ -186,7 +113,7 @@ func (e *envApplier) apply(v reflect.Value, path string) error {
 		return nil
 	}
 	if err := setScalar(v, raw); err != nil {
-		return &ConfigError{Field: path, Fix: fmt.Sprintf("cannot use %q: %v", raw, err)}
+		return &ports.FieldError{Field: path, Fix: fmt.Sprintf("cannot use %q: %v", raw, err)}
 	}
 	return nil
 }
@@ -245,14 +172,9 @@ func (e *envApplier) newKeys(m reflect.Value, path string) []string {
 // t ends it.
 func entryKey(rest string, t reflect.Type) string {
 	best := ""
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "" || name == "-" || !f.IsExported() {
-			continue
-		}
-		field := envName("", name)
-		ft := f.Type
+	for _, st := range settings(t) {
+		field := envName("", st.name)
+		ft := st.field.Type
 		for ft.Kind() == reflect.Pointer {
 			ft = ft.Elem()
 		}

@@ -1,4 +1,4 @@
-package app
+package runtime
 
 import (
 	"errors"
@@ -30,8 +30,7 @@ import (
 // publisher_name are the transport. watermill's
 // middleware and decorators build label maps per message, and its
 // subscriber decorator passes every message through one more goroutine and
-// starts another per message to wait for its ack; in the end-to-end
-// benchmark that was a tenth of the service's CPU. Here a handler's series
+// starts another per message to wait for its ack. Here a handler's series
 // are resolved once at start, and a publish looks its series up without
 // allocating.
 
@@ -104,33 +103,40 @@ func register[C prometheus.Collector](registry *prometheus.Registry, c C) (C, er
 // middleware times the rest of a handler's chain and counts the message as
 // acked or nacked, as the in-flight middleware settles it.
 func (m *handlerMetrics) middleware(handler, transport string) message.HandlerMiddleware {
+	if m == nil {
+		return nil
+	}
 	ok, failed := m.handlerTime.WithLabelValues(handler, "true"), m.handlerTime.WithLabelValues(handler, "false")
 	acked, nacked := m.received.WithLabelValues(handler, transport, "acked"), m.received.WithLabelValues(handler, transport, "nacked")
-	poisoned := map[string]prometheus.Counter{
-		poisonedInvalid: m.poisoned.WithLabelValues(handler, poisonedInvalid),
-		poisonedRetries: m.poisoned.WithLabelValues(handler, poisonedRetries),
+	poisoned := map[outcome]prometheus.Counter{
+		poisonedInvalid: m.poisoned.WithLabelValues(handler, string(poisonedInvalid)),
+		poisonedRetries: m.poisoned.WithLabelValues(handler, string(poisonedRetries)),
 	}
-	handedBack := map[string]prometheus.Counter{}
-	for _, r := range []string{handedBackPublish, handedBackPoison, handedBackStopping, handedBackDatabase} {
-		handedBack[r] = m.handedBack.WithLabelValues(handler, r)
+	handedBack := map[outcome]prometheus.Counter{}
+	for _, r := range []outcome{handedBackPublish, handedBackPoison, handedBackStopping, handedBackDatabase} {
+		handedBack[r] = m.handedBack.WithLabelValues(handler, string(r))
 	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			o := withOutcome(msg)
+			d := deliveryOf(msg.Context())
 			start := time.Now()
 			produced, err := h(msg)
 			took := time.Since(start).Seconds()
+			var o outcome
+			if d != nil {
+				o = d.outcome
+			}
 			switch {
 			case err != nil:
 				failed.Observe(took)
 				nacked.Inc()
-				if c, ok := handedBack[o.what]; ok {
+				if c, ok := handedBack[o]; ok {
 					c.Inc()
 				}
-			case o.what != "":
+			case o != "":
 				failed.Observe(took)
 				acked.Inc()
-				poisoned[o.what].Inc()
+				poisoned[o].Inc()
 			default:
 				ok.Observe(took)
 				acked.Inc()

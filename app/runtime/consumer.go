@@ -1,7 +1,6 @@
-package app
+package runtime
 
 import (
-	"context"
 	"sync"
 	"sync/atomic"
 
@@ -15,10 +14,9 @@ import (
 // It replaces watermill's router, which passes every message through a
 // goroutine that adds the router's context values, then starts a goroutine
 // per message: three goroutine hand-offs and a fresh stack, grown and
-// copied by the JSON decoder, per message (a fifth of the service's CPU in
-// the end-to-end benchmark). The middleware keep watermill's signature
-// (message.HandlerMiddleware), so watermill's own, such as Recoverer, run
-// in the chain.
+// copied by the JSON decoder, per message. The middleware keep watermill's
+// signature (message.HandlerMiddleware), so watermill's own, such as
+// Recoverer, run in the chain.
 type consumer struct {
 	msgs   <-chan *message.Message
 	handle message.HandlerFunc
@@ -43,25 +41,4 @@ func (c *consumer) run(n int, wg *sync.WaitGroup) {
 			}
 		}()
 	}
-}
-
-// handlerKey carries the handler's name in a message's context, for the
-// logs and metrics of what the handler does.
-type handlerKey struct{}
-
-// named puts the handler's name in the message's context.
-func named(name string) message.HandlerMiddleware {
-	value := any(name) // converted once, not per message
-	return func(h message.HandlerFunc) message.HandlerFunc {
-		return func(msg *message.Message) ([]*message.Message, error) {
-			msg.SetContext(context.WithValue(msg.Context(), handlerKey{}, value))
-			return h(msg)
-		}
-	}
-}
-
-// handlerName is the name of the handler ctx belongs to, "" outside one.
-func handlerName(ctx context.Context) string {
-	name, _ := ctx.Value(handlerKey{}).(string)
-	return name
 }

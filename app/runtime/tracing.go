@@ -1,11 +1,9 @@
-package app
+package runtime
 
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/url"
-	"os"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/attribute"
@@ -18,81 +16,16 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/hexmill/hexmill/app/config"
 	"github.com/hexmill/hexmill/ports"
 )
-
-// TracingConfig turns on OpenTelemetry tracing. It is off unless Endpoint
-// or the standard OTEL_EXPORTER_OTLP_ENDPOINT (or
-// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set; off, no span is made and no
-// middleware is added.
-type TracingConfig struct {
-	// Endpoint is the OTLP collector's URL, for example
-	// http://127.0.0.1:4317 (gRPC) or http://127.0.0.1:4318 (HTTP; the
-	// path /v1/traces is added when the URL has none). http:// sends in
-	// clear text, https:// with TLS.
-	Endpoint string `yaml:"endpoint"`
-	// Protocol is "grpc" (the default) or "http/protobuf".
-	Protocol string `yaml:"protocol"`
-	// Sampling is the ratio of new traces recorded, 0 to 1 (default 1). A
-	// message that carries a trace follows its producer's decision.
-	Sampling *float64 `yaml:"sampling"`
-}
-
-// Tracing protocols.
-const (
-	TracingGRPC = "grpc"
-	TracingHTTP = "http/protobuf"
-)
-
-// envOTLPEndpoints are the standard variables that turn tracing on when
-// Endpoint is empty; the exporters read them themselves.
-var envOTLPEndpoints = []string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"}
-
-// enabled reports whether tracing is on.
-func (c TracingConfig) enabled() bool {
-	if c.Endpoint != "" {
-		return true
-	}
-	for _, name := range envOTLPEndpoints {
-		if os.Getenv(name) != "" {
-			return true
-		}
-	}
-	return false
-}
-
-func (c TracingConfig) sampling() float64 {
-	if c.Sampling == nil {
-		return 1
-	}
-	return *c.Sampling
-}
-
-// Validate checks the section without connecting anything.
-func (c TracingConfig) Validate() error {
-	switch c.Protocol {
-	case "", TracingGRPC, TracingHTTP:
-	default:
-		return fieldError("tracing.protocol", fmt.Sprintf("unknown protocol %q; use %q or %q", c.Protocol, TracingGRPC, TracingHTTP))
-	}
-	if s := c.sampling(); s < 0 || s > 1 {
-		return fieldError("tracing.sampling", fmt.Sprintf("%v is not a ratio; use a number from 0 to 1", s))
-	}
-	if c.Endpoint != "" {
-		u, err := url.Parse(c.Endpoint)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fieldError("tracing.endpoint", "want the collector's URL, such as http://127.0.0.1:4317")
-		}
-	}
-	return nil
-}
 
 // newTracerProvider returns the OTLP exporting provider, or nil when
 // tracing is off. The exporter connects lazily: a collector that is down
 // costs dropped spans, never a failed start.
-func newTracerProvider(ctx context.Context, cfg Config) (*sdktrace.TracerProvider, error) {
+func newTracerProvider(ctx context.Context, cfg config.Config) (*sdktrace.TracerProvider, error) {
 	t := cfg.Tracing
-	if !t.enabled() {
+	if !t.Enabled() {
 		return nil, nil
 	}
 	var (
@@ -100,7 +33,7 @@ func newTracerProvider(ctx context.Context, cfg Config) (*sdktrace.TracerProvide
 		err error
 	)
 	switch t.Protocol {
-	case TracingHTTP:
+	case config.TracingHTTP:
 		var opts []otlptracehttp.Option
 		if t.Endpoint != "" {
 			opts = append(opts, otlptracehttp.WithEndpointURL(httpTracesURL(t.Endpoint)))
@@ -120,7 +53,7 @@ func newTracerProvider(ctx context.Context, cfg Config) (*sdktrace.TracerProvide
 	return sdktrace.NewTracerProvider(
 		sdktrace.WithBatcher(exp),
 		sdktrace.WithResource(res),
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(t.sampling()))),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(t.Ratio()))),
 	), nil
 }
 
@@ -165,7 +98,10 @@ func newTracing(tp trace.TracerProvider) *tracing {
 // devices/+/telemetry, as the conventions ask for a name of low
 // cardinality), its attributes the concrete one. Attributes are made only
 // for a span that is recorded.
-func (t *tracing) consumer(b Binding) message.HandlerMiddleware {
+func (t *tracing) consumer(b config.Binding) message.HandlerMiddleware {
+	if t == nil {
+		return nil
+	}
 	template := b.Topic
 	if template == "" {
 		template = b.Transport // an Aliyun binding may take every topic
@@ -212,9 +148,12 @@ func (t *tracing) consumer(b Binding) message.HandlerMiddleware {
 
 // handler wraps a handler's run, its retries and its poisoning in a span:
 // retries are its events, and a poisoned message sets its status (see
-// Runtime.poison). Events published and poisoned messages carry its
+// the poison link). Events published and poisoned messages carry its
 // context.
 func (t *tracing) handler(handler string) message.HandlerMiddleware {
+	if t == nil {
+		return nil
+	}
 	name, attr := "handle "+handler, attribute.String("handler", handler)
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
@@ -270,45 +209,4 @@ func poisoned(ctx context.Context, reason error) {
 		span.SetStatus(codes.Error, "poisoned: "+reason.Error())
 		span.SetAttributes(attribute.String("poison.reason", reason.Error()))
 	}
-}
-
-// flusher is a tracer provider that can export what it holds.
-type flusher interface {
-	ForceFlush(context.Context) error
-}
-
-// flushTraces exports the spans still held; stop calls it after the drain
-// and before connections close.
-func (r *Runtime) flushTraces(ctx context.Context) error {
-	if r.ownTracer != nil {
-		if err := r.ownTracer.Shutdown(ctx); err != nil {
-			return fmt.Errorf("tracing: export at stop: %w", err)
-		}
-		return nil
-	}
-	if f, ok := r.tracerProvider.(flusher); ok {
-		if err := f.ForceFlush(ctx); err != nil {
-			return fmt.Errorf("tracing: export at stop: %w", err)
-		}
-	}
-	return nil
-}
-
-// traceHandler adds trace_id and span_id to a log record whose context
-// carries a span.
-type traceHandler struct{ slog.Handler }
-
-func (h traceHandler) Handle(ctx context.Context, r slog.Record) error {
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
-	}
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h traceHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return traceHandler{h.Handler.WithAttrs(attrs)}
-}
-
-func (h traceHandler) WithGroup(name string) slog.Handler {
-	return traceHandler{h.Handler.WithGroup(name)}
 }

@@ -1,4 +1,4 @@
-package app
+package runtime
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package app
+package runtime
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/hexmill/hexmill/app/config"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -16,9 +17,10 @@ import (
 // handler succeeds (no backoff state per message), and it gives up at once
 // on invalid input and when the runtime aborts handlers at stop.
 type retry struct {
-	cfg    RetryConfig
-	abort  context.Context
-	logger *slog.Logger
+	handler string
+	cfg     config.RetryConfig
+	abort   context.Context
+	logger  *slog.Logger
 }
 
 func (r retry) middleware(h message.HandlerFunc) message.HandlerFunc {
@@ -30,7 +32,7 @@ func (r retry) middleware(h message.HandlerFunc) message.HandlerFunc {
 				return out, err
 			}
 			retried(msg.Context(), attempt, err)
-			r.logger.WarnContext(msg.Context(), "handler failed, retrying", "handler", handlerName(msg.Context()),
+			r.logger.WarnContext(msg.Context(), "handler failed, retrying", "handler", r.handler,
 				"message_id", msg.UUID, "attempt", attempt, "max_retries", r.cfg.MaxRetries, "delay", delay, "err", err)
 			timer := time.NewTimer(delay)
 			select {

@@ -1,4 +1,4 @@
-package app
+package config
 
 import (
 	"reflect"
@@ -81,14 +81,14 @@ func TestTopicParams(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			re, err := parseTopicParams(tt.pattern)
+			re, err := ParseTopicParams(tt.pattern)
 			if err != nil {
-				t.Fatalf("parseTopicParams(%q) = %v", tt.pattern, err)
+				t.Fatalf("ParseTopicParams(%q) = %v", tt.pattern, err)
 			}
 			for _, m := range tt.matches {
-				got := topicParams(re, m.topic)
+				got := re.Match(m.topic)
 				if !reflect.DeepEqual(got, m.want) {
-					t.Errorf("topicParams(%q, %q) = %v, want %v", tt.pattern, m.topic, got, m.want)
+					t.Errorf("Match(%q, %q) = %v, want %v", tt.pattern, m.topic, got, m.want)
 				}
 			}
 		})
@@ -96,12 +96,12 @@ func TestTopicParams(t *testing.T) {
 }
 
 func TestTopicParamsEmptyPattern(t *testing.T) {
-	re, err := parseTopicParams("")
+	re, err := ParseTopicParams("")
 	if err != nil || re != nil {
-		t.Fatalf(`parseTopicParams("") = %v, %v; want nil, nil`, re, err)
+		t.Fatalf(`ParseTopicParams("") = %v, %v; want nil, nil`, re, err)
 	}
-	if got := topicParams(nil, "devices/42/telemetry"); got != nil {
-		t.Fatalf("topicParams(nil, ...) = %v, want nil", got)
+	if got := (*TopicParams)(nil).Match("devices/42/telemetry"); got != nil {
+		t.Fatalf("Match on nil = %v, want nil", got)
 	}
 }
 
@@ -124,12 +124,12 @@ func TestParseTopicParamsErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			re, err := parseTopicParams(tt.pattern)
+			re, err := ParseTopicParams(tt.pattern)
 			if err == nil {
-				t.Fatalf("parseTopicParams(%q) = %v, nil; want an error containing %q", tt.pattern, re, tt.want)
+				t.Fatalf("ParseTopicParams(%q) = %v, nil; want an error containing %q", tt.pattern, re, tt.want)
 			}
 			if !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("parseTopicParams(%q) = %q, want it to contain %q", tt.pattern, err, tt.want)
+				t.Errorf("ParseTopicParams(%q) = %q, want it to contain %q", tt.pattern, err, tt.want)
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package app
+package config
 
 import (
 	"fmt"
@@ -8,10 +8,14 @@ import (
 
 var paramName = regexp.MustCompile(`\{([a-z_][a-z0-9_]*)\}`)
 
-// parseTopicParams compiles a pattern such as "devices/{device_id}/telemetry"
+// TopicParams matches the topics of a binding's topic_params pattern and
+// names their segments. A nil *TopicParams matches nothing.
+type TopicParams struct{ re *regexp.Regexp }
+
+// ParseTopicParams compiles a pattern such as "devices/{device_id}/telemetry"
 // into a matcher; each {name} matches one segment (no "/" or "."). An empty
 // pattern gives nil.
-func parseTopicParams(pattern string) (*regexp.Regexp, error) {
+func ParseTopicParams(pattern string) (*TopicParams, error) {
 	if pattern == "" {
 		return nil, nil
 	}
@@ -37,15 +41,20 @@ func parseTopicParams(pattern string) (*regexp.Regexp, error) {
 	}
 	b.WriteString(regexp.QuoteMeta(pattern[last:]))
 	b.WriteString("$")
-	return regexp.Compile(b.String())
+	re, err := regexp.Compile(b.String())
+	if err != nil {
+		return nil, err
+	}
+	return &TopicParams{re: re}, nil
 }
 
-// topicParams returns the named segments of topic, or nil when it does not
+// Match returns the named segments of topic, or nil when it does not
 // match.
-func topicParams(re *regexp.Regexp, topic string) map[string]string {
-	if re == nil {
+func (p *TopicParams) Match(topic string) map[string]string {
+	if p == nil {
 		return nil
 	}
+	re := p.re
 	m := re.FindStringSubmatch(topic)
 	if m == nil {
 		return nil

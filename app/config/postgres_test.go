@@ -1,22 +1,17 @@
-package app_test
+package config_test
 
 import (
-	"errors"
-
-	"github.com/hexmill/hexmill/ports"
-	"go.uber.org/fx"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hexmill/hexmill/adapters/transport/secret"
-	"github.com/hexmill/hexmill/app"
 )
 
 // The postgres section: off by default, on with url or host, every
 // setting from YAML and from HEXMILL_POSTGRES_*, the password never in a
 // dump.
-func TestLoadConfigPostgres(t *testing.T) {
+func TestLoadPostgres(t *testing.T) {
 	l, err := load(env{})
 	if err != nil {
 		t.Fatal(err)
@@ -94,22 +89,4 @@ handlers:
 	eq(t, "host with a url", l.Postgres.Host, "")
 	eq(t, "port with a url", l.Postgres.Port, 0)
 	eq(t, "schema with a url", l.Postgres.Schema, "public")
-}
-
-// -check-config builds the graph without connecting: an idempotent
-// binding without PostgreSQL fails there, with the fix.
-func TestCheckConfigIdempotentWithoutPostgres(t *testing.T) {
-	svc := app.Service{Name: "pgcheck", Defaults: func(c *app.Config) {
-		c.Handlers["test"] = app.Binding{Transport: app.TransportMemory, Topic: inTopic, Idempotent: true}
-	}, Options: []fx.Option{app.AsHandler(func() ports.Handler { return ports.HandlerFunc{HandlerName: "test"} })}}
-	err := app.New(svc, env{"PGCHECK_HTTP_ADDR": "off"}, fx.NopLogger).Err()
-	var ce *app.ConfigError
-	if !errors.As(err, &ce) {
-		t.Fatalf("Err() = %v, want a *app.ConfigError", err)
-	}
-	for _, want := range []string{"handlers.test.idempotent", "PGCHECK_HANDLERS_TEST_IDEMPOTENT", "needs PostgreSQL", "PGCHECK_POSTGRES_URL"} {
-		if !strings.Contains(ce.Error(), want) {
-			t.Errorf("%q does not name %q", ce.Error(), want)
-		}
-	}
 }

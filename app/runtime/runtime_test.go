@@ -1,4 +1,4 @@
-package app_test
+package runtime_test
 
 import (
 	"context"
@@ -19,7 +19,8 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/memory"
 	"github.com/hexmill/hexmill/adapters/transport"
-	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/app/config"
+	"github.com/hexmill/hexmill/app/runtime"
 	"github.com/hexmill/hexmill/integration"
 	"github.com/hexmill/hexmill/ports"
 )
@@ -42,13 +43,13 @@ type testEvent struct {
 
 func (testEvent) EventType() string { return "TestEvent" }
 
-func testConfig() app.Config {
-	cfg := app.DefaultConfig("hexmill")
+func testConfig() config.Config {
+	cfg := config.Default("hexmill")
 	cfg.DrainTimeout = 5 * time.Second
-	cfg.Retry = app.RetryConfig{MaxRetries: 2, InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond, Multiplier: 2}
-	cfg.Handlers = map[string]app.Binding{"test": {Transport: app.TransportMemory, Topic: inTopic, Group: group, Concurrency: 8, TopicParams: "{kind}"}}
-	cfg.Events = map[string]app.EventBinding{"TestEvent": {Transport: app.TransportMemory, Topic: outTopic}}
-	cfg.Poison = app.EventBinding{Transport: app.TransportMemory, Topic: poisonTopic}
+	cfg.Retry = config.RetryConfig{MaxRetries: 2, InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond, Multiplier: 2}
+	cfg.Handlers = map[string]config.Binding{"test": {Transport: config.TransportMemory, Topic: inTopic, Group: group, Concurrency: 8, TopicParams: "{kind}"}}
+	cfg.Events = map[string]config.EventBinding{"TestEvent": {Transport: config.TransportMemory, Topic: outTopic}}
+	cfg.Poison = config.EventBinding{Transport: config.TransportMemory, Topic: poisonTopic}
 	return cfg
 }
 
@@ -64,16 +65,16 @@ func newBroker(t *testing.T) *memory.Transport {
 // startRuntime runs handle as handler "test" on broker; it returns the
 // runtime and its publisher, and stops it when the test ends unless the
 // test stopped it.
-func startRuntime(t *testing.T, cfg app.Config, broker *memory.Transport, handle func(ctx context.Context, pub ports.Publisher, msg ports.Message) error) *app.Runtime {
+func startRuntime(t *testing.T, cfg config.Config, broker *memory.Transport, handle func(ctx context.Context, pub ports.Publisher, msg ports.Message) error) *runtime.Runtime {
 	t.Helper()
-	pub := app.NewPublisher()
+	pub := runtime.NewPublisher()
 	h := ports.HandlerFunc{HandlerName: "test", Func: func(ctx context.Context, msg ports.Message) error {
 		return handle(ctx, pub, msg)
 	}}
-	rt, err := app.NewRuntime(app.RuntimeParams{
+	rt, err := runtime.New(runtime.Params{
 		Config:     cfg,
 		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Transports: []app.Opener{app.MemoryOpener(broker)},
+		Transports: []runtime.Opener{memoryOpener(broker)},
 		Handlers:   []ports.Handler{h},
 		Publisher:  pub,
 	})
@@ -85,6 +86,17 @@ func startRuntime(t *testing.T, cfg app.Config, broker *memory.Transport, handle
 	}
 	t.Cleanup(func() { _ = rt.Stop(context.Background()) })
 	return rt
+}
+
+// memoryOpener opens the in-memory transport b, as app.MemoryOpener does
+// in the fx graph.
+func memoryOpener(b *memory.Transport) runtime.Opener {
+	return runtime.Opener{Name: config.TransportMemory, Open: func(ctx context.Context) (transport.Transport, error) {
+		if err := b.Open(ctx); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}}
 }
 
 func publish(t *testing.T, b *memory.Transport, topic, id, payload string) *message.Message {
@@ -258,7 +270,7 @@ func TestPoisonAfterRetries(t *testing.T) {
 				middleware.ReasonForPoisonedKey:  tt.err.Error(),
 				middleware.PoisonedHandlerKey:    "test",
 				middleware.PoisonedTopicKey:      inTopic,
-				middleware.PoisonedSubscriberKey: app.TransportMemory,
+				middleware.PoisonedSubscriberKey: config.TransportMemory,
 			} {
 				if got := poisoned.Metadata.Get(key); got != want {
 					t.Errorf("poisoned message's %s = %q, want %q", key, got, want)
@@ -385,19 +397,19 @@ func TestMetadataAndCorrelation(t *testing.T) {
 	}
 }
 
-func TestNewRuntimeRefusesUnboundHandlers(t *testing.T) {
+func TestNewRefusesUnboundHandlers(t *testing.T) {
 	cfg := testConfig()
 	h := ports.HandlerFunc{HandlerName: "unbound", Func: func(context.Context, ports.Message) error { return nil }}
-	_, err := app.NewRuntime(app.RuntimeParams{Config: cfg, Transports: []app.Opener{app.MemoryOpener(newBroker(t))}, Handlers: []ports.Handler{h}})
-	var ce *app.ConfigError
+	_, err := runtime.New(runtime.Params{Config: cfg, Transports: []runtime.Opener{memoryOpener(newBroker(t))}, Handlers: []ports.Handler{h}})
+	var ce *ports.FieldError
 	if !errors.As(err, &ce) || ce.Field != "handlers.unbound" {
-		t.Fatalf("err = %v, want a ConfigError on handlers.unbound", err)
+		t.Fatalf("err = %v, want a *ports.FieldError on handlers.unbound", err)
 	}
 }
 
 // Handlers that declare their events (ports.Emitter) have them checked
 // against events.* when the runtime is built: a typo names the closest key.
-func TestNewRuntimeChecksDeclaredEvents(t *testing.T) {
+func TestNewChecksDeclaredEvents(t *testing.T) {
 	noop := func(context.Context, ports.Message) error { return nil }
 	declaring := func(name string, events ...string) ports.Handler {
 		return ports.HandlerFunc{HandlerName: name, Func: noop, Events: append([]string{}, events...)} // declared, maybe empty
@@ -426,25 +438,25 @@ func TestNewRuntimeChecksDeclaredEvents(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig()
-			cfg.Events = map[string]app.EventBinding{}
+			cfg.Events = map[string]config.EventBinding{}
 			for _, e := range tc.events {
-				cfg.Events[e] = app.EventBinding{Transport: app.TransportMemory, Topic: outTopic}
+				cfg.Events[e] = config.EventBinding{Transport: config.TransportMemory, Topic: outTopic}
 			}
 			for _, h := range tc.handlers {
 				if _, ok := cfg.Handlers[h.Name()]; !ok {
-					cfg.Handlers[h.Name()] = app.Binding{Transport: app.TransportMemory, Topic: "other"}
+					cfg.Handlers[h.Name()] = config.Binding{Transport: config.TransportMemory, Topic: "other"}
 				}
 			}
-			_, err := app.NewRuntime(app.RuntimeParams{Config: cfg, Transports: []app.Opener{app.MemoryOpener(newBroker(t))}, Handlers: tc.handlers})
+			_, err := runtime.New(runtime.Params{Config: cfg, Transports: []runtime.Opener{memoryOpener(newBroker(t))}, Handlers: tc.handlers})
 			if tc.field == "" {
 				if err != nil {
-					t.Fatalf("NewRuntime: %v", err)
+					t.Fatalf("New: %v", err)
 				}
 				return
 			}
-			var ce *app.ConfigError
+			var ce *ports.FieldError
 			if !errors.As(err, &ce) || ce.Field != tc.field {
-				t.Fatalf("err = %v, want a ConfigError on %s", err, tc.field)
+				t.Fatalf("err = %v, want a *ports.FieldError on %s", err, tc.field)
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
@@ -495,7 +507,7 @@ func TestPublishFailureIsRedeliveredNotPoisoned(t *testing.T) {
 
 // broken is a publisher whose broker is down: the runtime's publisher
 // before start.
-var broken = app.NewPublisher()
+var broken = runtime.NewPublisher()
 
 // The binding's concurrency is how many handlers run at once.
 func TestHandlersRunConcurrently(t *testing.T) {
@@ -530,13 +542,13 @@ func TestHandlersRunConcurrently(t *testing.T) {
 func TestEndedSubscriptionIsNotReady(t *testing.T) {
 	broker := newBroker(t)
 	msgs := make(chan *message.Message)
-	opener := app.Opener{Name: app.TransportMemory, Open: func(context.Context) (transport.Transport, error) {
+	opener := runtime.Opener{Name: config.TransportMemory, Open: func(context.Context) (transport.Transport, error) {
 		return chanTransport{Transport: broker, msgs: msgs}, nil
 	}}
 	h := ports.HandlerFunc{HandlerName: "test", Func: func(context.Context, ports.Message) error { return nil }}
-	rt, err := app.NewRuntime(app.RuntimeParams{
+	rt, err := runtime.New(runtime.Params{
 		Config: testConfig(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Transports: []app.Opener{opener}, Handlers: []ports.Handler{h},
+		Transports: []runtime.Opener{opener}, Handlers: []ports.Handler{h},
 	})
 	if err != nil {
 		t.Fatal(err)
