@@ -52,11 +52,7 @@ type Subscriber struct {
 
 	closing   chan struct{}
 	closeOnce sync.Once
-	wg        sync.WaitGroup // route watchers
-
-	mu     sync.Mutex
-	closed bool
-	routes []*route
+	subs      transport.Subscriptions[delivery] // one Handout per route
 }
 
 var _ message.Subscriber = (*Subscriber)(nil)
@@ -107,21 +103,15 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		sub: s, filter: topic, levels: strings.Split(topic, "/"), specificity: specificity(topic),
 		h: transport.NewHandout(ctx, s.concurrency, settle),
 	}
-	s.mu.Lock()
-	if s.closed || !s.c.addHandout(r.h) {
-		s.mu.Unlock()
+	if !s.subs.Add(r.h) || !s.c.subs.Add(r.h) {
 		r.h.Close()
 		return nil, ErrClosed
 	}
-	s.routes = append(s.routes, r)
-	s.wg.Add(1)
-	s.mu.Unlock()
 	s.c.addRoute(r)
-	go func() {
-		defer s.wg.Done()
+	r.h.Go(func() {
 		<-r.h.Stopped() // the Subscribe context ended, or Close
 		s.c.removeRoute(r)
-	}()
+	})
 	s.c.logger.Debug("aliyun: subscribed", watermill.LogFields{"handler": s.name, "topic_filter": topic})
 	return r.h.Output(), nil
 }
@@ -130,18 +120,8 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 // settled (accepts those acked with Ack), and waits until every message
 // it handed out is settled. Safe to call more than once.
 func (s *Subscriber) Close() error {
-	s.mu.Lock()
-	if !s.closed {
-		s.closed = true
-		close(s.closing)
-	}
-	routes := s.routes
-	s.mu.Unlock()
-	for _, r := range routes {
-		r.h.Close()
-		s.c.removeHandout(r.h)
-	}
-	s.wg.Wait()
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.subs.Close()
 	return nil
 }
 

@@ -60,9 +60,9 @@ type Transport struct {
 	stats   counters
 	loggedT map[string]bool // unmatched topics already logged
 
-	// handouts are the subscriptions' (transport.Handout); Close closes
-	// them, which releases what they handed out and is unsettled.
-	handouts map[*transport.Handout[delivery]]struct{}
+	// subs are the Handouts of every subscription; Close closes them,
+	// which releases what they handed out and is unsettled.
+	subs transport.Subscriptions[delivery]
 }
 
 type counters struct {
@@ -107,7 +107,6 @@ func New(cfg Config, logger watermill.LoggerAdapter, opts ...Option) (*Transport
 		cancelBase: cancel,
 		closing:    make(chan struct{}),
 		loggedT:    map[string]bool{},
-		handouts:   map[*transport.Handout[delivery]]struct{}{},
 	}
 	for i := range cfg.Connections {
 		c.conns = append(c.conns, &connection{c: c, index: i, clientID: cfg.clientID(i), up: make(chan struct{}), failed: make(chan struct{}, 1)})
@@ -212,32 +211,9 @@ func (c *Transport) Close() error {
 		c.mu.Unlock()
 		c.cancelBase()
 	})
-	c.mu.Lock()
-	handouts := c.handouts
-	c.handouts = nil // Subscribe refuses from now on
-	c.mu.Unlock()
-	for h := range handouts {
-		h.Close()
-	}
+	c.subs.Close()
 	c.wg.Wait()
 	return nil
-}
-
-// addHandout registers h for Close; false once the transport is closing.
-func (c *Transport) addHandout(h *transport.Handout[delivery]) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.handouts == nil {
-		return false
-	}
-	c.handouts[h] = struct{}{}
-	return true
-}
-
-func (c *Transport) removeHandout(h *transport.Handout[delivery]) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.handouts, h)
 }
 
 // addRoute registers r and turns intake on.

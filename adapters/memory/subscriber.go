@@ -3,7 +3,6 @@ package memory
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -30,11 +29,7 @@ type Subscriber struct {
 	group       string
 	concurrency int
 
-	wg sync.WaitGroup // consume loops
-
-	mu       sync.Mutex
-	closed   bool
-	handouts []*transport.Handout[*message.Message]
+	subs transport.Subscriptions[*message.Message]
 }
 
 var _ message.Subscriber = (*Subscriber)(nil)
@@ -57,19 +52,9 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 			s.broker.requeue(q, msg.Copy())
 		}
 	})
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		h.Close()
+	if !s.subs.Add(h) || !h.Go(func() { s.consume(h, q) }) {
 		return nil, ErrClosed
 	}
-	s.handouts = append(s.handouts, h)
-	s.wg.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer s.wg.Done()
-		s.consume(h, q)
-	}()
 	return h.Output(), nil
 }
 
@@ -106,13 +91,6 @@ func (s *Subscriber) next(h *transport.Handout[*message.Message], q *queue) *mes
 // Close stops every subscription, puts unsettled messages back and waits
 // for the subscriber's goroutines. It is safe to call more than once.
 func (s *Subscriber) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	handouts := s.handouts
-	s.mu.Unlock()
-	for _, h := range handouts {
-		h.Close()
-	}
-	s.wg.Wait()
+	s.subs.Close()
 	return nil
 }

@@ -54,7 +54,7 @@ type Subscriber struct {
 	cancelBase context.CancelFunc
 	closing    chan struct{}
 	closeOnce  sync.Once
-	wg         sync.WaitGroup // manager, consume loops and nack goroutines
+	wg         sync.WaitGroup // manager and nack goroutines
 	kick       chan struct{}
 	lastErr    lastError
 
@@ -75,7 +75,7 @@ type Subscriber struct {
 	connCtx    context.Context
 	connCancel context.CancelFunc
 	routes     []*route
-	handouts   []*transport.Handout[delivery] // one per Subscribe
+	subs       transport.Subscriptions[delivery] // one Handout per Subscribe
 	// acks are the current connection's QoS 1/2 messages in arrival
 	// order, not yet acknowledged to the broker; sendAcks sends the
 	// handled prefix.
@@ -227,19 +227,9 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, err
 	}
 	h := transport.NewHandout(ctx, s.concurrency, s.settle)
-	s.mu.Lock()
-	if s.isClosing() {
-		s.mu.Unlock()
-		h.Close()
+	if !s.subs.Add(h) || !h.Go(func() { s.consume(h, r) }) {
 		return nil, ErrClosed
 	}
-	s.handouts = append(s.handouts, h)
-	s.wg.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer s.wg.Done()
-		s.consume(h, r)
-	}()
 	return h.Output(), nil
 }
 
@@ -805,14 +795,11 @@ func (s *Subscriber) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		close(s.closing)
-		handouts := s.handouts
 		s.mu.Unlock()
 		// Every message is settled: what was acked is acked, the rest
 		// stays unacked (a nack spawns nothing once closing). The settles
 		// under way have returned.
-		for _, h := range handouts {
-			h.Close()
-		}
+		s.subs.Close()
 		s.cancelBase()
 		s.wg.Wait()
 		s.connMu.Lock()

@@ -76,10 +76,7 @@ type Subscriber struct {
 
 	closing   chan struct{}
 	closeOnce sync.Once
-	wg        sync.WaitGroup // consumers and subscription closers
-
-	mu       sync.Mutex
-	handouts []*transport.Handout[amqp.Delivery] // one per Subscribe
+	subs      transport.Subscriptions[amqp.Delivery] // one Handout per Subscribe
 }
 
 var (
@@ -152,15 +149,10 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}
 	subCtx, cancel := context.WithCancel(ctx)
 	h := transport.NewHandout(subCtx, s.cfg.prefetch, s.settle)
-	s.mu.Lock()
-	if s.isClosing() {
-		s.mu.Unlock()
+	if !s.subs.Add(h) {
 		cancel()
-		h.Close()
 		return nil, ErrClosed
 	}
-	s.handouts = append(s.handouts, h)
-	s.mu.Unlock()
 	started := make(chan error, s.cfg.consumers)
 	var consumers sync.WaitGroup
 	prefetch := max(1, (s.cfg.prefetch+s.cfg.consumers-1)/s.cfg.consumers)
@@ -170,19 +162,18 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 			tag: strings.TrimPrefix(fmt.Sprintf("%s.%s.%d", s.client.cfg.ConnectionName, s.cfg.name, consumerSeq.Add(1)), "."),
 		}
 		consumers.Add(1)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		if !h.Go(func() {
 			defer consumers.Done()
 			k.run(subCtx, started)
-		}()
+		}) {
+			consumers.Done()
+			started <- ErrClosed
+		}
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	h.Go(func() {
 		consumers.Wait()
 		cancel()
-	}()
+	})
 	var errs []error
 	for range s.cfg.consumers {
 		if err := <-started; err != nil {
@@ -200,18 +191,8 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 // with requeue), closes the channels and waits for the subscriber's
 // goroutines. It is safe to call more than once.
 func (s *Subscriber) Close() error {
-	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		close(s.closing)
-		s.mu.Unlock()
-	})
-	s.mu.Lock()
-	handouts := s.handouts
-	s.mu.Unlock()
-	for _, h := range handouts {
-		h.Close()
-	}
-	s.wg.Wait()
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.subs.Close()
 	return nil
 }
 

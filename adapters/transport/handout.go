@@ -24,7 +24,8 @@ import (
 //		}
 //	}
 //
-// and its Close calls h.Close, which hands back what is unsettled.
+// run on a goroutine of the Handout's (Go), and its Close closes its
+// Subscriptions, which hand back what is unsettled.
 //
 // Intake stops when the Subscribe context ends or at Close: Acquire and
 // Send return false, Stopped is closed, and the output channel closes once
@@ -51,6 +52,7 @@ type Handout[T any] struct {
 	senders   sync.WaitGroup // Sends under way
 
 	mu        sync.Mutex
+	closed    bool                      // Close has begun: Go refuses
 	stopped   bool                      // intake stopped: Send refuses
 	n         int                       // counted (handed out or being sent) and not settled
 	idle      chan struct{}             // closed when n drops to 0
@@ -85,6 +87,23 @@ func NewHandout[T any](subscribe context.Context, slots int, settle func(token T
 		h.stopIntake()
 	}()
 	return h
+}
+
+// Go runs f, an intake loop of the adapter's, on a goroutine Close waits
+// for; f must return once intake stops. It returns false, running
+// nothing, once Close has begun.
+func (h *Handout[T]) Go(f func()) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.owned.Add(1)
+	go func() {
+		defer h.owned.Done()
+		f()
+	}()
+	return true
 }
 
 // Output is the channel Subscribe returns.
@@ -152,65 +171,11 @@ func (h *Handout[T]) Send(msg *message.Message, token T) bool {
 	return true
 }
 
-// WaitSettled returns once every message handed out is settled, or once
-// Close has begun: a subscriber whose wire must stay open for the settles
-// (an AMQP channel) waits here after intake stopped.
+// WaitSettled returns once every message handed out is settled: a
+// subscriber whose wire must stay open for the settles (an AMQP channel)
+// waits here after intake stopped. Close settles what is left, so it
+// returns then at the latest.
 func (h *Handout[T]) WaitSettled() {
-	for {
-		h.mu.Lock()
-		if h.n == 0 {
-			h.mu.Unlock()
-			return
-		}
-		if h.idle == nil {
-			h.idle = make(chan struct{})
-		}
-		idle := h.idle
-		h.mu.Unlock()
-		select {
-		case <-idle:
-		case <-h.closing:
-			return
-		}
-	}
-}
-
-// Close stops intake, hands back every message still unsettled (settle
-// with false; an ack given with Ack before Close counts as an ack), which
-// ends their contexts, and returns once every settle under way has
-// returned and every goroutine of the Handout has ended. It is safe to
-// call more than once and from several goroutines.
-func (h *Handout[T]) Close() {
-	h.closeOnce.Do(func() { close(h.closing) })
-	<-h.outClosed // no Send is under way any more
-	h.mu.Lock()
-	back := make([]*delivery[T], 0, len(h.unsettled))
-	for d := range h.unsettled {
-		back = append(back, d)
-	}
-	h.mu.Unlock()
-	for _, d := range back {
-		d.Settle(h.bridge && acked(d.msg))
-	}
-	h.waitIdle()
-	h.owned.Wait()
-}
-
-// stopIntake refuses further Sends and closes the output channel once the
-// Sends under way returned.
-func (h *Handout[T]) stopIntake() {
-	h.mu.Lock()
-	h.stopped = true
-	close(h.intake)
-	h.mu.Unlock()
-	h.senders.Wait()
-	close(h.out)
-	close(h.outClosed)
-}
-
-// waitIdle returns once nothing counted is unsettled, whatever Close has
-// begun: the settles under way reach their wire first.
-func (h *Handout[T]) waitIdle() {
 	for {
 		h.mu.Lock()
 		if h.n == 0 {
@@ -224,6 +189,44 @@ func (h *Handout[T]) waitIdle() {
 		h.mu.Unlock()
 		<-idle
 	}
+}
+
+// Close stops intake, hands back every message still unsettled (settle
+// with false; an ack given with Ack before Close counts as an ack), which
+// ends their contexts, and returns once every settle under way has
+// returned and every goroutine of the Handout has ended. It is safe to
+// call more than once and from several goroutines.
+func (h *Handout[T]) Close() {
+	h.closeOnce.Do(func() {
+		h.mu.Lock()
+		h.closed = true
+		h.mu.Unlock()
+		close(h.closing)
+	})
+	<-h.outClosed // no Send is under way any more
+	h.mu.Lock()
+	back := make([]*delivery[T], 0, len(h.unsettled))
+	for d := range h.unsettled {
+		back = append(back, d)
+	}
+	h.mu.Unlock()
+	for _, d := range back {
+		d.Settle(h.bridge && acked(d.msg))
+	}
+	h.WaitSettled() // the settles under way reach their wire first
+	h.owned.Wait()
+}
+
+// stopIntake refuses further Sends and closes the output channel once the
+// Sends under way returned.
+func (h *Handout[T]) stopIntake() {
+	h.mu.Lock()
+	h.stopped = true
+	close(h.intake)
+	h.mu.Unlock()
+	h.senders.Wait()
+	close(h.out)
+	close(h.outClosed)
 }
 
 // untrack forgets a settled (or unsent) delivery.
@@ -271,4 +274,39 @@ func (d *delivery[T]) Settle(acked bool) {
 	d.h.settle(d.token, acked)
 	<-d.h.slots
 	d.h.untrack(d)
+}
+
+// Subscriptions are the Handouts of one subscriber (or transport), closed
+// together. The zero value is ready to use.
+type Subscriptions[T any] struct {
+	mu       sync.Mutex
+	closed   bool
+	handouts []*Handout[T]
+}
+
+// Add registers h; once Close has begun it closes h and returns false.
+func (s *Subscriptions[T]) Add(h *Handout[T]) bool {
+	s.mu.Lock()
+	if !s.closed {
+		s.handouts = append(s.handouts, h)
+		s.mu.Unlock()
+		return true
+	}
+	s.mu.Unlock()
+	h.Close()
+	return false
+}
+
+// Close closes every Handout (each hands back what it has unsettled and
+// waits for its goroutines); Add refuses from then on. It is safe to call
+// more than once.
+func (s *Subscriptions[T]) Close() {
+	s.mu.Lock()
+	s.closed = true
+	handouts := s.handouts
+	s.handouts = nil
+	s.mu.Unlock()
+	for _, h := range handouts {
+		h.Close()
+	}
 }
