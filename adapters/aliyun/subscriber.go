@@ -75,7 +75,6 @@ func (c *Transport) Subscriber(cfg SubscriberConfig) (message.Subscriber, error)
 type route struct {
 	sub         *Subscriber
 	filter      string
-	levels      []string // filter split at "/"
 	specificity int
 	h           *transport.Handout[delivery]
 }
@@ -100,7 +99,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, err
 	}
 	r := &route{
-		sub: s, filter: topic, levels: strings.Split(topic, "/"), specificity: specificity(topic),
+		sub: s, filter: topic, specificity: specificity(topic),
 		h: transport.NewHandout(ctx, s.concurrency, settle),
 	}
 	if !s.subs.Add(r.h) || !s.c.subs.Add(r.h) {
@@ -123,28 +122,6 @@ func (s *Subscriber) Close() error {
 	s.closeOnce.Do(func() { close(s.closing) })
 	s.subs.Close()
 	return nil
-}
-
-// matches is MatchTopic(r.filter, topic) without allocating.
-func (r *route) matches(topic string) bool {
-	if r.specificity == 0 {
-		return true
-	}
-	rest, done := topic, false
-	for i, f := range r.levels {
-		if f == "#" && i == len(r.levels)-1 {
-			return true
-		}
-		if done {
-			return false
-		}
-		level, tail, more := strings.Cut(rest, "/")
-		if f != "+" && f != level {
-			return false
-		}
-		rest, done = tail, !more
-	}
-	return done
 }
 
 type offerResult int

@@ -263,7 +263,7 @@ func (c *Transport) match(topic string) *route {
 	}
 	var best *route
 	for _, r := range *p {
-		if (best == nil || r.specificity > best.specificity) && r.matches(topic) {
+		if (best == nil || r.specificity > best.specificity) && transport.MatchTopic(r.filter, topic) {
 			best = r
 		}
 	}

@@ -483,7 +483,7 @@ func (s *Subscriber) onPublish(pr paho.PublishReceived) (bool, error) {
 	}
 	var target *route
 	for _, r := range s.routes {
-		if matches(r.filter, in.pb.Topic) {
+		if transport.MatchTopic(r.filter, in.pb.Topic) {
 			target = r
 			break
 		}
