@@ -515,9 +515,8 @@ const roomWait = time.Second
 // waitRoom holds paho's receive goroutine while r's queue holds
 // ReceiveMaximum messages or more. A broker that keeps to the Receive
 // Maximum never fills it (the handed-out messages count against it too);
-// mosquitto 2.0 does not keep to it once acks flow (with Receive Maximum
-// 100 it had over 14 000 unacked messages out to a slowly acking client),
-// and without this bound a backlog at the broker would move into this
+// mosquitto 2.0 does not keep to it once acks flow (docs/mqtt.md), and
+// without this bound a backlog at the broker would move into this
 // process's memory. Waiting here stops paho reading the connection, so the
 // backlog stays in the broker (TCP back-pressure); it ends as soon as a
 // consumer takes a message, at Close, or after roomWait at most (paho
@@ -600,8 +599,8 @@ func (s *Subscriber) sendAcks() {
 
 // ackSession is the session state of a subscriber's connection. paho's
 // own manual acknowledgement keeps unacked messages in a list it scans on
-// every arrival and every ack: at a Receive Maximum of 4 096, a seventh of
-// the service's CPU in the end-to-end benchmark. So the connection runs
+// every arrival and every ack, which costs in proportion to the Receive
+// Maximum per message (docs/bench). So the connection runs
 // without it, and paho asks the session to ack each PUBLISH as soon as
 // OnPublishReceived returned; ackSession ignores that, and the subscriber
 // sends its acks through the session itself (sendAcks), once handled.

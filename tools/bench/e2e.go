@@ -56,11 +56,9 @@ const EnvBenchE2EInFlight = "HEXMILL_BENCH_E2E_INFLIGHT"
 // e2eInFlight is how many messages both sides handle at once (the
 // telemetry binding's concurrency; the raw pipeline's workers). Persistent
 // messages are confirmed by RabbitMQ after its fsync, so throughput is
-// about in-flight / confirm latency: the service's default of 64 caps it
-// near 3 000 msg/s on this machine's disk. More in flight also lowers
-// RabbitMQ's CPU per message, as it confirms and syncs larger batches:
-// from 512 to 1 024, 93-103 to 74-83 µs, and the backlog drained at about
-// 12 000 msg/s instead of 9 500-11 000 on both sides.
+// about in-flight / confirm latency, and more in flight lowers RabbitMQ's
+// CPU per message, as it confirms and syncs larger batches (docs/bench
+// has the figures).
 func e2eInFlight() int {
 	if n, err := strconv.Atoi(os.Getenv(EnvBenchE2EInFlight)); err == nil && n > 0 {
 		return n

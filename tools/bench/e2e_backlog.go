@@ -3,8 +3,8 @@ package bench
 // The end-to-end case without its load on the same cores: the pipeline
 // drains a backlog. In the live case (e2e.go) the generator and the sink
 // consumer, stand-ins for devices and for the services downstream, share
-// the two cores with the brokers and the pipeline, and take a fifth to a
-// third of them. Here each side's pipeline subscribes (its persistent
+// the two cores with the brokers and the pipeline, and take a good part
+// of them. Here each side's pipeline subscribes (its persistent
 // MQTT session and $share subscription), stops, the generator queues all
 // the messages in mosquitto, and the pipeline starts again and drains
 // them: MQTT QoS 1 in, alerts published persistent and confirmed to

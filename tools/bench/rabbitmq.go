@@ -61,8 +61,8 @@ func init() {
 		Raw:     func(ctx context.Context, o Options) (Result, error) { return rawPublish(ctx, o, 1, false) },
 		Hexmill: func(ctx context.Context, o Options) (Result, error) { return hexmillPublish(ctx, o, 1) },
 		Baselines: map[string]Run{
-			// One confirm awaited per message is slow: a fifth of the
-			// messages give its rate.
+			// One confirm awaited per message is slow: fewer messages
+			// give its rate.
 			"watermill-amqp ConfirmDelivery": func(ctx context.Context, o Options) (Result, error) {
 				o.Messages = max(o.Messages/5, o.Publishers)
 				return watermillPublish(ctx, o, 1)
