@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/adapters/transport/secret"
 	"github.com/hexmill/hexmill/ports"
 )
@@ -99,6 +100,11 @@ type Config struct {
 	// source costs one drain per StallTimeout); a drain unanswered for as
 	// long reconnects.
 	StallTimeout time.Duration `yaml:"stall_timeout"`
+	// MaxMessageBytes is the largest message a subscriber hands out
+	// (bindings may lower or raise it: handlers.<name>.max_message_bytes);
+	// a larger one is poisoned with reason too_large. 0 means
+	// transport.DefaultMaxMessageBytes (1 MiB).
+	MaxMessageBytes int `yaml:"max_message_bytes"`
 }
 
 // ReconnectConfig is the backoff between connection attempts.
@@ -114,6 +120,9 @@ type ReconnectConfig struct {
 
 // SetDefaults fills the zero values with defaults. It is idempotent.
 func (c *Config) SetDefaults() {
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = transport.DefaultMaxMessageBytes
+	}
 	if c.Port == 0 {
 		c.Port = 5671
 	}
@@ -167,6 +176,9 @@ func (c *Config) SetDefaults() {
 
 // Validate reports the first invalid field, named as in YAML, with the fix.
 func (c Config) Validate() error {
+	if err := transport.CheckMaxMessageBytes("max_message_bytes", c.MaxMessageBytes); err != nil {
+		return err
+	}
 	switch {
 	case c.Host == "" && c.IotInstanceID == "" && (c.UID == "" || c.RegionID == ""):
 		return &ports.FieldError{Field: "host", Fix: "must be set, or built from iot_instance_id, or from uid and region_id"}

@@ -21,6 +21,11 @@ type Config struct {
 	// QueueLimit bounds each queue; a publish to a full queue fails (the
 	// caller retries) rather than growing memory without bound.
 	QueueLimit int `yaml:"queue_limit"`
+	// MaxMessageBytes is the largest message a subscriber hands out
+	// (bindings may lower or raise it: handlers.<name>.max_message_bytes);
+	// a larger one is poisoned with reason too_large. 0 means
+	// transport.DefaultMaxMessageBytes (1 MiB).
+	MaxMessageBytes int `yaml:"max_message_bytes"`
 }
 
 // DefaultQueueLimit is Config.QueueLimit's default.
@@ -28,6 +33,9 @@ const DefaultQueueLimit = 100_000
 
 // SetDefaults fills the zero values with defaults. It is idempotent.
 func (c *Config) SetDefaults() {
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = transport.DefaultMaxMessageBytes
+	}
 	if c.QueueLimit == 0 {
 		c.QueueLimit = DefaultQueueLimit
 	}
@@ -35,6 +43,9 @@ func (c *Config) SetDefaults() {
 
 // Validate reports the first invalid field, named as in YAML, with the fix.
 func (c Config) Validate() error {
+	if err := transport.CheckMaxMessageBytes("max_message_bytes", c.MaxMessageBytes); err != nil {
+		return err
+	}
 	if c.QueueLimit < 1 {
 		return &ports.FieldError{Field: "queue_limit", Fix: "must be 1 or more, e.g. 100000"}
 	}

@@ -72,6 +72,11 @@ type Config struct {
 	// Service fills {service} in ClientID; the app sets it from the
 	// top-level service name.
 	Service string `yaml:"-"`
+	// MaxMessageBytes is the largest message a subscriber hands out
+	// (bindings may lower or raise it: handlers.<name>.max_message_bytes);
+	// a larger one is poisoned with reason too_large. 0 means
+	// transport.DefaultMaxMessageBytes (1 MiB).
+	MaxMessageBytes int `yaml:"max_message_bytes"`
 }
 
 // TLSConfig configures TLS for mqtts:// and wss:// servers.
@@ -104,6 +109,9 @@ const (
 
 // SetDefaults fills the zero values with defaults. It is idempotent.
 func (c *Config) SetDefaults() {
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = transport.DefaultMaxMessageBytes
+	}
 	if len(c.Servers) == 0 {
 		c.Servers = []string{"mqtt://127.0.0.1:1883"}
 	}
@@ -151,6 +159,9 @@ func (c *Config) SetDefaults() {
 // Validate reports the first invalid field, named as in YAML, with the fix.
 // It never prints the password.
 func (c Config) Validate() error {
+	if err := transport.CheckMaxMessageBytes("max_message_bytes", c.MaxMessageBytes); err != nil {
+		return err
+	}
 	if len(c.Servers) == 0 {
 		return &ports.FieldError{Field: "servers", Fix: "at least one server URL, e.g. mqtt://127.0.0.1:1883"}
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/adapters/transport/secret"
 	"github.com/hexmill/hexmill/adapters/transport/tlsfiles"
 	"github.com/hexmill/hexmill/ports"
@@ -55,6 +56,11 @@ type Config struct {
 	Exchanges []ExchangeConfig `yaml:"exchanges"`
 	Queues    []QueueConfig    `yaml:"queues"`
 	Bindings  []BindingConfig  `yaml:"bindings"`
+	// MaxMessageBytes is the largest message a subscriber hands out
+	// (bindings may lower or raise it: handlers.<name>.max_message_bytes);
+	// a larger one is poisoned with reason too_large. 0 means
+	// transport.DefaultMaxMessageBytes (1 MiB).
+	MaxMessageBytes int `yaml:"max_message_bytes"`
 }
 
 // TLSConfig configures amqps. TLS is on when the URL is amqps:// or
@@ -222,6 +228,9 @@ const (
 
 // SetDefaults fills the zero values with defaults. It is idempotent.
 func (c *Config) SetDefaults() {
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = transport.DefaultMaxMessageBytes
+	}
 	if c.URL == "" && c.Host == "" {
 		c.URL = DefaultURL
 	}
@@ -273,6 +282,9 @@ func setBool(p **bool, v bool) {
 
 // Validate reports the first invalid field, named as in YAML, with the fix.
 func (c Config) Validate() error {
+	if err := transport.CheckMaxMessageBytes("max_message_bytes", c.MaxMessageBytes); err != nil {
+		return err
+	}
 	if c.URL != "" {
 		u, err := url.Parse(string(c.URL))
 		if err != nil {

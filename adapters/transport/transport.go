@@ -85,6 +85,12 @@ type SubscriberConfig struct {
 	// settled) at once: prefetch, Receive Maximum, link credit. Below 1
 	// means 1.
 	Concurrency int
+	// MaxMessageBytes is the binding's largest message (payload bytes);
+	// 0 means the transport's own max_message_bytes. An adapter uses it
+	// where its wire can refuse larger messages (MQTT Maximum Packet
+	// Size, AMQP 1.0 max-message-size); the runtime poisons a larger
+	// message that still arrives, before it is decoded.
+	MaxMessageBytes int
 	// Options are the binding's transport-specific settings (for example
 	// MQTT "qos"). Transports reject keys they do not know.
 	Options map[string]string

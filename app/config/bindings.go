@@ -47,8 +47,22 @@ type Binding struct {
 	// senders that set no ID (most MQTT devices), whose redeliveries would
 	// otherwise each get a new one. With "content", two messages with the
 	// same topic and payload are one message.
-	MessageID string            `yaml:"message_id"`
-	Options   map[string]string `yaml:"options"`
+	MessageID string `yaml:"message_id"`
+	// MaxMessageBytes overrides the transport's max_message_bytes for
+	// this binding: a larger message is never decoded nor handled, it is
+	// poisoned (reason too_large) with the first PoisonPayloadBytes of
+	// its payload. 0 takes the transport's.
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// MaxHandbacks bounds how often a message may be handed back to its
+	// broker (its events could not be published, the database was
+	// unavailable) before it is poisoned (reason handed_back_too_often).
+	// 0, the default, never poisons a message for being handed back.
+	MaxHandbacks int `yaml:"max_handbacks"`
+	// HandlerTimeout bounds one attempt of the handler: its context is
+	// cancelled then, and the attempt counts as failed (retried, then
+	// poisoned). 0, the default, sets no bound.
+	HandlerTimeout time.Duration     `yaml:"handler_timeout"`
+	Options        map[string]string `yaml:"options"`
 }
 
 // Message identities of a binding (Binding.MessageID).

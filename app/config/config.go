@@ -419,6 +419,9 @@ func (c Config) validate() error {
 		if b.Concurrency < 1 {
 			return &ports.FieldError{Field: path + ".concurrency", Fix: "must be 1 or more"}
 		}
+		if err := b.checkBounds(path); err != nil {
+			return err
+		}
 		if _, err := ParseTopicParams(b.TopicParams); err != nil {
 			return &ports.FieldError{Field: path + ".topic_params", Fix: err.Error()}
 		}

@@ -61,6 +61,8 @@ type chainParams struct {
 	publishers  *eventPublisher // the poison target's
 	db          *postgres.DB    // nil: PostgreSQL off
 	middlewares []Middleware
+	maxBytes    int        // the binding's max_message_bytes, resolved
+	handbacks   *handbacks // the handler's hand-back counts
 }
 
 // links is a handler's chain, outermost first; the order is written here
@@ -107,8 +109,9 @@ func links(p chainParams) []link {
 		{"metrics", p.metrics.middleware(p.handler, b.Transport)},
 		{"inflight", p.inflight.middleware},
 		{"handler_span", p.tracing.handler(p.handler)},
-		{"poison", poisoner{handler: p.handler, binding: b, abort: p.abort, database: p.db != nil, publishers: p.publishers, logger: p.logger}.middleware},
-		{"retry", retry{handler: p.handler, cfg: p.retry, abort: p.abort, logger: p.logger}.middleware},
+		{"poison", poisoner{handler: p.handler, binding: b, abort: p.abort, database: p.db != nil, publishers: p.publishers, logger: p.logger,
+			maxBytes: p.maxBytes, maxHandbacks: b.MaxHandbacks, handbacks: p.handbacks, retry: p.retry}.middleware},
+		{"retry", retry{handler: p.handler, cfg: p.retry, abort: p.abort, logger: p.logger, timeout: b.HandlerTimeout}.middleware},
 		{"dedup", dedupLink},
 		{"recoverer", middleware.Recoverer},
 	}

@@ -50,12 +50,14 @@ type outcome string
 
 // Outcomes: the reason classes of the poison and redelivery counters.
 const (
-	poisonedInvalid    outcome = "invalid"              // ports.Invalid: bad input, poisoned at once
-	poisonedRetries    outcome = "retries_exhausted"    // failed after every retry
-	handedBackPublish  outcome = "publish_failed"       // its events could not be published
-	handedBackPoison   outcome = "poison_failed"        // the poison target refused it
-	handedBackDatabase outcome = "database_unavailable" // PostgreSQL could not be used (postgres.Unavailable)
-	handedBackStopping outcome = "stopping"             // cut short by stop
+	poisonedInvalid    outcome = "invalid"                // ports.Invalid: bad input, poisoned at once
+	poisonedRetries    outcome = "retries_exhausted"      // failed after every retry
+	poisonedTooLarge   outcome = ReasonTooLarge           // above max_message_bytes, never handled
+	poisonedHandbacks  outcome = ReasonHandedBackTooOften // handed back more than max_handbacks times
+	handedBackPublish  outcome = "publish_failed"         // its events could not be published
+	handedBackPoison   outcome = "poison_failed"          // the poison target refused it
+	handedBackDatabase outcome = "database_unavailable"   // PostgreSQL could not be used (postgres.Unavailable)
+	handedBackStopping outcome = "stopping"               // cut short by stop
 )
 
 // set records what became of d's message; a nil d (a chain without the

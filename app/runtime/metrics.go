@@ -62,7 +62,7 @@ func newHandlerMetrics(registry *prometheus.Registry, namespace string) (*handle
 	m.poisoned = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace,
 		Name:      "messages_poisoned_total",
-		Help:      "Messages sent to the poison target, by reason: invalid (bad input) or retries_exhausted",
+		Help:      "Messages sent to the poison target, by reason: invalid (bad input), retries_exhausted, too_large or handed_back_too_often",
 	}, []string{"handler_name", "reason"})
 	m.handedBack = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace,
@@ -111,6 +111,9 @@ func (m *handlerMetrics) middleware(handler, transport string) message.HandlerMi
 	poisoned := map[outcome]prometheus.Counter{
 		poisonedInvalid: m.poisoned.WithLabelValues(handler, string(poisonedInvalid)),
 		poisonedRetries: m.poisoned.WithLabelValues(handler, string(poisonedRetries)),
+	}
+	for _, r := range []outcome{poisonedTooLarge, poisonedHandbacks} {
+		poisoned[r] = m.poisoned.WithLabelValues(handler, string(r))
 	}
 	handedBack := map[outcome]prometheus.Counter{}
 	for _, r := range []outcome{handedBackPublish, handedBackPoison, handedBackStopping, handedBackDatabase} {

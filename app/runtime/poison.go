@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
 	"github.com/hexmill/hexmill/adapters/postgres"
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/app/config"
 	"github.com/hexmill/hexmill/ports"
 )
@@ -30,41 +31,84 @@ type poisoner struct {
 	database   bool            // PostgreSQL is on
 	publishers *eventPublisher
 	logger     *slog.Logger
+	// maxBytes is the binding's largest payload: a larger one is
+	// poisoned (too_large) without running the handler.
+	maxBytes int
+	// maxHandbacks poisons a message (handed_back_too_often) instead of
+	// handing it back once more; 0 never. handbacks counts them.
+	maxHandbacks int
+	handbacks    *handbacks
+	// retry is the backoff a message waits before it is handed back.
+	retry config.RetryConfig
 }
 
 func (p poisoner) middleware(h message.HandlerFunc) message.HandlerFunc {
-	handler, b := p.handler, p.binding
+	b := p.binding
 	return func(msg *message.Message) ([]*message.Message, error) {
-		produced, err := h(msg)
 		o := deliveryOf(msg.Context())
+		if p.maxBytes > 0 && len(msg.Payload) > p.maxBytes {
+			// Never decoded nor handled: the handler's chain inside
+			// does not run.
+			err := fmt.Errorf("%s: the payload has %d bytes, above max_message_bytes %d", ReasonTooLarge, len(msg.Payload), p.maxBytes)
+			return p.poison(msg, err, poisonedTooLarge, true)
+		}
+		produced, err := h(msg)
+		var back outcome
 		switch {
 		case err == nil:
+			if p.handbacks != nil {
+				p.handbacks.forget(msg, b.Topic)
+			}
 			return produced, nil
 		case p.abort.Err() != nil:
 			o.set(handedBackStopping)
 			return produced, err
 		case errors.Is(err, ErrPublish):
-			o.set(handedBackPublish)
-			return produced, err
+			back = handedBackPublish
 		case p.database && !errors.Is(err, ports.ErrInvalid) && postgres.Unavailable(err):
-			o.set(handedBackDatabase)
-			return produced, err
+			back = handedBackDatabase
 		}
-		msg.Metadata.Set(middleware.ReasonForPoisonedKey, err.Error())
-		msg.Metadata.Set(middleware.PoisonedTopicKey, b.Topic)
-		msg.Metadata.Set(middleware.PoisonedHandlerKey, handler)
-		msg.Metadata.Set(middleware.PoisonedSubscriberKey, b.Transport)
-		poisoned(msg.Context(), err)
-		if perr := p.publishers.send(msg.Context(), p.publishers.poisonTo, msg); perr != nil {
-			o.set(handedBackPoison)
-			return nil, errors.Join(err, fmt.Errorf("publish to the poison target: %w", perr))
+		if back != "" {
+			if p.handbacks == nil {
+				o.set(back)
+				return produced, err
+			}
+			n := p.handbacks.add(handbackKey(msg, b.Topic))
+			if p.maxHandbacks == 0 || n <= p.maxHandbacks {
+				wait(msg.Context(), p.abort, handbackDelay(p.retry, n))
+				o.set(back)
+				return produced, err
+			}
+			err = fmt.Errorf("%s: %w", handbackReason(n-1, err), err)
+			return p.poison(msg, err, poisonedHandbacks, false)
 		}
+		outcome := poisonedRetries
 		if errors.Is(err, ports.ErrInvalid) {
-			o.set(poisonedInvalid)
-		} else {
-			o.set(poisonedRetries)
+			outcome = poisonedInvalid
 		}
-		p.logger.WarnContext(msg.Context(), "message poisoned", "handler", handler, "message_id", msg.UUID, "reason", err)
-		return nil, nil
+		return p.poison(msg, err, outcome, false)
 	}
+}
+
+// poison sends msg to the poison target with err as its reason and lets
+// it be acked; when the poison target refuses it, msg is handed back.
+// tooLarge sends only the head of its payload.
+func (p poisoner) poison(msg *message.Message, err error, reason outcome, tooLarge bool) ([]*message.Message, error) {
+	handler, b, o := p.handler, p.binding, deliveryOf(msg.Context())
+	msg.Metadata.Set(middleware.ReasonForPoisonedKey, transport.Truncate(err.Error(), transport.MetadataValueBytes))
+	msg.Metadata.Set(middleware.PoisonedTopicKey, b.Topic)
+	msg.Metadata.Set(middleware.PoisonedHandlerKey, handler)
+	msg.Metadata.Set(middleware.PoisonedSubscriberKey, b.Transport)
+	poisoned(msg.Context(), errors.New(transport.Truncate(err.Error(), transport.MetadataValueBytes)))
+	if perr := p.publishers.send(msg.Context(), p.publishers.poisonTo, poisonCopy(msg, tooLarge)); perr != nil {
+		o.set(handedBackPoison)
+		return nil, errors.Join(err, fmt.Errorf("publish to the poison target: %w", perr))
+	}
+	if p.handbacks != nil {
+		p.handbacks.forget(msg, b.Topic)
+	}
+	o.set(reason)
+	p.logger.WarnContext(msg.Context(), "message poisoned", "handler", handler, "message_id", msg.UUID,
+		"reason", transport.Truncate(err.Error(), transport.MetadataValueBytes))
+	return nil, nil
 }

@@ -3,11 +3,13 @@ package runtime
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/app/config"
 	"github.com/hexmill/hexmill/ports"
 )
@@ -21,9 +23,15 @@ type retry struct {
 	cfg     config.RetryConfig
 	abort   context.Context
 	logger  *slog.Logger
+	// timeout bounds each attempt (handler_timeout): the attempt's
+	// context is cancelled then, and the attempt fails; 0 no bound.
+	timeout time.Duration
 }
 
 func (r retry) middleware(h message.HandlerFunc) message.HandlerFunc {
+	if r.timeout > 0 {
+		h = r.bounded(h)
+	}
 	return func(msg *message.Message) ([]*message.Message, error) {
 		out, err := h(msg)
 		delay := r.cfg.InitialInterval
@@ -33,7 +41,7 @@ func (r retry) middleware(h message.HandlerFunc) message.HandlerFunc {
 			}
 			retried(msg.Context(), attempt, err)
 			r.logger.WarnContext(msg.Context(), "handler failed, retrying", "handler", r.handler,
-				"message_id", msg.UUID, "attempt", attempt, "max_retries", r.cfg.MaxRetries, "delay", delay, "err", err)
+				"message_id", msg.UUID, "attempt", attempt, "max_retries", r.cfg.MaxRetries, "delay", delay, "err", transport.Truncate(err.Error(), transport.MetadataValueBytes))
 			timer := time.NewTimer(delay)
 			select {
 			case <-timer.C:
@@ -50,3 +58,28 @@ func (r retry) middleware(h message.HandlerFunc) message.HandlerFunc {
 		return out, err
 	}
 }
+
+// bounded runs each attempt of h with a context that ends after
+// r.timeout: a handler that honours its context returns then, and the
+// attempt fails with ErrHandlerTimeout, so that a hung handler is retried
+// (then poisoned) instead of holding its message, and on MQTT every later
+// ack, for ever. A handler that ignores its context cannot be stopped.
+func (r retry) bounded(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		parent := msg.Context()
+		ctx, cancel := context.WithTimeout(parent, r.timeout)
+		msg.SetContext(ctx)
+		out, err := h(msg)
+		msg.SetContext(parent)
+		timedOut := ctx.Err() == context.DeadlineExceeded && parent.Err() == nil
+		cancel()
+		if err != nil && timedOut {
+			err = fmt.Errorf("%w (handler_timeout %s): %w", ErrHandlerTimeout, r.timeout, err)
+		}
+		return out, err
+	}
+}
+
+// ErrHandlerTimeout is the error of a handler attempt that took longer
+// than its binding's handler_timeout.
+var ErrHandlerTimeout = errors.New("handler timed out")

@@ -335,7 +335,9 @@ func (r *Runtime) checkTargets(ctx context.Context) error {
 func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 	name := h.Name()
 	b := r.bindings[name]
-	sub, err := r.transports[b.Transport].Subscriber(transport.SubscriberConfig{Handler: name, Group: b.Group, Concurrency: b.Concurrency, Options: b.Options})
+	maxBytes := maxMessageBytes(b, r.transports[b.Transport])
+	sub, err := r.transports[b.Transport].Subscriber(transport.SubscriberConfig{Handler: name, Group: b.Group, Concurrency: b.Concurrency, Options: b.Options,
+		MaxMessageBytes: maxBytes})
 	if err != nil {
 		return fmt.Errorf("handlers.%s: %w", name, err)
 	}
@@ -355,6 +357,8 @@ func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 		publishers:  r.publishers,
 		db:          r.db,
 		middlewares: r.extra,
+		maxBytes:    maxBytes,
+		handbacks:   newHandbacks(),
 	}), handlerFunc(h, b, format, params))
 
 	// Subscribe returns once the subscription consumes; the subscription
