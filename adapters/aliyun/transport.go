@@ -416,6 +416,7 @@ func (cn *connection) dial() (*link, error) {
 	receiver, err := session.NewReceiver(ctx, c.cfg.SourceAddress, &amqp.ReceiverOptions{
 		Credit:         -1, // explicit credit: see Transport
 		SettlementMode: amqp.ReceiverSettleModeFirst.Ptr(),
+		MaxMessageSize: c.cfg.maxLinkMessageSize(),
 	})
 	if err != nil {
 		_ = conn.Close()

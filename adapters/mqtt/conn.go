@@ -26,9 +26,12 @@ type connOptions struct {
 	persistent bool
 	// receiveMaximum is announced in CONNECT (0: not announced).
 	receiveMaximum uint16
-	onPublish      func(paho.PublishReceived) (bool, error)
-	onUp           func(*autopaho.ConnectionManager, *paho.Connack)
-	onDown         func() bool
+	// maxPacketSize is announced in CONNECT as Maximum Packet Size (0:
+	// not announced): the broker does not send larger packets.
+	maxPacketSize uint32
+	onPublish     func(paho.PublishReceived) (bool, error)
+	onUp          func(*autopaho.ConnectionManager, *paho.Connack)
+	onDown        func() bool
 	// session decides when a received PUBLISH is acknowledged (see
 	// ackSession); nil is paho's, which acks it as soon as the
 	// OnPublishReceived handlers returned.
@@ -168,13 +171,18 @@ func (c Config) clientConfig(o connOptions, logger watermill.LoggerAdapter) (aut
 	if o.persistent {
 		cc.SessionExpiryInterval = uint32(c.SessionExpiry / time.Second)
 	}
-	if o.receiveMaximum > 0 {
-		rm := o.receiveMaximum
+	if o.receiveMaximum > 0 || o.maxPacketSize > 0 {
+		rm, mps := o.receiveMaximum, o.maxPacketSize
 		cc.ConnectPacketBuilder = func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
 			if cp.Properties == nil {
 				cp.Properties = &paho.ConnectProperties{}
 			}
-			cp.Properties.ReceiveMaximum = &rm
+			if rm > 0 {
+				cp.Properties.ReceiveMaximum = &rm
+			}
+			if mps > 0 {
+				cp.Properties.MaximumPacketSize = &mps
+			}
 			return cp, nil
 		}
 	}

@@ -268,6 +268,7 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 	cc, err := s.cfg.clientConfig(connOptions{
 		clientID: id, persistent: true, lastErr: &s.lastErr,
 		receiveMaximum: uint16(s.cfg.ReceiveMaximum),
+		maxPacketSize:  s.maxPacketSize(),
 		session:        &ackSession{SessionManager: state.NewInMemory()},
 	}, s.logger.With(watermill.LogFields{"client_id": id}))
 	if err != nil {
@@ -347,6 +348,7 @@ func (s *Subscriber) ensureConnected() error {
 		clientID:       id,
 		persistent:     true,
 		receiveMaximum: uint16(s.cfg.ReceiveMaximum),
+		maxPacketSize:  s.maxPacketSize(),
 		onPublish:      s.onPublish,
 		onUp:           s.onUp,
 		onDown:         s.onDown,
