@@ -13,6 +13,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
 	"github.com/hexmill/hexmill/adapters/postgres"
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/app/config"
 	"github.com/hexmill/hexmill/ports"
 )
@@ -138,7 +139,8 @@ func logFailure(name string, abort context.Context, logger *slog.Logger) message
 		return func(msg *message.Message) ([]*message.Message, error) {
 			produced, err := h(msg)
 			if err != nil && abort.Err() == nil {
-				logger.ErrorContext(msg.Context(), "handler failed; the message goes back to its broker", "handler", name, "message_id", msg.UUID, "err", err)
+				logger.ErrorContext(msg.Context(), "handler failed; the message goes back to its broker", "handler", name, "message_id", msg.UUID,
+					"err", transport.Truncate(err.Error(), transport.MetadataValueBytes))
 			}
 			return produced, err
 		}
