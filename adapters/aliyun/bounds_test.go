@@ -146,3 +146,98 @@ domain:
 		t.Errorf("unparsable reading poisoned with a reason of %d bytes (%.60q...), want the decoder's error in at most %d", len(r), r, transport.MetadataValueBytes)
 	}
 }
+
+// A pushed reading whose alert can never be published is handed back
+// (released), redelivered after the retry backoff and poisoned with
+// reason handed_back_too_often once max_handbacks is reached (app's
+// TestHandedBackTooOftenOnBrokers for MQTT and RabbitMQ).
+func TestHandedBackTooOftenAMQP1(t *testing.T) {
+	addr := aliyun.SigningBroker(t)
+	queue, poison, exchange := aliyun.UniqueQueue("hb"), aliyun.UniqueQueue("hb-poison"), aliyun.UniqueQueue("hb-nowhere")
+	conn, err := amqp.Dial("amqp://guest:guest@" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = ch.QueueDelete(queue, false, false, false)
+		_, _ = ch.QueueDelete(poison, false, false, false)
+		_ = ch.ExchangeDelete(exchange, false, false)
+	})
+	c := aliyun.ConsumerConfig(t, addr, queue)
+	const initial = 200 * time.Millisecond
+	config := fmt.Sprintf(`service: hx-hb-amqp1
+http_addr: "off"
+drain_timeout: 5s
+retry: {max_retries: 0, initial_interval: %[13]s, max_interval: 2s, multiplier: 2}
+poison: {transport: rabbitmq, topic: %[11]s}
+transports:
+  aliyun:
+    host: %[1]s
+    port: %[2]d
+    tls: false
+    access_key_id: %[3]s
+    access_key_secret: %[4]s
+    consumer_group_id: %[5]s
+    client_id: %[6]s
+    sign_method: %[7]s
+    credit: 50
+    source_address: %[8]s
+    unmatched_delay: 50ms
+    start_timeout: 20s
+  rabbitmq:
+    url: amqp://guest:guest@%[9]s/
+    exchanges: [{name: %[10]s, type: topic}]
+    queues: [{name: %[11]s, type: classic}]
+handlers:
+  telemetry: {transport: aliyun, concurrency: 4, max_handbacks: %[12]d}
+events:
+  AlertRaised: {transport: rabbitmq, topic: AlertRaised, options: {exchange: %[10]s}}
+domain:
+  thresholds: {temperature: 80}
+`, c.Host, c.Port, c.AccessKeyID, c.AccessKeySecret.Reveal(), c.ConsumerGroupID, c.ClientID, c.SignMethod,
+		c.SourceAddress, addr, exchange, poison, 2, initial)
+	path := filepath.Join(t.TempDir(), "service.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	svc := app.New(testservice.Service(), app.Env{"HEXMILL_CONFIG": path}, fx.NopLogger)
+	if err := svc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop(context.Background()) })
+
+	payload := `{"device_id":"d-1","readings":{"temperature":100}}`
+	sent := time.Now()
+	if err := aliyun.NewPusher(t, addr).Push(queue, "/a1b2/d-1/user/telemetry", "m-1", []byte(payload), nil); err != nil {
+		t.Fatal(err)
+	}
+	var d amqp.Delivery
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var ok bool
+		if d, ok, err = ch.Get(poison, true); err != nil {
+			t.Fatal(err)
+		} else if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nothing poisoned after 30s: the reading is handed back for ever")
+		}
+	}
+	took := time.Since(sent)
+	if r, _ := d.Headers["reason_poisoned"].(string); !strings.HasPrefix(r, "handed_back_too_often: handed back 2 times") {
+		t.Fatalf("poisoned with reason %q, want handed_back_too_often after 2", r)
+	}
+	if want := 3 * initial; took < want {
+		t.Fatalf("poisoned %s after it was pushed, want the backoff of two hand-backs (%s) or more", took, want)
+	}
+}
