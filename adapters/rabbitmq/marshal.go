@@ -1,6 +1,7 @@
 package rabbitmq
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -50,6 +51,34 @@ func marshal(msg *message.Message, persistent bool) amqp.Publishing {
 		p.Headers[k] = v
 	}
 	return p
+}
+
+// maxHeaderBytes bounds the headers of one publishing. AMQP 0-9-1 sends
+// a message's properties and headers in one frame, and RabbitMQ closes
+// the whole connection (FRAME_ERROR frame_too_large) when it exceeds the
+// negotiated frame_max (131 072 bytes by default, 4 096 at least): every
+// other publish on the connection would fail with it. Half the default
+// leaves room for the properties.
+const maxHeaderBytes = 64 << 10
+
+// ErrHeadersTooLarge is the error of a publish whose headers exceed
+// maxHeaderBytes: it fails alone, before it reaches the connection.
+var ErrHeadersTooLarge = errors.New("rabbitmq: the message's headers are too large for one AMQP frame")
+
+// checkHeaders refuses a publishing whose headers would not fit the
+// frame; it counts the string headers marshal writes.
+func checkHeaders(p amqp.Publishing) error {
+	n := 0
+	for k, v := range p.Headers {
+		n += len(k) + 6 // name length, type, value length
+		if s, ok := v.(string); ok {
+			n += len(s)
+		}
+	}
+	if n > maxHeaderBytes {
+		return fmt.Errorf("%w: %d bytes, at most %d (keep metadata values short)", ErrHeadersTooLarge, n, maxHeaderBytes)
+	}
+	return nil
 }
 
 // unmarshal turns a delivery into a watermill message. The correlation_id,

@@ -124,6 +124,10 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	waits := make([]sent, len(msgs))
 	for i, msg := range msgs {
 		pub := marshal(msg, p.persistent)
+		if err := checkHeaders(pub); err != nil {
+			errs = append(errs, fmt.Errorf("message %s: %w", msg.UUID, err))
+			continue
+		}
 		cc, dc, err := slot.publish(p.exchange, topic, pub)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("message %s: %w", msg.UUID, err))
