@@ -163,6 +163,26 @@ func TestConfigValidate(t *testing.T) {
 			c.Handlers["h"] = b
 		}, field: "transports.aliyun"},
 		{name: "no events is fine", change: func(c *config.Config) { c.Events = nil }},
+		{name: "max_message_bytes below 1 KiB", change: func(c *config.Config) {
+			b := c.Handlers["telemetry"]
+			b.MaxMessageBytes = 100
+			c.Handlers["telemetry"] = b
+		}, field: "handlers.telemetry.max_message_bytes"},
+		{name: "max_message_bytes 64 KiB", change: func(c *config.Config) {
+			b := c.Handlers["telemetry"]
+			b.MaxMessageBytes = 64 << 10
+			c.Handlers["telemetry"] = b
+		}},
+		{name: "negative max_handbacks", change: func(c *config.Config) {
+			b := c.Handlers["telemetry"]
+			b.MaxHandbacks = -1
+			c.Handlers["telemetry"] = b
+		}, field: "handlers.telemetry.max_handbacks"},
+		{name: "negative handler_timeout", change: func(c *config.Config) {
+			b := c.Handlers["telemetry"]
+			b.HandlerTimeout = -time.Second
+			c.Handlers["telemetry"] = b
+		}, field: "handlers.telemetry.handler_timeout"},
 		{name: "tracing on", change: func(c *config.Config) {
 			ratio := 0.1
 			c.Tracing = config.TracingConfig{Endpoint: "https://collector.example:4318", Protocol: config.TracingHTTP, Sampling: &ratio}
