@@ -77,6 +77,10 @@ type Config struct {
 	// a larger one is poisoned with reason too_large. 0 means
 	// transport.DefaultMaxMessageBytes (1 MiB).
 	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// MaxQueuedBytes bounds the payload bytes a subscriber holds arrived
+	// and not yet handed out, beside receive_maximum: with large messages
+	// it, not the count, bounds the memory (docs/mqtt.md, "Memory bound").
+	MaxQueuedBytes int `yaml:"max_queued_bytes"`
 }
 
 // TLSConfig configures TLS for mqtts:// and wss:// servers.
@@ -111,6 +115,9 @@ const (
 func (c *Config) SetDefaults() {
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = transport.DefaultMaxMessageBytes
+	}
+	if c.MaxQueuedBytes == 0 {
+		c.MaxQueuedBytes = DefaultMaxQueuedBytes
 	}
 	if len(c.Servers) == 0 {
 		c.Servers = []string{"mqtt://127.0.0.1:1883"}
@@ -161,6 +168,9 @@ func (c *Config) SetDefaults() {
 func (c Config) Validate() error {
 	if err := transport.CheckMaxMessageBytes("max_message_bytes", c.MaxMessageBytes); err != nil {
 		return err
+	}
+	if c.MaxQueuedBytes < 0 {
+		return &ports.FieldError{Field: "max_queued_bytes", Fix: "must be 0 (the default, 64 MiB) or more, e.g. 67108864"}
 	}
 	if len(c.Servers) == 0 {
 		return &ports.FieldError{Field: "servers", Fix: "at least one server URL, e.g. mqtt://127.0.0.1:1883"}

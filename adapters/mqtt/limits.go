@@ -6,6 +6,9 @@ import "github.com/hexmill/hexmill/adapters/transport"
 // max_message_bytes.
 func (t *Transport) MaxMessageBytes() int { return t.cfg.MaxMessageBytes }
 
+// DefaultMaxQueuedBytes is Config.MaxQueuedBytes's default.
+const DefaultMaxQueuedBytes = 64 << 20
+
 // packetHeadroom is what a subscriber's Maximum Packet Size allows beyond
 // max_message_bytes: the fixed header, the topic (at most 65 535 bytes)
 // and the properties. A payload just above the limit still arrives and is
@@ -24,4 +27,21 @@ func (s *Subscriber) maxPacketSize() uint32 {
 		n = transport.DefaultMaxMessageBytes
 	}
 	return uint32(n + packetHeadroom)
+}
+
+// full reports whether r's queue holds receive_maximum messages or
+// max_queued_bytes of payload: onPublish then waits for room (waitRoom),
+// so that what the broker sends beyond stays in the broker. s.mu must be
+// held.
+func (s *Subscriber) full(r *route) bool {
+	return len(r.queue) >= s.cfg.ReceiveMaximum || r.bytes >= s.cfg.MaxQueuedBytes
+}
+
+// queuedBytes is the payload bytes of q.
+func queuedBytes(q []*inbound) int {
+	n := 0
+	for _, in := range q {
+		n += len(in.pb.Payload)
+	}
+	return n
 }

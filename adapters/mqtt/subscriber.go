@@ -95,6 +95,7 @@ type route struct {
 	state      chan struct{}
 
 	queue []*inbound // arrived, not handed out
+	bytes int        // payload bytes in queue
 	// signal holds a token while the queue may have messages for a
 	// waiting consumer.
 	signal chan struct{}
@@ -391,6 +392,7 @@ func (s *Subscriber) onDown() bool {
 	}
 	for _, r := range s.routes {
 		r.queue = dropStale(r.queue)
+		r.bytes = queuedBytes(r.queue)
 	}
 	s.mu.Unlock()
 	s.logger.Info("MQTT subscriber connection lost; reconnecting", nil)
@@ -493,8 +495,9 @@ func (s *Subscriber) onPublish(pr paho.PublishReceived) (bool, error) {
 	full := false
 	if target != nil {
 		target.queue = append(target.queue, in)
+		target.bytes += len(in.pb.Payload)
 		target.notify()
-		full = len(target.queue) >= s.cfg.ReceiveMaximum
+		full = s.full(target)
 	}
 	s.mu.Unlock()
 	if full {
@@ -529,9 +532,9 @@ func (s *Subscriber) waitRoom(r *route) {
 	defer timeout.Stop()
 	for {
 		s.mu.Lock()
-		n := len(r.queue)
+		full := s.full(r)
 		s.mu.Unlock()
-		if n < s.cfg.ReceiveMaximum {
+		if !full {
 			return
 		}
 		select {
@@ -678,6 +681,7 @@ func (s *Subscriber) next(h *transport.Handout[delivery], r *route) *inbound {
 			in := r.queue[0]
 			r.queue[0] = nil
 			r.queue = r.queue[1:]
+			r.bytes -= len(in.pb.Payload)
 			select {
 			case r.room <- struct{}{}:
 			default:
@@ -708,6 +712,7 @@ func (s *Subscriber) requeue(r *route, in *inbound) {
 		return
 	}
 	r.queue = append([]*inbound{in}, r.queue...)
+	r.bytes += len(in.pb.Payload)
 	r.notify()
 }
 
