@@ -24,15 +24,17 @@ import (
 	"github.com/hexmill/hexmill/integration"
 )
 
-// The memory bound of an MQTT binding (docs/mqtt.md, "Memory bound"):
-// peak RSS ≤ memoryBase + 2 × (receive_maximum + concurrency) ×
-// (max_message_bytes + 64 KiB). memoryBase is the binary at rest, with
-// room; 2 is the garbage collector's (GOGC=100: the heap may grow to
-// twice what is live before it collects).
+// The memory bound of an MQTT binding (docs/mqtt.md, "Memory bound"),
+// with P = max_message_bytes + 64 KiB (the Maximum Packet Size announced):
+// peak RSS ≤ memoryBase + 2 × (min(receive_maximum × P,
+// max_queued_bytes + P) + concurrency × P). memoryBase is the binary at
+// rest, with room; 2 is the garbage collector's (GOGC=100: the heap may
+// grow to twice what is live before it collects).
 const memoryBase = 64 << 20
 
-func mqttMemoryBound(receiveMaximum, concurrency, maxMessageBytes int) int {
-	return memoryBase + 2*(receiveMaximum+concurrency)*(maxMessageBytes+64<<10)
+func mqttMemoryBound(receiveMaximum, maxQueuedBytes, concurrency, maxMessageBytes int) int {
+	p := maxMessageBytes + 64<<10
+	return memoryBase + 2*(min(receiveMaximum*p, maxQueuedBytes+p)+concurrency*p)
 }
 
 // A flood of messages just under max_message_bytes, at full in-flight (a
@@ -46,12 +48,25 @@ func TestMQTTFloodStaysUnderMemoryBound(t *testing.T) {
 	}
 	_ = integration.MQTTURL(t) // skip with the usual message when no MQTT broker is configured
 	const (
-		maxBytes       = 256 << 10
-		receiveMaximum = 32
-		concurrency    = 4
-		messages       = 600
-		publishers     = 6
+		maxBytes    = 256 << 10
+		concurrency = 4
+		messages    = 600
+		publishers  = 6
 	)
+	for _, tt := range []struct {
+		name                           string
+		receiveMaximum, maxQueuedBytes int
+	}{
+		{"bounded by receive_maximum", 32, 64 << 20},
+		{"bounded by max_queued_bytes", 65535, 4 << 20},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			floodMQTT(t, tt.receiveMaximum, tt.maxQueuedBytes, concurrency, maxBytes, messages, publishers)
+		})
+	}
+}
+
+func floodMQTT(t *testing.T, receiveMaximum, maxQueuedBytes, concurrency, maxBytes, messages, publishers int) {
 	m := integration.StartMosquitto(t, "")
 	bin := boundsBinary(t)
 	conf := fmt.Sprintf(`service: bounds
@@ -62,6 +77,7 @@ transports:
   mqtt:
     servers: [%s]
     receive_maximum: %d
+    max_queued_bytes: %d
     max_message_bytes: %d
 handlers:
   telemetry: {transport: mqtt, topic: flood/+/telemetry, group: g, concurrency: %d, topic_params: "flood/{device_id}/telemetry"}
@@ -69,7 +85,7 @@ events:
   AlertRaised: {transport: memory, topic: alerts}
 domain:
   thresholds: {temperature: 80}
-`, m.URL(), receiveMaximum, maxBytes, concurrency)
+`, m.URL(), receiveMaximum, maxQueuedBytes, maxBytes, concurrency)
 	path := filepath.Join(t.TempDir(), "bounds.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -96,7 +112,7 @@ domain:
 	defer cancel()
 	pubs := make([]*autopaho.ConnectionManager, publishers)
 	for i := range pubs {
-		pubs[i] = floodClient(t, ctx, m.URL(), fmt.Sprintf("flood-%d", i))
+		pubs[i] = floodClient(t, ctx, m.URL(), fmt.Sprintf("flood-%d-%d", receiveMaximum, i))
 	}
 	if _, err := pubs[0].Publish(ctx, &paho.Publish{Topic: "flood/over/telemetry", QoS: 1, Payload: []byte(over)}); err != nil {
 		t.Fatal(err)
@@ -126,7 +142,7 @@ domain:
 		}
 	}
 	peak := vmHWM(t, cmd.Process.Pid)
-	bound := mqttMemoryBound(receiveMaximum, concurrency, maxBytes)
+	bound := mqttMemoryBound(receiveMaximum, maxQueuedBytes, concurrency, maxBytes)
 	t.Logf("VmHWM at rest %d KiB, after %d messages of %d KiB %d KiB; documented bound %d KiB",
 		atRest>>10, messages, len(under)>>10, peak>>10, bound>>10)
 	if handled != messages || tooLarge != 1 || invalid != 0 {
