@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -35,6 +36,7 @@ func main() {
 	report := flag.String("report", "", "also write a markdown report with SVG charts into this directory (e.g. docs/bench)")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile (every side run) to this file")
 	memProfile := flag.String("memprofile", "", "write this process's allocation profile (every side run) to this file")
+	mutexProfile := flag.String("mutexprofile", "", "write this process's mutex contention profile (every side run) to this file")
 	sides := flag.String("side", "", "only sides whose name matches this regular expression (e.g. '^hexmill$' to profile one side)")
 	flag.Parse()
 
@@ -63,10 +65,19 @@ func main() {
 			os.Exit(2)
 		}
 	}
+	if *mutexProfile != "" {
+		runtime.SetMutexProfileFraction(10)
+	}
 	rows := bench.Execute(ctx, os.Stdout, bench.Cases(re), opts)
 	pprof.StopCPUProfile()
+	if *mutexProfile != "" {
+		if err := writeProfile("mutex", *mutexProfile); err != nil {
+			fmt.Fprintf(os.Stderr, "hexmill-bench: -mutexprofile: %v\n", err)
+			os.Exit(2)
+		}
+	}
 	if *memProfile != "" {
-		if err := writeHeapProfile(*memProfile); err != nil {
+		if err := writeProfile("allocs", *memProfile); err != nil {
 			fmt.Fprintf(os.Stderr, "hexmill-bench: -memprofile: %v\n", err)
 			os.Exit(2)
 		}
@@ -86,14 +97,14 @@ func main() {
 	}
 }
 
-// writeHeapProfile writes the allocation profile (alloc_space and
-// alloc_objects cover the whole run) to path.
-func writeHeapProfile(path string) error {
+// writeProfile writes the named runtime profile to path ("allocs": its
+// alloc_space and alloc_objects cover the whole run).
+func writeProfile(name, path string) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
 		_ = f.Close()
 		return err
 	}
