@@ -134,21 +134,27 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	}
 	if p.confirm {
 		var timer *time.Timer
+		expired := false // the call's confirm timeout has passed
 		for i, w := range waits {
 			if w.dc == nil {
 				continue
 			}
 			// Confirms come in order and often several at once: most are
 			// in by the time they are looked at, and need no timer.
-			select {
-			case <-w.dc.Done():
-			default:
+			if !confirmed(w.dc) {
 				if timer == nil {
 					timer = time.NewTimer(p.confirmTimeout)
 				}
-				select {
-				case <-w.dc.Done():
-				case <-timer.C:
+				if !expired {
+					select {
+					case <-w.dc.Done():
+					case <-timer.C:
+						expired = true
+					}
+				}
+				// The timer fires once: past it, every confirm still
+				// missing is an error, not a wait without end.
+				if expired && !confirmed(w.dc) {
 					errs = append(errs, fmt.Errorf("message %s: %w: no confirm within %s", msgs[i].UUID, ErrNotConfirmed, p.confirmTimeout))
 					continue
 				}
@@ -162,6 +168,17 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// confirmed reports whether dc's confirm (ack or nack) came, without
+// waiting.
+func confirmed(dc *amqp.DeferredConfirmation) bool {
+	select {
+	case <-dc.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 // Close waits for the Publish calls in progress and closes the channels.
