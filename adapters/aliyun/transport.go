@@ -16,6 +16,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/hexmill/hexmill/adapters/transport"
+	"github.com/hexmill/hexmill/ports"
 )
 
 // ErrClosed is returned by a closed Transport or Subscriber.
@@ -646,10 +647,18 @@ func (l *link) track() {
 	l.cn.c.stats.received.Add(1)
 }
 
+// dispatch queues m for the subscription its topic matches; deliver, on
+// a goroutine of its own, takes what no subscription can queue at once.
 func (l *link) dispatch(m *amqp.Message) {
 	c := l.cn.c
+	p := pending{l: l, am: m, wm: toWatermill(m)}
+	if c.intakeOn() {
+		if r := c.match(p.wm.Metadata.Get(ports.MetadataTopic)); r != nil && r.enqueue(p) {
+			return
+		}
+	}
 	c.wg.Add(1)
-	go c.deliver(l, m)
+	go c.deliver(p)
 }
 
 // resync runs when nothing arrived for StallTimeout although credit is
