@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -128,7 +129,6 @@ func (c Config) clientConfig(o connOptions, logger watermill.LoggerAdapter) (aut
 		ConnectTimeout:                c.ConnectTimeout,
 		ReconnectBackoff:              c.reconnectBackoff,
 		ConnectUsername:               c.Username,
-		OnConnectionUp:                o.onUp,
 		OnConnectionDown:              o.onDown,
 		OnConnectError: func(err error) {
 			if o.lastErr != nil {
@@ -168,14 +168,28 @@ func (c Config) clientConfig(o connOptions, logger watermill.LoggerAdapter) (aut
 	if o.persistent {
 		cc.SessionExpiryInterval = uint32(c.SessionExpiry / time.Second)
 	}
-	if o.receiveMaximum > 0 {
-		rm := o.receiveMaximum
-		cc.ConnectPacketBuilder = func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+	// autopaho tries the servers in turn and builds a CONNECT for each
+	// attempt: the last one built is the server a connection is up with.
+	var server atomic.Pointer[url.URL]
+	rm := o.receiveMaximum
+	cc.ConnectPacketBuilder = func(cp *paho.Connect, u *url.URL) (*paho.Connect, error) {
+		server.Store(u)
+		if rm > 0 {
 			if cp.Properties == nil {
 				cp.Properties = &paho.ConnectProperties{}
 			}
 			cp.Properties.ReceiveMaximum = &rm
-			return cp, nil
+		}
+		return cp, nil
+	}
+	cc.OnConnectionUp = func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
+		fields := watermill.LogFields{"session_present": ca.SessionPresent}
+		if u := server.Load(); u != nil {
+			fields["server"] = u.Redacted()
+		}
+		logger.Info("MQTT connected", fields)
+		if o.onUp != nil {
+			o.onUp(cm, ca)
 		}
 	}
 	return cc, nil
