@@ -148,3 +148,37 @@ func TestSubscriberCloseStalledSocket(t *testing.T) {
 		t.Error("Ready is nil after Close")
 	}
 }
+
+// A publish whose message context ends (the outbox relay's at the stop's
+// deadline, a handler's when the stop gives up on it) returns then, not
+// after publish_timeout.
+func TestPublishEndsWithMessageContext(t *testing.T) {
+	proxy := integration.NewProxy(t, strings.TrimPrefix(integration.MQTTURL(t), "mqtt://"))
+	cfg := testConfig(t, "mqtt://"+proxy.Addr(), "")
+	cfg.PublishTimeout = time.Minute
+	pub, err := mqtt.NewPublisher(cfg, watermill.NopLogger{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	topic := "hexmill/test/" + testClientID(t, "") + "/ctx"
+	if err := pub.Publish(topic, message.NewMessage(watermill.NewUUID(), []byte("before the stall"))); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Stall(true)
+	const bound = 500 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	defer cancel()
+	msg := message.NewMessage(watermill.NewUUID(), []byte("stalled"))
+	msg.SetContext(ctx)
+	start := time.Now()
+	err = pub.Publish(topic, msg)
+	took := time.Since(start)
+	t.Logf("publish with a %s message context on a stalled socket: %s, %v", bound, took.Round(time.Millisecond), err)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err = %v, want the message context's context.DeadlineExceeded", err)
+	}
+	if took > bound+closeSlack {
+		t.Errorf("the publish took %s; want it to end with its message context (%s)", took, bound)
+	}
+}

@@ -213,6 +213,9 @@ func (c *pubConn) publish(topic string, o PublishOptions, msg *message.Message) 
 			defer cancel()
 		}
 		resp, err := c.cm.Publish(ctx, pub)
+		if err != nil && msgDone && msg.Context().Err() != nil {
+			return fmt.Errorf("mqtt: publish %s to %s: the message's context ended: %w", msg.UUID, topic, msg.Context().Err())
+		}
 		if !connectionDown(err) {
 			return publishResult(o, msg, topic, resp, err, l.ctx)
 		}
@@ -224,6 +227,9 @@ func (c *pubConn) publish(topic string, o PublishOptions, msg *message.Message) 
 	}
 	for {
 		if err := c.cm.AwaitConnection(ctx); err != nil {
+			if msgDone && msg.Context().Err() != nil {
+				return fmt.Errorf("mqtt: publish %s to %s: the message's context ended: %w", msg.UUID, topic, msg.Context().Err())
+			}
 			return c.lastErr.wrap(fmt.Errorf("mqtt: publish %s to %s: no connection to the broker: %w", msg.UUID, topic, err))
 		}
 		// The connection AwaitConnection saw, or a later one: if it has
@@ -235,6 +241,9 @@ func (c *pubConn) publish(topic string, o PublishOptions, msg *message.Message) 
 		resp, err := c.cm.Publish(pctx, pub)
 		stop()
 		pcancel()
+		if err != nil && msgDone && msg.Context().Err() != nil {
+			return fmt.Errorf("mqtt: publish %s to %s: the message's context ended: %w", msg.UUID, topic, msg.Context().Err())
+		}
 		if connectionDown(err) {
 			continue // dropped between the wait and the publish: nothing was sent
 		}
