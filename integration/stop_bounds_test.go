@@ -79,10 +79,10 @@ func TestRelayStopMQTTStalled(t *testing.T) {
 	closed := time.Since(start)
 	t.Logf("relay Stop: %s (%v); publisher Close: %s (%v)", stopped.Round(time.Millisecond), stopErr,
 		closed.Round(time.Millisecond), closeErr)
-	if stopped > bound+2*time.Second {
+	if stopped > bound+5*time.Second {
 		t.Errorf("the relay's Stop took %s with MQTT stalled; want its context's %s", stopped, bound)
 	}
-	if closed > cfg.CloseTimeout+2*time.Second {
+	if closed > cfg.CloseTimeout+5*time.Second {
 		t.Errorf("the publisher's Close took %s with MQTT stalled; want close_timeout %s", closed, cfg.CloseTimeout)
 	}
 	var rows int

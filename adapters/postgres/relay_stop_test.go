@@ -16,7 +16,7 @@ import (
 )
 
 // stopSlack is what a Stop may take beyond its context on a busy machine.
-const stopSlack = 2 * time.Second
+const stopSlack = 5 * time.Second
 
 // The relay's connection goes through a proxy that stalls (the database
 // hangs, or the network drops everything) with rows in the outbox.
