@@ -281,7 +281,7 @@ func (m *Mosquitto) Kill() {
 	defer m.mu.Unlock()
 	if m.bin == "" {
 		if m.running {
-			var now time.Duration // no grace: SIGKILL at once
+			var now time.Duration // no grace: docker stop -t 0 sends SIGKILL right after SIGTERM
 			if err := m.ctr.Stop(context.Background(), &now); err != nil {
 				m.t.Errorf("kill mosquitto container: %v", err)
 			}
