@@ -12,7 +12,7 @@ import (
 	"github.com/hexmill/hexmill/adapters/mqtt"
 	"github.com/hexmill/hexmill/adapters/postgres"
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/load"
+	"github.com/hexmill/hexmill/integration/load"
 )
 
 // The outbox relay publishing to MQTT when the broker stalls (takes the

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	amqp "github.com/Azure/go-amqp"
@@ -33,9 +32,10 @@ type SubscriberConfig = transport.SubscriberConfig
 // ""). A message no subscription matches is held for
 // Config.UnmatchedDelay, then released back to the broker and logged.
 //
-// A message is settled through the transport.Settler in its context: an ack
-// accepts it, a nack releases it. Ack and Nack are bridged onto the
-// Settler unless the Subscribe context is transport.SettledByConsumer.
+// A message is settled through the transport.Settler in its context: an
+// ack accepts it, a nack releases it. Ack and Nack are bridged onto the
+// Settler unless the Subscribe context is transport.SettledByConsumer
+// (transport.Handout keeps the books).
 //
 // The stop protocol (see transport.Transport): Subscribe returns once every
 // connection has its link attached and credit issued; cancelling its
@@ -52,12 +52,7 @@ type Subscriber struct {
 
 	closing   chan struct{}
 	closeOnce sync.Once
-	wg        sync.WaitGroup // route watchers
-	settling  sync.WaitGroup // messages handed out, until settled
-
-	mu     sync.Mutex
-	closed bool
-	routes []*route
+	subs      transport.Subscriptions[delivery] // one Handout per route
 }
 
 var _ message.Subscriber = (*Subscriber)(nil)
@@ -72,24 +67,26 @@ func (c *Transport) Subscriber(cfg SubscriberConfig) (message.Subscriber, error)
 		slices.Sort(keys)
 		return nil, fmt.Errorf("aliyun: options: %s not known; the aliyun transport takes no binding options", strings.Join(keys, ", "))
 	}
-	return &Subscriber{c: c, name: cfg.Handler, concurrency: max(cfg.Concurrency, 1), closing: make(chan struct{})}, nil
+	return &Subscriber{c: c, name: cfg.Handler, concurrency: cfg.Concurrency, closing: make(chan struct{})}, nil
 }
 
-// route is one subscription: a topic filter and its output channel.
+// route is one subscription: a topic filter and the Handout of its
+// messages.
 type route struct {
 	sub         *Subscriber
 	filter      string
-	levels      []string // filter split at "/"
 	specificity int
-	out         chan *message.Message
-	slots       chan struct{} // one per message delivered and not yet settled
-	done        chan struct{} // closed when the subscription ends
-	bridge      bool          // Ack and Nack are bridged onto the Settler
-
-	mu      sync.Mutex
-	removed bool
-	sending sync.WaitGroup // deliveries trying to send on out
+	h           *transport.Handout[delivery]
 }
+
+// delivery is what settling a message handed out needs.
+type delivery struct {
+	l  *link
+	am *amqp.Message
+}
+
+// settle accepts or releases the message of d.
+func settle(d delivery, acked bool) { d.l.settle(d.am, acked) }
 
 // Subscribe implements message.Subscriber; topic is an Aliyun topic filter.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -102,74 +99,29 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, err
 	}
 	r := &route{
-		sub: s, filter: topic, levels: strings.Split(topic, "/"), specificity: specificity(topic),
-		out: make(chan *message.Message), slots: make(chan struct{}, s.concurrency), done: make(chan struct{}),
-		bridge: !transport.IsSettledByConsumer(ctx),
+		sub: s, filter: topic, specificity: specificity(topic),
+		h: transport.NewHandout(ctx, s.concurrency, settle),
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.subs.Add(r.h) || !s.c.subs.Add(r.h) {
+		r.h.Close()
 		return nil, ErrClosed
 	}
-	s.routes = append(s.routes, r)
-	s.wg.Add(1)
-	s.mu.Unlock()
 	s.c.addRoute(r)
-	go func() {
-		defer s.wg.Done()
-		select {
-		case <-ctx.Done():
-		case <-s.closing:
-		case <-s.c.closing:
-		}
+	r.h.Go(func() {
+		<-r.h.Stopped() // the Subscribe context ended, or Close
 		s.c.removeRoute(r)
-		r.mu.Lock()
-		r.removed = true
-		close(r.done)
-		r.mu.Unlock()
-		r.sending.Wait()
-		close(r.out)
-	}()
+	})
 	s.c.logger.Debug("aliyun: subscribed", watermill.LogFields{"handler": s.name, "topic_filter": topic})
-	return r.out, nil
+	return r.h.Output(), nil
 }
 
 // Close ends every subscription, releases the messages delivered and not
 // settled (accepts those acked with Ack), and waits until every message
 // it handed out is settled. Safe to call more than once.
 func (s *Subscriber) Close() error {
-	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		close(s.closing)
-	})
-	s.wg.Wait() // nothing is handed out any more
-	s.c.handBack(s)
-	s.settling.Wait()
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.subs.Close()
 	return nil
-}
-
-// matches is MatchTopic(r.filter, topic) without allocating.
-func (r *route) matches(topic string) bool {
-	if r.specificity == 0 {
-		return true
-	}
-	rest, done := topic, false
-	for i, f := range r.levels {
-		if f == "#" && i == len(r.levels)-1 {
-			return true
-		}
-		if done {
-			return false
-		}
-		level, tail, more := strings.Cut(rest, "/")
-		if f != "+" && f != level {
-			return false
-		}
-		rest, done = tail, !more
-	}
-	return done
 }
 
 type offerResult int
@@ -181,8 +133,7 @@ const (
 )
 
 // deliver takes one message from link l to its subscription, or releases
-// it when nobody takes it. A consumer that settles through Ack and Nack
-// has them awaited here (transport.AwaitAck).
+// it when nobody takes it.
 func (c *Transport) deliver(l *link, am *amqp.Message) {
 	defer c.wg.Done()
 	wm := toWatermill(am)
@@ -248,132 +199,20 @@ func (c *Transport) unmatched(topic, id string) {
 	}
 }
 
-// offer delivers wm on r; the message is settled through its delivery's
-// Settle (accept or release), which offer awaits for a consumer that
-// settles through Ack and Nack.
+// offer hands wm out on r; the message is then settled through its
+// Handout (accept or release).
 func (r *route) offer(l *link, am *amqp.Message, wm *message.Message) offerResult {
-	c := r.sub.c
-	r.mu.Lock()
-	if r.removed {
-		r.mu.Unlock()
-		return offerGone
-	}
-	r.sending.Add(1)
-	r.mu.Unlock()
-	select {
-	case r.slots <- struct{}{}:
-	case <-r.done:
-		r.sending.Done()
-		return offerGone
-	case <-r.sub.closing:
-		r.sending.Done()
-		return offerRelease
-	case <-c.closing:
-		r.sending.Done()
-		return offerRelease
-	}
-	// Not derived from the Subscribe context; it ends when the message is
-	// settled, which Close does to whatever is unsettled.
-	d := &delivery{r: r, l: l, am: am, wm: wm, bridged: r.bridge}
-	ctx, cancel := context.WithCancel(context.Background())
-	d.cancel = cancel
-	wm.SetContext(transport.WithSettler(ctx, d))
-	// Counted before the consumer can settle it (Settle counts it done),
-	// and before sending is done: Subscriber.Close waits for the sends,
-	// then hands back what is tracked and waits for settling.
-	r.sub.settling.Add(1)
-	res := offerDone
-	select {
-	case r.out <- wm:
-	case <-r.done:
-		res = offerGone
-	case <-r.sub.closing:
-		res = offerRelease
-	case <-c.closing:
-		res = offerRelease
-	}
-	if res != offerDone {
-		cancel()
-		<-r.slots
-		r.sub.settling.Done()
-		r.sending.Done()
-		return res
-	}
-	l.taken()
-	tracked := c.track(d)
-	r.sending.Done()
-	if !tracked { // the transport is closing: hand it back
-		d.Settle(d.bridged && transport.Acked(wm))
+	if r.h.Acquire() && r.h.Send(wm, delivery{l: l, am: am}) {
+		l.taken()
 		return offerDone
 	}
-	if d.bridged {
-		transport.AwaitAck(wm, d, ctx.Done())
-	}
-	return offerDone
-}
-
-// delivery is a message handed out, until it is settled.
-type delivery struct {
-	r       *route
-	l       *link
-	am      *amqp.Message
-	wm      *message.Message
-	cancel  context.CancelFunc
-	bridged bool // its Ack and Nack are awaited
-	done    atomic.Bool
-}
-
-// Settle implements transport.Settler: acked accepts the message, false
-// releases it.
-func (d *delivery) Settle(acked bool) {
-	if d.done.Swap(true) {
-		return
-	}
-	d.r.sub.c.untrack(d)
-	d.cancel()
-	d.l.settle(d.am, acked)
-	<-d.r.slots
-	d.r.sub.settling.Done()
-}
-
-// track registers d as unsettled; false once Close handed back the
-// unsettled messages.
-func (c *Transport) track(d *delivery) bool {
-	c.deliveriesMu.Lock()
-	defer c.deliveriesMu.Unlock()
-	if c.handedBack {
-		return false
-	}
-	if d.done.Load() {
-		return true // settled as soon as it was handed out: nothing to track
-	}
-	c.unsettled[d] = struct{}{}
-	return true
-}
-
-func (c *Transport) untrack(d *delivery) {
-	c.deliveriesMu.Lock()
-	delete(c.unsettled, d)
-	c.deliveriesMu.Unlock()
-}
-
-// handBack settles the unsettled messages of sub (of every subscriber when
-// sub is nil, at the transport's Close, after which none is tracked): an
-// ack given through Ack accepts, anything else releases.
-func (c *Transport) handBack(sub *Subscriber) {
-	c.deliveriesMu.Lock()
-	if sub == nil {
-		c.handedBack = true
-	}
-	var back []*delivery
-	for d := range c.unsettled {
-		if sub == nil || d.r.sub == sub {
-			back = append(back, d)
-		}
-	}
-	c.deliveriesMu.Unlock()
-	for _, d := range back {
-		d.Settle(d.bridged && transport.Acked(d.wm))
+	select {
+	case <-r.sub.closing:
+		return offerRelease
+	case <-r.sub.c.closing:
+		return offerRelease
+	default:
+		return offerGone // its subscription ended: another may match
 	}
 }
 

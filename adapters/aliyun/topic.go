@@ -49,26 +49,3 @@ func ParseTopic(topic string) (productKey, deviceName string, ok bool) {
 	}
 	return productKey, deviceName, true
 }
-
-// MatchTopic reports whether topic matches filter, MQTT style: "+" is one
-// level, a trailing "#" any number of levels (including none); an empty
-// filter or "#" matches everything.
-func MatchTopic(filter, topic string) bool {
-	if filter == "" || filter == "#" {
-		return true
-	}
-	fs := strings.Split(filter, "/")
-	ts := strings.Split(topic, "/")
-	for i, f := range fs {
-		if f == "#" && i == len(fs)-1 {
-			return true
-		}
-		if i >= len(ts) {
-			return false
-		}
-		if f != "+" && f != ts[i] {
-			return false
-		}
-	}
-	return len(fs) == len(ts)
-}

@@ -60,9 +60,9 @@ type Transport struct {
 	stats   counters
 	loggedT map[string]bool // unmatched topics already logged
 
-	deliveriesMu sync.Mutex
-	handedBack   bool                   // Close handed back the unsettled messages
-	unsettled    map[*delivery]struct{} // handed out, not settled
+	// subs are the Handouts of every subscription; Close closes them,
+	// which releases what they handed out and is unsettled.
+	subs transport.Subscriptions[delivery]
 }
 
 type counters struct {
@@ -107,7 +107,6 @@ func New(cfg Config, logger watermill.LoggerAdapter, opts ...Option) (*Transport
 		cancelBase: cancel,
 		closing:    make(chan struct{}),
 		loggedT:    map[string]bool{},
-		unsettled:  map[*delivery]struct{}{},
 	}
 	for i := range cfg.Connections {
 		c.conns = append(c.conns, &connection{c: c, index: i, clientID: cfg.clientID(i), up: make(chan struct{}), failed: make(chan struct{}, 1)})
@@ -211,8 +210,8 @@ func (c *Transport) Close() error {
 		close(c.closing)
 		c.mu.Unlock()
 		c.cancelBase()
-		c.handBack(nil)
 	})
+	c.subs.Close()
 	c.wg.Wait()
 	return nil
 }
@@ -264,7 +263,7 @@ func (c *Transport) match(topic string) *route {
 	}
 	var best *route
 	for _, r := range *p {
-		if (best == nil || r.specificity > best.specificity) && r.matches(topic) {
+		if (best == nil || r.specificity > best.specificity) && transport.MatchTopic(r.filter, topic) {
 			best = r
 		}
 	}

@@ -18,7 +18,7 @@ import (
 // paho.golang reads a packet off the connection in three reads or more
 // (the type byte, each byte of the remaining length, the rest). On a plain
 // TCP socket each read is a system call, and a QoS 1 message is read twice
-// (PUBLISH and PUBACK): a sixth of the CPU of the MQTT benchmark. paho
+// (PUBLISH and PUBACK), so reads are buffered here. paho
 // writes a packet as a list of buffers, one writev on a bare socket but
 // one write per buffer on any wrapper, so tcpConn gathers them. A TLS or
 // WebSocket connection buffers in its own layer, so only mqtt:// servers

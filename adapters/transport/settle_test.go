@@ -1,12 +1,10 @@
-package transport_test
+package transport
 
 import (
 	"context"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-
-	"github.com/hexmill/hexmill/adapters/transport"
 )
 
 // recorder records the settles it gets.
@@ -35,7 +33,7 @@ func TestAwait(t *testing.T) {
 			defer cancel()
 			tt.act(msg, cancel)
 			var r recorder
-			transport.AwaitAck(msg, &r, ctx.Done())
+			awaitAck(msg, &r, ctx.Done())
 			if len(r.got) != len(tt.settl) || (len(r.got) == 1 && r.got[0] != tt.settl[0]) {
 				t.Fatalf("settled %v, want %v", r.got, tt.settl)
 			}
@@ -45,12 +43,12 @@ func TestAwait(t *testing.T) {
 
 func TestContexts(t *testing.T) {
 	ctx := context.Background()
-	if transport.IsSettledByConsumer(ctx) || transport.SettlerFrom(ctx) != nil {
+	if IsSettledByConsumer(ctx) || SettlerFrom(ctx) != nil {
 		t.Fatal("a bare context carries a promise or a Settler")
 	}
 	var r recorder
-	ctx = transport.WithSettler(transport.SettledByConsumer(ctx), &r)
-	if !transport.IsSettledByConsumer(ctx) || transport.SettlerFrom(ctx) != &r {
+	ctx = WithSettler(SettledByConsumer(ctx), &r)
+	if !IsSettledByConsumer(ctx) || SettlerFrom(ctx) != &r {
 		t.Fatal("the promise or the Settler got lost")
 	}
 }
