@@ -17,11 +17,12 @@ type Proxy struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	refuse bool
-	// flowing is closed while bytes are forwarded, open while stalled.
-	flowing chan struct{}
-	holding int // pipes stalled with bytes read and not forwarded
-	closed  chan struct{}
-	wg      sync.WaitGroup
+	// flowing is closed while bytes are forwarded, open while stalled;
+	// upFlowing the same for the client-to-target direction alone.
+	flowing, upFlowing chan struct{}
+	holding            int // pipes stalled with bytes read and not forwarded
+	closed             chan struct{}
+	wg                 sync.WaitGroup
 }
 
 // NewProxy listens on a free loopback port and forwards every connection to
@@ -32,8 +33,10 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatalf("proxy listen: %v", err)
 	}
-	p := &Proxy{target: target, listener: l, conns: map[net.Conn]struct{}{}, flowing: make(chan struct{}), closed: make(chan struct{})}
+	p := &Proxy{target: target, listener: l, conns: map[net.Conn]struct{}{},
+		flowing: make(chan struct{}), upFlowing: make(chan struct{}), closed: make(chan struct{})}
 	close(p.flowing)
+	close(p.upFlowing)
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.Close)
@@ -70,25 +73,47 @@ func (p *Proxy) Refuse(refuse bool) {
 func (p *Proxy) Stall(stall bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	setFlowing(&p.flowing, !stall)
+}
+
+// StallUp is Stall for what clients send alone: what the target sends
+// still reaches them, as with a broker that delivers but no longer reads.
+func (p *Proxy) StallUp(stall bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	setFlowing(&p.upFlowing, !stall)
+}
+
+// setFlowing closes *ch (flowing) or replaces a closed one (stalled).
+func setFlowing(ch *chan struct{}, flowing bool) {
 	select {
-	case <-p.flowing:
-		if stall {
-			p.flowing = make(chan struct{})
+	case <-*ch:
+		if !flowing {
+			*ch = make(chan struct{})
 		}
 	default:
-		if !stall {
-			close(p.flowing)
+		if flowing {
+			close(*ch)
 		}
 	}
 }
 
-// awaitFlowing waits while the proxy is stalled; false when it closed.
-func (p *Proxy) awaitFlowing() bool {
+// awaitFlowing waits while the proxy is stalled in the direction of up;
+// false when it closed.
+func (p *Proxy) awaitFlowing(up bool) bool {
 	p.mu.Lock()
-	flowing := p.flowing
+	flowing, upFlowing := p.flowing, p.upFlowing
 	p.mu.Unlock()
 	select {
 	case <-flowing:
+	case <-p.closed:
+		return false
+	}
+	if !up {
+		return true
+	}
+	select {
+	case <-upFlowing:
 		return true
 	case <-p.closed:
 		return false
@@ -166,23 +191,24 @@ func (p *Proxy) accept() {
 		p.conns[server] = struct{}{}
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pipe(client, server)
-		go p.pipe(server, client)
+		go p.pipe(client, server, false)
+		go p.pipe(server, client, true)
 	}
 }
 
-func (p *Proxy) pipe(dst, src net.Conn) {
+// pipe copies src to dst; up is the client-to-target direction.
+func (p *Proxy) pipe(dst, src net.Conn, up bool) {
 	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		// Nothing is read while stalled, so the sender's writes back up.
-		if !p.awaitFlowing() {
+		if !p.awaitFlowing(up) {
 			break
 		}
 		n, err := src.Read(buf)
 		if n > 0 {
 			p.hold(1)
-			flowing := p.awaitFlowing()
+			flowing := p.awaitFlowing(up)
 			p.hold(-1)
 			if !flowing || writeAll(dst, buf[:n]) != nil {
 				break

@@ -2,12 +2,15 @@ package integration_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/hexmill/hexmill/adapters/mqtt"
 	"github.com/hexmill/hexmill/adapters/postgres"
@@ -91,5 +94,54 @@ func TestRelayStopMQTTStalled(t *testing.T) {
 	}
 	if rows != 3 {
 		t.Errorf("%d rows in the outbox; want the 3 never confirmed", rows)
+	}
+}
+
+// SIGTERM while the MQTT broker takes no more bytes from the service (it
+// still delivers): handlers wait for the PUBACK of the events they
+// publish over MQTT. The stop drains until drain_timeout, then the
+// handlers' contexts end, their publishes with them, their messages go
+// back to the broker, and every connection closes within close_timeout:
+// the process exits 0 within drain_timeout + 5 s, never at fx's stop
+// timeout (drain_timeout + 15 s), however long publish_timeout is (30 s).
+func TestE2EStopMQTTStalled(t *testing.T) {
+	e := newE2EEnv(t)
+	proxy := integration.NewProxy(t, e.mosquitto.Addr())
+	e.mqttAddr = proxy.Addr()
+	e.extraHandlers = `  device-status:
+    transport: mqtt
+    topic: e2e/` + e.run + `/+/status
+`
+	e.extraEvents = `  DeviceStatusChanged:
+    transport: mqtt
+    topic: e2e/` + e.run + `/status-changed
+`
+	e.checker(15 * time.Second) // AlertRaised's queue, which the start checks
+	svc := e.startService("r0")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	proxy.StallUp(true)
+	pub := rawMQTTClient(t, ctx, e.mosquitto.Addr(), "e2e-stop-"+e.run)
+	for i := range 4 {
+		payload := fmt.Sprintf(`{"device_id":"d%d","status":"online","at":%q}`, i, time.Now().UTC().Format(time.RFC3339Nano))
+		if _, err := pub.Publish(ctx, &paho.Publish{Topic: "e2e/" + e.run + "/d/status", QoS: 1, Payload: []byte(payload)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The handlers' DeviceStatusChanged publishes reach the stalled proxy.
+	if !proxy.AwaitHolding(30 * time.Second) {
+		t.Fatal("no event publish reached the stalled proxy within 30 s")
+	}
+	start := time.Now()
+	svc.signal(t, syscall.SIGTERM)
+	err := svc.Wait()
+	stopped := time.Since(start)
+	t.Logf("SIGTERM with MQTT stalled: %v after %s (drain timeout %s)", err, stopped.Round(time.Millisecond), e.drainTimeout)
+	if code := exitCode(err); code != 0 {
+		t.Errorf("exit after SIGTERM: %v, want status 0", err)
+	}
+	if limit := e.drainTimeout + 5*time.Second; stopped > limit {
+		t.Errorf("stop took %s, longer than drain_timeout + 5 s (%s)", stopped, limit)
 	}
 }
