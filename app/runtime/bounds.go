@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -99,6 +100,7 @@ func maxValue(md message.Metadata) int {
 // after a restart and on another replica. Identical messages share one
 // count.
 type handbacks struct {
+	size   atomic.Int64 // len(counts), read without the lock on every ack
 	mu     sync.Mutex
 	counts map[[16]byte]int
 	order  [][16]byte // ring of the keys counted, oldest at next
@@ -141,21 +143,21 @@ func (h *handbacks) add(key [16]byte) int {
 		}
 	}
 	h.counts[key] = n + 1
+	h.size.Store(int64(len(h.counts)))
 	return n + 1
 }
 
 // forget drops the count of msg's content, once it is settled for good;
-// it hashes only while something is counted.
+// it hashes and locks only while something is counted, so that an ack
+// costs an atomic load.
 func (h *handbacks) forget(msg *message.Message, bindingTopic string) {
-	h.mu.Lock()
-	empty := len(h.counts) == 0
-	h.mu.Unlock()
-	if empty {
+	if h.size.Load() == 0 {
 		return
 	}
 	key := handbackKey(msg, bindingTopic)
 	h.mu.Lock()
 	delete(h.counts, key)
+	h.size.Store(int64(len(h.counts)))
 	h.mu.Unlock()
 }
 
