@@ -1,12 +1,12 @@
 package rabbitmq
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -63,7 +63,8 @@ const maxHeaderBytes = 64 << 10
 
 // ErrHeadersTooLarge is the error of a publish whose headers exceed
 // maxHeaderBytes: it fails alone, before it reaches the connection.
-var ErrHeadersTooLarge = errors.New("rabbitmq: the message's headers are too large for one AMQP frame")
+// It is a transport.ErrMessageTooLarge.
+var ErrHeadersTooLarge = fmt.Errorf("rabbitmq: the message's headers are too large for one AMQP frame: %w", transport.ErrMessageTooLarge)
 
 // checkHeaders refuses a publishing whose headers would not fit the
 // frame; it counts the string headers marshal writes.

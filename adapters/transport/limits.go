@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"errors"
 	"fmt"
 	"unicode/utf8"
 
@@ -27,6 +28,12 @@ const (
 	// not make a header larger than a broker's frame.
 	MetadataValueBytes = 1 << 10
 )
+
+// ErrMessageTooLarge marks a publish that failed because of the message
+// itself (it does not fit the broker's limits): unlike a broker that is
+// down, publishing it again cannot succeed, so the runtime does not hand
+// the message being handled back for it, it retries and poisons it.
+var ErrMessageTooLarge = errors.New("message too large for its broker")
 
 // MessageSizer is a Transport whose configuration sets the largest
 // message its subscribers hand out (max_message_bytes); the runtime gives

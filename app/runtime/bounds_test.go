@@ -3,6 +3,8 @@ package runtime_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -177,5 +179,62 @@ func TestHandlerTimeoutRetriesAHungHandler(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("%s not handled: the hung attempt was never cancelled", want)
 		}
+	}
+}
+
+// tooLargeTransport is the memory transport whose publishers refuse every
+// message as too large for the broker (a RabbitMQ header above a frame).
+type tooLargeTransport struct{ *memory.Transport }
+
+func (t tooLargeTransport) Publisher(options map[string]string) (message.Publisher, error) {
+	pub, err := t.Transport.Publisher(options)
+	return tooLargePublisher{pub}, err
+}
+
+type tooLargePublisher struct{ message.Publisher }
+
+func (p tooLargePublisher) Publish(topic string, msgs ...*message.Message) error {
+	if topic == outTopic {
+		return fmt.Errorf("broker: %w", transport.ErrMessageTooLarge)
+	}
+	return p.Publisher.Publish(topic, msgs...)
+}
+
+// An event the broker refuses as too large is the message's fault, not
+// the broker's: the message is retried and poisoned, never handed back
+// (which would go round for ever).
+func TestEventTooLargeIsPoisonedNotHandedBack(t *testing.T) {
+	broker := newBroker(t)
+	opener := runtime.Opener{Name: config.TransportMemory, Open: func(ctx context.Context) (transport.Transport, error) {
+		if err := broker.Open(ctx); err != nil {
+			return nil, err
+		}
+		return tooLargeTransport{broker}, nil
+	}}
+	pub := runtime.NewPublisher()
+	var calls atomic.Int32
+	h := ports.HandlerFunc{HandlerName: "test", Func: func(ctx context.Context, msg ports.Message) error {
+		calls.Add(1)
+		return pub.Publish(ctx, testEvent{Input: msg.ID})
+	}}
+	cfg := testConfig()
+	rt, err := runtime.New(runtime.Params{
+		Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Transports: []runtime.Opener{opener}, Handlers: []ports.Handler{h}, Publisher: pub,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Stop(context.Background())
+	publish(t, broker, inTopic, "m1", "{}")
+	poisoned := receive(t, broker, poisonTopic, 1)[0]
+	if r := poisoned.Metadata.Get(middleware.ReasonForPoisonedKey); poisoned.UUID != "m1" || !strings.Contains(r, "too large") {
+		t.Fatalf("poisoned %s with reason %q, want m1 and the broker's refusal", poisoned.UUID, r)
+	}
+	if got, want := calls.Load(), int32(cfg.Retry.MaxRetries+1); got != want {
+		t.Fatalf("handled %d times, want %d (retried, not handed back)", got, want)
 	}
 }

@@ -63,8 +63,8 @@ func (p poisoner) middleware(h message.HandlerFunc) message.HandlerFunc {
 		case p.abort.Err() != nil:
 			o.set(handedBackStopping)
 			return produced, err
-		case errors.Is(err, ErrPublish):
-			back = handedBackPublish
+		case errors.Is(err, ErrPublish) && !errors.Is(err, transport.ErrMessageTooLarge):
+			back = handedBackPublish // the broker may take it later
 		case p.database && !errors.Is(err, ports.ErrInvalid) && postgres.Unavailable(err):
 			back = handedBackDatabase
 		}

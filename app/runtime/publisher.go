@@ -23,7 +23,8 @@ import (
 // ErrPublish marks a failure to publish an event (broker down, not
 // confirmed, unroutable). The message being handled is not at fault: after
 // its retries it is handed back to its broker for redelivery, never sent to
-// the poison target.
+// the poison target; unless the event itself is at fault
+// (transport.ErrMessageTooLarge), which no redelivery can cure.
 var ErrPublish = errors.New("publish failed")
 
 type publishError struct{ err error }
