@@ -16,6 +16,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/app/config"
 	"github.com/hexmill/hexmill/ports"
 )
@@ -198,7 +199,7 @@ func (t *tracing) publish(ctx context.Context, system, topic string, msg *messag
 func retried(ctx context.Context, attempt int, err error) {
 	span := trace.SpanFromContext(ctx)
 	if span.IsRecording() {
-		span.AddEvent("retry", trace.WithAttributes(attribute.Int("attempt", attempt), attribute.String("error", err.Error())))
+		span.AddEvent("retry", trace.WithAttributes(attribute.Int("attempt", attempt), attribute.String("error", transport.Truncate(err.Error(), transport.MetadataValueBytes))))
 	}
 }
 
