@@ -53,7 +53,7 @@ func TestBuildContextAndToolchain(t *testing.T) {
 		t.Fatal(err)
 	}
 	ignored := strings.Fields(string(b))
-	for _, p := range []string{"*.pem", "*.key", ".env", ".env.*", "config*.local.yaml", "bin", ".git"} {
+	for _, p := range []string{"**/*.pem", "**/*.key", "**/.env", "**/.env.*", "**/config*.local.yaml", "bin", ".git"} {
 		if !slices.Contains(ignored, p) {
 			t.Errorf(".dockerignore does not leave out %s", p)
 		}
