@@ -106,6 +106,9 @@ func newOpsServer(p opsParams) *OpsServer {
 			s.done = make(chan error, 1)
 			go func() { s.done <- s.server.Serve(l) }()
 			p.Logger.Info("ops http listening", "addr", l.Addr().String(), "inject", ops.InjectOn(), "inject_token", ops.Token != "")
+			if ops.InjectOn() && ops.Token == "" && !p.Config.OnlyMemory() {
+				p.Logger.Warn("ops.inject is on without ops.token: whoever reaches the ops port can publish to the handlers bound to memory; set ops.token or turn ops.inject off")
+			}
 			return nil
 		},
 		OnStop: func(ctx context.Context) error {
