@@ -123,7 +123,7 @@ func newOpsServer(p opsParams) *OpsServer {
 	return s
 }
 
-// readiness logs why the service is not ready when the reasons change,
+// readiness logs why the service is not ready when the failing parts change,
 // and again every readyLogEvery while they last.
 type readiness struct {
 	logger *slog.Logger
