@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -13,10 +12,11 @@ type Proxy struct {
 	target   string
 	listener net.Listener
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	refuse bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	refuse  bool
+	stalled chan struct{} // non-nil while stalled; closed when forwarding resumes
+	wg      sync.WaitGroup
 }
 
 // NewProxy listens on a free loopback port and forwards every connection to
@@ -55,6 +55,27 @@ func (p *Proxy) Refuse(refuse bool) {
 	p.mu.Unlock()
 }
 
+// Stall makes the proxy hold what either side sends (true), as a peer
+// that stopped reading would, or forward it again (false). Connections
+// stay open meanwhile.
+func (p *Proxy) Stall(stall bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case stall && p.stalled == nil:
+		p.stalled = make(chan struct{})
+	case !stall && p.stalled != nil:
+		close(p.stalled)
+		p.stalled = nil
+	}
+}
+
+func (p *Proxy) gate() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stalled
+}
+
 // Conns is the number of client connections currently open.
 func (p *Proxy) Conns() int {
 	p.mu.Lock()
@@ -66,6 +87,7 @@ func (p *Proxy) Conns() int {
 // goroutines.
 func (p *Proxy) Close() {
 	_ = p.listener.Close()
+	p.Stall(false)
 	p.Cut()
 	p.wg.Wait()
 }
@@ -101,7 +123,21 @@ func (p *Proxy) accept() {
 
 func (p *Proxy) pipe(dst, src net.Conn) {
 	defer p.wg.Done()
-	_, _ = io.Copy(dst, src) // ends on EOF, a cut or a reset alike
+	buf := make([]byte, 32<<10)
+	for { // ends on EOF, a cut or a reset alike
+		n, err := src.Read(buf)
+		if n > 0 {
+			if g := p.gate(); g != nil {
+				<-g
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
 	_ = dst.Close()
 	_ = src.Close()
 	p.mu.Lock()

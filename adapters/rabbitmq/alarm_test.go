@@ -289,3 +289,76 @@ func TestServerCancelResubscribes(t *testing.T) {
 		t.Errorf("the cancel was logged %d times; want once", n)
 	}
 }
+
+// A broker that stops answering (a proxy that holds everything) during a
+// stop: with the stop's context given to Stopping, closing a subscriber
+// whose channel close gets no answer returns shortly before the context's
+// deadline (the socket is closed), and the publisher and the transport
+// close at once after it; without it they would wait for the heartbeat
+// to notice.
+func TestCloseBoundedByStopContext(t *testing.T) {
+	queue := uniqueName("stall")
+	adm := newAdmin(t)
+	adm.cleanup([]string{queue}, nil)
+	proxy := integration.NewProxy(t, brokerAddr(t))
+	cfg := rabbitmq.Config{
+		URL:    rabbitmq.URL(viaProxy(t, proxy.Addr())),
+		Queues: []rabbitmq.QueueConfig{{Name: queue, Type: rabbitmq.QueueClassic}},
+	}
+	c, err := rabbitmq.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Open(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			proxy.Stall(false)
+			_ = c.Close()
+		}
+	}()
+	pub, err := c.Publisher(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(queue, message.NewMessage("held", []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := c.Subscriber(rabbitmq.SubscriberConfig{Handler: "stall", Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := sub.Subscribe(transport.SettledByConsumer(context.Background()), queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-out // delivered, never settled
+
+	proxy.Stall(true)
+	const deadline = 2 * time.Second
+	stopCtx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	start := time.Now()
+	c.Stopping(stopCtx)
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closed = true
+	took := time.Since(start)
+	t.Logf("closed in %s with a stop deadline of %s and a broker that does not answer", took.Round(time.Millisecond), deadline)
+	if took > deadline {
+		t.Fatalf("closing took %s, past the stop's deadline %s", took, deadline)
+	}
+	proxy.Stall(false)
+	if d := adm.get(queue, 10*time.Second); d.MessageId != "held" {
+		t.Fatalf("got %s; want the unsettled message back", d.MessageId)
+	}
+}
