@@ -119,13 +119,24 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	// confirms. The call also ends when the first message's context ends
 	// (a handler's message settled, or its subscriber closed at stop) or
 	// the publisher closes.
-	timer := time.NewTimer(p.confirmTimeout)
-	defer timer.Stop()
+	start := time.Now()
+	var timer *time.Timer
+	deadline := func() <-chan time.Time {
+		if timer == nil {
+			timer = time.NewTimer(p.confirmTimeout - time.Since(start))
+		}
+		return timer.C
+	}
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	ctx := context.Background()
 	if len(msgs) > 0 {
 		ctx = msgs[0].Context()
 	}
-	if err := p.client.awaitUnblocked(ctx, timer.C); err != nil {
+	if err := p.client.awaitUnblocked(ctx, deadline); err != nil {
 		errs := make([]error, len(msgs))
 		for i, msg := range msgs {
 			errs[i] = fmt.Errorf("message %s: %w", msg.UUID, err)
@@ -159,11 +170,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 			if gaveUp == nil {
 				select {
 				case <-w.dc.Done():
-					if err := w.cc.outcome(w.dc, w.key, p.mandatory); err != nil {
-						errs = append(errs, fmt.Errorf("message %s: %w", msgs[i].UUID, err))
-					}
-					continue
-				case <-timer.C:
+				case <-deadline():
 					gaveUp = fmt.Errorf("%w: no confirm within %s%s", ErrNotConfirmed, p.confirmTimeout, p.client.blockedNote())
 				case <-ctx.Done():
 					gaveUp = fmt.Errorf("%w: given up waiting for the confirm: %w", ErrNotConfirmed, ctx.Err())
@@ -173,7 +180,14 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 					gaveUp = fmt.Errorf("%w: the transport closed while waiting for the confirm", ErrNotConfirmed)
 				}
 			}
-			errs = append(errs, fmt.Errorf("message %s: %w", msgs[i].UUID, gaveUp))
+			select { // a confirm in by now counts, whatever ended the wait
+			case <-w.dc.Done():
+				if err := w.cc.outcome(w.dc, w.key, p.mandatory); err != nil {
+					errs = append(errs, fmt.Errorf("message %s: %w", msgs[i].UUID, err))
+				}
+			default:
+				errs = append(errs, fmt.Errorf("message %s: %w", msgs[i].UUID, gaveUp))
+			}
 		}
 	}
 	return errors.Join(errs...)

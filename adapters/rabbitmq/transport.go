@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -74,6 +75,7 @@ type Transport struct {
 	started   bool
 	// A resource alarm: the broker blocked the connection (connection.blocked).
 	blockedSince  time.Time     // zero while not blocked
+	isBlocked     atomic.Bool   // !blockedSince.IsZero(), read without the lock
 	blockedReason string        // the broker's reason
 	blocked       chan struct{} // closed while blocked
 	unblocked     chan struct{} // closed while not blocked
@@ -389,6 +391,7 @@ func (c *Transport) setBlocked(n node, b amqp.Blocking) {
 	switch {
 	case b.Active && c.blockedSince.IsZero():
 		c.blockedSince, c.blockedReason = time.Now(), b.Reason
+		c.isBlocked.Store(true)
 		close(c.blocked)
 		c.unblocked = make(chan struct{})
 		c.warn("RabbitMQ blocked the connection (a resource alarm); publishes wait until it clears", watermill.LogFields{"node": n.name, "reason": b.Reason})
@@ -404,6 +407,7 @@ func (c *Transport) clearBlockedLocked() {
 		return
 	}
 	c.blockedSince, c.blockedReason = time.Time{}, ""
+	c.isBlocked.Store(false)
 	close(c.unblocked)
 	c.blocked = make(chan struct{})
 }
@@ -431,7 +435,10 @@ func (c *Transport) Blocked() (bool, time.Time) {
 // awaitUnblocked returns nil at once while the connection is not blocked;
 // otherwise it waits until it is unblocked, and fails with ErrBlocked
 // when deadline fires, ctx ends or the transport stops first.
-func (c *Transport) awaitUnblocked(ctx context.Context, deadline <-chan time.Time) error {
+func (c *Transport) awaitUnblocked(ctx context.Context, deadline func() <-chan time.Time) error {
+	if !c.isBlocked.Load() {
+		return nil
+	}
 	c.mu.Lock()
 	unblocked, since, reason := c.unblocked, c.blockedSince, c.blockedReason
 	c.mu.Unlock()
@@ -444,7 +451,7 @@ func (c *Transport) awaitUnblocked(ctx context.Context, deadline <-chan time.Tim
 	select {
 	case <-unblocked:
 		return nil
-	case <-deadline:
+	case <-deadline():
 		return fail("publish.confirm_timeout passed")
 	case <-ctx.Done():
 		return fail("the publish was given up: " + ctx.Err().Error())
