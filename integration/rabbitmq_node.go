@@ -318,8 +318,12 @@ type RabbitMQCluster struct {
 
 // StartRabbitMQCluster boots n private nodes at once, with one HOME (and
 // so one Erlang cookie) under opts.Dir, and joins the others to the first
-// (stop_app, join_cluster, start_app). Stop stops them all.
+// (stop_app, join_cluster, start_app). Stop stops them all. Each node's
+// StartTimeout is 3 minutes by default (n nodes boot at once).
 func StartRabbitMQCluster(n int, opts RabbitMQNodeOptions) (*RabbitMQCluster, error) {
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 3 * time.Minute
+	}
 	home := filepath.Join(opts.Dir, "home")
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, fmt.Errorf("rabbitmq cluster: %w", err)
@@ -354,11 +358,14 @@ func StartRabbitMQCluster(n int, opts RabbitMQNodeOptions) (*RabbitMQCluster, er
 		c.Stop()
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
 	for _, node := range c.Nodes[1:] {
 		for _, args := range [][]string{{"stop_app"}, {"join_cluster", c.Nodes[0].Name}, {"start_app"}} {
-			if _, err := node.Ctl(ctx, args...); err != nil {
+			// rabbitmqctl boots a VM of its own: seconds, and minutes on a
+			// machine whose cores are taken.
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			_, err := node.Ctl(ctx, args...)
+			cancel()
+			if err != nil {
 				c.Stop()
 				return nil, fmt.Errorf("rabbitmq cluster: node %s: %w", node.Name, err)
 			}

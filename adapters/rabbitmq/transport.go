@@ -84,6 +84,7 @@ type Transport struct {
 	// ended by closing the connection's socket.
 	abandon     chan struct{}
 	abandonOnce sync.Once
+	cutConn     *amqp.Connection // the connection cut last (see cut)
 
 	closing   chan struct{}
 	stopDial  context.CancelFunc // ends a connection attempt at Close
@@ -326,7 +327,14 @@ func (c *Transport) supervise(l link) {
 			if amqpErr != nil {
 				err = fmt.Errorf("%w: %s", ErrNotConnected, amqpErr.Error())
 			}
-			c.logger.Error("RabbitMQ connection lost; reconnecting", err, watermill.LogFields{"node": l.node.name})
+			c.mu.Lock()
+			wasCut := c.cutConn == l.conn
+			c.mu.Unlock()
+			if wasCut {
+				c.logger.Info("RabbitMQ connection closed by the client; reconnecting", watermill.LogFields{"node": l.node.name})
+			} else {
+				c.logger.Error("RabbitMQ connection lost; reconnecting", err, watermill.LogFields{"node": l.node.name})
+			}
 			c.setDown(err)
 		}
 		var ok bool
@@ -595,6 +603,9 @@ func (c *Transport) abandonStop(why string) {
 func (c *Transport) cut(why string) {
 	c.mu.Lock()
 	conn, n := c.conn, c.nodes[c.node]
+	if conn != nil {
+		c.cutConn = conn
+	}
 	c.mu.Unlock()
 	if conn == nil || conn.IsClosed() {
 		return
