@@ -55,7 +55,7 @@ func TestE2ERabbitMQClusterNodeKilled(t *testing.T) {
 	}
 	e.rabbitURL = survivor.URL()
 	declareQuorumSink(t, survivor.URL(), e)
-	ctx, chk := e.begin(sc)
+	ctx, chk := beginSlow(e)
 	sending := e.sendAsync(ctx, sc)
 
 	if err := chk.AwaitReceived(ctx, sc.Count/3); err != nil {
@@ -97,7 +97,7 @@ func TestE2ERabbitMQAlarmMidStream(t *testing.T) {
 	e.rabbitURL, e.rabbitAddr = node.URL(), node.Addr
 	e.rabbitExtra = "    blocked_unready_after: 2s\n"
 	sc := e2eScale(scale{Count: 6000, Rate: 500}, scale{Count: 100000, Rate: 5000})
-	ctx, chk := e.begin(sc)
+	ctx, chk := beginSlow(e)
 	svc := e.startService("r0")
 	// The alarm is raised while a background stream flows, and the
 	// checked stream starts during it and goes on after it clears.
@@ -121,7 +121,7 @@ func TestE2ERabbitMQAlarmMidStream(t *testing.T) {
 	// event.
 	time.Sleep(time.Until(alarmed.Add(8 * time.Second)))
 	duringAlarm := chk.Received() - alarmedAt
-	if err := node.SetMemoryAlarm(ctx, false); err != nil {
+	if err := node.SetMemoryAlarm(ctlContext(t), false); err != nil {
 		t.Fatal(err)
 	}
 	cleared := time.Now()
@@ -160,7 +160,7 @@ func TestE2ERabbitMQAlarmSIGTERM(t *testing.T) {
 	e.rabbitURL, e.rabbitAddr = node.URL(), node.Addr
 	e.drainTimeout = 5 * time.Second
 	sc := e2eScale(scale{Count: 3000, Rate: 1000}, scale{Count: 100000, Rate: 5000})
-	ctx, chk := e.begin(sc)
+	ctx, chk := beginSlow(e)
 	svc := e.startService("r0")
 	raiseAlarm(t, ctx, e, svc, node)
 	// The checked stream reaches the service while its publishes are
@@ -181,7 +181,7 @@ func TestE2ERabbitMQAlarmSIGTERM(t *testing.T) {
 	}
 	stopping := svc.WaitLog(t, "the stop's first line", integration.MsgIs("stopping: intake stopped, draining"))
 	t.Logf("at SIGTERM: %v messages in flight", stopping["in_flight"])
-	if err := node.SetMemoryAlarm(ctx, false); err != nil {
+	if err := node.SetMemoryAlarm(ctlContext(t), false); err != nil {
 		t.Fatal(err)
 	}
 	again := e.startService("r0")
@@ -218,10 +218,14 @@ func raiseAlarm(t *testing.T, ctx context.Context, e *e2eEnv, svc *service, node
 		<-done
 	}()
 	start := time.Now()
-	if err := node.SetMemoryAlarm(ctx, true); err != nil {
+	if err := node.SetMemoryAlarm(ctlContext(t), true); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = node.SetMemoryAlarm(context.Background(), false) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		_ = node.SetMemoryAlarm(ctx, false)
+	})
 	raised := time.Now()
 	warn := svc.WaitLog(t, "the WARN about the block", integration.MsgIs(blockedLog))
 	t.Logf("alarm raised (rabbitmqctl took %s); the service logged the block %s later", raised.Sub(start).Round(time.Millisecond), time.Since(raised).Round(time.Millisecond))
@@ -268,6 +272,22 @@ func (tp *tap) await(t *testing.T, n int) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// beginSlow is e.begin for the tests that run rabbitmqctl, which boots a
+// VM of its own for every command: seconds on a quiet machine, up to a
+// minute with its cores taken. The test gets 8 minutes.
+func beginSlow(e *e2eEnv) (context.Context, *load.Checker) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	e.t.Cleanup(cancel)
+	return ctx, e.checker(15 * time.Second)
+}
+
+// ctlContext bounds one rabbitmqctl command.
+func ctlContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 // startCluster starts a 3-node private RabbitMQ cluster for the test.
