@@ -2,6 +2,10 @@
 
 GO       ?= go
 PKGS     ?= ./...
+# The tools module (tools/: hexmill-bench, hexmill-load) is a Go module of
+# its own, which ./... at the root does not reach: build, test and lint
+# run TOOLS_PKGS in it too (empty, or no tools/ in a fork: skip it).
+TOOLS_PKGS ?= $(if $(wildcard tools/go.mod),./...)
 BENCH_N  ?= 50000
 BENCH_ROUNDS ?= 3
 STRESS_HOGS  ?= 2
@@ -20,21 +24,26 @@ run: ## build bin/hexmill and run it (in-memory transport and demo unless config
 	exec ./bin/hexmill
 
 .PHONY: build
-build: ## build bin/hexmill and bin/hexmill-bench
+build: ## build bin/hexmill, and the tools bin/hexmill-bench and bin/hexmill-load from tools/
 	$(GO) build -o bin/ ./cmd/...
+	$(if $(TOOLS_PKGS),cd tools && $(GO) build -o ../bin/ ./cmd/...)
 
 .PHONY: test
-test: ## all tests with -race: unit, and integration against the brokers in HEXMILL_TEST_* (or testcontainers)
+test: ## all tests with -race, the tools' too: unit, and integration against the brokers in HEXMILL_TEST_* (or testcontainers)
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	$(if $(TOOLS_PKGS),cd tools && $(GO) test -race -count=1 -timeout 30m $(TOOLS_PKGS))
+
+NO_BROKERS = env -u HEXMILL_TEST_RABBITMQ_URL -u HEXMILL_TEST_MQTT_URL -u HEXMILL_TEST_AMQP1_ADDR -u HEXMILL_TEST_POSTGRES_URL
 
 .PHONY: test-unit
 test-unit: ## tests without HEXMILL_TEST_* brokers (those skip; tests that start private brokers from installed binaries still run)
-	env -u HEXMILL_TEST_RABBITMQ_URL -u HEXMILL_TEST_MQTT_URL -u HEXMILL_TEST_AMQP1_ADDR -u HEXMILL_TEST_POSTGRES_URL \
-		$(GO) test -race -short -count=1 $(PKGS)
+	$(NO_BROKERS) $(GO) test -race -short -count=1 $(PKGS)
+	$(if $(TOOLS_PKGS),cd tools && $(NO_BROKERS) $(GO) test -race -short -count=1 $(TOOLS_PKGS))
 
 .PHONY: test-integration
-test-integration: ## integration tests: adapters, the binary, end to end (needs brokers)
+test-integration: ## integration tests: adapters, the binary, end to end, the tools (needs brokers)
 	$(GO) test -race -count=1 -timeout 30m ./adapters/... ./integration/... ./cmd/...
+	$(if $(TOOLS_PKGS),cd tools && $(GO) test -race -count=1 -timeout 30m $(TOOLS_PKGS))
 
 .PHONY: test-e2e
 test-e2e: ## end-to-end reliability tests on the real binary (kill, cut, restart, scale-out, bad input), CI size
@@ -52,14 +61,15 @@ test-stress: ## the end-to-end tests with STRESS_HOGS busy loops taking the core
 	$(GO) test -race -count=$(STRESS_COUNT) -timeout 90m -run '$(STRESS_RUN)' -v ./integration/
 
 .PHONY: bench
-bench: ## hexmill vs the raw clients, side by side in BENCH_ROUNDS interleaved rounds (median), ratio and CPU per message printed; report and charts into docs/bench
-	$(GO) run ./cmd/hexmill-bench -n $(BENCH_N) -rounds $(BENCH_ROUNDS) -report docs/bench
+bench: ## hexmill vs the raw clients (tools/cmd/hexmill-bench), side by side in BENCH_ROUNDS interleaved rounds (median), ratio and CPU per message printed; report and charts into docs/bench
+	cd tools && $(GO) run ./cmd/hexmill-bench -n $(BENCH_N) -rounds $(BENCH_ROUNDS) -report ../docs/bench
 
 .PHONY: lint
-lint: ## gofmt and go vet
+lint: ## gofmt and go vet, the tools' too
 	@files=$$(git ls-files --cached --others --exclude-standard '*.go' | while read -r f; do [ -e "$$f" ] && echo "$$f"; done); \
 	out=$$(gofmt -l $$files) || exit 1; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(if $(TOOLS_PKGS),cd tools && $(GO) vet $(TOOLS_PKGS))
 
 .PHONY: rename
 rename: ## make the clone a service of its own: make rename MODULE=example.com/fleet NAME=fleet

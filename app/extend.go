@@ -10,6 +10,8 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/hexmill/hexmill/adapters/transport"
+	"github.com/hexmill/hexmill/app/config"
+	"github.com/hexmill/hexmill/app/runtime"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -25,61 +27,17 @@ func AsHandler(constructor any) fx.Option {
 	return fx.Provide(fx.Annotate(constructor, fx.As(new(ports.Handler)), fx.ResultTags(`group:"handlers"`)))
 }
 
-// Middleware wraps every handler's processing of a message: it runs once
-// per attempt (a retried message passes it again), inside the retry and
-// the panic recovery, after the wire-format translation is decided and
-// before the handler. On an idempotent binding it runs inside the
-// transaction: only for a message not handled before, with the
-// transaction in msg.Context() (what it writes commits or rolls back with
-// the handler's changes). handler is the handler's name. An error it
-// returns is the handler's: retried, then poisoned; ports.Invalid poisons
-// at once.
-type Middleware func(handler string, next message.HandlerFunc) message.HandlerFunc
-
-// The chain, outermost first: handler name in the context, failure log,
-// metrics, in-flight count and settling, poison target (publishes
-// directly, never through the outbox), retry, on an idempotent binding
-// the transaction and duplicate check (postgres.DedupMiddleware, one
-// transaction per attempt), panic recovery (a panic rolls the transaction
-// back), then the middlewares of AsMiddleware in the order they were
-// provided, then the handler (format translation included).
-
-// AsMiddleware provides a middleware constructor's result (a Middleware)
-// to the runtime; it runs in every handler's chain at the place documented
-// on Middleware, in the order of the fx options.
+// AsMiddleware provides a middleware constructor's result (a
+// runtime.Middleware) to the runtime; it runs in every handler's chain at
+// the place documented on runtime.Middleware, in the order of the fx
+// options.
 func AsMiddleware(constructor any) fx.Option {
 	return fx.Provide(fx.Annotate(constructor, fx.ResultTags(`group:"middlewares"`)))
 }
 
-// Format translates a wire format at the edge: it rewrites the payload (and
-// may add metadata) before the handler sees the message. An error wrapped
-// with ports.Invalid sends the message to the poison target. A binding
-// names it in format.
-type Format func(msg *message.Message) error
-
-// NamedFormat is a Format with the name bindings use for it.
-type NamedFormat struct {
-	Name   string
-	Format Format
-}
-
 // AsFormat offers format to bindings under name (handlers.<h>.format).
-func AsFormat(name string, format Format) fx.Option {
-	return fx.Provide(fx.Annotate(func() NamedFormat { return NamedFormat{Name: name, Format: format} }, fx.ResultTags(`group:"formats"`)))
-}
-
-// ConfigSection is a part of the configuration owned by the service or a
-// transport rather than by Config: the YAML mapping at Path (e.g. domain,
-// transports.rabbitmq) and its environment variables are decoded into
-// Value, a pointer holding the defaults. A Value with SetDefaults() has
-// it called after decoding; one with Validate() error is validated with
-// the rest (a *ports.FieldError names the setting in the section). A
-// transport's section (Transport set) is validated only when a binding
-// uses that transport.
-type ConfigSection struct {
-	Path      string
-	Value     any
-	Transport string
+func AsFormat(name string, format runtime.Format) fx.Option {
+	return fx.Provide(fx.Annotate(func() runtime.NamedFormat { return runtime.NamedFormat{Name: name, Format: format} }, fx.ResultTags(`group:"formats"`)))
 }
 
 // section holds the decoded value of the section of type T.
@@ -92,10 +50,10 @@ type section[T any] struct{ value T }
 func AsConfig[T any](path string, defaults func() T) fx.Option {
 	return fx.Options(
 		fx.Provide(func() *section[T] { return &section[T]{value: defaults()} }),
-		fx.Provide(fx.Annotate(func(s *section[T]) ConfigSection {
-			return ConfigSection{Path: path, Value: &s.value}
+		fx.Provide(fx.Annotate(func(s *section[T]) config.Section {
+			return config.Section{Path: path, Value: &s.value}
 		}, fx.ResultTags(`group:"config_sections"`))),
-		fx.Provide(func(_ Config, s *section[T]) T { return s.value }),
+		fx.Provide(func(_ config.Config, s *section[T]) T { return s.value }),
 	)
 }
 
@@ -118,13 +76,17 @@ type TransportEnv struct {
 func AsTransport[T any](name string, defaults func() T, newT func(cfg T, env TransportEnv) (transport.Transport, error)) fx.Option {
 	return fx.Options(
 		fx.Provide(func() *section[T] { return &section[T]{value: defaults()} }),
-		fx.Provide(fx.Annotate(func(s *section[T]) ConfigSection {
-			return ConfigSection{Path: "transports." + name, Value: &s.value, Transport: name}
+		fx.Provide(fx.Annotate(func(s *section[T]) config.Section {
+			return config.Section{Path: "transports." + name, Value: &s.value, Transport: name}
 		}, fx.ResultTags(`group:"config_sections"`))),
-		fx.Provide(fx.Annotate(func(cfg Config, s *section[T], logger *slog.Logger) Opener {
-			return Opener{Name: name, Open: func(ctx context.Context) (transport.Transport, error) {
+		fx.Provide(fx.Annotate(func(cfg config.Config, s *section[T], logger *slog.Logger) runtime.Opener {
+			return runtime.Opener{Name: name, Open: func(ctx context.Context) (transport.Transport, error) {
 				env := TransportEnv{Service: cfg.Service, Logger: logger.With("transport", name)}
-				return open(ctx, name, func() (transport.Transport, error) { return newT(s.value, env) })
+				t, err := newT(s.value, env)
+				if err != nil {
+					return nil, cfg.InSection("transports."+name, err)
+				}
+				return openTransport(ctx, t)
 			}}
 		}, fx.ResultTags(`group:"transports"`))),
 	)
@@ -139,4 +101,13 @@ func ReplaceJSON(msg *message.Message, v any) error {
 	}
 	msg.Payload = b
 	return nil
+}
+
+// openTransport opens t, and closes it again when it fails to open.
+func openTransport(ctx context.Context, t transport.Transport) (transport.Transport, error) {
+	if err := t.Open(ctx); err != nil {
+		_ = t.Close()
+		return nil, err
+	}
+	return t, nil
 }

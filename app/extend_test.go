@@ -14,6 +14,8 @@ import (
 	"github.com/hexmill/hexmill/adapters/memory"
 	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/app/config"
+	"github.com/hexmill/hexmill/app/runtime"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -58,10 +60,10 @@ func (s *seen) wait(t *testing.T) string {
 
 // run starts svc with env (the ops server off) and returns the memory
 // broker; the service stops when the test ends.
-func run(t *testing.T, svc app.Service, e env) *memory.Transport {
+func run(t *testing.T, svc app.Service, e app.Env) *memory.Transport {
 	t.Helper()
 	var broker *memory.Transport
-	e[app.EnvPrefix(svc.Name)+"HTTP_ADDR"] = "off"
+	e[config.EnvPrefix(svc.Name)+"HTTP_ADDR"] = "off"
 	a := app.New(svc, e, fx.Populate(&broker), fx.NopLogger)
 	if err := a.Err(); err != nil {
 		t.Fatal(err)
@@ -77,9 +79,9 @@ func run(t *testing.T, svc app.Service, e env) *memory.Transport {
 	return broker
 }
 
-func bindMemory(handler string) func(*app.Config) {
-	return func(c *app.Config) {
-		c.Handlers[handler] = app.Binding{Transport: app.TransportMemory, Topic: "in"}
+func bindMemory(handler string) func(*config.Config) {
+	return func(c *config.Config) {
+		c.Handlers[handler] = config.Binding{Transport: config.TransportMemory, Topic: "in"}
 	}
 }
 
@@ -99,7 +101,7 @@ func TestAsHandlerAndAsConfig(t *testing.T) {
 		app.AsConfig("greeting", func() greeting { return greeting{Word: "hello"} }),
 		app.AsHandler(func(g greeting) ports.Handler { word = g.Word; return s.handler("greet") }),
 	}}
-	b := run(t, svc, env{"EXT_GREETING_WORD": "ni hao"})
+	b := run(t, svc, app.Env{"EXT_GREETING_WORD": "ni hao"})
 	if word != "ni hao" {
 		t.Fatalf("the handler's section = %q, want the environment's", word)
 	}
@@ -116,7 +118,7 @@ func TestAsMiddleware(t *testing.T) {
 	var mu sync.Mutex
 	svc := app.Service{Name: "ext", Defaults: bindMemory("h"), Options: []fx.Option{
 		app.AsHandler(func() ports.Handler { return s.handler("h") }),
-		app.AsMiddleware(func() app.Middleware {
+		app.AsMiddleware(func() runtime.Middleware {
 			return func(handler string, next message.HandlerFunc) message.HandlerFunc {
 				return func(msg *message.Message) ([]*message.Message, error) {
 					mu.Lock()
@@ -128,7 +130,7 @@ func TestAsMiddleware(t *testing.T) {
 			}
 		}),
 	}}
-	b := run(t, svc, env{})
+	b := run(t, svc, app.Env{})
 	send(t, b, "x")
 	if got := s.wait(t); got != "x!" {
 		t.Fatalf("handler got %q, want what the middleware made of it", got)
@@ -143,8 +145,8 @@ func TestAsMiddleware(t *testing.T) {
 // AsFormat offers a format that a binding names.
 func TestAsFormat(t *testing.T) {
 	s := newSeen()
-	svc := app.Service{Name: "ext", Defaults: func(c *app.Config) {
-		c.Handlers["h"] = app.Binding{Transport: app.TransportMemory, Topic: "in", Format: "upper"}
+	svc := app.Service{Name: "ext", Defaults: func(c *config.Config) {
+		c.Handlers["h"] = config.Binding{Transport: config.TransportMemory, Topic: "in", Format: "upper"}
 	}, Options: []fx.Option{
 		app.AsHandler(func() ports.Handler { return s.handler("h") }),
 		app.AsFormat("upper", func(msg *message.Message) error {
@@ -152,7 +154,7 @@ func TestAsFormat(t *testing.T) {
 			return nil
 		}),
 	}}
-	b := run(t, svc, env{})
+	b := run(t, svc, app.Env{})
 	send(t, b, "abc")
 	if got := s.wait(t); got != "ABC" {
 		t.Fatalf("handler got %q, want it translated by the format", got)
@@ -172,9 +174,9 @@ func TestAsTransport(t *testing.T) {
 	var opened loopConfig
 	var service string
 	var broker *memory.Transport
-	svc := app.Service{Name: "ext", Defaults: func(c *app.Config) {
-		c.Handlers["h"] = app.Binding{Transport: "loop", Topic: "in"}
-		c.Poison.Transport = app.TransportMemory
+	svc := app.Service{Name: "ext", Defaults: func(c *config.Config) {
+		c.Handlers["h"] = config.Binding{Transport: "loop", Topic: "in"}
+		c.Poison.Transport = config.TransportMemory
 	}, Options: []fx.Option{
 		app.AsHandler(func() ports.Handler { return s.handler("h") }),
 		fx.Populate(&broker),
@@ -184,7 +186,7 @@ func TestAsTransport(t *testing.T) {
 				return loop{Transport: broker, prefix: cfg.Prefix}, nil
 			}),
 	}}
-	b := run(t, svc, env{"EXT_TRANSPORTS_LOOP_PREFIX": "loop:"})
+	b := run(t, svc, app.Env{"EXT_TRANSPORTS_LOOP_PREFIX": "loop:"})
 	if opened.Prefix != "loop:" || service != "ext" {
 		t.Fatalf("opened with %+v for %q, want the section from the environment, for ext", opened, service)
 	}

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -19,6 +21,8 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/memory"
 	"github.com/hexmill/hexmill/adapters/transport"
+	"github.com/hexmill/hexmill/app/config"
+	"github.com/hexmill/hexmill/app/runtime"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -39,9 +43,9 @@ func (s *OpsServer) Addr() string { return s.listener.Addr().String() }
 type opsParams struct {
 	fx.In
 	Lifecycle fx.Lifecycle
-	Config    Config
+	Config    config.Config
 	Logger    *slog.Logger
-	Runtime   *Runtime
+	Runtime   *runtime.Runtime
 	Registry  *prometheus.Registry
 	Broker    *memory.Transport
 }
@@ -91,15 +95,15 @@ func newOpsServer(p opsParams) *OpsServer {
 // injectHandler publishes the request body to the topic a handler is bound
 // to, when that binding is on the in-memory transport: the way to try the
 // service by hand without a broker.
-func injectHandler(cfg Config, broker *memory.Transport) http.HandlerFunc {
+func injectHandler(cfg config.Config, broker *memory.Transport) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("handler")
 		b, ok := cfg.Handlers[name]
 		if !ok {
-			http.Error(w, fmt.Sprintf("no handler %q; bound handlers: %v\n", name, sortedKeys(cfg.Handlers)), http.StatusNotFound)
+			http.Error(w, fmt.Sprintf("no handler %q; bound handlers: %v\n", name, slices.Sorted(maps.Keys(cfg.Handlers))), http.StatusNotFound)
 			return
 		}
-		if b.Transport != TransportMemory {
+		if b.Transport != config.TransportMemory {
 			http.Error(w, fmt.Sprintf("handler %q is bound to %s: publish to its broker instead\n", name, b.Transport), http.StatusConflict)
 			return
 		}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -13,104 +12,9 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/hexmill/hexmill/adapters/postgres"
-	"github.com/hexmill/hexmill/ports"
+	"github.com/hexmill/hexmill/app/config"
+	"github.com/hexmill/hexmill/app/runtime"
 )
-
-// PostgresConfig is the postgres section: where the database is and how
-// the pool behaves (postgres.Config, inline: postgres.url,
-// postgres.password, postgres.max_conns, ...), how long the records of
-// handled messages are kept, and the outbox relay's timings.
-//
-// PostgreSQL is on when url or host is set, and off otherwise (the
-// default: the service keeps its state in memory). Other settings without
-// url or host are refused, so that a half-written section is not silently
-// ignored. Unset settings take the adapter's defaults, filled in when the
-// section is on.
-type PostgresConfig struct {
-	postgres.Config `yaml:",inline"`
-	// Retention of the handled-message records of idempotent handlers.
-	Retention postgres.RetentionConfig `yaml:"retention"`
-	// Relay is the outbox relay's timings (its publishers, the event
-	// bindings', are not configuration); zero values take its defaults.
-	Relay postgres.RelayConfig `yaml:"relay"`
-}
-
-// Enabled reports whether the service uses PostgreSQL: url or host is set.
-func (c PostgresConfig) Enabled() bool { return c.URL != "" || c.Host != "" }
-
-// validate returns a *ports.FieldError relative to the section.
-func (c PostgresConfig) validate() error {
-	if !c.Enabled() {
-		if field := firstSet(reflect.ValueOf(c), ""); field != "" {
-			return &ports.FieldError{Field: field, Fix: "is set but PostgreSQL is off; set postgres.url (or postgres.host) to use it, or remove the postgres settings"}
-		}
-		return nil
-	}
-	if err := c.Config.Validate(); err != nil {
-		return err
-	}
-	if err := c.Retention.Validate(); err != nil {
-		return prefixField("retention", err)
-	}
-	switch {
-	case c.Relay.PollInterval < 0:
-		return &ports.FieldError{Field: "relay.poll_interval", Fix: "want a positive duration, e.g. 200ms (0: the default)"}
-	case c.Relay.BatchSize < 0:
-		return &ports.FieldError{Field: "relay.batch_size", Fix: "want 1 or more, e.g. 100 (0: the default)"}
-	case c.Relay.RetryBackoff < 0:
-		return &ports.FieldError{Field: "relay.retry_backoff", Fix: "want a positive duration, e.g. 500ms (0: the default)"}
-	}
-	return nil
-}
-
-func prefixField(prefix string, err error) error {
-	if fe, ok := err.(*ports.FieldError); ok {
-		return &ports.FieldError{Field: prefix + "." + fe.Field, Fix: fe.Fix}
-	}
-	return &ports.FieldError{Field: prefix, Fix: err.Error()}
-}
-
-// firstSet is the YAML path of the first field of the struct v that is
-// not zero, "" when all are.
-func firstSet(v reflect.Value, path string) string {
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if !f.IsExported() || name == "-" {
-			continue
-		}
-		fv := v.Field(i)
-		if strings.Contains(opts, "inline") {
-			if p := firstSet(fv, path); p != "" {
-				return p
-			}
-			continue
-		}
-		if fv.Kind() == reflect.Struct && fv.Type() != durationType {
-			if p := firstSet(fv, join(path, name)); p != "" {
-				return p
-			}
-			continue
-		}
-		if !fv.IsZero() {
-			return join(path, name)
-		}
-	}
-	return ""
-}
-
-// withDefaults fills the unset settings of a section that is on, so that
-// -print-config shows what is in effect.
-func (c PostgresConfig) withDefaults() PostgresConfig {
-	if !c.Enabled() {
-		return c
-	}
-	c.Config = c.Config.WithDefaults()
-	c.Retention = c.Retention.WithDefaults()
-	c.Relay = c.Relay.WithDefaults()
-	return c
-}
 
 // Migrations are the migration files of one component of the service's
 // schema (see AsMigrations).
@@ -142,7 +46,7 @@ func AsMigrations(component string, fsys fs.FS) fx.Option {
 type postgresParams struct {
 	fx.In
 	Lifecycle  fx.Lifecycle
-	Config     Config
+	Config     config.Config
 	Logger     *slog.Logger
 	Migrations []Migrations `group:"migrations"`
 }
@@ -173,9 +77,9 @@ func newPostgres(p postgresParams) (*postgres.DB, error) {
 	logger := p.Logger
 	// Prepared, not opened: building the graph (and -check-config) makes
 	// no connection and starts no goroutine.
-	db, err := postgres.Prepare(cfg.Config, NewWatermillLogger(logger))
+	db, err := postgres.Prepare(cfg.Config, runtime.NewWatermillLogger(logger))
 	if err != nil {
-		return nil, p.Config.withEnv(sectionError("postgres", err))
+		return nil, p.Config.InSection("postgres", err)
 	}
 	var (
 		stopRetention context.CancelFunc
@@ -200,10 +104,10 @@ func newPostgres(p postgresParams) (*postgres.DB, error) {
 			logger.Info("postgres migrated", "postgres", cfg.Config, "components", len(migrations)+1)
 			return nil
 		},
-		OnStop: func(context.Context) error {
+		OnStop: func(ctx context.Context) error {
 			stopRetention()
 			retention.Wait()
-			return db.Close()
+			return db.CloseContext(ctx)
 		},
 	})
 	return db, nil

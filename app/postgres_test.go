@@ -27,6 +27,7 @@ import (
 	"github.com/hexmill/hexmill/adapters/postgres"
 	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/app/config"
 	"github.com/hexmill/hexmill/integration"
 	"github.com/hexmill/hexmill/ports"
 )
@@ -72,11 +73,11 @@ func storeAndPublish(ctx context.Context, pub ports.Publisher, _ *postgres.DB, m
 // pgEnv is the environment of a test service on PostgreSQL in a new
 // schema, dropped when the test ends; idempotent makes handler "test"
 // idempotent.
-func pgEnv(t *testing.T, pgURL string, idempotent bool) (env, string) {
+func pgEnv(t *testing.T, pgURL string, idempotent bool) (app.Env, string) {
 	t.Helper()
 	schema := pgSchema(t)
 	t.Cleanup(func() { dropPGSchema(t, schema) })
-	e := env{
+	e := app.Env{
 		"PGTEST_HTTP_ADDR":       "off",
 		"PGTEST_POSTGRES_URL":    pgURL,
 		"PGTEST_POSTGRES_SCHEMA": schema,
@@ -132,12 +133,12 @@ func countRows(t *testing.T, db *postgres.DB, query string, args ...any) int {
 func pgService(handle handleFunc, options ...fx.Option) app.Service {
 	return app.Service{
 		Name: pgName,
-		Defaults: func(c *app.Config) {
+		Defaults: func(c *config.Config) {
 			c.DrainTimeout = 5 * time.Second
-			c.Retry = app.RetryConfig{MaxRetries: 2, InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond, Multiplier: 2}
-			c.Handlers["test"] = app.Binding{Transport: app.TransportMemory, Topic: inTopic, Group: group, Concurrency: 8}
-			c.Events["ItemChanged"] = app.EventBinding{Transport: app.TransportMemory, Topic: outTopic}
-			c.Poison = app.EventBinding{Transport: app.TransportMemory, Topic: poisonTopic}
+			c.Retry = config.RetryConfig{MaxRetries: 2, InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond, Multiplier: 2}
+			c.Handlers["test"] = config.Binding{Transport: config.TransportMemory, Topic: inTopic, Group: group, Concurrency: 8}
+			c.Events["ItemChanged"] = config.EventBinding{Transport: config.TransportMemory, Topic: outTopic}
+			c.Poison = config.EventBinding{Transport: config.TransportMemory, Topic: poisonTopic}
 		},
 		Options: append([]fx.Option{
 			app.AsMigrations("items", itemMigrations),
@@ -158,7 +159,7 @@ type started struct {
 	stopped bool
 }
 
-func startService(t *testing.T, svc app.Service, e env) *started {
+func startService(t *testing.T, svc app.Service, e app.Env) *started {
 	t.Helper()
 	s := &started{}
 	s.app = app.New(svc, e, fx.Populate(&s.broker, &s.ops), fx.NopLogger)
@@ -604,7 +605,7 @@ func TestPostgresGraphConnectsNothing(t *testing.T) {
 func TestPostgresOffProvidesNil(t *testing.T) {
 	db := new(postgres.DB)
 	a := app.New(pgService(func(context.Context, ports.Publisher, *postgres.DB, ports.Message) error { return nil }),
-		env{"PGTEST_HTTP_ADDR": "off"}, fx.Populate(&db), fx.NopLogger)
+		app.Env{"PGTEST_HTTP_ADDR": "off"}, fx.Populate(&db), fx.NopLogger)
 	if err := a.Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,9 @@ import (
 	"syscall"
 
 	"go.uber.org/fx"
-	"gopkg.in/yaml.v3"
+
+	"github.com/hexmill/hexmill/app/config"
+	"github.com/hexmill/hexmill/ports"
 )
 
 // Service is what a service built on the framework says about itself. Its
@@ -25,12 +27,26 @@ type Service struct {
 	Name string
 	// Defaults sets the service's defaults on top of the framework's: its
 	// handlers' and events' bindings, for example. May be nil.
-	Defaults func(*Config)
+	Defaults func(*config.Config)
 	// Options are the service's fx options: its handlers (AsHandler),
 	// formats (AsFormat), middlewares (AsMiddleware), configuration
 	// sections (AsConfig), transports (AsTransport), and whatever its
 	// handlers need.
 	Options []fx.Option
+}
+
+// Env is the process environment: variable name -> value.
+type Env map[string]string
+
+// OSEnv returns the process's environment.
+func OSEnv() Env {
+	env := Env{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	return env
 }
 
 // stderr is where the service logs.
@@ -60,21 +76,21 @@ func Main(svc Service) int {
 		return ExitConfig
 	}
 	fail := func(err error) int {
-		var ce *ConfigError
-		if errors.As(err, &ce) {
-			fmt.Fprintf(os.Stderr, "%s: %v\n", svc.Name, ce)
+		var fe *ports.FieldError
+		if errors.As(err, &fe) && fe.Env != "" {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", svc.Name, fe)
 			return ExitConfig
 		}
-		var fe *ConfigFileError
-		if errors.As(err, &fe) {
-			fmt.Fprintf(os.Stderr, "%s: %v\n", svc.Name, oneLine(fe))
+		var cfe *config.FileError
+		if errors.As(err, &cfe) {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", svc.Name, oneLine(cfe))
 			return ExitConfig
 		}
 		fmt.Fprintf(os.Stderr, "%s: %v\n", svc.Name, oneLine(err))
 		return ExitFailed
 	}
 
-	var cfg Config
+	var cfg config.Config
 	service := New(svc, OSEnv(), fx.Populate(&cfg), fx.NopLogger)
 	if err := service.Err(); err != nil {
 		return fail(err)
@@ -117,43 +133,4 @@ func Main(svc Service) int {
 // those).
 func oneLine(err error) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
-}
-
-// YAML is the effective configuration, the sections included, with every
-// secret redacted.
-func (c Config) YAML() ([]byte, error) {
-	root, err := toTree(c)
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range c.sections {
-		v, err := toTree(s.Value)
-		if err != nil {
-			return nil, err
-		}
-		m := root
-		parts := strings.Split(s.Path, ".")
-		for _, p := range parts[:len(parts)-1] {
-			next, ok := m[p].(map[string]any)
-			if !ok {
-				next = map[string]any{}
-				m[p] = next
-			}
-			m = next
-		}
-		m[parts[len(parts)-1]] = v
-	}
-	return yaml.Marshal(root)
-}
-
-func toTree(v any) (map[string]any, error) {
-	b, err := yaml.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	m := map[string]any{}
-	if err := yaml.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	return m, nil
 }

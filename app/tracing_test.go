@@ -2,17 +2,13 @@ package app_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,8 +24,7 @@ import (
 
 	"github.com/hexmill/hexmill/app"
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/testservice"
-	"github.com/hexmill/hexmill/ports"
+	"github.com/hexmill/hexmill/integration/testservice"
 )
 
 // A reading published over MQTT with a traceparent is consumed, handled
@@ -227,61 +222,4 @@ func traceIDOf(t *testing.T, headers amqp.Table) string {
 		t.Fatalf("traceparent header %q (headers %v)", tp, headers)
 	}
 	return parts[1]
-}
-
-// A handler that fails and then succeeds has one handler span, with a
-// retry event per failure, and ends well; without a trace on the message
-// the delivery starts a new one.
-func TestTracingRetriesAreEvents(t *testing.T) {
-	spans := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	broker := newBroker(t)
-	var calls atomic.Int32
-	h := ports.HandlerFunc{HandlerName: "test", Func: func(context.Context, ports.Message) error {
-		if calls.Add(1) <= 2 {
-			return errors.New("not yet")
-		}
-		return nil
-	}}
-	rt, err := app.NewRuntime(app.RuntimeParams{
-		Config: testConfig(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Transports: []app.Opener{app.MemoryOpener(broker)}, Handlers: []ports.Handler{h},
-		TracerProvider: tp,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	publish(t, broker, inTopic, "m-1", `{}`)
-	waitFor(t, "the third attempt", func() bool { return calls.Load() == 3 })
-	if err := rt.Stop(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	var handle, process sdktrace.ReadOnlySpan
-	for _, s := range spans.Ended() {
-		switch s.Name() {
-		case "handle test":
-			handle = s
-		case "process " + inTopic:
-			process = s
-		}
-	}
-	if handle == nil || process == nil {
-		t.Fatalf("spans %d, want process and handle", len(spans.Ended()))
-	}
-	if process.Parent().IsValid() {
-		t.Errorf("a message without a trace continued %s, want a new trace", process.Parent().TraceID())
-	}
-	var retries int
-	for _, e := range handle.Events() {
-		if e.Name == "retry" {
-			retries++
-		}
-	}
-	if retries != 2 || handle.Status().Code == codes.Error {
-		t.Errorf("handler span: %d retry events, status %v; want 2 and not an error", retries, handle.Status())
-	}
 }

@@ -2,8 +2,9 @@ package app
 
 import (
 	"github.com/hexmill/hexmill/adapters/aliyun"
-
 	"github.com/hexmill/hexmill/adapters/transport"
+	"github.com/hexmill/hexmill/app/config"
+	"github.com/hexmill/hexmill/app/runtime"
 )
 
 // aliyunModule provides the Aliyun IoT server-side subscription transport
@@ -14,8 +15,8 @@ import (
 // consumer group. Aliyun's formats are parsed by the adapter
 // (aliyun.ParsePropertyPost, aliyun.ParseStatusChange); a service maps
 // them onto its domain in a format of its own (AsFormat).
-var aliyunModule = AsTransport(TransportAliyun, func() aliyun.Config { return aliyun.Config{} },
+var aliyunModule = AsTransport(config.TransportAliyun, func() aliyun.Config { return aliyun.Config{} },
 	func(cfg aliyun.Config, env TransportEnv) (transport.Transport, error) {
 		cfg.Service = env.Service // {service} in client IDs
-		return aliyun.New(cfg, NewWatermillLogger(env.Logger))
+		return aliyun.New(cfg, runtime.NewWatermillLogger(env.Logger))
 	})

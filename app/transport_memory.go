@@ -8,6 +8,8 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/memory"
 	"github.com/hexmill/hexmill/adapters/transport"
+	"github.com/hexmill/hexmill/app/config"
+	"github.com/hexmill/hexmill/app/runtime"
 )
 
 // memoryModule provides the in-memory transport (adapters/memory). Unlike
@@ -19,25 +21,23 @@ var memoryModule = fx.Module("memory",
 		func() *section[memory.Config] {
 			return &section[memory.Config]{value: memory.Config{QueueLimit: memory.DefaultQueueLimit}}
 		},
-		fx.Annotate(func(s *section[memory.Config]) ConfigSection {
-			return ConfigSection{Path: "transports." + TransportMemory, Value: &s.value, Transport: TransportMemory}
+		fx.Annotate(func(s *section[memory.Config]) config.Section {
+			return config.Section{Path: "transports." + config.TransportMemory, Value: &s.value, Transport: config.TransportMemory}
 		}, fx.ResultTags(`group:"config_sections"`)),
 		newMemoryTransport,
 		fx.Annotate(MemoryOpener, fx.ResultTags(`group:"transports"`)),
 	),
 )
 
-func newMemoryTransport(_ Config, s *section[memory.Config], logger *slog.Logger) (*memory.Transport, error) {
-	return memory.New(s.value, NewWatermillLogger(logger))
+func newMemoryTransport(_ config.Config, s *section[memory.Config], logger *slog.Logger) (*memory.Transport, error) {
+	return memory.New(s.value, runtime.NewWatermillLogger(logger))
 }
 
 // MemoryOpener returns the opener of the in-memory transport t, for
 // building a Runtime without fx.
-func MemoryOpener(t *memory.Transport) Opener {
-	return Opener{
-		Name: TransportMemory,
-		Open: func(ctx context.Context) (transport.Transport, error) {
-			return open(ctx, TransportMemory, func() (transport.Transport, error) { return t, nil })
-		},
+func MemoryOpener(t *memory.Transport) runtime.Opener {
+	return runtime.Opener{
+		Name: config.TransportMemory,
+		Open: func(ctx context.Context) (transport.Transport, error) { return openTransport(ctx, t) },
 	}
 }

@@ -1,7 +1,7 @@
 package integration_test
 
 // The framework's promises about the binary, on its own service
-// (internal/testservice), so that a fork that deletes the sample keeps
+// (integration/testservice), so that a fork that deletes the sample keeps
 // them: exit statuses, one-line configuration errors, nothing connected
 // on an invalid configuration, secrets never printed.
 
@@ -15,7 +15,7 @@ import (
 	"testing"
 
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/load"
+	"github.com/hexmill/hexmill/integration/load"
 )
 
 // An invalid configuration gives one line naming the field, its variable

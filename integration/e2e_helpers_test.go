@@ -26,7 +26,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/load"
+	"github.com/hexmill/hexmill/integration/load"
 )
 
 // EnvE2EFull makes the end-to-end tests run at full size (see e2eScale).
@@ -54,7 +54,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// hexmillBinary builds internal/testservice (the framework's own service) with -race once per test process, on
+// hexmillBinary builds integration/testservice (the framework's own service) with -race once per test process, on
 // first use, so that test runs which select no end-to-end test do not pay
 // for the build.
 func hexmillBinary(t *testing.T) string {
@@ -64,7 +64,7 @@ func hexmillBinary(t *testing.T) string {
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Dir(filepath.Dir(file))
 		binPath = filepath.Join(binDir, "hexmill")
-		build := exec.Command("go", "build", "-race", "-o", binPath, "./internal/testservice/cmd/testservice")
+		build := exec.Command("go", "build", "-race", "-o", binPath, "./integration/testservice/cmd/testservice")
 		build.Dir = root
 		out, err := build.CombinedOutput()
 		if err != nil {

@@ -24,7 +24,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/load"
+	"github.com/hexmill/hexmill/integration/load"
 )
 
 // The node holding the service's RabbitMQ connection is SIGKILLed

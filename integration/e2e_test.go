@@ -2,8 +2,8 @@ package integration_test
 
 // End-to-end reliability tests on the real binary (issue 6, item 2):
 //
-//	internal/load generator -> MQTT v5 QoS 1 (private mosquitto)
-//	  -> hexmill (built from internal/testservice/cmd/testservice with -race, run as a process)
+//	integration/load generator -> MQTT v5 QoS 1 (private mosquitto)
+//	  -> hexmill (built from integration/testservice/cmd/testservice with -race, run as a process)
 //	  -> AlertRaised -> RabbitMQ (confirmed) -> sink queue -> load checker
 //
 // Each test runs under load and fails on a single lost message; duplicates

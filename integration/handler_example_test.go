@@ -15,7 +15,7 @@ import (
 
 	"github.com/hexmill/hexmill/app"
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/testservice"
+	"github.com/hexmill/hexmill/integration/testservice"
 )
 
 // TestTelemetryHandlerAgainstBrokers is the README's example of a handler

@@ -7,7 +7,7 @@ package integration_test
 // subscribes again, a QoS 1 publish to the topic is answered with PUBACK
 // 0x10 (no matching subscribers) and dropped. docs/mqtt.md says what a
 // deployment does about it; the end-to-end generator publishes such a
-// message again (internal/load).
+// message again (integration/load).
 
 import (
 	"context"

@@ -11,7 +11,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/integration"
 )
 
@@ -447,45 +446,5 @@ func TestTrickleKeepsCreditBounded(t *testing.T) {
 	t.Logf("credit outstanding at most %d (bound %d); stats %+v", most, bound, c.Stats())
 	if most > bound {
 		t.Fatalf("credit outstanding reached %d, want at most (1 + maxTopUps) × Credit = %d", most, bound)
-	}
-}
-
-// A consumer that settles through the Settler as soon as it receives a
-// message (the runtime's way, transport.SettledByConsumer) may settle it before the
-// subscriber has counted and tracked it: nothing may go wrong (no
-// negative count) and nothing may stay tracked.
-func TestSettledOnReceipt(t *testing.T) {
-	addr := signingBroker(t)
-	const n = 3000
-	queue := uniqueQueue("onreceipt")
-	c := newConsumer(t, testConfig(t, addr, queue))
-	sub, err := c.Subscriber(SubscriberConfig{Handler: "fast", Concurrency: 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := sub.Subscribe(transport.SettledByConsumer(context.Background()), telemetryFilter)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids := pushMany(t, newPusher(t, addr), queue, n, 8, func(int) string { return topicFor(1) }) // telemetry
-	seen := map[string]bool{}
-	timeout := time.After(120 * time.Second)
-	for len(seen) < len(ids) {
-		select {
-		case m := <-out:
-			transport.SettlerFrom(m.Context()).Settle(true)
-			seen[m.UUID] = true
-		case <-timeout:
-			t.Fatalf("%d of %d messages arrived", len(seen), len(ids))
-		}
-	}
-	c.deliveriesMu.Lock()
-	left := len(c.unsettled)
-	c.deliveriesMu.Unlock()
-	if left != 0 {
-		t.Errorf("%d settled messages still tracked as unsettled", left)
-	}
-	if err := sub.Close(); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	amqp "github.com/Azure/go-amqp"
@@ -33,9 +32,10 @@ type SubscriberConfig = transport.SubscriberConfig
 // ""). A message no subscription matches is held for
 // Config.UnmatchedDelay, then released back to the broker and logged.
 //
-// A message is settled through the transport.Settler in its context: an ack
-// accepts it, a nack releases it. Ack and Nack are bridged onto the
-// Settler unless the Subscribe context is transport.SettledByConsumer.
+// A message is settled through the transport.Settler in its context: an
+// ack accepts it, a nack releases it. Ack and Nack are bridged onto the
+// Settler unless the Subscribe context is transport.SettledByConsumer
+// (transport.Handout keeps the books).
 //
 // The stop protocol (see transport.Transport): Subscribe returns once every
 // connection has its link attached and credit issued; cancelling its
@@ -52,12 +52,7 @@ type Subscriber struct {
 
 	closing   chan struct{}
 	closeOnce sync.Once
-	wg        sync.WaitGroup // route watchers
-	settling  sync.WaitGroup // messages handed out, until settled
-
-	mu     sync.Mutex
-	closed bool
-	routes []*route
+	subs      transport.Subscriptions[delivery] // one Handout per route
 }
 
 var _ message.Subscriber = (*Subscriber)(nil)
@@ -72,24 +67,39 @@ func (c *Transport) Subscriber(cfg SubscriberConfig) (message.Subscriber, error)
 		slices.Sort(keys)
 		return nil, fmt.Errorf("aliyun: options: %s not known; the aliyun transport takes no binding options", strings.Join(keys, ", "))
 	}
-	return &Subscriber{c: c, name: cfg.Handler, concurrency: max(cfg.Concurrency, 1), closing: make(chan struct{})}, nil
+	return &Subscriber{c: c, name: cfg.Handler, concurrency: cfg.Concurrency, closing: make(chan struct{})}, nil
 }
 
-// route is one subscription: a topic filter and its output channel.
+// route is one subscription: a topic filter, the messages matched to it
+// and waiting for a slot, in arrival order, and the Handout its pump
+// hands them out through. The link credit bounds the queue.
 type route struct {
 	sub         *Subscriber
 	filter      string
-	levels      []string // filter split at "/"
 	specificity int
-	out         chan *message.Message
-	slots       chan struct{} // one per message delivered and not yet settled
-	done        chan struct{} // closed when the subscription ends
-	bridge      bool          // Ack and Nack are bridged onto the Settler
+	h           *transport.Handout[delivery]
 
 	mu      sync.Mutex
-	removed bool
-	sending sync.WaitGroup // deliveries trying to send on out
+	queue   []pending
+	stopped bool          // the pump has ended: enqueue refuses
+	signal  chan struct{} // holds a token while the queue may have messages
 }
+
+// pending is a message matched to a route, not yet handed out.
+type pending struct {
+	l  *link
+	am *amqp.Message
+	wm *message.Message
+}
+
+// delivery is what settling a message handed out needs.
+type delivery struct {
+	l  *link
+	am *amqp.Message
+}
+
+// settle accepts or releases the message of d.
+func settle(d delivery, acked bool) { d.l.settle(d.am, acked) }
 
 // Subscribe implements message.Subscriber; topic is an Aliyun topic filter.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -102,116 +112,130 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, err
 	}
 	r := &route{
-		sub: s, filter: topic, levels: strings.Split(topic, "/"), specificity: specificity(topic),
-		out: make(chan *message.Message), slots: make(chan struct{}, s.concurrency), done: make(chan struct{}),
-		bridge: !transport.IsSettledByConsumer(ctx),
+		sub: s, filter: topic, specificity: specificity(topic),
+		h: transport.NewHandout(ctx, s.concurrency, settle), signal: make(chan struct{}, 1),
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.subs.Add(r.h) || !s.c.subs.Add(r.h) {
+		r.h.Close()
 		return nil, ErrClosed
 	}
-	s.routes = append(s.routes, r)
-	s.wg.Add(1)
-	s.mu.Unlock()
 	s.c.addRoute(r)
-	go func() {
-		defer s.wg.Done()
-		select {
-		case <-ctx.Done():
-		case <-s.closing:
-		case <-s.c.closing:
-		}
-		s.c.removeRoute(r)
-		r.mu.Lock()
-		r.removed = true
-		close(r.done)
-		r.mu.Unlock()
-		r.sending.Wait()
-		close(r.out)
-	}()
+	r.h.Go(r.pump)
 	s.c.logger.Debug("aliyun: subscribed", watermill.LogFields{"handler": s.name, "topic_filter": topic})
-	return r.out, nil
+	return r.h.Output(), nil
 }
 
 // Close ends every subscription, releases the messages delivered and not
 // settled (accepts those acked with Ack), and waits until every message
 // it handed out is settled. Safe to call more than once.
 func (s *Subscriber) Close() error {
-	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		close(s.closing)
-	})
-	s.wg.Wait() // nothing is handed out any more
-	s.c.handBack(s)
-	s.settling.Wait()
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.subs.Close()
 	return nil
 }
 
-// matches is MatchTopic(r.filter, topic) without allocating.
-func (r *route) matches(topic string) bool {
-	if r.specificity == 0 {
-		return true
+// enqueue queues p for r's pump; false once the pump has ended.
+func (r *route) enqueue(p pending) bool {
+	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		return false
 	}
-	rest, done := topic, false
-	for i, f := range r.levels {
-		if f == "#" && i == len(r.levels)-1 {
-			return true
-		}
-		if done {
-			return false
-		}
-		level, tail, more := strings.Cut(rest, "/")
-		if f != "+" && f != level {
-			return false
-		}
-		rest, done = tail, !more
+	r.queue = append(r.queue, p)
+	r.mu.Unlock()
+	select {
+	case r.signal <- struct{}{}:
+	default:
 	}
-	return done
+	return true
 }
 
-type offerResult int
+// pump hands r's queue out, in arrival order, a message per free slot,
+// until intake stops (the Subscribe context ended, or Close). Then the
+// route leaves the transport, and what it still queued goes to deliver,
+// which finds it another subscription or releases it.
+func (r *route) pump() {
+	c := r.sub.c
+	for r.h.Acquire() {
+		p, ok := r.next()
+		if !ok {
+			r.h.Release()
+			break
+		}
+		select {
+		case <-p.l.dead: // its settle could not reach the broker, which redelivers it
+			p.l.release(p.am)
+			r.h.Release()
+			continue
+		default:
+		}
+		if !r.h.Send(p.wm, delivery{l: p.l, am: p.am}) {
+			r.mu.Lock()
+			r.queue = append([]pending{p}, r.queue...)
+			r.mu.Unlock()
+			break
+		}
+		p.l.taken()
+	}
+	c.removeRoute(r)
+	r.mu.Lock()
+	r.stopped = true
+	rest := r.queue
+	r.queue = nil
+	r.mu.Unlock()
+	for _, p := range rest {
+		c.wg.Add(1)
+		go c.deliver(p)
+	}
+}
 
-const (
-	offerDone    offerResult = iota // delivered
-	offerGone                       // the route ended before delivery
-	offerRelease                    // closing: release
-)
+// next takes the first message of the queue, waiting for one; false when
+// intake stops first.
+func (r *route) next() (pending, bool) {
+	for {
+		r.mu.Lock()
+		if len(r.queue) > 0 {
+			p := r.queue[0]
+			r.queue[0] = pending{}
+			r.queue = r.queue[1:]
+			r.mu.Unlock()
+			return p, true
+		}
+		r.mu.Unlock()
+		select {
+		case <-r.signal:
+		case <-r.h.Stopped():
+			return pending{}, false
+		}
+	}
+}
 
-// deliver takes one message from link l to its subscription, or releases
-// it when nobody takes it. A consumer that settles through Ack and Nack
-// has them awaited here (transport.AwaitAck).
-func (c *Transport) deliver(l *link, am *amqp.Message) {
+// deliver finds a subscription for a message the link's dispatch could
+// not queue at once (none matched, or the one matched ended), holding it
+// for Config.UnmatchedDelay when none matches, or releases it.
+func (c *Transport) deliver(p pending) {
 	defer c.wg.Done()
-	wm := toWatermill(am)
-	topic := wm.Metadata.Get(ports.MetadataTopic)
+	topic := p.wm.Metadata.Get(ports.MetadataTopic)
 	held := false
 	for {
 		if !c.intakeOn() {
-			l.release(am)
+			p.l.release(p.am)
 			return
 		}
-		r := c.match(topic)
-		if r == nil {
-			if held {
-				c.unmatched(topic, wm.UUID)
-				l.release(am)
+		if r := c.match(topic); r != nil {
+			if r.enqueue(p) {
 				return
 			}
-			held = true
-			if !c.hold(l) {
-				l.release(am)
-				return
-			}
-			continue
+			continue // it ended after the match; it has left the routes
 		}
-		switch r.offer(l, am, wm) {
-		case offerDone:
+		if held {
+			c.unmatched(topic, p.wm.UUID)
+			p.l.release(p.am)
 			return
-		case offerRelease:
-			l.release(am)
+		}
+		held = true
+		if !c.hold(p.l) {
+			p.l.release(p.am)
 			return
 		}
 	}
@@ -245,135 +269,6 @@ func (c *Transport) unmatched(topic, id string) {
 		c.logger.Error("aliyun: no subscription matches the topic; message released back to the broker (bind a handler to it or remove it from the consumer group's subscription)", nil, fields)
 	} else {
 		c.logger.Debug("aliyun: unmatched message released", fields)
-	}
-}
-
-// offer delivers wm on r; the message is settled through its delivery's
-// Settle (accept or release), which offer awaits for a consumer that
-// settles through Ack and Nack.
-func (r *route) offer(l *link, am *amqp.Message, wm *message.Message) offerResult {
-	c := r.sub.c
-	r.mu.Lock()
-	if r.removed {
-		r.mu.Unlock()
-		return offerGone
-	}
-	r.sending.Add(1)
-	r.mu.Unlock()
-	select {
-	case r.slots <- struct{}{}:
-	case <-r.done:
-		r.sending.Done()
-		return offerGone
-	case <-r.sub.closing:
-		r.sending.Done()
-		return offerRelease
-	case <-c.closing:
-		r.sending.Done()
-		return offerRelease
-	}
-	// Not derived from the Subscribe context; it ends when the message is
-	// settled, which Close does to whatever is unsettled.
-	d := &delivery{r: r, l: l, am: am, wm: wm, bridged: r.bridge}
-	ctx, cancel := context.WithCancel(context.Background())
-	d.cancel = cancel
-	wm.SetContext(transport.WithSettler(ctx, d))
-	// Counted before the consumer can settle it (Settle counts it done),
-	// and before sending is done: Subscriber.Close waits for the sends,
-	// then hands back what is tracked and waits for settling.
-	r.sub.settling.Add(1)
-	res := offerDone
-	select {
-	case r.out <- wm:
-	case <-r.done:
-		res = offerGone
-	case <-r.sub.closing:
-		res = offerRelease
-	case <-c.closing:
-		res = offerRelease
-	}
-	if res != offerDone {
-		cancel()
-		<-r.slots
-		r.sub.settling.Done()
-		r.sending.Done()
-		return res
-	}
-	l.taken()
-	tracked := c.track(d)
-	r.sending.Done()
-	if !tracked { // the transport is closing: hand it back
-		d.Settle(d.bridged && transport.Acked(wm))
-		return offerDone
-	}
-	if d.bridged {
-		transport.AwaitAck(wm, d, ctx.Done())
-	}
-	return offerDone
-}
-
-// delivery is a message handed out, until it is settled.
-type delivery struct {
-	r       *route
-	l       *link
-	am      *amqp.Message
-	wm      *message.Message
-	cancel  context.CancelFunc
-	bridged bool // its Ack and Nack are awaited
-	done    atomic.Bool
-}
-
-// Settle implements transport.Settler: acked accepts the message, false
-// releases it.
-func (d *delivery) Settle(acked bool) {
-	if d.done.Swap(true) {
-		return
-	}
-	d.r.sub.c.untrack(d)
-	d.cancel()
-	d.l.settle(d.am, acked)
-	<-d.r.slots
-	d.r.sub.settling.Done()
-}
-
-// track registers d as unsettled; false once Close handed back the
-// unsettled messages.
-func (c *Transport) track(d *delivery) bool {
-	c.deliveriesMu.Lock()
-	defer c.deliveriesMu.Unlock()
-	if c.handedBack {
-		return false
-	}
-	if d.done.Load() {
-		return true // settled as soon as it was handed out: nothing to track
-	}
-	c.unsettled[d] = struct{}{}
-	return true
-}
-
-func (c *Transport) untrack(d *delivery) {
-	c.deliveriesMu.Lock()
-	delete(c.unsettled, d)
-	c.deliveriesMu.Unlock()
-}
-
-// handBack settles the unsettled messages of sub (of every subscriber when
-// sub is nil, at the transport's Close, after which none is tracked): an
-// ack given through Ack accepts, anything else releases.
-func (c *Transport) handBack(sub *Subscriber) {
-	c.deliveriesMu.Lock()
-	if sub == nil {
-		c.handedBack = true
-	}
-	var back []*delivery
-	for d := range c.unsettled {
-		if sub == nil || d.r.sub == sub {
-			back = append(back, d)
-		}
-	}
-	c.deliveriesMu.Unlock()
-	for _, d := range back {
-		d.Settle(d.bridged && transport.Acked(d.wm))
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/aliyun"
 	"github.com/hexmill/hexmill/app"
-	"github.com/hexmill/hexmill/internal/testservice"
+	"github.com/hexmill/hexmill/integration/testservice"
 )
 
 // The service's runtime on this transport continues the trace a message

@@ -246,34 +246,6 @@ func TestTopics(t *testing.T) {
 			t.Errorf("ParseTopic(%q) parsed", topic)
 		}
 	}
-	for _, tc := range []struct {
-		filter, topic string
-		match         bool
-	}{
-		{"", "/x/y", true},
-		{"#", "/x/y", true},
-		{telemetryFilter, "/pk/dev/thing/event/property/post", true},
-		{telemetryFilter, "/pk/dev/thing/event/property/post_reply", false},
-		{telemetryFilter, "/as/mqtt/status/pk/dev", false},
-		{statusFilter, "/as/mqtt/status/pk/dev", true},
-		{statusFilter, "/as/mqtt/status", true},
-		{statusFilter, "/pk/dev/thing/event/property/post", false},
-		{"/a/b", "/a/b", true},
-		{"/a/b", "/a/b/c", false},
-		{"/a/b/c", "/a/b", false},
-		{"/a/+", "/a/", true},
-		{"/a/+", "/a", false},
-		{"/a/#", "/a", true},
-		{"/+/#", "/x/y/z", true},
-	} {
-		if got := MatchTopic(tc.filter, tc.topic); got != tc.match {
-			t.Errorf("MatchTopic(%q, %q) = %v", tc.filter, tc.topic, got)
-		}
-		r := &route{filter: tc.filter, levels: strings.Split(tc.filter, "/"), specificity: specificity(tc.filter)}
-		if got := r.matches(tc.topic); got != tc.match {
-			t.Errorf("route(%q).matches(%q) = %v", tc.filter, tc.topic, got)
-		}
-	}
 	if DeviceID("pk", "dev") != "pk.dev" || DeviceID("", "dev") != "" {
 		t.Error("DeviceID convention")
 	}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -51,18 +50,14 @@ type Subscriber struct {
 	logger      watermill.LoggerAdapter
 	onClose     func()
 
-	base       context.Context
+	base       context.Context // parent of the connection contexts; Close cancels it
 	cancelBase context.CancelFunc
 	closing    chan struct{}
 	closeOnce  sync.Once
-	wg         sync.WaitGroup // manager, consume loops, Ack bridges and nack goroutines
-	// settleMu is held for reading by each Settle call, and for writing
-	// by Close before it disconnects: Close waits for the settles under
-	// way, and those after it (sealed) settle nothing.
-	settleMu sync.RWMutex
-	sealed   bool
-	kick     chan struct{}
-	lastErr  lastError
+	wg         sync.WaitGroup // manager and nack goroutines
+	kick       chan struct{}
+	lastErr    lastError
+	sock       socket // closed when Close runs out of close_timeout
 
 	// connMu serialises connection set-up: the main connection and
 	// SubscribeInitialize's short-lived one share the client ID.
@@ -81,6 +76,7 @@ type Subscriber struct {
 	connCtx    context.Context
 	connCancel context.CancelFunc
 	routes     []*route
+	subs       transport.Subscriptions[delivery] // one Handout per Subscribe
 	// acks are the current connection's QoS 1/2 messages in arrival
 	// order, not yet acknowledged to the broker; sendAcks sends the
 	// handled prefix.
@@ -231,14 +227,11 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if err := s.awaitSubscribed(ctx, r); err != nil {
 		return nil, err
 	}
-	out := make(chan *message.Message)
-	if !s.spawn(func() {
-		defer close(out)
-		s.consume(ctx, r, out)
-	}) {
+	h := transport.NewHandout(ctx, s.concurrency, s.settle)
+	if !s.subs.Add(h) || !h.Go(func() { s.consume(h, r) }) {
 		return nil, ErrClosed
 	}
-	return out, nil
+	return h.Output(), nil
 }
 
 // SubscribeInitialize implements message.SubscribeInitializer: it creates
@@ -360,6 +353,7 @@ func (s *Subscriber) ensureConnected() error {
 		onDown:         s.onDown,
 		session:        s.session,
 		lastErr:        &s.lastErr,
+		socket:         &s.sock,
 	}, s.logger.With(watermill.LogFields{"client_id": id}))
 	if err != nil {
 		return fmt.Errorf("mqtt: %w", err)
@@ -491,7 +485,7 @@ func (s *Subscriber) onPublish(pr paho.PublishReceived) (bool, error) {
 	}
 	var target *route
 	for _, r := range s.routes {
-		if matches(r.filter, in.pb.Topic) {
+		if transport.MatchTopic(r.filter, in.pb.Topic) {
 			target = r
 			break
 		}
@@ -523,9 +517,8 @@ const roomWait = time.Second
 // waitRoom holds paho's receive goroutine while r's queue holds
 // ReceiveMaximum messages or more. A broker that keeps to the Receive
 // Maximum never fills it (the handed-out messages count against it too);
-// mosquitto 2.0 does not keep to it once acks flow (with Receive Maximum
-// 100 it had over 14 000 unacked messages out to a slowly acking client),
-// and without this bound a backlog at the broker would move into this
+// mosquitto 2.0 does not keep to it once acks flow (docs/mqtt.md), and
+// without this bound a backlog at the broker would move into this
 // process's memory. Waiting here stops paho reading the connection, so the
 // backlog stays in the broker (TCP back-pressure); it ends as soon as a
 // consumer takes a message, at Close, or after roomWait at most (paho
@@ -608,8 +601,8 @@ func (s *Subscriber) sendAcks() {
 
 // ackSession is the session state of a subscriber's connection. paho's
 // own manual acknowledgement keeps unacked messages in a list it scans on
-// every arrival and every ack: at a Receive Maximum of 4 096, a seventh of
-// the service's CPU in the end-to-end benchmark. So the connection runs
+// every arrival and every ack, which costs in proportion to the Receive
+// Maximum per message (docs/bench). So the connection runs
 // without it, and paho asks the session to ack each PUBLISH as soon as
 // OnPublishReceived returned; ackSession ignores that, and the subscriber
 // sends its acks through the session itself (sendAcks), once handled.
@@ -634,74 +627,31 @@ func (a *ackSession) ConAckReceived(conn io.Writer, cp *packets.Connect, ca *pac
 	return a.SessionManager.ConAckReceived(conn, cp, ca)
 }
 
-// consume hands the messages of r to out, at most s.concurrency unsettled.
-func (s *Subscriber) consume(ctx context.Context, r *route, out chan<- *message.Message) {
-	bridge := !transport.IsSettledByConsumer(ctx)
-	slots := make(chan struct{}, s.concurrency)
-	for {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			return
-		case <-s.closing:
-			return
-		}
-		in := s.next(ctx, r)
+// consume hands the messages of r out until intake stops.
+func (s *Subscriber) consume(h *transport.Handout[delivery], r *route) {
+	for h.Acquire() {
+		in := s.next(h, r)
 		if in == nil {
+			h.Release()
 			return
 		}
-		msg := s.message(in)
-		d := &delivery{s: s, r: r, in: in, slots: slots}
-		// Ends at settle, or at Close through s.base.
-		msgCtx, cancel := context.WithCancel(s.base)
-		d.cancel = cancel
-		msg.SetContext(transport.WithSettler(msgCtx, d))
-		select {
-		case out <- msg:
-		case <-ctx.Done():
-			d.cancel()
-			s.requeue(r, in)
+		if !h.Send(s.message(in), delivery{r: r, in: in}) {
+			s.requeue(r, in) // for another consumer of r, or unacked: the broker redelivers it
 			return
-		case <-s.closing:
-			d.cancel()
-			return // left unacked: the broker redelivers it
-		}
-		if bridge {
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				transport.AwaitAck(msg, d, msgCtx.Done())
-			}()
 		}
 	}
 }
 
-// delivery is a message handed out, until it is settled.
+// delivery is what settling a message handed out needs.
 type delivery struct {
-	s      *Subscriber
-	r      *route
-	in     *inbound
-	slots  chan struct{} // one taken for the message
-	cancel context.CancelFunc
-	done   atomic.Bool
+	r  *route
+	in *inbound
 }
 
-// Settle implements transport.Settler: it frees the message's slot, and acks
-// the message, or hands it out again after a backoff (nack). Once Close
-// has begun a nack leaves the message unacked; once Close is about to
-// disconnect an ack does too.
-func (d *delivery) Settle(acked bool) {
-	if d.done.Swap(true) {
-		return
-	}
-	s := d.s
-	s.settleMu.RLock()
-	defer s.settleMu.RUnlock()
-	d.cancel()
-	if s.sealed {
-		return
-	}
-	<-d.slots
+// settle acks the message of d, or hands it out again after a backoff
+// (nack). Once Close has begun a nack leaves the message unacked, for the
+// broker to redeliver.
+func (s *Subscriber) settle(d delivery, acked bool) {
 	if acked {
 		s.ack(d.in)
 		return
@@ -721,7 +671,7 @@ func (d *delivery) Settle(acked bool) {
 
 // next takes the first live message of r, waiting for one; nil when intake
 // stops first.
-func (s *Subscriber) next(ctx context.Context, r *route) *inbound {
+func (s *Subscriber) next(h *transport.Handout[delivery], r *route) *inbound {
 	for {
 		s.mu.Lock()
 		for len(r.queue) > 0 {
@@ -743,9 +693,7 @@ func (s *Subscriber) next(ctx context.Context, r *route) *inbound {
 		s.mu.Unlock()
 		select {
 		case <-r.signal:
-		case <-ctx.Done():
-			return nil
-		case <-s.closing:
+		case <-h.Stopped():
 			return nil
 		}
 	}
@@ -846,17 +794,19 @@ func (s *Subscriber) Ready() error {
 func (s *Subscriber) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		// Past close_timeout the socket is closed: writes blocked on it
+		// (acks, a SUBSCRIBE, the DISCONNECT) fail at once.
+		ctx, done := s.cfg.closeContext(&s.sock)
+		defer done()
 		s.mu.Lock()
 		close(s.closing)
 		s.mu.Unlock()
-		// Message contexts end: the Ack bridges settle what was acked and
-		// return.
+		// Every message is settled: what was acked is acked, the rest
+		// stays unacked (a nack spawns nothing once closing). The settles
+		// under way have returned.
+		s.subs.Close()
 		s.cancelBase()
 		s.wg.Wait()
-		// Wait for the settles under way; later ones settle nothing.
-		s.settleMu.Lock()
-		s.sealed = true
-		s.settleMu.Unlock()
 		s.connMu.Lock()
 		defer s.connMu.Unlock()
 		s.mu.Lock()
@@ -864,10 +814,8 @@ func (s *Subscriber) Close() error {
 		s.mu.Unlock()
 		if cm != nil {
 			// Every ack given is written: the disconnect flushes them.
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CloseTimeout)
-			defer cancel()
 			if derr := cm.Disconnect(ctx); derr != nil {
-				err = fmt.Errorf("mqtt: subscriber %s: disconnect: %w", s.sc.Handler, derr)
+				err = fmt.Errorf("mqtt: subscriber %s: disconnect (close_timeout %s; the socket was closed): %w", s.sc.Handler, s.cfg.CloseTimeout, derr)
 			}
 		}
 		s.releaseID()

@@ -76,27 +76,3 @@ func subscriptionFilter(group, filter string) string {
 	}
 	return sharePrefix + group + "/" + filter
 }
-
-// matches reports whether topic matches the topic filter (without $share).
-func matches(filter, topic string) bool {
-	// Topics starting with $ are not matched by filters starting with a
-	// wildcard [MQTT-4.7.2-1].
-	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
-		return false
-	}
-	for {
-		f, fRest, fMore := strings.Cut(filter, "/")
-		if f == "#" {
-			return true
-		}
-		t, tRest, tMore := strings.Cut(topic, "/")
-		if f != "+" && f != t {
-			return false
-		}
-		if !fMore || !tMore {
-			// a/# also matches a
-			return fMore == tMore || (!tMore && fRest == "#")
-		}
-		filter, topic = fRest, tRest
-	}
-}

@@ -146,51 +146,69 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 
 	slot := p.slots[p.next.Add(1)%uint64(len(p.slots))]
 	var errs []error
+	// What each sent message waits for: two pointers, so that a call of
+	// many messages allocates one small slice; the return key is rebuilt
+	// from the message when its confirm is looked at.
 	type sent struct {
-		cc  *confirmChannel
-		dc  *amqp.DeferredConfirmation
-		key returnKey
+		cc *confirmChannel
+		dc *amqp.DeferredConfirmation
 	}
 	waits := make([]sent, len(msgs))
 	for i, msg := range msgs {
-		pub := marshal(msg, p.persistent)
-		cc, dc, err := slot.publish(p.exchange, topic, pub)
+		cc, dc, err := slot.publish(p.exchange, topic, marshal(msg, p.persistent))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("message %s: %w", msg.UUID, err))
 			continue
 		}
-		waits[i] = sent{cc, dc, returnKey{pub.MessageId, p.exchange, topic}}
+		waits[i] = sent{cc, dc}
 	}
 	if p.confirm {
-		var gaveUp error
+		var gaveUp error // why the call stopped waiting for confirms
 		for i, w := range waits {
 			if w.dc == nil {
 				continue
 			}
-			if gaveUp == nil {
-				select {
-				case <-w.dc.Done():
-				case <-deadline():
-					gaveUp = fmt.Errorf("%w: no confirm within %s%s", ErrNotConfirmed, p.confirmTimeout, p.client.blockedNote())
-				case <-ctx.Done():
-					gaveUp = fmt.Errorf("%w: given up waiting for the confirm: %w", ErrNotConfirmed, ctx.Err())
-				case <-p.closing:
-					gaveUp = fmt.Errorf("%w: the publisher closed while waiting for the confirm", ErrNotConfirmed)
-				case <-p.client.closing:
-					gaveUp = fmt.Errorf("%w: the transport closed while waiting for the confirm", ErrNotConfirmed)
+			// Confirms come in order and often several at once: most are
+			// in by the time they are looked at, and need no timer.
+			if !confirmed(w.dc) {
+				if gaveUp == nil {
+					select {
+					case <-w.dc.Done():
+					case <-deadline():
+						gaveUp = fmt.Errorf("%w: no confirm within %s%s", ErrNotConfirmed, p.confirmTimeout, p.client.blockedNote())
+					case <-ctx.Done():
+						gaveUp = fmt.Errorf("%w: given up waiting for the confirm: %w", ErrNotConfirmed, ctx.Err())
+					case <-p.closing:
+						gaveUp = fmt.Errorf("%w: the publisher closed while waiting for the confirm", ErrNotConfirmed)
+					case <-p.client.closing:
+						gaveUp = fmt.Errorf("%w: the transport closed while waiting for the confirm", ErrNotConfirmed)
+					}
+				}
+				// The wait ends once: past it, every confirm still
+				// missing is an error, not a wait without end; a confirm
+				// in by then counts, whatever ended the wait.
+				if gaveUp != nil && !confirmed(w.dc) {
+					errs = append(errs, fmt.Errorf("message %s: %w", msgs[i].UUID, gaveUp))
+					continue
 				}
 			}
-			select { // a confirm in by now counts, whatever ended the wait
-			case <-w.dc.Done():
-				if err := w.cc.outcome(w.dc, w.key, p.mandatory); err != nil {
-					errs = append(errs, fmt.Errorf("message %s: %w", msgs[i].UUID, err))
-				}
-			default:
-				errs = append(errs, fmt.Errorf("message %s: %w", msgs[i].UUID, gaveUp))
+			if err := w.cc.outcome(w.dc, returnKey{msgs[i].UUID, p.exchange, topic}, p.mandatory); err != nil {
+				errs = append(errs, fmt.Errorf("message %s: %w", msgs[i].UUID, err))
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// confirmed reports whether dc's confirm (ack or nack) came, without
+// waiting.
+func confirmed(dc *amqp.DeferredConfirmation) bool {
+	select {
+	case <-dc.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 // Close ends the Publish calls in progress (a call still waiting for a

@@ -74,11 +74,9 @@ type Subscriber struct {
 	client *Transport
 	cfg    subscriberSettings
 
-	closing    chan struct{}
-	closeOnce  sync.Once
-	wg         sync.WaitGroup     // consumers and subscription closers
-	base       context.Context    // of the messages; ends at Close
-	cancelBase context.CancelFunc // cancels base
+	closing   chan struct{}
+	closeOnce sync.Once
+	subs      transport.Subscriptions[amqp.Delivery] // one Handout per Subscribe
 }
 
 var (
@@ -95,8 +93,7 @@ func (c *Transport) Subscriber(sc SubscriberConfig) (message.Subscriber, error) 
 	if err != nil {
 		return nil, fmt.Errorf("rabbitmq: %w", err)
 	}
-	base, cancel := context.WithCancel(context.Background())
-	return &Subscriber{client: c, cfg: st, closing: make(chan struct{}), base: base, cancelBase: cancel}, nil
+	return &Subscriber{client: c, cfg: st, closing: make(chan struct{})}, nil
 }
 
 func (s *Subscriber) queueName(topic string) string {
@@ -151,30 +148,32 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	default:
 	}
 	subCtx, cancel := context.WithCancel(ctx)
-	out := make(chan *message.Message)
+	h := transport.NewHandout(subCtx, s.cfg.prefetch, s.settle)
+	if !s.subs.Add(h) {
+		cancel()
+		return nil, ErrClosed
+	}
 	started := make(chan error, s.cfg.consumers)
-	var intake sync.WaitGroup
+	var consumers sync.WaitGroup
 	prefetch := max(1, (s.cfg.prefetch+s.cfg.consumers-1)/s.cfg.consumers)
 	for range s.cfg.consumers {
 		k := &consumer{
-			s: s, topic: topic, queue: s.queueName(topic), prefetch: prefetch, out: out,
-			bridge: !transport.IsSettledByConsumer(ctx), drained: make(chan struct{}, 1),
+			s: s, h: h, topic: topic, queue: s.queueName(topic), prefetch: prefetch,
 			tag: strings.TrimPrefix(fmt.Sprintf("%s.%s.%d", s.client.cfg.ConnectionName, s.cfg.name, consumerSeq.Add(1)), "."),
 		}
-		intake.Add(1)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			k.run(subCtx, &intake, started)
-		}()
+		consumers.Add(1)
+		if !h.Go(func() {
+			defer consumers.Done()
+			k.run(subCtx, started)
+		}) {
+			consumers.Done()
+			started <- ErrClosed
+		}
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		intake.Wait()
+	h.Go(func() {
+		consumers.Wait()
 		cancel()
-		close(out)
-	}()
+	})
 	var errs []error
 	for range s.cfg.consumers {
 		if err := <-started; err != nil {
@@ -185,36 +184,51 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		cancel()
 		return nil, errors.Join(errs...)
 	}
-	return out, nil
+	return h.Output(), nil
 }
 
 // Close stops every subscription, requeues every unsettled message (nack
 // with requeue), closes the channels and waits for the subscriber's
 // goroutines. It is safe to call more than once.
 func (s *Subscriber) Close() error {
-	s.closeOnce.Do(func() {
-		close(s.closing)
-		s.cancelBase()
-	})
-	s.wg.Wait()
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.subs.Close()
 	return nil
+}
+
+func (s *Subscriber) isClosing() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// settle acks d, or nacks it with requeue. A settle that cannot reach the
+// broker (the channel is gone, as after a reconnect) is dropped: the
+// broker requeues what a closed channel left unsettled.
+func (s *Subscriber) settle(d amqp.Delivery, acked bool) {
+	var err error
+	if acked {
+		err = d.Ack(false)
+	} else {
+		err = d.Nack(false, true)
+	}
+	if err != nil {
+		s.client.logger.Debug("RabbitMQ settle did not reach the broker; it will redeliver", watermill.LogFields{"consumer": d.ConsumerTag, "uuid": d.MessageId, "err": err.Error()})
+	}
 }
 
 // consumer is one AMQP consumer of a subscription; it re-subscribes after
 // a reconnect.
 type consumer struct {
 	s        *Subscriber
+	h        *transport.Handout[amqp.Delivery] // the subscription's, shared by its consumers
 	topic    string
 	queue    string
 	tag      string
 	prefetch int
-	out      chan<- *message.Message
-	bridge   bool           // Ack and Nack are bridged onto the Settler
-	bridges  sync.WaitGroup // the Ack bridges
-	// unsettled counts the messages handed out and not settled; drained
-	// holds a token once it dropped to 0.
-	unsettled atomic.Int64
-	drained   chan struct{}
 }
 
 type stopReason int
@@ -225,16 +239,8 @@ const (
 	subscriberClosed
 )
 
-func (k *consumer) run(ctx context.Context, intake *sync.WaitGroup, started chan<- error) {
+func (k *consumer) run(ctx context.Context, started chan<- error) {
 	client := k.s.client
-	intakeDone := false
-	finishIntake := func() {
-		if !intakeDone {
-			intakeDone = true
-			intake.Done()
-		}
-	}
-	defer finishIntake()
 	defer client.unregister(k)
 	client.setConsuming(k, false)
 	b := newBackoff(client.cfg.Reconnect)
@@ -262,18 +268,18 @@ func (k *consumer) run(ctx context.Context, intake *sync.WaitGroup, started chan
 		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
-				k.waitSettled()
+				k.h.WaitSettled()
 				return
 			}
 			client.logger.Error("RabbitMQ consume failed; retrying", err, watermill.LogFields{"queue": k.queue, "node": client.Node()})
 			if !b.wait(k.s.closing, ctx.Done()) {
-				k.waitSettled()
+				k.h.WaitSettled()
 				return
 			}
 			continue
 		}
 		b.reset()
-		reason := k.pump(ctx, deliveries)
+		reason := k.pump(deliveries)
 		client.setConsuming(k, false)
 		switch reason {
 		case channelLost:
@@ -303,8 +309,7 @@ func (k *consumer) run(ctx context.Context, intake *sync.WaitGroup, started chan
 				_ = d.Nack(false, true)
 			}
 		}
-		finishIntake()
-		k.waitSettled() // handlers settle, or Close requeues
+		k.h.WaitSettled() // handlers settle, or Close requeues
 		_ = client.bounded(ch.Close)
 		return
 	}
@@ -344,109 +349,34 @@ func (k *consumer) start(ctx context.Context, ch *amqp.Channel) (*amqp.Channel, 
 	return ch, deliveries, nil
 }
 
-// pump hands deliveries out, at most prefetch unsettled at once, until
-// intake stops, the subscriber closes or the channel is lost.
-func (k *consumer) pump(ctx context.Context, deliveries <-chan amqp.Delivery) stopReason {
-	slots := make(chan struct{}, k.prefetch)
-	for {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			return intakeStopped
-		case <-k.s.closing:
-			return subscriberClosed
-		}
+// pump hands deliveries out until intake stops (at Close too) or the
+// channel is lost.
+func (k *consumer) pump(deliveries <-chan amqp.Delivery) stopReason {
+	for k.h.Acquire() {
 		var d amqp.Delivery
 		select {
 		case delivery, ok := <-deliveries:
 			if !ok {
+				k.h.Release()
 				return channelLost
 			}
 			d = delivery
-		case <-ctx.Done():
-			return intakeStopped
-		case <-k.s.closing:
-			return subscriberClosed
+		case <-k.h.Stopped():
+			k.h.Release()
+			return k.stopped()
 		}
-		msg := unmarshal(&d)
-		// A message context never depends on the Subscribe context; it ends
-		// when the message is settled, or at Close.
-		sd := &delivery{k: k, d: d, slots: slots}
-		msgCtx, cancel := context.WithCancel(k.s.base)
-		sd.cancel = cancel
-		msg.SetContext(transport.WithSettler(msgCtx, sd))
-		k.unsettled.Add(1)
-		select {
-		case k.out <- msg:
-		case <-ctx.Done():
-			sd.Settle(false)
-			return intakeStopped
-		case <-k.s.closing:
-			sd.Settle(false)
-			return subscriberClosed
-		}
-		if k.bridge {
-			k.bridges.Add(1)
-			go func() {
-				defer k.bridges.Done()
-				transport.AwaitAck(msg, sd, msgCtx.Done())
-			}()
+		if !k.h.Send(unmarshal(&d), d) {
+			_ = d.Nack(false, true)
+			return k.stopped()
 		}
 	}
+	return k.stopped()
 }
 
-// waitSettled keeps the channel open for the messages handed out until
-// they are settled, or until Close; the Ack bridges return by then
-// (settling what was acked). Closing the channel then requeues what is
-// unsettled.
-func (k *consumer) waitSettled() {
-	for k.unsettled.Load() > 0 {
-		select {
-		case <-k.drained:
-		case <-k.s.closing:
-			k.bridges.Wait()
-			return
-		}
+// stopped tells why intake stopped.
+func (k *consumer) stopped() stopReason {
+	if k.s.isClosing() {
+		return subscriberClosed
 	}
-	k.bridges.Wait()
-}
-
-// delivery is a message handed out, until it is settled.
-type delivery struct {
-	k      *consumer
-	d      amqp.Delivery
-	slots  chan struct{} // one taken for the message
-	cancel context.CancelFunc
-	done   atomic.Bool
-}
-
-// Settle implements transport.Settler.
-func (sd *delivery) Settle(acked bool) {
-	if !sd.done.Swap(true) {
-		sd.settled(acked)
-	}
-}
-
-// settled acks, or nacks with requeue, and frees the message's slot. A
-// settle that cannot reach the broker (the channel is gone, as after
-// Close) is dropped: the broker requeues what a closed channel left
-// unsettled.
-func (sd *delivery) settled(acked bool) {
-	var err error
-	if acked {
-		err = sd.d.Ack(false)
-	} else {
-		err = sd.d.Nack(false, true)
-	}
-	if err != nil {
-		sd.k.s.client.logger.Debug("RabbitMQ settle did not reach the broker; it will redeliver", watermill.LogFields{"queue": sd.k.queue, "uuid": sd.d.MessageId, "err": err.Error()})
-	}
-	sd.cancel()
-	<-sd.slots
-	if sd.k.unsettled.Add(-1) == 0 {
-		select {
-		case sd.k.drained <- struct{}{}:
-		default:
-		}
-	}
+	return intakeStopped
 }

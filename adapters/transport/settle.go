@@ -7,7 +7,7 @@
 // (SettledByConsumer): the subscriber then ignores Ack and Nack and needs
 // no goroutine per message in flight. For any other consumer (watermill's
 // router, watermill's pub/sub tests) the subscriber bridges Ack and Nack
-// onto the same Settler with AwaitAck, a goroutine per message.
+// onto the same Settler, a goroutine per message (Handout does both).
 //
 // A message nobody settles stays unsettled until its subscriber closes,
 // and goes back to its broker then.
@@ -26,17 +26,17 @@ type Settler interface {
 	Settle(acked bool)
 }
 
-type key struct{}
+type settlerKey struct{}
 
 // WithSettler returns a child of ctx that carries s.
 func WithSettler(ctx context.Context, s Settler) context.Context {
-	return context.WithValue(ctx, key{}, s)
+	return context.WithValue(ctx, settlerKey{}, s)
 }
 
 // SettlerFrom returns the Settler in ctx, nil when there is none: then the
 // message is settled through Ack and Nack as watermill's are.
 func SettlerFrom(ctx context.Context) Settler {
-	s, _ := ctx.Value(key{}).(Settler)
+	s, _ := ctx.Value(settlerKey{}).(Settler)
 	return s
 }
 
@@ -51,34 +51,34 @@ func SettledByConsumer(ctx context.Context) context.Context {
 
 // IsSettledByConsumer reports whether the Subscribe context ctx carries the
 // promise of SettledByConsumer; when it does not, the subscriber bridges each
-// message's Ack and Nack onto its Settler with AwaitAck.
+// message's Ack and Nack onto its Settler (Handout does).
 func IsSettledByConsumer(ctx context.Context) bool {
 	v, _ := ctx.Value(byConsumerKey{}).(bool)
 	return v
 }
 
-// AwaitAck settles msg through s once its consumer acks or nacks it. done is
+// awaitAck settles msg through s once its consumer acks or nacks it. done is
 // the Done channel of the context the subscriber gave msg: it closes when
-// msg is settled otherwise or its subscriber closes, and AwaitAck then
+// msg is settled otherwise or its subscriber closes, and awaitAck then
 // returns, settling an ack given by then (an ack given before Close still
-// goes out). The subscriber runs AwaitAck on a goroutine it waits for.
-func AwaitAck(msg *message.Message, s Settler, done <-chan struct{}) {
+// goes out). The Handout runs awaitAck on a goroutine it waits for.
+func awaitAck(msg *message.Message, s Settler, done <-chan struct{}) {
 	select {
 	case <-msg.Acked():
 		s.Settle(true)
 	case <-msg.Nacked():
 		s.Settle(false)
 	case <-done:
-		if Acked(msg) {
+		if acked(msg) {
 			s.Settle(true)
 		}
 	}
 }
 
-// Acked reports whether msg was acked (message.Ack), without waiting: at
+// acked reports whether msg was acked (message.Ack), without waiting: at
 // Close, a subscriber that bridges Ack settles an acked message as acked
 // and hands back the others.
-func Acked(msg *message.Message) bool {
+func acked(msg *message.Message) bool {
 	select {
 	case <-msg.Acked():
 		return true

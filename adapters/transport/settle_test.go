@@ -1,12 +1,10 @@
-package transport_test
+package transport
 
 import (
 	"context"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-
-	"github.com/hexmill/hexmill/adapters/transport"
 )
 
 // recorder records the settles it gets.
@@ -35,7 +33,7 @@ func TestAwait(t *testing.T) {
 			defer cancel()
 			tt.act(msg, cancel)
 			var r recorder
-			transport.AwaitAck(msg, &r, ctx.Done())
+			awaitAck(msg, &r, ctx.Done())
 			if len(r.got) != len(tt.settl) || (len(r.got) == 1 && r.got[0] != tt.settl[0]) {
 				t.Fatalf("settled %v, want %v", r.got, tt.settl)
 			}
@@ -45,12 +43,49 @@ func TestAwait(t *testing.T) {
 
 func TestContexts(t *testing.T) {
 	ctx := context.Background()
-	if transport.IsSettledByConsumer(ctx) || transport.SettlerFrom(ctx) != nil {
+	if IsSettledByConsumer(ctx) || SettlerFrom(ctx) != nil {
 		t.Fatal("a bare context carries a promise or a Settler")
 	}
 	var r recorder
-	ctx = transport.WithSettler(transport.SettledByConsumer(ctx), &r)
-	if !transport.IsSettledByConsumer(ctx) || transport.SettlerFrom(ctx) != &r {
+	ctx = WithSettler(SettledByConsumer(ctx), &r)
+	if !IsSettledByConsumer(ctx) || SettlerFrom(ctx) != &r {
 		t.Fatal("the promise or the Settler got lost")
 	}
+}
+
+// A message's context ends when it is settled, and so do contexts derived
+// from it (through AfterFunc, not a goroutine each).
+func TestDeliveryContext(t *testing.T) {
+	h := NewHandout(SettledByConsumer(context.Background()), 1, func(int, bool) {})
+	defer h.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		msg := <-h.Output()
+		ctx := msg.Context()
+		child, cancel := context.WithCancel(ctx)
+		defer cancel()
+		after := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() { close(after) })
+		if ctx.Err() != nil || child.Err() != nil {
+			t.Error("context ended before the settle")
+		}
+		SettlerFrom(ctx).Settle(true)
+		<-ctx.Done()
+		<-child.Done()
+		<-after
+		if stop() {
+			t.Error("AfterFunc's stop reported it stopped a function that ran")
+		}
+		if ctx.Err() != context.Canceled || child.Err() != context.Canceled {
+			t.Errorf("Err after settle: %v, child %v", ctx.Err(), child.Err())
+		}
+		if _, ok := ctx.Deadline(); ok {
+			t.Error("a message context has a deadline")
+		}
+	}()
+	if !h.Acquire() || !h.Send(message.NewMessage("1", nil), 1) {
+		t.Fatal("not handed out")
+	}
+	<-done
 }

@@ -25,7 +25,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
 	"github.com/hexmill/hexmill/adapters/transport"
-	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/app/config"
+	"github.com/hexmill/hexmill/app/runtime"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -63,7 +64,7 @@ const (
 // goroutine at a time.
 type Harness struct {
 	t        testing.TB
-	rt       *app.Runtime
+	rt       *runtime.Runtime
 	in       chan *message.Message
 	mu       sync.Mutex
 	events   []Event
@@ -76,30 +77,30 @@ type Harness struct {
 type Option func(*settings)
 
 type settings struct {
-	binding     app.Binding
-	retry       app.RetryConfig
-	formats     map[string]app.Format
-	middlewares []app.Middleware
+	binding     config.Binding
+	retry       config.RetryConfig
+	formats     []runtime.NamedFormat
+	middlewares []runtime.Middleware
 }
 
 // WithBinding changes the handler's binding (format, topic_params, topic,
 // concurrency); its transport is the harness's.
-func WithBinding(change func(*app.Binding)) Option {
+func WithBinding(change func(*config.Binding)) Option {
 	return func(s *settings) { change(&s.binding) }
 }
 
 // WithFormat offers format to the binding under name, as app.AsFormat.
-func WithFormat(name string, format app.Format) Option {
-	return func(s *settings) { s.formats[name] = format }
+func WithFormat(name string, format runtime.Format) Option {
+	return func(s *settings) { s.formats = append(s.formats, runtime.NamedFormat{Name: name, Format: format}) }
 }
 
 // WithMiddleware adds a middleware to the chain, as app.AsMiddleware.
-func WithMiddleware(m app.Middleware) Option {
+func WithMiddleware(m runtime.Middleware) Option {
 	return func(s *settings) { s.middlewares = append(s.middlewares, m) }
 }
 
 // WithRetry sets the retries (the harness's default: 2, 1ms apart).
-func WithRetry(r app.RetryConfig) Option {
+func WithRetry(r config.RetryConfig) Option {
 	return func(s *settings) { s.retry = r }
 }
 
@@ -114,16 +115,15 @@ const (
 func New[H ports.Handler](t testing.TB, newHandler func(ports.Publisher) H, opts ...Option) *Harness {
 	t.Helper()
 	s := settings{
-		binding: app.Binding{Transport: transportName, Topic: inTopic, Concurrency: 1},
-		retry:   app.RetryConfig{MaxRetries: 2, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, Multiplier: 1},
-		formats: map[string]app.Format{},
+		binding: config.Binding{Transport: transportName, Topic: inTopic, Concurrency: 1},
+		retry:   config.RetryConfig{MaxRetries: 2, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, Multiplier: 1},
 	}
 	for _, o := range opts {
 		o(&s)
 	}
 	h := &Harness{t: t, in: make(chan *message.Message)}
 	handler := newHandler(recorder{h})
-	cfg := app.DefaultConfig("apptest")
+	cfg := config.Default("apptest")
 	cfg.DrainTimeout = 5 * time.Second
 	cfg.Retry = s.retry
 	cfg.Handlers[handler.Name()] = s.binding
@@ -133,14 +133,14 @@ func New[H ports.Handler](t testing.TB, newHandler func(ports.Publisher) H, opts
 		h.declared = map[string]bool{}
 		for _, t := range e.Emits() {
 			h.declared[t] = true
-			cfg.Events[t] = app.EventBinding{Transport: transportName, Topic: t}
+			cfg.Events[t] = config.EventBinding{Transport: transportName, Topic: t}
 		}
 	}
-	cfg.Poison = app.EventBinding{Transport: transportName, Topic: poisonTopic}
-	rt, err := app.NewRuntime(app.RuntimeParams{
+	cfg.Poison = config.EventBinding{Transport: transportName, Topic: poisonTopic}
+	rt, err := runtime.New(runtime.Params{
 		Config:      cfg,
 		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Transports:  []app.Opener{h.opener()},
+		Transports:  []runtime.Opener{h.opener()},
 		Handlers:    []ports.Handler{handler},
 		Formats:     s.formats,
 		Middlewares: s.middlewares,
@@ -222,7 +222,7 @@ func (r recorder) Publish(_ context.Context, events ...ports.Event) error {
 	r.h.mu.Lock()
 	defer r.h.mu.Unlock()
 	if r.h.fail != nil {
-		return fmt.Errorf("publish: %w: %w", r.h.fail, app.ErrPublish)
+		return fmt.Errorf("publish: %w: %w", r.h.fail, runtime.ErrPublish)
 	}
 	for _, e := range events {
 		if r.h.declared != nil && !r.h.declared[e.EventType()] {
@@ -239,8 +239,8 @@ func (r recorder) Publish(_ context.Context, events ...ports.Event) error {
 
 // opener is the harness's transport: the handler's subscription reads
 // what Send feeds; the poison target records.
-func (h *Harness) opener() app.Opener {
-	return app.Opener{Name: transportName, Open: func(context.Context) (transport.Transport, error) {
+func (h *Harness) opener() runtime.Opener {
+	return runtime.Opener{Name: transportName, Open: func(context.Context) (transport.Transport, error) {
 		return harnessTransport{h}, nil
 	}}
 }

@@ -11,8 +11,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/goleak"
 
-	"github.com/hexmill/hexmill/app"
 	"github.com/hexmill/hexmill/app/apptest"
+	"github.com/hexmill/hexmill/app/config"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -86,7 +86,7 @@ func TestHarnessFormatAndMiddleware(t *testing.T) {
 			msg.Payload = []byte(`{"level":` + strings.TrimSuffix(string(msg.Payload), "%") + `}`)
 			return nil
 		}),
-		apptest.WithBinding(func(b *app.Binding) { b.Format = "percent" }),
+		apptest.WithBinding(func(b *config.Binding) { b.Format = "percent" }),
 		apptest.WithMiddleware(func(handler string, next message.HandlerFunc) message.HandlerFunc {
 			return func(msg *message.Message) ([]*message.Message, error) {
 				if handler == "level" {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/memory"
 	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/app/config"
 	"github.com/hexmill/hexmill/domain"
 	"github.com/hexmill/hexmill/ports"
 )
@@ -47,7 +48,7 @@ var demo = fx.Options(
 // publishes telemetry and status reports, and logs every event the
 // handlers publish and every message that lands on the poison target.
 type demoRun struct {
-	cfg    app.Config
+	cfg    config.Config
 	demo   demoConfig
 	broker *memory.Transport
 	logger *slog.Logger
@@ -57,7 +58,7 @@ type demoRun struct {
 	wg     sync.WaitGroup
 }
 
-func registerDemo(lc fx.Lifecycle, cfg app.Config, dc demoConfig, broker *memory.Transport, logger *slog.Logger) {
+func registerDemo(lc fx.Lifecycle, cfg config.Config, dc demoConfig, broker *memory.Transport, logger *slog.Logger) {
 	if on := dc.Enabled == nil && cfg.OnlyMemory() || dc.Enabled != nil && *dc.Enabled; !on {
 		return
 	}
@@ -76,11 +77,11 @@ func (d *demoRun) start(context.Context) error {
 	d.sub = sub
 	watch := map[string]string{} // memory topic -> what lands there
 	for eventType := range d.cfg.Events {
-		if e := d.cfg.Events[eventType]; e.Transport == app.TransportMemory {
+		if e := d.cfg.Events[eventType]; e.Transport == config.TransportMemory {
 			watch[e.Topic] = eventType
 		}
 	}
-	if d.cfg.Poison.Transport == app.TransportMemory {
+	if d.cfg.Poison.Transport == config.TransportMemory {
 		watch[d.cfg.Poison.Topic] = "poison"
 	}
 	for topic, kind := range watch {
@@ -125,7 +126,7 @@ func (d *demoRun) generate(ctx context.Context) {
 	for n := 0; ; n++ {
 		device := fmt.Sprintf("dev-%d", n%5+1)
 		now := time.Now().UTC()
-		if okT && telemetry.Transport == app.TransportMemory {
+		if okT && telemetry.Transport == config.TransportMemory {
 			t := domain.Telemetry{
 				DeviceID: device, At: now,
 				Readings: map[string]float64{"temperature": 60 + float64(rand.IntN(300))/10, "humidity": float64(30 + rand.IntN(50))},
@@ -133,7 +134,7 @@ func (d *demoRun) generate(ctx context.Context) {
 			d.publish(telemetry.Topic, t)
 			d.logger.Info("telemetry sent", "device_id", device, "temperature", t.Readings["temperature"])
 		}
-		if okS && status.Transport == app.TransportMemory && n%7 == 0 {
+		if okS && status.Transport == config.TransportMemory && n%7 == 0 {
 			report := domain.StatusReport{DeviceID: device, Status: []string{"online", "offline"}[n/7%2], At: now}
 			d.publish(status.Topic, report)
 		}

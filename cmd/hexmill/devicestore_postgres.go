@@ -13,6 +13,7 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/postgres"
 	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/app/config"
 	"github.com/hexmill/hexmill/domain"
 )
 
@@ -39,7 +40,7 @@ func deviceStore() fx.Option {
 
 type deviceStoreParams struct {
 	fx.In
-	Config app.Config
+	Config config.Config
 	DB     *postgres.DB `optional:"true"` // nil: PostgreSQL is off
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/hexmill/hexmill/app"
 	"github.com/hexmill/hexmill/domain"
 	"github.com/hexmill/hexmill/integration"
+	"github.com/hexmill/hexmill/ports"
 )
 
 // pgSchema opens a DB on the test database in a schema of the test's own,
@@ -127,7 +128,7 @@ func TestSampleStatusOnPostgres(t *testing.T) {
 func TestSampleStoreNeedsIdempotentBinding(t *testing.T) {
 	_, conf := pgSchema(t)
 	err := newSample(t, conf).Err()
-	var ce *app.ConfigError
+	var ce *ports.FieldError
 	if !errors.As(err, &ce) || ce.Field != "handlers.device-status.idempotent" || ce.Env != "HEXMILL_HANDLERS_DEVICE_STATUS_IDEMPOTENT" {
 		t.Fatalf("error = %v, want a configuration error (exit status 2) naming handlers.device-status.idempotent and its variable", err)
 	}

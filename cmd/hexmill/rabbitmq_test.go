@@ -12,7 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/load"
+	"github.com/hexmill/hexmill/integration/load"
 )
 
 // A handler bound to a RabbitMQ queue: every message is handled and acked

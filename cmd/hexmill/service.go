@@ -6,6 +6,7 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/aliyun"
 	"github.com/hexmill/hexmill/app"
+	"github.com/hexmill/hexmill/app/config"
 	"github.com/hexmill/hexmill/domain"
 )
 
@@ -40,11 +41,11 @@ func service() app.Service {
 
 // defaults binds the sample's handlers and events to the in-memory
 // transport, so that a fresh checkout runs with no broker.
-func defaults(c *app.Config) {
-	c.Handlers[domain.TelemetryHandlerName] = app.Binding{Transport: app.TransportMemory, Topic: "devices.telemetry", Group: name}
-	c.Handlers[domain.DeviceStatusHandlerName] = app.Binding{Transport: app.TransportMemory, Topic: "devices.status", Group: name}
-	c.Events[domain.AlertRaisedType] = app.EventBinding{Transport: app.TransportMemory, Topic: "alerts"}
-	c.Events[domain.DeviceStatusChangedType] = app.EventBinding{Transport: app.TransportMemory, Topic: "devices.status-changed"}
+func defaults(c *config.Config) {
+	c.Handlers[domain.TelemetryHandlerName] = config.Binding{Transport: config.TransportMemory, Topic: "devices.telemetry", Group: name}
+	c.Handlers[domain.DeviceStatusHandlerName] = config.Binding{Transport: config.TransportMemory, Topic: "devices.status", Group: name}
+	c.Events[domain.AlertRaisedType] = config.EventBinding{Transport: config.TransportMemory, Topic: "alerts"}
+	c.Events[domain.DeviceStatusChangedType] = config.EventBinding{Transport: config.TransportMemory, Topic: "devices.status-changed"}
 }
 
 // alinkPropertyToTelemetry maps an Aliyun property post onto the domain's

@@ -16,8 +16,8 @@ const module = "github.com/hexmill/hexmill"
 // transitively) on the standard library and on these module packages only;
 // with thirdParty, on packages of other modules too. They are the floors,
 // each importing only those below it: ports <- the adapter contract
-// (adapters/transport) <- each adapter <- app <- a service (domain/ and its
-// cmd/, which see ports only).
+// (adapters/transport) <- each adapter <- app (app/config <- app/runtime
+// <- app) <- a service (domain/ and its cmd/, which see ports only).
 var rules = []struct {
 	root       string
 	allowed    []string
@@ -31,6 +31,11 @@ var rules = []struct {
 	{root: "adapters/rabbitmq", allowed: adapter("rabbitmq"), thirdParty: true},
 	{root: "adapters/aliyun", allowed: adapter("aliyun"), thirdParty: true},
 	{root: "adapters/postgres", allowed: adapter("postgres"), thirdParty: true},
+	// app's rooms: the configuration knows the contract and the
+	// PostgreSQL section, the runtime the configuration too; neither
+	// knows a transport adapter, fx wiring or app (which imports them).
+	{root: "app/config", allowed: []string{module + "/ports", module + "/adapters/transport", module + "/adapters/postgres", module + "/app/config"}, thirdParty: true},
+	{root: "app/runtime", allowed: []string{module + "/ports", module + "/adapters/transport", module + "/adapters/postgres", module + "/app/config", module + "/app/runtime"}, thirdParty: true},
 	{root: "app", allowed: []string{module + "/ports", module + "/adapters", module + "/app"}, thirdParty: true},
 }
 
@@ -224,6 +229,18 @@ func TestDependencyRuleCatchesViolations(t *testing.T) {
 			root:   "adapters/transport",
 			source: "package transport\n\nimport _ \"" + module + "/adapters/memory\"\n",
 			want:   []string{module + "/adapters/memory"},
+		},
+		{
+			name:   "the configuration imports a transport adapter",
+			root:   "app/config",
+			source: "package config\n\nimport _ \"" + module + "/adapters/memory\"\n",
+			want:   []string{module + "/adapters/memory"},
+		},
+		{
+			name:   "the runtime imports a transport adapter",
+			root:   "app/runtime",
+			source: "package runtime\n\nimport _ \"" + module + "/adapters/mqtt\"\n",
+			want:   []string{module + "/adapters/mqtt"},
 		},
 		{
 			name:   "app imports the tooling",

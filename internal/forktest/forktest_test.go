@@ -17,7 +17,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/internal/load"
+	"github.com/hexmill/hexmill/integration/load"
 )
 
 // sample is what a fork deletes: the sample domain and its wiring.

@@ -1,0 +1,67 @@
+package runtime
+
+import (
+	"context"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// delivery is a message's state on its way through the chain, made once
+// by the chain's outermost link and read inside: what the poison link did
+// with the message (for the metrics link around it), and the name of its
+// handler, for the metrics of what the handler publishes: a publish knows
+// only the context it is given. Links know their handler from the chain
+// (chainParams), not from here.
+type delivery struct {
+	handler string
+	outcome outcome
+}
+
+type deliveryKey struct{}
+
+// newDelivery gives each message its delivery, in its context.
+func newDelivery(handler string) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			msg.SetContext(context.WithValue(msg.Context(), deliveryKey{}, &delivery{handler: handler}))
+			return h(msg)
+		}
+	}
+}
+
+// deliveryOf is the delivery ctx belongs to; nil outside a handler's chain.
+func deliveryOf(ctx context.Context) *delivery {
+	d, _ := ctx.Value(deliveryKey{}).(*delivery)
+	return d
+}
+
+// handlerName is the name of the handler ctx belongs to, "" outside one.
+func handlerName(ctx context.Context) string {
+	if d := deliveryOf(ctx); d != nil {
+		return d.handler
+	}
+	return ""
+}
+
+// outcome is what the poison link did with a message, for the metrics
+// link around it: "" when the handler succeeded (or the message failed
+// another way), else one of the outcomes below.
+type outcome string
+
+// Outcomes: the reason classes of the poison and redelivery counters.
+const (
+	poisonedInvalid    outcome = "invalid"              // ports.Invalid: bad input, poisoned at once
+	poisonedRetries    outcome = "retries_exhausted"    // failed after every retry
+	handedBackPublish  outcome = "publish_failed"       // its events could not be published
+	handedBackPoison   outcome = "poison_failed"        // the poison target refused it
+	handedBackDatabase outcome = "database_unavailable" // PostgreSQL could not be used (postgres.Unavailable)
+	handedBackStopping outcome = "stopping"             // cut short by stop
+)
+
+// set records what became of d's message; a nil d (a chain without the
+// delivery link, in tests) records nothing.
+func (d *delivery) set(o outcome) {
+	if d != nil {
+		d.outcome = o
+	}
+}
