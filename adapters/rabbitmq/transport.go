@@ -699,6 +699,7 @@ func (b *backoff) wait(stop <-chan struct{}, done <-chan struct{}) bool {
 var (
 	_ transport.Transport      = (*Transport)(nil)
 	_ transport.TargetChecker  = (*Transport)(nil)
+	_ transport.Stopper        = (*Transport)(nil)
 	_ transport.Defaulter      = (*Config)(nil)
 	_ transport.Validator      = Config{}
 	_ transport.OptionsChecker = Config{}

@@ -467,7 +467,7 @@ func (r *Runtime) Stop(ctx context.Context) error {
 // then publishers and last the connections close.
 func (r *Runtime) closeAll(ctx context.Context) error {
 	for _, t := range r.transports { // ctx bounds their close paths too
-		if s, ok := t.(interface{ Stopping(context.Context) }); ok {
+		if s, ok := t.(transport.Stopper); ok {
 			s.Stopping(ctx)
 		}
 	}
