@@ -5,6 +5,7 @@ package integration_test
 // RabbitMQ names a test owns.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -105,6 +106,12 @@ type e2eEnv struct {
 
 	exchange, poisonQueue, sinkQueue, group string
 	drainTimeout                            time.Duration
+	// rabbitURLs, when set, are the nodes the service is given (urls)
+	// instead of rabbitAddr; queueType is the poison queue's type
+	// (classic by default); rabbitExtra is added to transports.rabbitmq
+	// (indented by four spaces).
+	rabbitURLs             []string
+	queueType, rabbitExtra string
 	// extra is appended to the service's YAML configuration;
 	// extraHandlers and extraEvents to its handlers and events mappings
 	// (indented by two spaces).
@@ -151,6 +158,14 @@ func (e *e2eEnv) serviceRabbitURL() string {
 	u.Host = host
 	u.Port, _ = strconv.Atoi(port)
 	return u.String()
+}
+
+// rabbitNodes is the rabbitmq section's url, or urls with rabbitURLs.
+func (e *e2eEnv) rabbitNodes() string {
+	if len(e.rabbitURLs) > 0 {
+		return "urls: [" + strings.Join(e.rabbitURLs, ", ") + "]"
+	}
+	return "url: " + e.serviceRabbitURL()
 }
 
 // begin returns the context a test of scale sc runs in (ended with the
@@ -204,8 +219,9 @@ transports:
     reconnect_min: 50ms
     reconnect_max: 1s
   rabbitmq:
-    url: %[6]s
+    %[6]s
     connection_name: e2e-%[1]s-%[5]s
+%[12]s
     reconnect:
       initial_interval: 50ms
       max_interval: 1s
@@ -216,7 +232,7 @@ transports:
         type: topic
     queues:
       - name: %[3]s
-        type: classic
+        type: %[13]s
 handlers:
   telemetry:
     transport: mqtt
@@ -232,7 +248,8 @@ handlers:
 %[11]sdomain:
   thresholds:
     seq: -1
-%[9]s`, e.run, e.drainTimeout, e.poisonQueue, e.mqttAddr, replica, e.serviceRabbitURL(), e.exchange, e.group, e.extra, e.extraHandlers, e.extraEvents)
+%[9]s`, e.run, e.drainTimeout, e.poisonQueue, e.mqttAddr, replica, e.rabbitNodes(), e.exchange, e.group, e.extra, e.extraHandlers, e.extraEvents,
+		e.rabbitExtra, cmp.Or(e.queueType, "classic"))
 	path := filepath.Join(e.t.TempDir(), "hexmill-"+replica+".yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		e.t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -40,10 +41,13 @@ type RabbitMQNode struct {
 	Addr string
 	Name string
 
-	cmd  *exec.Cmd
-	ctr  testcontainers.Container // instead of cmd
-	dir  string
-	done chan struct{} // closed when the node's output ends
+	cmd    *exec.Cmd
+	ctr    testcontainers.Container // instead of cmd
+	dir    string
+	done   chan struct{} // closed when the node's output ends
+	ctl    string        // the rabbitmqctl script next to the server (process mode)
+	env    []string      // the node's environment, for rabbitmqctl
+	killed bool
 
 	mu   sync.Mutex
 	tail []string // last lines of output, for errors
@@ -60,6 +64,12 @@ type RabbitMQNodeOptions struct {
 	Dir string
 	// StartTimeout bounds the boot; 90 s by default.
 	StartTimeout time.Duration
+	// Home is the HOME of the node and of rabbitmqctl, where the Erlang
+	// cookie is; Dir by default. Nodes of one cluster share it.
+	Home string
+	// EPMDPort is the Erlang port mapper's port in container mode (free
+	// by default); nodes of one cluster share it.
+	EPMDPort int
 }
 
 // StartRabbitMQNode boots a private node and returns once it reports
@@ -102,8 +112,12 @@ func StartRabbitMQNode(opts RabbitMQNodeOptions) (*RabbitMQNode, error) {
 			return nil, fmt.Errorf("rabbitmq node: %w", err)
 		}
 	}
+	home := opts.Home
+	if home == "" {
+		home = dir
+	}
 	env := []string{
-		"HOME=" + dir, // the node's own Erlang cookie
+		"HOME=" + home, // the Erlang cookie
 		"RABBITMQ_NODENAME=" + name,
 		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
 		"RABBITMQ_NODE_PORT=" + strconv.Itoa(port),
@@ -132,7 +146,8 @@ func StartRabbitMQNode(opts RabbitMQNodeOptions) (*RabbitMQNode, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("rabbitmq node: start %s: %w", server, err)
 	}
-	n := &RabbitMQNode{Addr: fmt.Sprintf("127.0.0.1:%d", port), Name: name, cmd: cmd, dir: dir, done: make(chan struct{})}
+	n := &RabbitMQNode{Addr: fmt.Sprintf("127.0.0.1:%d", port), Name: name, cmd: cmd, dir: dir, done: make(chan struct{}),
+		ctl: filepath.Join(filepath.Dir(server), "rabbitmqctl"), env: env}
 	ready := make(chan struct{})
 	go func() { // ends when the node's output ends; Stop waits for it
 		defer close(n.done)
@@ -169,9 +184,12 @@ func StartRabbitMQNode(opts RabbitMQNodeOptions) (*RabbitMQNode, error) {
 // startRabbitMQContainer boots the node in a container of RabbitMQImage on
 // the host's network, with its own epmd, and waits until it is up.
 func startRabbitMQContainer(opts RabbitMQNodeOptions, name string, port int, dir string, env []string) (*RabbitMQNode, error) {
-	epmdPort, err := freePort()
-	if err != nil {
-		return nil, err
+	epmdPort := opts.EPMDPort
+	if epmdPort == 0 {
+		var err error
+		if epmdPort, err = freePort(); err != nil {
+			return nil, err
+		}
 	}
 	// The image's own configuration files (/etc/rabbitmq/conf.d) listen
 	// on 5672: the node reads an empty directory instead.
@@ -202,6 +220,66 @@ func (n *RabbitMQNode) output() string {
 	return strings.Join(n.tail, "\n")
 }
 
+// URL is the node's AMQP URL for the default user (guest, allowed on
+// loopback).
+func (n *RabbitMQNode) URL() string { return "amqp://guest:guest@" + n.Addr + "/" }
+
+// Ctl runs rabbitmqctl against the node (in its container in container
+// mode) and returns its output; ctx bounds it.
+func (n *RabbitMQNode) Ctl(ctx context.Context, args ...string) (string, error) {
+	args = append([]string{"-n", n.Name}, args...)
+	if n.ctr != nil {
+		code, r, err := n.ctr.Exec(ctx, append([]string{"rabbitmqctl"}, args...))
+		var out []byte
+		if r != nil {
+			out, _ = io.ReadAll(r)
+		}
+		if err == nil && code != 0 {
+			err = fmt.Errorf("exit status %d", code)
+		}
+		if err != nil {
+			return string(out), fmt.Errorf("rabbitmqctl %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out), nil
+	}
+	cmd := exec.CommandContext(ctx, n.ctl, args...)
+	cmd.Env = append(os.Environ(), n.env...)
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("rabbitmqctl %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// SetMemoryAlarm raises a memory alarm on the node (a vm_memory_high_watermark
+// of 0: every publishing connection is blocked) or clears it (0.4, the
+// default).
+func (n *RabbitMQNode) SetMemoryAlarm(ctx context.Context, on bool) error {
+	mark := "0.4"
+	if on {
+		mark = "0"
+	}
+	_, err := n.Ctl(ctx, "set_vm_memory_high_watermark", mark)
+	return err
+}
+
+// Kill ends the node at once (SIGKILL to its process group, or its
+// container killed), as a crashed machine would; Stop afterwards only
+// cleans up.
+func (n *RabbitMQNode) Kill() {
+	n.mu.Lock()
+	n.killed = true
+	n.mu.Unlock()
+	if n.ctr != nil {
+		zero := time.Duration(0)
+		_ = n.ctr.Stop(context.Background(), &zero)
+		return
+	}
+	_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+	<-n.done
+}
+
 // Stop terminates the node's process group (SIGTERM, then SIGKILL after
 // 20 s) and waits for it.
 func (n *RabbitMQNode) Stop() {
@@ -229,4 +307,104 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// RabbitMQCluster is a cluster of private nodes (see RabbitMQNode) on
+// free loopback ports, joined with rabbitmqctl join_cluster under one
+// Erlang cookie.
+type RabbitMQCluster struct {
+	Nodes []*RabbitMQNode
+}
+
+// StartRabbitMQCluster boots n private nodes at once, with one HOME (and
+// so one Erlang cookie) under opts.Dir, and joins the others to the first
+// (stop_app, join_cluster, start_app). Stop stops them all. Each node's
+// StartTimeout is 3 minutes by default (n nodes boot at once).
+func StartRabbitMQCluster(n int, opts RabbitMQNodeOptions) (*RabbitMQCluster, error) {
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 3 * time.Minute
+	}
+	home := filepath.Join(opts.Dir, "home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return nil, fmt.Errorf("rabbitmq cluster: %w", err)
+	}
+	// The cookie before any node boots, so that none writes its own.
+	cookie := fmt.Sprintf("HEXMILLTEST%dX%d", os.Getpid(), time.Now().UnixNano())
+	if err := os.WriteFile(filepath.Join(home, ".erlang.cookie"), []byte(cookie), 0o400); err != nil {
+		return nil, fmt.Errorf("rabbitmq cluster: %w", err)
+	}
+	epmd, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	c := &RabbitMQCluster{Nodes: make([]*RabbitMQNode, n)}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		o := opts
+		o.Dir = filepath.Join(opts.Dir, fmt.Sprintf("n%d", i+1))
+		o.Home, o.EPMDPort = home, epmd
+		if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("rabbitmq cluster: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.Nodes[i], errs[i] = StartRabbitMQNode(o)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	for _, node := range c.Nodes[1:] {
+		for _, args := range [][]string{{"stop_app"}, {"join_cluster", c.Nodes[0].Name}, {"start_app"}} {
+			// rabbitmqctl boots a VM of its own: seconds, and minutes on a
+			// machine whose cores are taken.
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			_, err := node.Ctl(ctx, args...)
+			cancel()
+			if err != nil {
+				c.Stop()
+				return nil, fmt.Errorf("rabbitmq cluster: node %s: %w", node.Name, err)
+			}
+		}
+	}
+	return c, nil
+}
+
+// URLs are the nodes' AMQP URLs.
+func (c *RabbitMQCluster) URLs() []string {
+	var urls []string
+	for _, n := range c.Nodes {
+		urls = append(urls, n.URL())
+	}
+	return urls
+}
+
+// Node returns the node listening on addr (host:port), or nil.
+func (c *RabbitMQCluster) Node(addr string) *RabbitMQNode {
+	for _, n := range c.Nodes {
+		if n.Addr == addr {
+			return n
+		}
+	}
+	return nil
+}
+
+// Stop stops every node that runs.
+func (c *RabbitMQCluster) Stop() {
+	var wg sync.WaitGroup
+	for _, n := range c.Nodes {
+		if n == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.Stop()
+		}()
+	}
+	wg.Wait()
 }

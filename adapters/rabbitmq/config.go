@@ -2,6 +2,7 @@ package rabbitmq
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/url"
@@ -21,11 +22,16 @@ import (
 // on every connect.
 //
 // The broker is named either by URL or by host, port, vhost, user and
-// password; a field set explicitly overrides the same part of the URL.
+// password; a field set explicitly overrides the same part of the URL. A
+// cluster is named by URLs, one per node, instead of URL.
 type Config struct {
 	// URL is an AMQP 0-9-1 URI, amqp:// or amqps://. A password in it is
 	// redacted wherever the URL is printed; prefer the password field.
 	URL URL `yaml:"url"`
+	// URLs are the nodes of a cluster, one URI each, instead of URL. The
+	// start and every reconnect try them in turn from a random first node;
+	// VHost, User and Password apply to each.
+	URLs URLList `yaml:"urls"`
 	// Host, Port, VHost, User and Password override the URL's parts.
 	Host     string        `yaml:"host"`
 	Port     int           `yaml:"port"`
@@ -41,6 +47,9 @@ type Config struct {
 	Heartbeat time.Duration `yaml:"heartbeat"`
 	// DialTimeout bounds the TCP and TLS handshake of one connection attempt.
 	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// BlockedUnreadyAfter is how long the broker may block the connection
+	// (a resource alarm: memory or disk) before Ready reports it.
+	BlockedUnreadyAfter time.Duration `yaml:"blocked_unready_after"`
 
 	TLS       TLSConfig       `yaml:"tls"`
 	Reconnect ReconnectConfig `yaml:"reconnect"`
@@ -221,6 +230,27 @@ func (u *URL) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// URLList is a list of AMQP URIs that never prints their passwords.
+type URLList []string
+
+// Redacted returns the URLs with their passwords replaced by "xxxxx".
+func (l URLList) Redacted() []string {
+	out := make([]string, len(l))
+	for i, u := range l {
+		out[i] = URL(u).Redacted()
+	}
+	return out
+}
+
+// String implements fmt.Stringer with the passwords redacted.
+func (l URLList) String() string { return strings.Join(l.Redacted(), ",") }
+
+// MarshalYAML keeps a configuration dump from printing the passwords.
+func (l URLList) MarshalYAML() (any, error) { return l.Redacted(), nil }
+
+// MarshalJSON keeps JSON from printing the passwords.
+func (l URLList) MarshalJSON() ([]byte, error) { return json.Marshal(l.Redacted()) }
+
 // Defaults.
 const (
 	DefaultURL = "amqp://127.0.0.1:5672/"
@@ -231,8 +261,11 @@ func (c *Config) SetDefaults() {
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = transport.DefaultMaxMessageBytes
 	}
-	if c.URL == "" && c.Host == "" {
+	if c.URL == "" && c.Host == "" && len(c.URLs) == 0 {
 		c.URL = DefaultURL
+	}
+	if c.BlockedUnreadyAfter == 0 {
+		c.BlockedUnreadyAfter = 10 * time.Second
 	}
 	if c.Heartbeat == 0 {
 		c.Heartbeat = 10 * time.Second
@@ -285,14 +318,28 @@ func (c Config) Validate() error {
 	if err := transport.CheckMaxMessageBytes("max_message_bytes", c.MaxMessageBytes); err != nil {
 		return err
 	}
+	if len(c.URLs) > 0 {
+		switch {
+		case c.URL != "":
+			return &ports.FieldError{Field: "urls", Fix: "set either url (one node) or urls (the nodes of a cluster), not both"}
+		case c.Host != "":
+			return &ports.FieldError{Field: "host", Fix: "cannot be combined with urls; give each node's host:port in urls"}
+		case c.Port != 0:
+			return &ports.FieldError{Field: "port", Fix: "cannot be combined with urls; give each node's host:port in urls"}
+		}
+	}
 	if c.URL != "" {
-		u, err := url.Parse(string(c.URL))
-		if err != nil {
-			return &ports.FieldError{Field: "url", Fix: "cannot parse it; write amqp://user@host:5672/vhost and set password separately"}
+		if err := checkURL("url", string(c.URL)); err != nil {
+			return err
 		}
-		if u.Scheme != "amqp" && u.Scheme != "amqps" {
-			return &ports.FieldError{Field: "url", Fix: "must start with amqp:// or amqps://"}
+	}
+	for i, u := range c.URLs {
+		if err := checkURL(fmt.Sprintf("urls[%d]", i), u); err != nil {
+			return err
 		}
+	}
+	if c.BlockedUnreadyAfter < 0 {
+		return &ports.FieldError{Field: "blocked_unready_after", Fix: "must be a positive duration, e.g. 10s"}
 	}
 	if c.Port < 0 || c.Port > 65535 {
 		return &ports.FieldError{Field: "port", Fix: "must be between 1 and 65535, e.g. 5672"}
@@ -365,6 +412,17 @@ func (c Config) Validate() error {
 	return nil
 }
 
+func checkURL(field, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return &ports.FieldError{Field: field, Fix: "cannot parse it; write amqp://user@host:5672/vhost and set password separately"}
+	}
+	if u.Scheme != "amqp" && u.Scheme != "amqps" {
+		return &ports.FieldError{Field: field, Fix: "must start with amqp:// or amqps://"}
+	}
+	return nil
+}
+
 func (q QueueConfig) validate(path string, named bool) error {
 	if named && q.Name == "" {
 		return ports.FieldErrorf(path+".name", "must be set")
@@ -410,16 +468,35 @@ func (q QueueConfig) validate(path string, named bool) error {
 	return nil
 }
 
-// dialURL is the URL with the explicit fields applied; it carries the
-// password, so it must never be printed.
-func (c Config) dialURL() (string, error) {
-	raw := string(c.URL)
+// dialURLs are the nodes' URLs (one without urls) with the explicit
+// fields applied; they carry the password, so they must never be printed.
+func (c Config) dialURLs() ([]string, error) {
+	if len(c.URLs) == 0 {
+		u, err := c.dialURL(string(c.URL), "url")
+		if err != nil {
+			return nil, err
+		}
+		return []string{u}, nil
+	}
+	var out []string
+	for i, raw := range c.URLs {
+		u, err := c.dialURL(raw, fmt.Sprintf("urls[%d]", i))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// dialURL is raw with the explicit fields applied.
+func (c Config) dialURL(raw, field string) (string, error) {
 	if raw == "" {
 		raw = DefaultURL
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", &ports.FieldError{Field: "url", Fix: "cannot parse it"}
+		return "", &ports.FieldError{Field: field, Fix: "cannot parse it"}
 	}
 	host, port := u.Hostname(), u.Port()
 	if c.Host != "" {

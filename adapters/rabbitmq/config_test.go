@@ -1,6 +1,7 @@
 package rabbitmq_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -36,6 +37,11 @@ func TestValidate(t *testing.T) {
 		{"defaults", func(*rabbitmq.Config) {}, ""},
 		{"bad scheme", func(c *rabbitmq.Config) { c.URL = "http://localhost" }, "url: must start with amqp:// or amqps://"},
 		{"port", func(c *rabbitmq.Config) { c.Port = 70000 }, "port: "},
+		{"cluster", func(c *rabbitmq.Config) { c.URLs = rabbitmq.URLList{"amqp://a:5672/", "amqps://b:5671/"} }, ""},
+		{"url and urls", func(c *rabbitmq.Config) { c.URL, c.URLs = "amqp://a/", rabbitmq.URLList{"amqp://b/"} }, "urls: set either url (one node) or urls"},
+		{"host and urls", func(c *rabbitmq.Config) { c.Host, c.URLs = "a", rabbitmq.URLList{"amqp://b/"} }, "host: cannot be combined with urls"},
+		{"bad node", func(c *rabbitmq.Config) { c.URLs = rabbitmq.URLList{"amqp://a/", "http://b/"} }, "urls[1]: must start with amqp://"},
+		{"blocked_unready_after", func(c *rabbitmq.Config) { c.BlockedUnreadyAfter = -time.Second }, "blocked_unready_after: "},
 		{"heartbeat", func(c *rabbitmq.Config) { c.Heartbeat = time.Millisecond }, "heartbeat: "},
 		{"cert without key", func(c *rabbitmq.Config) { c.TLS.CertFile = "c.pem" }, "tls.cert_file: "},
 		{"missing CA file", func(c *rabbitmq.Config) { c.TLS.CAFile = "/nonexistent/ca.pem" }, "tls.ca_file: "},
@@ -79,14 +85,33 @@ func TestValidate(t *testing.T) {
 // not in a connection error.
 func TestPasswordIsRedacted(t *testing.T) {
 	cfg := rabbitmq.Config{URL: "amqp://app:s3cret-url@127.0.0.1:1/", Password: "s3cret-field"}
+	cluster := rabbitmq.Config{URLs: rabbitmq.URLList{"amqp://app:s3cret-1@127.0.0.1:1/", "amqp://app:s3cret-2@127.0.0.1:2/"}}
 	out, err := yaml.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{cfg.URL.String(), string(out), fmt.Sprintf("%v %+v", cfg, cfg)} {
+	out2, err := yaml.Marshal(cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := json.Marshal(cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{cfg.URL.String(), string(out), fmt.Sprintf("%v %+v", cfg, cfg),
+		cluster.URLs.String(), string(out2), string(js), fmt.Sprintf("%v %+v %s", cluster, cluster, cluster.URLs)} {
 		if strings.Contains(s, "s3cret") {
 			t.Fatalf("password printed: %s", s)
 		}
+	}
+	c2, err := rabbitmq.New(cluster, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	err = c2.Open(t.Context())
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "127.0.0.1:1") || !strings.Contains(err.Error(), "127.0.0.1:2") {
+		t.Fatalf("Connect to two closed ports: %v; want an error naming both nodes without the password", err)
 	}
 	cfg.DialTimeout = 500 * time.Millisecond
 	c, err := rabbitmq.New(cfg, nil)

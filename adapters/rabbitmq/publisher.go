@@ -63,6 +63,7 @@ type Publisher struct {
 
 	closeMu  sync.RWMutex
 	closed   bool
+	closing  chan struct{}  // closed by Close: Publish calls stop waiting
 	inflight sync.WaitGroup // Publish calls
 	wg       sync.WaitGroup // basic.return recorders, one per channel
 }
@@ -81,7 +82,7 @@ func (c *Transport) NewPublisher(cfg PublishConfig) (*Publisher, error) {
 	p := &Publisher{
 		client: c, exchange: cfg.Exchange,
 		mandatory: *cfg.Mandatory, persistent: *cfg.Persistent, confirm: *cfg.Confirm,
-		confirmTimeout: cfg.ConfirmTimeout, outageWait: cfg.OutageWait,
+		confirmTimeout: cfg.ConfirmTimeout, outageWait: cfg.OutageWait, closing: make(chan struct{}),
 	}
 	for range cfg.Channels {
 		p.slots = append(p.slots, &pubSlot{p: p})
@@ -114,6 +115,35 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	p.closeMu.RUnlock()
 	defer p.inflight.Done()
 
+	// One bound for the call: waiting out a resource alarm, then the
+	// confirms. The call also ends when the first message's context ends
+	// (a handler's message settled, or its subscriber closed at stop) or
+	// the publisher closes.
+	start := time.Now()
+	var timer *time.Timer
+	deadline := func() <-chan time.Time {
+		if timer == nil {
+			timer = time.NewTimer(p.confirmTimeout - time.Since(start))
+		}
+		return timer.C
+	}
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	ctx := context.Background()
+	if len(msgs) > 0 {
+		ctx = msgs[0].Context()
+	}
+	if err := p.client.awaitUnblocked(ctx, deadline); err != nil {
+		errs := make([]error, len(msgs))
+		for i, msg := range msgs {
+			errs[i] = fmt.Errorf("message %s: %w", msg.UUID, err)
+		}
+		return errors.Join(errs...)
+	}
+
 	slot := p.slots[p.next.Add(1)%uint64(len(p.slots))]
 	var errs []error
 	// What each sent message waits for: two pointers, so that a call of
@@ -138,8 +168,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		waits[i] = sent{cc, dc}
 	}
 	if p.confirm {
-		var timer *time.Timer
-		expired := false // the call's confirm timeout has passed
+		var gaveUp error // why the call stopped waiting for confirms
 		for i, w := range waits {
 			if w.dc == nil {
 				continue
@@ -147,29 +176,30 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 			// Confirms come in order and often several at once: most are
 			// in by the time they are looked at, and need no timer.
 			if !confirmed(w.dc) {
-				if timer == nil {
-					timer = time.NewTimer(p.confirmTimeout)
-				}
-				if !expired {
+				if gaveUp == nil {
 					select {
 					case <-w.dc.Done():
-					case <-timer.C:
-						expired = true
+					case <-deadline():
+						gaveUp = fmt.Errorf("%w: no confirm within %s%s", ErrNotConfirmed, p.confirmTimeout, p.client.blockedNote())
+					case <-ctx.Done():
+						gaveUp = fmt.Errorf("%w: given up waiting for the confirm: %w", ErrNotConfirmed, ctx.Err())
+					case <-p.closing:
+						gaveUp = fmt.Errorf("%w: the publisher closed while waiting for the confirm", ErrNotConfirmed)
+					case <-p.client.closing:
+						gaveUp = fmt.Errorf("%w: the transport closed while waiting for the confirm", ErrNotConfirmed)
 					}
 				}
-				// The timer fires once: past it, every confirm still
-				// missing is an error, not a wait without end.
-				if expired && !confirmed(w.dc) {
-					errs = append(errs, fmt.Errorf("message %s: %w: no confirm within %s", msgs[i].UUID, ErrNotConfirmed, p.confirmTimeout))
+				// The wait ends once: past it, every confirm still
+				// missing is an error, not a wait without end; a confirm
+				// in by then counts, whatever ended the wait.
+				if gaveUp != nil && !confirmed(w.dc) {
+					errs = append(errs, fmt.Errorf("message %s: %w", msgs[i].UUID, gaveUp))
 					continue
 				}
 			}
 			if err := w.cc.outcome(w.dc, returnKey{msgs[i].UUID, p.exchange, topic}, p.mandatory); err != nil {
 				errs = append(errs, fmt.Errorf("message %s: %w", msgs[i].UUID, err))
 			}
-		}
-		if timer != nil {
-			timer.Stop()
 		}
 	}
 	return errors.Join(errs...)
@@ -186,7 +216,9 @@ func confirmed(dc *amqp.DeferredConfirmation) bool {
 	}
 }
 
-// Close waits for the Publish calls in progress and closes the channels.
+// Close ends the Publish calls in progress (a call still waiting for a
+// confirm or for a resource alarm to clear fails with ErrNotConfirmed or
+// ErrBlocked) and closes the channels.
 // It is safe to call more than once.
 func (p *Publisher) Close() error {
 	p.closeMu.Lock()
@@ -196,6 +228,7 @@ func (p *Publisher) Close() error {
 	if already {
 		return nil
 	}
+	close(p.closing)
 	p.inflight.Wait()
 	for _, s := range p.slots {
 		s.close()
@@ -336,11 +369,13 @@ func (cc *confirmChannel) closeReason() string {
 	return cc.reason
 }
 
+// close closes the slot's channel; on a blocked connection it does not
+// wait for the broker (see Transport.bounded).
 func (s *pubSlot) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cc != nil {
-		_ = s.cc.ch.Close()
+	if s.cc != nil && !s.cc.ch.IsClosed() {
+		_ = s.p.client.bounded(s.cc.ch.Close)
 	}
 }
 

@@ -245,8 +245,15 @@ func (k *consumer) run(ctx context.Context, started chan<- error) {
 	client.setConsuming(k, false)
 	b := newBackoff(client.cfg.Reconnect)
 	first := true
+	var reuse *amqp.Channel // the channel of a consumer the broker cancelled
+	var cancels <-chan string
 	for {
-		ch, deliveries, err := k.start(ctx)
+		ch, deliveries, err := k.start(ctx, reuse)
+		if reuse == nil && err == nil {
+			// On a new channel: the broker's basic.cancel comes here.
+			cancels = ch.NotifyCancel(make(chan string, 1))
+		}
+		reuse = nil
 		if err == nil {
 			// Before Subscribe returns: it promises every consumer is
 			// consuming, and Ready says so from this mark.
@@ -264,7 +271,7 @@ func (k *consumer) run(ctx context.Context, started chan<- error) {
 				k.h.WaitSettled()
 				return
 			}
-			client.logger.Error("RabbitMQ consume failed; retrying", err, watermill.LogFields{"queue": k.queue})
+			client.logger.Error("RabbitMQ consume failed; retrying", err, watermill.LogFields{"queue": k.queue, "node": client.Node()})
 			if !b.wait(k.s.closing, ctx.Done()) {
 				k.h.WaitSettled()
 				return
@@ -276,42 +283,59 @@ func (k *consumer) run(ctx context.Context, started chan<- error) {
 		client.setConsuming(k, false)
 		switch reason {
 		case channelLost:
-			client.logger.Info("RabbitMQ consumer lost its channel; resubscribing", watermill.LogFields{"queue": k.queue})
-			_ = ch.Close()
+			select {
+			case <-cancels:
+				// basic.cancel from the broker: the queue was deleted, or
+				// its leader moved. The channel is open: consume again on
+				// it, so that the messages handed out stay settleable.
+				client.logger.Info("RabbitMQ cancelled the consumer (its queue was deleted or moved to another node); resubscribing",
+					watermill.LogFields{"queue": k.queue, "consumer": k.tag, "node": client.Node()})
+				if !ch.IsClosed() {
+					reuse = ch
+					continue
+				}
+			default:
+				client.logger.Info("RabbitMQ consumer lost its channel; resubscribing", watermill.LogFields{"queue": k.queue})
+			}
+			_ = client.bounded(ch.Close)
 			continue
 		case intakeStopped:
 			// basic.cancel; what the client buffered but never handed out
-			// goes back at once.
-			_ = ch.Cancel(k.tag, false)
+			// goes back at once. On a blocked connection the broker does
+			// not answer: bounded closes the socket, which ends the
+			// deliveries, and the broker requeues what is unsettled.
+			_ = client.bounded(func() error { return ch.Cancel(k.tag, false) })
 			for d := range deliveries {
 				_ = d.Nack(false, true)
 			}
 		}
 		k.h.WaitSettled() // handlers settle, or Close requeues
-		_ = ch.Close()
+		_ = client.bounded(ch.Close)
 		return
 	}
 }
 
-// start opens a channel and consumes, waiting for the connection.
-func (k *consumer) start(ctx context.Context) (*amqp.Channel, <-chan amqp.Delivery, error) {
-	conn, err := k.s.client.connection(ctx, -1)
-	if err != nil {
-		return nil, nil, err
-	}
-	ch, err := conn.Channel()
-	if err != nil {
-		return nil, nil, fmt.Errorf("open channel: %w", err)
+// start consumes on ch, or on a new channel when ch is nil, waiting for
+// the connection.
+func (k *consumer) start(ctx context.Context, ch *amqp.Channel) (*amqp.Channel, <-chan amqp.Delivery, error) {
+	if ch == nil {
+		conn, err := k.s.client.connection(ctx, -1)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ch, err = conn.Channel(); err != nil {
+			return nil, nil, fmt.Errorf("open channel: %w", err)
+		}
+		if err := ch.Qos(k.prefetch, 0, false); err != nil {
+			_ = ch.Close()
+			return nil, nil, fmt.Errorf("qos: %w", err)
+		}
 	}
 	if k.s.cfg.bindExchange != "" {
 		if err := k.s.declare(ch, k.topic); err != nil {
 			_ = ch.Close()
 			return nil, nil, err
 		}
-	}
-	if err := ch.Qos(k.prefetch, 0, false); err != nil {
-		_ = ch.Close()
-		return nil, nil, fmt.Errorf("qos: %w", err)
 	}
 	deliveries, err := ch.Consume(k.queue, k.tag, false, false, false, false, nil)
 	if err != nil {

@@ -18,12 +18,16 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hexmill/hexmill/adapters/transport"
@@ -48,24 +52,53 @@ var (
 	ErrNotConfirmed = errors.New("rabbitmq: not confirmed")
 )
 
+// ErrBlocked is returned by a publish while the broker blocks the
+// connection (a resource alarm: memory or disk) for longer than
+// publish.confirm_timeout: the message was not sent.
+var ErrBlocked = errors.New("rabbitmq: connection blocked by the broker")
+
 // Transport is one connection to RabbitMQ, kept up from Open until Close;
 // every publisher and subscriber shares it, each with channels of its own.
+// With several nodes (Config.URLs) it is connected to one of them at a
+// time and moves to another when that one is lost.
 type Transport struct {
-	cfg     Config
-	logger  watermill.LoggerAdapter
-	dialURL string // carries the password: never print it
-	tls     *tls.Config
+	cfg    Config
+	logger watermill.LoggerAdapter
+	nodes  []node
 
 	mu        sync.Mutex
 	conn      *amqp.Connection // nil while down
+	node      int              // the node of conn, or of the connection lost last
 	up        chan struct{}    // closed while conn is usable; replaced when it is lost
 	downErr   error
 	consumers map[*consumer]bool // registered consumers: consuming or not
 	started   bool
+	// A resource alarm: the broker blocked the connection (connection.blocked).
+	blockedSince  time.Time     // zero while not blocked
+	isBlocked     atomic.Bool   // !blockedSince.IsZero(), read without the lock
+	blockedReason string        // the broker's reason
+	blocked       chan struct{} // closed while blocked
+	unblocked     chan struct{} // closed while not blocked
+	// abandon is closed once a stop must not wait for the broker any
+	// more (see Stopping); then every call still waiting for an answer is
+	// ended by closing the connection's socket.
+	abandon     chan struct{}
+	abandonOnce sync.Once
+	cutConn     *amqp.Connection // the connection cut last (see cut)
 
 	closing   chan struct{}
+	stopDial  context.CancelFunc // ends a connection attempt at Close
+	dialCtx   context.Context
 	closeOnce sync.Once
-	wg        sync.WaitGroup // the connection supervisor
+	wg        sync.WaitGroup // the connection supervisor and stop watchers
+}
+
+// node is one broker the transport may connect to.
+type node struct {
+	url  string // carries the password: never print it
+	name string // the URL redacted: logs and errors
+	addr string // host:port: metrics
+	tls  *tls.Config
 }
 
 // New validates cfg and returns a transport; it connects nothing (Open
@@ -78,27 +111,49 @@ func New(cfg Config, logger watermill.LoggerAdapter) (*Transport, error) {
 	if logger == nil {
 		logger = watermill.NopLogger{}
 	}
-	dialURL, err := cfg.dialURL()
+	urls, err := cfg.dialURLs()
 	if err != nil {
 		return nil, err
 	}
-	tc, err := cfg.tlsConfig(dialURL)
-	if err != nil {
-		return nil, err
+	var nodes []node
+	for _, u := range urls {
+		tc, err := cfg.tlsConfig(u)
+		if err != nil {
+			return nil, err
+		}
+		addr := ""
+		if p, err := url.Parse(u); err == nil {
+			addr = p.Host
+		}
+		nodes = append(nodes, node{url: u, name: URL(u).Redacted(), addr: addr, tls: tc})
 	}
+	dialCtx, stopDial := context.WithCancel(context.Background())
+	unblocked := make(chan struct{})
+	close(unblocked)
 	return &Transport{
-		cfg: cfg, logger: logger, dialURL: dialURL, tls: tc,
+		cfg: cfg, logger: logger, nodes: nodes,
 		up: make(chan struct{}), consumers: map[*consumer]bool{}, closing: make(chan struct{}),
+		blocked: make(chan struct{}), unblocked: unblocked, abandon: make(chan struct{}),
+		dialCtx: dialCtx, stopDial: stopDial,
 	}, nil
 }
 
 // Config returns the transport's configuration, defaults applied.
 func (c *Transport) Config() Config { return c.cfg }
 
-// Open opens the connection and declares the topology. Its error is the
-// one a misconfiguration shows (wrong credentials, untrusted certificate,
-// a queue that exists with other arguments). After it succeeds, the
-// transport reconnects by itself until Close.
+// Node returns the node in use (its URL without the password), or the
+// node lost last while reconnecting.
+func (c *Transport) Node() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[c.node].name
+}
+
+// Open connects to one of the nodes and declares the topology. Its error
+// is the one a misconfiguration shows (wrong credentials, untrusted
+// certificate, a queue that exists with other arguments); with several
+// nodes, every node's. After it succeeds, the transport reconnects by
+// itself until Close.
 func (c *Transport) Open(ctx context.Context) error {
 	c.mu.Lock()
 	if c.started {
@@ -113,39 +168,108 @@ func (c *Transport) Open(ctx context.Context) error {
 		return ctx.Err()
 	default:
 	}
-	conn, closed, err := c.dial()
+	l, err := c.dialRound(c.firstNode(-1))
 	if err != nil {
 		return err
 	}
 	c.mu.Lock()
 	c.started = true
 	c.mu.Unlock()
-	c.setUp(conn)
+	c.setUp(l)
+	c.logger.Info("RabbitMQ connected", watermill.LogFields{"node": l.node.name})
 	c.wg.Add(1)
-	go c.supervise(conn, closed)
+	go c.supervise(l)
 	return nil
 }
 
-// dial connects and declares the topology.
-func (c *Transport) dial() (*amqp.Connection, chan *amqp.Error, error) {
+// link is an open connection and what it notifies.
+type link struct {
+	conn    *amqp.Connection
+	index   int
+	node    node
+	closed  chan *amqp.Error
+	blocked chan amqp.Blocking
+}
+
+// firstNode picks the node a round of connection attempts starts from: a
+// random one, so that replicas spread over the cluster, but not lost (the
+// node just lost) unless it is the only one.
+func (c *Transport) firstNode(lost int) int {
+	n := len(c.nodes)
+	if n == 1 {
+		return 0
+	}
+	if lost < 0 {
+		return rand.IntN(n)
+	}
+	return (lost + 1 + rand.IntN(n-1)) % n
+}
+
+// dialRound tries each node once, in turn from first; it returns the
+// first connection made, or every node's error.
+func (c *Transport) dialRound(first int) (link, error) {
+	var errs []error
+	for i := range c.nodes {
+		select {
+		case <-c.closing:
+			return link{}, ErrClosed
+		default:
+		}
+		idx := (first + i) % len(c.nodes)
+		l, err := c.dial(idx)
+		if err == nil {
+			return l, nil
+		}
+		if len(c.nodes) > 1 && i < len(c.nodes)-1 {
+			c.logger.Info("RabbitMQ node unreachable; trying the next", watermill.LogFields{"node": c.nodes[idx].name, "err": err.Error()})
+		}
+		errs = append(errs, err)
+	}
+	return link{}, errors.Join(errs...)
+}
+
+// dial connects to node idx and declares the topology.
+func (c *Transport) dial(idx int) (link, error) {
+	n := c.nodes[idx]
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName(c.cfg.ConnectionName)
-	conn, err := amqp.DialConfig(c.dialURL, amqp.Config{
+	conn, err := amqp.DialConfig(n.url, amqp.Config{
 		Heartbeat:       c.cfg.Heartbeat,
 		Locale:          "en_US",
 		Properties:      props,
-		TLSClientConfig: c.tls,
-		Dial:            amqp.DefaultDial(c.cfg.DialTimeout),
+		TLSClientConfig: n.tls,
+		Dial:            c.dialer(),
 	})
 	if err != nil {
-		return nil, nil, c.dialError(err)
+		return link{}, dialError(n, c.cfg.TLS.CertFile, err)
 	}
-	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	l := link{
+		conn: conn, index: idx, node: n,
+		closed:  conn.NotifyClose(make(chan *amqp.Error, 1)),
+		blocked: conn.NotifyBlocked(make(chan amqp.Blocking, 4)),
+	}
 	if err := declareTopology(conn, c.cfg); err != nil {
-		_ = conn.Close()
-		return nil, nil, err
+		_ = conn.CloseDeadline(time.Now().Add(c.cfg.DialTimeout))
+		return link{}, fmt.Errorf("node %s: %w", n.name, err)
 	}
-	return conn, closed, nil
+	return l, nil
+}
+
+// dialer is amqp091-go's DefaultDial that Close also ends: a TCP connect
+// bounded by dial_timeout, and a deadline on the TLS and AMQP handshakes.
+func (c *Transport) dialer() func(network, addr string) (net.Conn, error) {
+	return func(network, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: c.cfg.DialTimeout}
+		conn, err := d.DialContext(c.dialCtx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if err := conn.SetDeadline(time.Now().Add(c.cfg.DialTimeout)); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		return conn, nil
+	}
 }
 
 // isTLSRefusal reports a TLS alert from the broker, or a connection the
@@ -163,56 +287,75 @@ func isTLSRefusal(err error) bool {
 }
 
 // dialError explains the common failures and keeps the password out.
-func (c *Transport) dialError(err error) error {
-	target := URL(c.dialURL).Redacted()
+func dialError(n node, certFile string, err error) error {
+	target := n.name
 	var unknownCA x509.UnknownAuthorityError
 	var hostname x509.HostnameError
 	var ae *amqp.Error
 	switch {
 	case errors.As(err, &unknownCA):
-		return fmt.Errorf("connect %s: the broker's TLS certificate is not signed by a CA in tls.ca_file (or the system roots): %s", target, redact(err.Error(), c.dialURL))
+		return fmt.Errorf("connect %s: the broker's TLS certificate is not signed by a CA in tls.ca_file (or the system roots): %s", target, redact(err.Error(), n.url))
 	case errors.As(err, &hostname):
-		return fmt.Errorf("connect %s: the broker's TLS certificate does not match the host; set tls.server_name to a name it carries: %s", target, redact(err.Error(), c.dialURL))
+		return fmt.Errorf("connect %s: the broker's TLS certificate does not match the host; set tls.server_name to a name it carries: %s", target, redact(err.Error(), n.url))
 	case errors.As(err, &ae) && ae.Code == amqp.AccessRefused:
 		return fmt.Errorf("connect %s: access refused: check user and password, and the user's permissions on the vhost", target)
-	case strings.HasPrefix(c.dialURL, "amqps:") && c.cfg.TLS.CertFile == "" && isTLSRefusal(err):
-		return fmt.Errorf("connect %s: the broker refused the TLS connection; it may require a client certificate: set tls.cert_file and tls.key_file (%s)", target, redact(err.Error(), c.dialURL))
+	case strings.HasPrefix(n.url, "amqps:") && certFile == "" && isTLSRefusal(err):
+		return fmt.Errorf("connect %s: the broker refused the TLS connection; it may require a client certificate: set tls.cert_file and tls.key_file (%s)", target, redact(err.Error(), n.url))
 	}
-	return fmt.Errorf("connect %s: %s", target, redact(err.Error(), c.dialURL))
+	return fmt.Errorf("connect %s: %s", target, redact(err.Error(), n.url))
 }
 
-// supervise waits for the connection to drop and reconnects, until Close.
-func (c *Transport) supervise(conn *amqp.Connection, closed chan *amqp.Error) {
+// supervise follows the connection (alarms, loss) and reconnects, until
+// Close.
+func (c *Transport) supervise(l link) {
 	defer c.wg.Done()
 	for {
 		select {
 		case <-c.closing:
 			c.setDown(ErrClosed)
-			_ = conn.Close()
+			c.closeConn(l.conn)
 			return
-		case amqpErr := <-closed:
+		case b, ok := <-l.blocked:
+			if !ok { // the connection shut down: closed tells why
+				l.blocked = nil
+				continue
+			}
+			c.setBlocked(l.node, b)
+			continue
+		case amqpErr := <-l.closed:
 			err := error(ErrNotConnected)
 			if amqpErr != nil {
 				err = fmt.Errorf("%w: %s", ErrNotConnected, amqpErr.Error())
 			}
-			c.logger.Error("RabbitMQ connection lost; reconnecting", err, nil)
+			c.mu.Lock()
+			wasCut := c.cutConn == l.conn
+			c.mu.Unlock()
+			if wasCut {
+				c.logger.Info("RabbitMQ connection closed by the client; reconnecting", watermill.LogFields{"node": l.node.name})
+			} else {
+				c.logger.Error("RabbitMQ connection lost; reconnecting", err, watermill.LogFields{"node": l.node.name})
+			}
 			c.setDown(err)
 		}
-		conn, closed = c.reconnect()
-		if conn == nil {
+		var ok bool
+		if l, ok = c.reconnect(l.index); !ok {
 			return
 		}
 	}
 }
 
-// reconnect dials with backoff until it succeeds or the transport closes.
-func (c *Transport) reconnect() (*amqp.Connection, chan *amqp.Error) {
+// reconnect tries the nodes in turn, the lost one last, with backoff
+// between full rounds, until it connects or the transport closes.
+func (c *Transport) reconnect(lost int) (link, bool) {
 	b := newBackoff(c.cfg.Reconnect)
 	for attempt := 1; ; attempt++ {
 		if !b.wait(c.closing, nil) {
-			return nil, nil
+			return link{}, false
 		}
-		conn, closed, err := c.dial()
+		l, err := c.dialRound(c.firstNode(lost))
+		if errors.Is(err, ErrClosed) {
+			return link{}, false
+		}
 		if err != nil {
 			c.logger.Error("RabbitMQ reconnect failed", err, watermill.LogFields{"attempt": attempt})
 			c.mu.Lock()
@@ -220,16 +363,17 @@ func (c *Transport) reconnect() (*amqp.Connection, chan *amqp.Error) {
 			c.mu.Unlock()
 			continue
 		}
-		c.logger.Info("RabbitMQ reconnected", watermill.LogFields{"attempt": attempt})
-		c.setUp(conn)
-		return conn, closed
+		c.logger.Info("RabbitMQ reconnected", watermill.LogFields{"attempt": attempt, "node": l.node.name})
+		c.setUp(l)
+		return l, true
 	}
 }
 
-func (c *Transport) setUp(conn *amqp.Connection) {
+func (c *Transport) setUp(l link) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.conn = conn
+	c.conn = l.conn
+	c.node = l.index
 	c.downErr = nil
 	close(c.up)
 }
@@ -237,12 +381,104 @@ func (c *Transport) setUp(conn *amqp.Connection) {
 func (c *Transport) setDown(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.clearBlockedLocked()
 	if c.conn == nil {
 		return
 	}
 	c.conn = nil
 	c.downErr = err
 	c.up = make(chan struct{})
+}
+
+// setBlocked records connection.blocked and connection.unblocked: a
+// warning with the broker's reason once per episode, and a note when it
+// ends.
+func (c *Transport) setBlocked(n node, b amqp.Blocking) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case b.Active && c.blockedSince.IsZero():
+		c.blockedSince, c.blockedReason = time.Now(), b.Reason
+		c.isBlocked.Store(true)
+		close(c.blocked)
+		c.unblocked = make(chan struct{})
+		c.warn("RabbitMQ blocked the connection (a resource alarm); publishes wait until it clears", watermill.LogFields{"node": n.name, "reason": b.Reason})
+	case !b.Active && !c.blockedSince.IsZero():
+		c.logger.Info("RabbitMQ unblocked the connection", watermill.LogFields{"node": n.name, "blocked_for": time.Since(c.blockedSince).Round(time.Millisecond).String()})
+		c.clearBlockedLocked()
+	}
+}
+
+// clearBlockedLocked ends a blocked episode; c.mu is held.
+func (c *Transport) clearBlockedLocked() {
+	if c.blockedSince.IsZero() {
+		return
+	}
+	c.blockedSince, c.blockedReason = time.Time{}, ""
+	c.isBlocked.Store(false)
+	close(c.unblocked)
+	c.blocked = make(chan struct{})
+}
+
+// warn logs at WARN when the logger has that level (watermill's
+// LoggerAdapter has none), else as an error.
+func (c *Transport) warn(msg string, fields watermill.LogFields) {
+	if w, ok := c.logger.(interface {
+		Warn(string, watermill.LogFields)
+	}); ok {
+		w.Warn(msg, fields)
+		return
+	}
+	c.logger.Error(msg, nil, fields)
+}
+
+// Blocked reports whether the broker blocks the connection, and since
+// when.
+func (c *Transport) Blocked() (bool, time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.blockedSince.IsZero(), c.blockedSince
+}
+
+// awaitUnblocked returns nil at once while the connection is not blocked;
+// otherwise it waits until it is unblocked, and fails with ErrBlocked
+// when deadline fires, ctx ends or the transport stops first.
+func (c *Transport) awaitUnblocked(ctx context.Context, deadline func() <-chan time.Time) error {
+	if !c.isBlocked.Load() {
+		return nil
+	}
+	c.mu.Lock()
+	unblocked, since, reason := c.unblocked, c.blockedSince, c.blockedReason
+	c.mu.Unlock()
+	if since.IsZero() {
+		return nil
+	}
+	fail := func(why string) error {
+		return fmt.Errorf("%w (%s) for %s; %s", ErrBlocked, reason, time.Since(since).Round(time.Millisecond), why)
+	}
+	select {
+	case <-unblocked:
+		return nil
+	case <-deadline():
+		return fail("publish.confirm_timeout passed")
+	case <-ctx.Done():
+		return fail("the publish was given up: " + ctx.Err().Error())
+	case <-c.closing:
+		return fail("the transport closed")
+	case <-c.abandon:
+		return fail("stopping")
+	}
+}
+
+// blockedNote explains a missing confirm while the broker blocks the
+// connection; "" otherwise.
+func (c *Transport) blockedNote() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.blockedSince.IsZero() {
+		return ""
+	}
+	return fmt.Sprintf(" (the broker blocked the connection %s ago: %s)", time.Since(c.blockedSince).Round(time.Millisecond), c.blockedReason)
 }
 
 // connection returns the open connection. While down it waits up to wait
@@ -286,7 +522,8 @@ func (c *Transport) connection(ctx context.Context, wait time.Duration) (*amqp.C
 	}
 }
 
-// Ready returns nil only while the connection is up and every consumer of
+// Ready returns nil only while the connection is up, not blocked by the
+// broker for longer than blocked_unready_after, and every consumer of
 // every open subscription is consuming.
 func (c *Transport) Ready() error {
 	c.mu.Lock()
@@ -296,6 +533,11 @@ func (c *Transport) Ready() error {
 			return c.downErr
 		}
 		return ErrNotConnected
+	}
+	if !c.blockedSince.IsZero() {
+		if d := time.Since(c.blockedSince); d >= c.cfg.BlockedUnreadyAfter {
+			return fmt.Errorf("%w (%s) for %s: node %s", ErrBlocked, c.blockedReason, d.Round(time.Second), c.nodes[c.node].name)
+		}
 	}
 	for k, consuming := range c.consumers {
 		if !consuming {
@@ -317,10 +559,113 @@ func (c *Transport) unregister(k *consumer) {
 	delete(c.consumers, k)
 }
 
+// Stopping tells the transport that the stop protocol began and that ctx
+// bounds it: from then on, a call that waits for the broker's answer on
+// a close path (basic.cancel, channel.close, connection.close) is given
+// up on once the connection is blocked by a resource alarm (the broker
+// reads nothing from a blocked connection until the alarm clears) or
+// shortly before ctx's deadline; the connection's socket is closed then,
+// which ends every such call, and the broker requeues what is unsettled.
+func (c *Transport) Stopping(ctx context.Context) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return
+	}
+	// Leave the caller a margin to return before its own deadline.
+	margin := min(time.Second, time.Until(deadline)/4)
+	timer := time.NewTimer(time.Until(deadline) - margin)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+			c.abandonStop("the stop's deadline is near")
+		case <-ctx.Done():
+			c.abandonStop("the stop's deadline passed")
+		case <-c.closing:
+		}
+	}()
+}
+
+// abandonStop gives up waiting for the broker on the close paths for the
+// rest of the stop.
+func (c *Transport) abandonStop(why string) {
+	c.abandonOnce.Do(func() {
+		close(c.abandon)
+		c.cut(why)
+	})
+}
+
+// cut closes the connection's socket: every call waiting for the broker
+// returns ErrClosed at once, and the broker requeues what the connection
+// left unsettled. The supervisor reconnects unless the transport closes.
+func (c *Transport) cut(why string) {
+	c.mu.Lock()
+	conn, n := c.conn, c.nodes[c.node]
+	if conn != nil {
+		c.cutConn = conn
+	}
+	c.mu.Unlock()
+	if conn == nil || conn.IsClosed() {
+		return
+	}
+	c.logger.Info("RabbitMQ cannot answer a close: closing the connection's socket", watermill.LogFields{"node": n.name, "why": why})
+	// A deadline in the past fails every read and write at once.
+	_ = conn.CloseDeadline(time.Now())
+}
+
+// bounded runs call, a close-path call that waits for the broker's
+// answer, and returns its error. While the connection is blocked by a
+// resource alarm the broker will not answer until the alarm clears, and
+// once the stop is abandoned it must not be waited for: the connection's
+// socket is closed then, which ends the call.
+func (c *Transport) bounded(call func() error) error {
+	c.mu.Lock()
+	blocked := c.blocked
+	c.mu.Unlock()
+	done := make(chan error, 1)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		done <- call()
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-blocked:
+		c.cut("the connection is blocked by a resource alarm")
+	case <-c.abandon:
+		c.cut("the stop's deadline is near")
+	}
+	return <-done
+}
+
+// closeConn closes conn: at once while it is blocked or the stop was
+// abandoned, else with the close handshake bounded by dial_timeout.
+func (c *Transport) closeConn(conn *amqp.Connection) {
+	c.mu.Lock()
+	blocked := !c.blockedSince.IsZero()
+	c.mu.Unlock()
+	select {
+	case <-c.abandon:
+		blocked = true
+	default:
+	}
+	if blocked {
+		_ = conn.CloseDeadline(time.Now())
+		return
+	}
+	_ = conn.CloseDeadline(time.Now().Add(c.cfg.DialTimeout))
+}
+
 // Close closes the connection and stops reconnecting. Close publishers and
 // subscribers first; it is safe to call more than once.
 func (c *Transport) Close() error {
-	c.closeOnce.Do(func() { close(c.closing) })
+	c.closeOnce.Do(func() {
+		close(c.closing)
+		c.stopDial()
+	})
 	c.wg.Wait()
 	return nil
 }
@@ -354,7 +699,43 @@ func (b *backoff) wait(stop <-chan struct{}, done <-chan struct{}) bool {
 var (
 	_ transport.Transport      = (*Transport)(nil)
 	_ transport.TargetChecker  = (*Transport)(nil)
+	_ transport.Stopper        = (*Transport)(nil)
 	_ transport.Defaulter      = (*Config)(nil)
 	_ transport.Validator      = Config{}
 	_ transport.OptionsChecker = Config{}
 )
+
+// The transport's metrics; the runtime registers them with the label
+// transport and its metric namespace.
+var (
+	blockedDesc = prometheus.NewDesc("transport_blocked",
+		"1 while the broker blocks the transport's connection (a resource alarm: memory or disk), else 0", nil, nil)
+	nodeDesc = prometheus.NewDesc("transport_node",
+		"1 for the broker node (host:port) the transport is connected to, 0 for its other nodes", []string{"node"}, nil)
+)
+
+var _ prometheus.Collector = (*Transport)(nil)
+
+// Describe implements prometheus.Collector.
+func (c *Transport) Describe(ch chan<- *prometheus.Desc) {
+	ch <- blockedDesc
+	ch <- nodeDesc
+}
+
+// Collect implements prometheus.Collector.
+func (c *Transport) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	blocked, connected, current := !c.blockedSince.IsZero(), c.conn != nil, c.node
+	c.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(blockedDesc, prometheus.GaugeValue, boolValue(blocked))
+	for i, n := range c.nodes {
+		ch <- prometheus.MustNewConstMetric(nodeDesc, prometheus.GaugeValue, boolValue(connected && i == current), n.addr)
+	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -103,6 +103,15 @@ type TargetChecker interface {
 	CheckTarget(ctx context.Context, topic string, options map[string]string) error
 }
 
+// Stopper is a Transport whose closing calls may wait for a broker's
+// answer: the runtime calls Stopping when the stop protocol begins, with
+// the stop's context, and the transport gives up on such waits (closing
+// its sockets) before that context ends, so that the stop ends by its own
+// deadline.
+type Stopper interface {
+	Stopping(ctx context.Context)
+}
+
 // OptionsChecker is a transport's configuration section that validates a
 // binding's options before anything connects, so that a typo fails the
 // configuration check, not the first publish. consume is true for a

@@ -36,6 +36,16 @@ func (g levelGate) Debug(msg string, fields watermill.LogFields) {
 	}
 }
 
+// Warn logs at WARN (watermill's LoggerAdapter has no such level; the
+// adapters look for this method).
+func (g levelGate) Warn(msg string, fields watermill.LogFields) {
+	args := make([]any, 0, 2*len(fields))
+	for k, v := range fields {
+		args = append(args, k, v)
+	}
+	g.logger.Warn(msg, args...)
+}
+
 func (g levelGate) With(fields watermill.LogFields) watermill.LoggerAdapter {
 	return levelGate{LoggerAdapter: g.LoggerAdapter.With(fields), logger: g.logger}
 }

@@ -270,6 +270,12 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("open transport %s: %w", name, err)
 		}
 		r.transports[name] = t
+		if c, ok := t.(prometheus.Collector); ok && r.registry != nil {
+			reg := prometheus.WrapRegistererWith(prometheus.Labels{"transport": name}, prometheus.WrapRegistererWithPrefix(r.cfg.Namespace()+"_", r.registry))
+			if err := reg.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
+				return fmt.Errorf("transport %s: metrics: %w", name, err)
+			}
+		}
 	}
 	publishers, err := newEventPublisher(r.cfg, r.transports, r.registry, r.tracing, r.db != nil)
 	if err != nil {
@@ -464,6 +470,11 @@ func (r *Runtime) Stop(ctx context.Context) error {
 // end, the outbox relay publishes what the handlers committed and stops,
 // then publishers and last the connections close.
 func (r *Runtime) closeAll(ctx context.Context) error {
+	for _, t := range r.transports { // ctx bounds their close paths too
+		if s, ok := t.(transport.Stopper); ok {
+			s.Stopping(ctx)
+		}
+	}
 	if r.cancelIntake != nil {
 		r.cancelIntake()
 	}
