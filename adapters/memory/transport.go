@@ -117,7 +117,7 @@ func (b *Transport) Publish(topicName string, msgs ...*message.Message) error {
 			if len(t.waiting) >= b.cfg.QueueLimit {
 				return fmt.Errorf("%w: topic %s has no subscriber and %d messages waiting", ErrQueueFull, topicName, len(t.waiting))
 			}
-			t.waiting = append(t.waiting, msg.Copy())
+			t.waiting = append(t.waiting, onTopic(msg, topicName))
 			continue
 		}
 		for _, q := range t.queues {
@@ -126,10 +126,22 @@ func (b *Transport) Publish(topicName string, msgs ...*message.Message) error {
 			}
 		}
 		for _, q := range t.queues {
-			q.push(msg.Copy())
+			q.push(onTopic(msg, topicName))
 		}
 	}
 	return nil
+}
+
+// onTopic is the copy of msg a queue of topicName holds. The queue's topic
+// is its topic (ports.MetadataTopic), whatever the publisher's metadata
+// says, and redelivered is never the publisher's to set (see
+// transport.FrameworkKey); the rest of the metadata is in-process, written
+// by the runtime and the ops inject.
+func onTopic(msg *message.Message, topicName string) *message.Message {
+	c := msg.Copy()
+	c.Metadata[ports.MetadataTopic] = topicName
+	delete(c.Metadata, ports.MetadataRedelivered)
+	return c
 }
 
 // Depth returns how many messages wait in the queue of topic and group
