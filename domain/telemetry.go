@@ -47,9 +47,11 @@ func (h *TelemetryHandler) Handle(ctx context.Context, msg ports.Message) error 
 	if err := ports.DecodeJSONStrict(msg.Payload, &t); err != nil {
 		return err
 	}
-	if t.DeviceID == "" {
-		t.DeviceID = msg.Attributes[AttrDeviceID]
+	deviceID, err := deviceOf(t.DeviceID, msg)
+	if err != nil {
+		return ports.Invalid(fmt.Errorf("telemetry: %w", err))
 	}
+	t.DeviceID = deviceID
 	if err := t.validate(); err != nil {
 		return ports.Invalid(err)
 	}
