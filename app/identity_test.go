@@ -40,8 +40,8 @@ var forged = map[string]string{
 // probe runs a service whose one handler, "probe", bound by config
 // (YAML, with the poison target on the memory transport), hands each
 // message it gets to the test; it returns the messages and the memory
-// broker that holds the poison target.
-func probe(t *testing.T, config string) (<-chan ports.Message, *memory.Transport) {
+// broker that holds the poison target. opts are more fx options.
+func probe(t *testing.T, config string, opts ...fx.Option) (<-chan ports.Message, *memory.Transport) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "service.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
@@ -57,7 +57,7 @@ func probe(t *testing.T, config string) (<-chan ports.Message, *memory.Transport
 		}),
 	}}
 	var broker *memory.Transport
-	a := app.New(svc, app.Env{"IDPROBE_CONFIG": path}, fx.Populate(&broker), fx.NopLogger)
+	a := app.New(svc, app.Env{"IDPROBE_CONFIG": path}, append(opts, fx.Populate(&broker), fx.NopLogger)...)
 	if err := a.Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -262,7 +262,7 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 			r.tracerProvider = r.ownTracer
 		}
 	}
-	r.tracing = newTracing(r.tracerProvider)
+	r.tracing = newTracing(r.tracerProvider, r.cfg.Tracing.Incoming)
 
 	for _, name := range r.cfg.UsedTransports() {
 		t, err := r.openers[name].Open(ctx)
