@@ -254,6 +254,9 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 		}
 	}()
 
+	for _, w := range r.cfg.Warnings() {
+		r.logger.Warn("insecure setting: "+w.Setting, "risk", w.Risk)
+	}
 	if r.tracerProvider == nil {
 		if r.ownTracer, err = newTracerProvider(ctx, r.cfg); err != nil {
 			return err
