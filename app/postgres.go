@@ -104,10 +104,10 @@ func newPostgres(p postgresParams) (*postgres.DB, error) {
 			logger.Info("postgres migrated", "postgres", cfg.Config, "components", len(migrations)+1)
 			return nil
 		},
-		OnStop: func(context.Context) error {
+		OnStop: func(ctx context.Context) error {
 			stopRetention()
 			retention.Wait()
-			return db.Close()
+			return db.CloseContext(ctx)
 		},
 	})
 	return db, nil

@@ -273,6 +273,30 @@ func (m *Mosquitto) Stop() {
 	m.cmd = nil
 }
 
+// Kill ends the broker the way a crash or a lost machine does (SIGKILL,
+// or a container killed): it saves nothing, and clients see their
+// connections reset. The broker stays down unless Start is called.
+func (m *Mosquitto) Kill() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.bin == "" {
+		if m.running {
+			var now time.Duration // no grace: docker stop -t 0 sends SIGKILL right after SIGTERM
+			if err := m.ctr.Stop(context.Background(), &now); err != nil {
+				m.t.Errorf("kill mosquitto container: %v", err)
+			}
+			m.running = false
+		}
+		return
+	}
+	if m.cmd == nil {
+		return
+	}
+	_ = m.cmd.Process.Kill()
+	<-m.exited
+	m.cmd = nil
+}
+
 // Restart stops and starts the broker on the same port.
 func (m *Mosquitto) Restart() {
 	m.t.Helper()

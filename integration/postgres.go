@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/testcontainers/testcontainers-go"
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
 
@@ -90,6 +91,18 @@ func StartPostgres(t testing.TB) *Postgres {
 	if _, err := os.Stat(filepath.Join(PostgresBinDir, "initdb")); err != nil {
 		t.Skipf("no %s/initdb: install PostgreSQL 15 to run tests that need a private instance", PostgresBinDir)
 	}
+	p := newPostgres(t)
+	p.run("initdb", "-D", p.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+	p.configure("")
+	p.Start()
+	t.Cleanup(func() { p.stop("immediate") })
+	return p
+}
+
+// newPostgres makes the directory and picks the port of a private
+// instance; the directory is removed when the test ends.
+func newPostgres(t testing.TB) *Postgres {
+	t.Helper()
 	// Not t.TempDir: its parent is private to this user, and PostgreSQL
 	// refuses to run as root, so root runs it as the postgres user.
 	dir, err := os.MkdirTemp("", "hexmill-pg-")
@@ -110,23 +123,101 @@ func StartPostgres(t testing.TB) *Postgres {
 		}
 		p.as = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	}
-	p.run("initdb", "-D", p.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-	conf := fmt.Sprintf("listen_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\nfsync = off\n", p.port, dir)
+	return p
+}
+
+// configure appends the instance's own settings, and extra, to its
+// postgresql.conf (the last setting of a name wins).
+func (p *Postgres) configure(extra string) {
+	p.t.Helper()
+	conf := fmt.Sprintf("listen_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\nfsync = off\n%s", p.port, p.dir, extra)
 	f, err := os.OpenFile(filepath.Join(p.data(), "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
-		t.Fatal(err)
+		p.t.Fatal(err)
 	}
 	_, err = f.WriteString(conf)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		t.Fatal(err)
+		p.t.Fatal(err)
 	}
-	p.Start()
-	t.Cleanup(func() { p.stop("immediate") })
-	return p
 }
+
+// StartStandby makes a hot standby of p (pg_basebackup -R: a copy of its
+// data streaming p's WAL), starts it on a port of its own and waits until
+// p streams to it. With synchronous, p's commits then wait until the
+// standby has the commit record (synchronous_standby_names = '*'), so a
+// failover to it loses no committed transaction; without, the last
+// commits before p dies may be missing on the standby (asynchronous
+// replication). The standby is stopped when the test ends; Promote makes
+// it a primary.
+func (p *Postgres) StartStandby(synchronous bool) *Postgres {
+	p.t.Helper()
+	s := newPostgres(p.t)
+	s.run("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(p.port), "-U", "postgres",
+		"-D", s.data(), "-R", "-X", "stream", "--no-sync")
+	// The copy has p's settings; a promoted standby has no standby of its
+	// own to wait for.
+	s.configure("synchronous_standby_names = ''\n")
+	s.Start()
+	p.t.Cleanup(func() { s.stop("immediate") })
+	want := "async"
+	if synchronous {
+		p.exec("ALTER SYSTEM SET synchronous_standby_names = '*'")
+		p.exec("SELECT pg_reload_conf()")
+		want = "sync"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		var state string
+		err := p.queryRow(ctx, "SELECT coalesce(max(sync_state), '') FROM pg_stat_replication WHERE state = 'streaming'", &state)
+		if err == nil && state == want {
+			return s
+		}
+		select {
+		case <-ctx.Done():
+			p.t.Fatalf("standby on port %d not streaming (%s) after a minute: %q, %v", s.port, want, state, err)
+		case <-time.After(20 * time.Millisecond): // polling pg_stat_replication
+		}
+	}
+}
+
+// Promote makes a standby the primary (pg_ctl promote) and waits until it
+// accepts writes.
+func (p *Postgres) Promote() {
+	p.t.Helper()
+	p.run("pg_ctl", "-D", p.data(), "-w", "-t", "60", "promote")
+}
+
+// exec runs a statement on the instance.
+func (p *Postgres) exec(sql string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, p.URL())
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		p.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// queryRow scans the one row of a query on the instance into dest.
+func (p *Postgres) queryRow(ctx context.Context, sql string, dest ...any) error {
+	conn, err := pgx.Connect(ctx, p.URL())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return conn.QueryRow(ctx, sql).Scan(dest...)
+}
+
+// Port is the instance's port.
+func (p *Postgres) Port() int { return p.port }
 
 func (p *Postgres) data() string { return filepath.Join(p.dir, "data") }
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Proxy is a TCP proxy a test owns, for injecting network faults between a
@@ -16,7 +17,12 @@ type Proxy struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	refuse bool
-	wg     sync.WaitGroup
+	// flowing is closed while bytes are forwarded, open while stalled;
+	// upFlowing the same for the client-to-target direction alone.
+	flowing, upFlowing chan struct{}
+	holding            int // pipes stalled with bytes read and not forwarded
+	closed             chan struct{}
+	wg                 sync.WaitGroup
 }
 
 // NewProxy listens on a free loopback port and forwards every connection to
@@ -27,7 +33,10 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatalf("proxy listen: %v", err)
 	}
-	p := &Proxy{target: target, listener: l, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{target: target, listener: l, conns: map[net.Conn]struct{}{},
+		flowing: make(chan struct{}), upFlowing: make(chan struct{}), closed: make(chan struct{})}
+	close(p.flowing)
+	close(p.upFlowing)
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.Close)
@@ -55,6 +64,87 @@ func (p *Proxy) Refuse(refuse bool) {
 	p.mu.Unlock()
 }
 
+// Stall makes the proxy stop forwarding bytes in both directions (true),
+// or forward them again (false), keeping every connection open: a peer
+// that stops answering and reading, as a hung broker or a network that
+// drops packets looks to a client. What a client writes meanwhile piles up
+// in the socket buffers until its writes block. New connections are
+// accepted and stall too.
+func (p *Proxy) Stall(stall bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	setFlowing(&p.flowing, !stall)
+}
+
+// StallUp is Stall for what clients send alone: what the target sends
+// still reaches them, as with a broker that delivers but no longer reads.
+func (p *Proxy) StallUp(stall bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	setFlowing(&p.upFlowing, !stall)
+}
+
+// setFlowing closes *ch (flowing) or replaces a closed one (stalled).
+func setFlowing(ch *chan struct{}, flowing bool) {
+	select {
+	case <-*ch:
+		if !flowing {
+			*ch = make(chan struct{})
+		}
+	default:
+		if flowing {
+			close(*ch)
+		}
+	}
+}
+
+// awaitFlowing waits while the proxy is stalled in the direction of up;
+// false when it closed.
+func (p *Proxy) awaitFlowing(up bool) bool {
+	p.mu.Lock()
+	flowing, upFlowing := p.flowing, p.upFlowing
+	p.mu.Unlock()
+	select {
+	case <-flowing:
+	case <-p.closed:
+		return false
+	}
+	if !up {
+		return true
+	}
+	select {
+	case <-upFlowing:
+		return true
+	case <-p.closed:
+		return false
+	}
+}
+
+func (p *Proxy) hold(d int) {
+	p.mu.Lock()
+	p.holding += d
+	p.mu.Unlock()
+}
+
+// AwaitHolding waits until the stalled proxy holds bytes a peer sent
+// (something was written to it since the stall), for at most timeout; it
+// reports whether it does.
+func (p *Proxy) AwaitHolding(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		p.mu.Lock()
+		n := p.holding
+		p.mu.Unlock()
+		if n > 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond) // polling a counter of the proxy's goroutines
+	}
+}
+
 // Conns is the number of client connections currently open.
 func (p *Proxy) Conns() int {
 	p.mu.Lock()
@@ -66,6 +156,13 @@ func (p *Proxy) Conns() int {
 // goroutines.
 func (p *Proxy) Close() {
 	_ = p.listener.Close()
+	p.mu.Lock()
+	select {
+	case <-p.closed:
+	default:
+		close(p.closed)
+	}
+	p.mu.Unlock()
 	p.Cut()
 	p.wg.Wait()
 }
@@ -94,18 +191,42 @@ func (p *Proxy) accept() {
 		p.conns[server] = struct{}{}
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pipe(client, server)
-		go p.pipe(server, client)
+		go p.pipe(client, server, false)
+		go p.pipe(server, client, true)
 	}
 }
 
-func (p *Proxy) pipe(dst, src net.Conn) {
+// pipe copies src to dst; up is the client-to-target direction.
+func (p *Proxy) pipe(dst, src net.Conn, up bool) {
 	defer p.wg.Done()
-	_, _ = io.Copy(dst, src) // ends on EOF, a cut or a reset alike
+	buf := make([]byte, 32<<10)
+	for {
+		// Nothing is read while stalled, so the sender's writes back up.
+		if !p.awaitFlowing(up) {
+			break
+		}
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.hold(1)
+			flowing := p.awaitFlowing(up)
+			p.hold(-1)
+			if !flowing || writeAll(dst, buf[:n]) != nil {
+				break
+			}
+		}
+		if err != nil { // EOF, a cut or a reset alike
+			break
+		}
+	}
 	_ = dst.Close()
 	_ = src.Close()
 	p.mu.Lock()
 	delete(p.conns, dst)
 	delete(p.conns, src)
 	p.mu.Unlock()
+}
+
+func writeAll(w io.Writer, b []byte) error {
+	_, err := w.Write(b) // a net.Conn writes all of b or fails
+	return err
 }

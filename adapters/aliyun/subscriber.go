@@ -70,13 +70,26 @@ func (c *Transport) Subscriber(cfg SubscriberConfig) (message.Subscriber, error)
 	return &Subscriber{c: c, name: cfg.Handler, concurrency: cfg.Concurrency, closing: make(chan struct{})}, nil
 }
 
-// route is one subscription: a topic filter and the Handout of its
-// messages.
+// route is one subscription: a topic filter, the messages matched to it
+// and waiting for a slot, in arrival order, and the Handout its pump
+// hands them out through. The link credit bounds the queue.
 type route struct {
 	sub         *Subscriber
 	filter      string
 	specificity int
 	h           *transport.Handout[delivery]
+
+	mu      sync.Mutex
+	queue   []pending
+	stopped bool          // the pump has ended: enqueue refuses
+	signal  chan struct{} // holds a token while the queue may have messages
+}
+
+// pending is a message matched to a route, not yet handed out.
+type pending struct {
+	l  *link
+	am *amqp.Message
+	wm *message.Message
 }
 
 // delivery is what settling a message handed out needs.
@@ -100,17 +113,14 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}
 	r := &route{
 		sub: s, filter: topic, specificity: specificity(topic),
-		h: transport.NewHandout(ctx, s.concurrency, settle),
+		h: transport.NewHandout(ctx, s.concurrency, settle), signal: make(chan struct{}, 1),
 	}
 	if !s.subs.Add(r.h) || !s.c.subs.Add(r.h) {
 		r.h.Close()
 		return nil, ErrClosed
 	}
 	s.c.addRoute(r)
-	r.h.Go(func() {
-		<-r.h.Stopped() // the Subscribe context ended, or Close
-		s.c.removeRoute(r)
-	})
+	r.h.Go(r.pump)
 	s.c.logger.Debug("aliyun: subscribed", watermill.LogFields{"handler": s.name, "topic_filter": topic})
 	return r.h.Output(), nil
 }
@@ -124,45 +134,108 @@ func (s *Subscriber) Close() error {
 	return nil
 }
 
-type offerResult int
+// enqueue queues p for r's pump; false once the pump has ended.
+func (r *route) enqueue(p pending) bool {
+	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		return false
+	}
+	r.queue = append(r.queue, p)
+	r.mu.Unlock()
+	select {
+	case r.signal <- struct{}{}:
+	default:
+	}
+	return true
+}
 
-const (
-	offerDone    offerResult = iota // delivered
-	offerGone                       // the route ended before delivery
-	offerRelease                    // closing: release
-)
+// pump hands r's queue out, in arrival order, a message per free slot,
+// until intake stops (the Subscribe context ended, or Close). Then the
+// route leaves the transport, and what it still queued goes to deliver,
+// which finds it another subscription or releases it.
+func (r *route) pump() {
+	c := r.sub.c
+	for r.h.Acquire() {
+		p, ok := r.next()
+		if !ok {
+			r.h.Release()
+			break
+		}
+		select {
+		case <-p.l.dead: // its settle could not reach the broker, which redelivers it
+			p.l.release(p.am)
+			r.h.Release()
+			continue
+		default:
+		}
+		if !r.h.Send(p.wm, delivery{l: p.l, am: p.am}) {
+			r.mu.Lock()
+			r.queue = append([]pending{p}, r.queue...)
+			r.mu.Unlock()
+			break
+		}
+		p.l.taken()
+	}
+	c.removeRoute(r)
+	r.mu.Lock()
+	r.stopped = true
+	rest := r.queue
+	r.queue = nil
+	r.mu.Unlock()
+	for _, p := range rest {
+		c.wg.Add(1)
+		go c.deliver(p)
+	}
+}
 
-// deliver takes one message from link l to its subscription, or releases
-// it when nobody takes it.
-func (c *Transport) deliver(l *link, am *amqp.Message) {
+// next takes the first message of the queue, waiting for one; false when
+// intake stops first.
+func (r *route) next() (pending, bool) {
+	for {
+		r.mu.Lock()
+		if len(r.queue) > 0 {
+			p := r.queue[0]
+			r.queue[0] = pending{}
+			r.queue = r.queue[1:]
+			r.mu.Unlock()
+			return p, true
+		}
+		r.mu.Unlock()
+		select {
+		case <-r.signal:
+		case <-r.h.Stopped():
+			return pending{}, false
+		}
+	}
+}
+
+// deliver finds a subscription for a message the link's dispatch could
+// not queue at once (none matched, or the one matched ended), holding it
+// for Config.UnmatchedDelay when none matches, or releases it.
+func (c *Transport) deliver(p pending) {
 	defer c.wg.Done()
-	wm := toWatermill(am)
-	topic := wm.Metadata.Get(ports.MetadataTopic)
+	topic := p.wm.Metadata.Get(ports.MetadataTopic)
 	held := false
 	for {
 		if !c.intakeOn() {
-			l.release(am)
+			p.l.release(p.am)
 			return
 		}
-		r := c.match(topic)
-		if r == nil {
-			if held {
-				c.unmatched(topic, wm.UUID)
-				l.release(am)
+		if r := c.match(topic); r != nil {
+			if r.enqueue(p) {
 				return
 			}
-			held = true
-			if !c.hold(l) {
-				l.release(am)
-				return
-			}
-			continue
+			continue // it ended after the match; it has left the routes
 		}
-		switch r.offer(l, am, wm) {
-		case offerDone:
+		if held {
+			c.unmatched(topic, p.wm.UUID)
+			p.l.release(p.am)
 			return
-		case offerRelease:
-			l.release(am)
+		}
+		held = true
+		if !c.hold(p.l) {
+			p.l.release(p.am)
 			return
 		}
 	}
@@ -196,23 +269,6 @@ func (c *Transport) unmatched(topic, id string) {
 		c.logger.Error("aliyun: no subscription matches the topic; message released back to the broker (bind a handler to it or remove it from the consumer group's subscription)", nil, fields)
 	} else {
 		c.logger.Debug("aliyun: unmatched message released", fields)
-	}
-}
-
-// offer hands wm out on r; the message is then settled through its
-// Handout (accept or release).
-func (r *route) offer(l *link, am *amqp.Message, wm *message.Message) offerResult {
-	if r.h.Acquire() && r.h.Send(wm, delivery{l: l, am: am}) {
-		l.taken()
-		return offerDone
-	}
-	select {
-	case <-r.sub.closing:
-		return offerRelease
-	case <-r.sub.c.closing:
-		return offerRelease
-	default:
-		return offerGone // its subscription ended: another may match
 	}
 }
 

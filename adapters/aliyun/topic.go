@@ -35,13 +35,19 @@ func DeviceID(productKey, deviceName string) string {
 // /ext/.../{productKey}/{deviceName}/... is not parsed, and
 // /as/mqtt/status/{productKey}/{deviceName}.
 func ParseTopic(topic string) (productKey, deviceName string, ok bool) {
-	parts := strings.Split(strings.TrimPrefix(topic, "/"), "/")
+	// Cut level by level rather than split: it runs for every message and
+	// needs at most the first five levels.
+	var parts [5]string
+	n, rest, more := 0, strings.TrimPrefix(topic, "/"), true
+	for ; n < len(parts) && more; n++ {
+		parts[n], rest, more = strings.Cut(rest, "/")
+	}
 	switch {
-	case len(parts) >= 5 && parts[0] == "as" && parts[1] == "mqtt" && parts[2] == "status":
+	case n >= 5 && parts[0] == "as" && parts[1] == "mqtt" && parts[2] == "status":
 		productKey, deviceName = parts[3], parts[4]
-	case len(parts) >= 4 && parts[0] == "sys":
+	case n >= 4 && parts[0] == "sys":
 		productKey, deviceName = parts[1], parts[2]
-	case len(parts) >= 3 && parts[0] != "as" && parts[0] != "ext" && parts[0] != "sys":
+	case n >= 3 && parts[0] != "as" && parts[0] != "ext" && parts[0] != "sys":
 		productKey, deviceName = parts[0], parts[1]
 	}
 	if productKey == "" || deviceName == "" {

@@ -16,6 +16,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/hexmill/hexmill/adapters/transport"
+	"github.com/hexmill/hexmill/ports"
 )
 
 // ErrClosed is returned by a closed Transport or Subscriber.
@@ -497,6 +498,11 @@ func (l *link) refill() {
 	on := l.cn.c.intakeOn()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.refillLocked(on)
+}
+
+// refillLocked is refill with l.mu held; on is whether intake is on.
+func (l *link) refillLocked(on bool) {
 	if !on || l.draining {
 		return
 	}
@@ -528,14 +534,18 @@ func (l *link) serve() error {
 	defer cancel()
 	stop := context.AfterFunc(c.base, cancel)
 	defer stop()
+	stall := newStallTimer(ctx, c.cfg.StallTimeout)
+	defer stall.stop()
 	for {
 		// What go-amqp has buffered is taken without a timer; only a wait
 		// for the next message is bounded by the stall timeout.
 		m, err := l.receiver.Prefetched(), error(nil)
 		if m == nil {
-			rctx, cancelReceive := context.WithTimeout(ctx, c.cfg.StallTimeout)
-			m, err = l.receiver.Receive(rctx, nil)
-			cancelReceive()
+			m, err = l.receiver.Receive(stall.arm(), nil)
+			stall.disarm()
+			if err != nil && ctx.Err() == nil && stall.fired() {
+				err = context.DeadlineExceeded
+			}
 		}
 		switch {
 		case err == nil:
@@ -560,6 +570,75 @@ func (l *link) serve() error {
 	}
 }
 
+// stallTimer bounds each wait of serve for a message by the stall
+// timeout. A context with a timeout per wait would cost a context, a timer
+// and a registration with the parent for nearly every message of a busy
+// link (the loop waits again as soon as it handed one out); this one
+// re-arms one timer, and makes a new context only after one expired.
+type stallTimer struct {
+	parent context.Context
+	d      time.Duration
+	timer  *time.Timer
+
+	mu       sync.Mutex
+	ctx      context.Context
+	cancel   context.CancelFunc
+	deadline time.Time // of the current wait
+	expired  bool      // ctx was cancelled by the timer
+}
+
+func newStallTimer(parent context.Context, d time.Duration) *stallTimer {
+	s := &stallTimer{parent: parent, d: d}
+	s.ctx, s.cancel = context.WithCancel(parent)
+	s.timer = time.AfterFunc(time.Hour, s.expire)
+	s.timer.Stop()
+	return s
+}
+
+// arm starts a wait of at most the stall timeout and returns its context.
+func (s *stallTimer) arm() context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.expired {
+		s.cancel()
+		s.ctx, s.cancel = context.WithCancel(s.parent)
+		s.expired = false
+	}
+	s.deadline = time.Now().Add(s.d)
+	s.timer.Reset(s.d)
+	return s.ctx
+}
+
+// disarm ends the wait.
+func (s *stallTimer) disarm() { s.timer.Stop() }
+
+// fired reports whether the last wait ended because the timer expired.
+func (s *stallTimer) fired() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.expired
+}
+
+// expire cancels the wait in progress, unless it is a later wait than the
+// one the timer was set for (a callback that had begun when disarm
+// stopped the timer): that one has a deadline still ahead.
+func (s *stallTimer) expire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.expired || time.Now().Before(s.deadline) {
+		return
+	}
+	s.expired = true
+	s.cancel()
+}
+
+func (s *stallTimer) stop() {
+	s.timer.Stop()
+	s.mu.Lock()
+	s.cancel()
+	s.mu.Unlock()
+}
+
 // track counts a received message as holding credit and awaiting its
 // disposition. l.mu must be held.
 func (l *link) track() {
@@ -568,10 +647,18 @@ func (l *link) track() {
 	l.cn.c.stats.received.Add(1)
 }
 
+// dispatch queues m for the subscription its topic matches; deliver, on
+// a goroutine of its own, takes what no subscription can queue at once.
 func (l *link) dispatch(m *amqp.Message) {
 	c := l.cn.c
+	p := pending{l: l, am: m, wm: toWatermill(m)}
+	if c.intakeOn() {
+		if r := c.match(p.wm.Metadata.Get(ports.MetadataTopic)); r != nil && r.enqueue(p) {
+			return
+		}
+	}
 	c.wg.Add(1)
-	go c.deliver(l, m)
+	go c.deliver(p)
 }
 
 // resync runs when nothing arrived for StallTimeout although credit is
@@ -647,10 +734,11 @@ func (l *link) resync(ctx context.Context) error {
 // and the broker's next messages are on their way while this one is
 // handled.
 func (l *link) taken() {
+	on := l.cn.c.intakeOn()
 	l.mu.Lock()
 	l.waiting--
+	l.refillLocked(on)
 	l.mu.Unlock()
-	l.refill()
 }
 
 // release gives back the credit of a message no handler took and releases

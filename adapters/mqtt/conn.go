@@ -3,10 +3,13 @@ package mqtt
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -35,6 +38,73 @@ type connOptions struct {
 	session session.SessionManager
 	// lastErr records the latest failed connection attempt.
 	lastErr *lastError
+	// socket, if not nil, tracks the network connection, for a Close
+	// that must end on time (closeContext).
+	socket *socket
+}
+
+// errClosing fails a connection attempt made after Close gave up on the
+// clean disconnect.
+var errClosing = errors.New("mqtt: closing")
+
+// socket is the network connection under one connection manager, which a
+// Close closes when its clean end (acks flushed, DISCONNECT) does not
+// finish within close_timeout: paho writes without a deadline, so a
+// socket that accepts no more bytes (a stalled broker or network, a full
+// send buffer) would hold every write, and the Close waiting for them,
+// until the keepalive gives up on the connection (up to twice keepalive).
+// Closing it fails those writes at once.
+type socket struct {
+	// onAbort, if not nil, runs once abort has closed the connection.
+	onAbort func()
+
+	mu      sync.Mutex
+	conn    net.Conn
+	aborted bool
+}
+
+// track wraps an AttemptConnection so that the socket knows its
+// connection; after abort no new connection is handed out.
+func (s *socket) track(dial func(context.Context, autopaho.ClientConfig, *url.URL) (net.Conn, error)) func(context.Context, autopaho.ClientConfig, *url.URL) (net.Conn, error) {
+	return func(ctx context.Context, cc autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+		c, err := dial(ctx, cc, u)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.aborted {
+			_ = c.Close()
+			return nil, errClosing
+		}
+		s.conn = c
+		return c, nil
+	}
+}
+
+// abort closes the connection and refuses new ones.
+func (s *socket) abort() {
+	s.mu.Lock()
+	s.aborted = true
+	if s.conn != nil {
+		_ = s.conn.Close()
+	}
+	s.mu.Unlock()
+	if s.onAbort != nil {
+		s.onAbort()
+	}
+}
+
+// closeContext is the context a Close runs in: it ends after
+// close_timeout, and then the socket is closed (see socket). done
+// releases it.
+func (c Config) closeContext(s *socket) (ctx context.Context, done func()) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.CloseTimeout)
+	stop := context.AfterFunc(ctx, s.abort)
+	return ctx, func() {
+		stop() // before cancel, which would run abort
+		cancel()
+	}
 }
 
 // lastError keeps the latest connection failure, for errors that say why
@@ -128,7 +198,6 @@ func (c Config) clientConfig(o connOptions, logger watermill.LoggerAdapter) (aut
 		ConnectTimeout:                c.ConnectTimeout,
 		ReconnectBackoff:              c.reconnectBackoff,
 		ConnectUsername:               c.Username,
-		OnConnectionUp:                o.onUp,
 		OnConnectionDown:              o.onDown,
 		OnConnectError: func(err error) {
 			if o.lastErr != nil {
@@ -156,8 +225,15 @@ func (c Config) clientConfig(o connOptions, logger watermill.LoggerAdapter) (aut
 			},
 		},
 	}
-	if plainTCP(urls) {
+	switch {
+	case plainTCP(urls):
 		cc.AttemptConnection = dialTCP(c.ConnectTimeout)
+	case tlsOnly(urls):
+		cc.AttemptConnection = dialTLS(c.ConnectTimeout, tc)
+	}
+	// ws:// and wss:// are dialled by autopaho, out of the socket's reach.
+	if o.socket != nil && cc.AttemptConnection != nil {
+		cc.AttemptConnection = o.socket.track(cc.AttemptConnection)
 	}
 	if c.Password != "" {
 		cc.ConnectPassword = []byte(c.Password.Reveal())
@@ -168,14 +244,28 @@ func (c Config) clientConfig(o connOptions, logger watermill.LoggerAdapter) (aut
 	if o.persistent {
 		cc.SessionExpiryInterval = uint32(c.SessionExpiry / time.Second)
 	}
-	if o.receiveMaximum > 0 {
-		rm := o.receiveMaximum
-		cc.ConnectPacketBuilder = func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+	// autopaho tries the servers in turn and builds a CONNECT for each
+	// attempt: the last one built is the server a connection is up with.
+	var server atomic.Pointer[url.URL]
+	rm := o.receiveMaximum
+	cc.ConnectPacketBuilder = func(cp *paho.Connect, u *url.URL) (*paho.Connect, error) {
+		server.Store(u)
+		if rm > 0 {
 			if cp.Properties == nil {
 				cp.Properties = &paho.ConnectProperties{}
 			}
 			cp.Properties.ReceiveMaximum = &rm
-			return cp, nil
+		}
+		return cp, nil
+	}
+	cc.OnConnectionUp = func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
+		fields := watermill.LogFields{"session_present": ca.SessionPresent}
+		if u := server.Load(); u != nil {
+			fields["server"] = u.Redacted()
+		}
+		logger.Info("MQTT connected", fields)
+		if o.onUp != nil {
+			o.onUp(cm, ca)
 		}
 	}
 	return cc, nil

@@ -66,6 +66,10 @@ type pubConn struct {
 	live    atomic.Pointer[liveConn]
 	up      atomic.Bool // between OnConnectionUp and OnConnectionDown
 	lastErr lastError
+	// sock is closed when Close runs out of close_timeout; aborted ends
+	// then, and with it every publish still waiting for a connection.
+	sock    socket
+	aborted context.Context
 
 	mu     sync.RWMutex
 	closed bool
@@ -110,9 +114,13 @@ func NewPublisher(cfg Config, logger watermill.LoggerAdapter) (*Publisher, error
 	logger = logger.With(watermill.LogFields{"client_id": id})
 	c := &pubConn{cfg: cfg, logger: logger, release: release}
 	c.live.Store(newLiveConn())
+	var abort context.CancelFunc
+	c.aborted, abort = context.WithCancel(context.Background())
+	c.sock.onAbort = abort
 	cc, err := cfg.clientConfig(connOptions{
 		clientID: id,
 		lastErr:  &c.lastErr,
+		socket:   &c.sock,
 		onUp:     func(*autopaho.ConnectionManager, *paho.Connack) { c.up.Store(true) },
 		onDown: func() bool {
 			c.up.Store(false)
@@ -192,17 +200,36 @@ func (c *pubConn) publish(topic string, o PublishOptions, msg *message.Message) 
 	// Fast path, while the connection is up: paho bounds the wait for a
 	// packet ID and for PUBACK/PUBCOMP by PacketTimeout (= PublishTimeout),
 	// so the connection's context is enough (one per publish costs a timer
-	// and its garbage).
+	// and its garbage), unless the message's context can end: a publish
+	// ends with it (the outbox relay's at the stop's deadline, a
+	// handler's when the stop gives up on it).
+	msgDone := msg.Context().Done() != nil
 	if l := c.live.Load(); l.ctx.Err() == nil {
-		resp, err := c.cm.Publish(l.ctx, pub)
+		ctx := l.ctx
+		if msgDone {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithCancel(ctx)
+			defer context.AfterFunc(msg.Context(), cancel)()
+			defer cancel()
+		}
+		resp, err := c.cm.Publish(ctx, pub)
+		if err != nil && msgDone && msg.Context().Err() != nil {
+			return fmt.Errorf("mqtt: publish %s to %s: the message's context ended: %w", msg.UUID, topic, msg.Context().Err())
+		}
 		if !connectionDown(err) {
 			return publishResult(o, msg, topic, resp, err, l.ctx)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.PublishTimeout)
+	ctx, cancel := context.WithTimeout(c.aborted, c.cfg.PublishTimeout)
 	defer cancel()
+	if msgDone {
+		defer context.AfterFunc(msg.Context(), cancel)()
+	}
 	for {
 		if err := c.cm.AwaitConnection(ctx); err != nil {
+			if msgDone && msg.Context().Err() != nil {
+				return fmt.Errorf("mqtt: publish %s to %s: the message's context ended: %w", msg.UUID, topic, msg.Context().Err())
+			}
 			return c.lastErr.wrap(fmt.Errorf("mqtt: publish %s to %s: no connection to the broker: %w", msg.UUID, topic, err))
 		}
 		// The connection AwaitConnection saw, or a later one: if it has
@@ -214,6 +241,9 @@ func (c *pubConn) publish(topic string, o PublishOptions, msg *message.Message) 
 		resp, err := c.cm.Publish(pctx, pub)
 		stop()
 		pcancel()
+		if err != nil && msgDone && msg.Context().Err() != nil {
+			return fmt.Errorf("mqtt: publish %s to %s: the message's context ended: %w", msg.UUID, topic, msg.Context().Err())
+		}
 		if connectionDown(err) {
 			continue // dropped between the wait and the publish: nothing was sent
 		}
@@ -272,12 +302,14 @@ func (p *Publisher) Close() error {
 	}
 	c.closed = true
 	c.mu.Unlock()
-	c.wg.Wait()
 	defer c.release()
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CloseTimeout)
-	defer cancel()
+	// Publishes in flight end with their PUBACK or their timeout; past
+	// close_timeout the socket is closed and they fail at once.
+	ctx, done := c.cfg.closeContext(&c.sock)
+	defer done()
+	c.wg.Wait()
 	if err := c.cm.Disconnect(ctx); err != nil {
-		return fmt.Errorf("mqtt: publisher disconnect: %w", err)
+		return fmt.Errorf("mqtt: publisher disconnect (close_timeout %s; the socket was closed): %w", c.cfg.CloseTimeout, err)
 	}
 	return nil
 }

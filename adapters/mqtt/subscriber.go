@@ -57,6 +57,7 @@ type Subscriber struct {
 	wg         sync.WaitGroup // manager and nack goroutines
 	kick       chan struct{}
 	lastErr    lastError
+	sock       socket // closed when Close runs out of close_timeout
 
 	// connMu serialises connection set-up: the main connection and
 	// SubscribeInitialize's short-lived one share the client ID.
@@ -352,6 +353,7 @@ func (s *Subscriber) ensureConnected() error {
 		onDown:         s.onDown,
 		session:        s.session,
 		lastErr:        &s.lastErr,
+		socket:         &s.sock,
 	}, s.logger.With(watermill.LogFields{"client_id": id}))
 	if err != nil {
 		return fmt.Errorf("mqtt: %w", err)
@@ -798,6 +800,10 @@ func (s *Subscriber) Ready() error {
 func (s *Subscriber) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		// Past close_timeout the socket is closed: writes blocked on it
+		// (acks, a SUBSCRIBE, the DISCONNECT) fail at once.
+		ctx, done := s.cfg.closeContext(&s.sock)
+		defer done()
 		s.mu.Lock()
 		close(s.closing)
 		s.mu.Unlock()
@@ -814,10 +820,8 @@ func (s *Subscriber) Close() error {
 		s.mu.Unlock()
 		if cm != nil {
 			// Every ack given is written: the disconnect flushes them.
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CloseTimeout)
-			defer cancel()
 			if derr := cm.Disconnect(ctx); derr != nil {
-				err = fmt.Errorf("mqtt: subscriber %s: disconnect: %w", s.sc.Handler, derr)
+				err = fmt.Errorf("mqtt: subscriber %s: disconnect (close_timeout %s; the socket was closed): %w", s.sc.Handler, s.cfg.CloseTimeout, derr)
 			}
 		}
 		s.releaseID()

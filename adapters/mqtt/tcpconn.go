@@ -3,6 +3,7 @@ package mqtt
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"net"
 	"net/url"
 	"strings"
@@ -60,6 +61,47 @@ func dialTCP(timeout time.Duration) func(context.Context, autopaho.ClientConfig,
 			return nil, err
 		}
 		return newTCPConn(c), nil
+	}
+}
+
+// tlsOnly reports whether every server is reached over TLS on TCP.
+func tlsOnly(urls []*url.URL) bool {
+	for _, u := range urls {
+		switch strings.ToLower(u.Scheme) {
+		case "ssl", "tls", "mqtts", "mqtt+ssl", "tcps":
+		default:
+			return false
+		}
+	}
+	return len(urls) > 0
+}
+
+// dialTLS is autopaho's own TLS connection (all_proxy honoured), made by
+// the adapter so that it can close the socket (see socket).
+func dialTLS(timeout time.Duration, cfg *tls.Config) func(context.Context, autopaho.ClientConfig, *url.URL) (net.Conn, error) {
+	return func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		c, err := proxy.Dial(ctx, "tcp", u.Host)
+		if err != nil {
+			return nil, err
+		}
+		tc := cfg.Clone()
+		if tc == nil {
+			tc = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		if tc.ServerName == "" {
+			tc.ServerName = u.Hostname()
+		}
+		t := tls.Client(c, tc)
+		if err := t.HandshakeContext(ctx); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		return packets.NewThreadSafeConn(t), nil
 	}
 }
 

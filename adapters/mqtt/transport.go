@@ -109,7 +109,8 @@ func (t *Transport) Ready() error {
 }
 
 // Close closes what is still open: subscribers (normally closed before)
-// and then the publisher connection.
+// and then the publisher connection. The subscribers close at once, so
+// that their close_timeouts do not add up.
 func (t *Transport) Close() error {
 	t.mu.Lock()
 	t.closed = true
@@ -119,10 +120,16 @@ func (t *Transport) Close() error {
 	}
 	pub := t.pub
 	t.mu.Unlock()
-	var errs []error
-	for _, s := range subs {
-		errs = append(errs, s.Close())
+	errs := make([]error, len(subs), len(subs)+1)
+	var wg sync.WaitGroup
+	for i, s := range subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.Close()
+		}()
 	}
+	wg.Wait()
 	if pub != nil {
 		errs = append(errs, pub.Close())
 	}

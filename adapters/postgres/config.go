@@ -9,9 +9,11 @@ package postgres
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -24,10 +26,16 @@ import (
 type Config struct {
 	// URL is a postgres:// connection URL without a password, e.g.
 	// postgres://hexmill@db:5432/hexmill?sslmode=require. When set, Host,
-	// Port, Database and User are ignored.
+	// Port, Database, User, SSLMode and TargetSessionAttrs are ignored.
+	// Several hosts make pgx try them in turn on every new connection:
+	// postgres://hexmill@db1:5432,db2:5432/hexmill?target_session_attrs=read-write
+	// (docs/state.md, "Failover").
 	URL string `yaml:"url"`
 
-	Host     string        `yaml:"host"`     // default 127.0.0.1
+	// Host is one host, or several separated by commas (db1,db2:5433),
+	// tried in turn on every new connection; a host without a port has
+	// Port. Default 127.0.0.1.
+	Host     string        `yaml:"host"`
 	Port     int           `yaml:"port"`     // default 5432
 	Database string        `yaml:"database"` // default postgres
 	User     string        `yaml:"user"`     // default postgres
@@ -36,6 +44,12 @@ type Config struct {
 	// default prefer on a loopback host, verify-full on any other. Ignored
 	// when URL is set (its own sslmode, with the same default).
 	SSLMode string `yaml:"sslmode"`
+	// TargetSessionAttrs is libpq's target_session_attrs: which of the
+	// hosts a connection may use. read-write (a primary) with several
+	// hosts, so that a standby is skipped; any, read-only, primary,
+	// standby, prefer-standby. Default any (pgx's). Ignored when URL is
+	// set: put it in the URL.
+	TargetSessionAttrs string `yaml:"target_session_attrs"`
 	// AllowPlaintext lets sslmode disable, allow or prefer reach a host
 	// that is not loopback (refused otherwise: the password and the data
 	// could travel unencrypted, or to an impostor); it logs a warning at
@@ -82,7 +96,7 @@ func (c Config) withDefaults() Config {
 		c.User = "postgres"
 	}
 	if c.SSLMode == "" {
-		c.SSLMode = defaultSSLMode([]string{c.Host})
+		c.SSLMode = defaultSSLMode(splitHosts(c.Host))
 	}
 	if c.Schema == "" {
 		c.Schema = "public"
@@ -128,6 +142,18 @@ func (c Config) Validate() error {
 	if !schemaName.MatchString(c.Schema) {
 		return ports.FieldErrorf("schema", "%q; want a lower-case identifier (letters, digits, _)", c.Schema)
 	}
+	switch c.TargetSessionAttrs {
+	case "", "any", "read-write", "read-only", "primary", "standby", "prefer-standby":
+	default:
+		return ports.FieldErrorf("target_session_attrs", "%q; want read-write (a primary among several hosts), any, read-only, primary, standby or prefer-standby", c.TargetSessionAttrs)
+	}
+	if c.URL == "" {
+		for _, h := range strings.Split(c.Host, ",") {
+			if strings.TrimSpace(h) == "" {
+				return ports.FieldErrorf("host", "%q has an empty host; want db or db1,db2:5433", c.Host)
+			}
+		}
+	}
 	if c.MaxConns < 2 {
 		return ports.FieldErrorf("max_conns", "%d; want 2 or more (the outbox relay holds one)", c.MaxConns)
 	}
@@ -153,7 +179,7 @@ func (c Config) LogValue() slog.Value {
 	c = c.withDefaults()
 	target := c.URL
 	if target == "" {
-		target = c.User + "@" + c.Host + ":" + strconv.Itoa(c.Port) + "/" + c.Database
+		target = c.User + "@" + c.hosts() + "/" + c.Database
 	}
 	return slog.GroupValue(slog.String("target", target), slog.String("schema", c.Schema),
 		slog.Int("max_conns", int(c.MaxConns)))
@@ -163,12 +189,16 @@ func (c Config) LogValue() slog.Value {
 func (c Config) poolConfig() (*pgxpool.Config, error) {
 	conn := withSSLMode(c.URL)
 	if conn == "" {
+		query := url.Values{"sslmode": {c.SSLMode}}
+		if c.TargetSessionAttrs != "" {
+			query.Set("target_session_attrs", c.TargetSessionAttrs)
+		}
 		u := url.URL{
 			Scheme:   "postgres",
 			User:     url.User(c.User),
-			Host:     c.Host + ":" + strconv.Itoa(c.Port),
+			Host:     c.hosts(),
 			Path:     "/" + c.Database,
-			RawQuery: url.Values{"sslmode": {c.SSLMode}}.Encode(),
+			RawQuery: query.Encode(),
 		}
 		conn = u.String()
 	}
@@ -188,4 +218,18 @@ func (c Config) poolConfig() (*pgxpool.Config, error) {
 	pc.MaxConnIdleTime = c.MaxConnIdleTime
 	pc.HealthCheckPeriod = c.HealthCheckPeriod
 	return pc, nil
+}
+
+// hosts is Host with Port given to each host that has no port of its own,
+// as the host list of a URL.
+func (c Config) hosts() string {
+	hosts := strings.Split(c.Host, ",")
+	for i, h := range hosts {
+		h = strings.TrimSpace(h)
+		if _, _, err := net.SplitHostPort(h); err != nil { // no port of its own
+			h = net.JoinHostPort(strings.Trim(h, "[]"), strconv.Itoa(c.Port))
+		}
+		hosts[i] = h
+	}
+	return strings.Join(hosts, ",")
 }

@@ -28,6 +28,10 @@ func TestConfigValidate(t *testing.T) {
 		{"max conns", postgres.Config{MaxConns: 1}, "max_conns: "},
 		{"min conns", postgres.Config{MaxConns: 4, MinConns: 5}, "min_conns: "},
 		{"timeout", postgres.Config{ConnectTimeout: -time.Second}, "connect_timeout: "},
+		{"hosts in url", postgres.Config{URL: "postgres://app@db1:5432,db2:5433/app?target_session_attrs=read-write"}, ""},
+		{"hosts", postgres.Config{Host: "db1,db2:5433", TargetSessionAttrs: "read-write"}, ""},
+		{"empty host", postgres.Config{Host: "db1,,db2"}, "host: "},
+		{"target session attrs", postgres.Config{Host: "db1,db2", TargetSessionAttrs: "writable"}, "target_session_attrs: "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/jackc/pgx/v5"
@@ -91,14 +92,38 @@ func (db *DB) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the pool; it waits for the connections in use to be
-// returned.
-func (db *DB) Close() error {
+// closeWait bounds Close: see CloseContext.
+const closeWait = 5 * time.Second
+
+// Close is CloseContext without a deadline of the caller's: it returns
+// within 5 s.
+func (db *DB) Close() error { return db.CloseContext(context.Background()) }
+
+// CloseContext closes the pool: it waits for the connections in use to be
+// returned and for pgx to close them, until ctx ends or 5 s passed. A
+// connection whose statement was interrupted (a database that stopped
+// answering) takes pgx up to 15 s to close (it sends the server a cancel
+// request first); past the bound CloseContext returns an error and leaves
+// pgx to finish in the background, which ends by pgx's own deadline.
+func (db *DB) CloseContext(ctx context.Context) error {
 	if db.pool == nil {
 		return nil
 	}
-	db.pool.Close()
-	return nil
+	done := make(chan struct{})
+	go func() { // ends with pgx's own deadline on closing a connection
+		db.pool.Close()
+		close(done)
+	}()
+	bound := time.NewTimer(closeWait)
+	defer bound.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("postgres: close: connections still closing: %w", ctx.Err())
+	case <-bound.C:
+		return fmt.Errorf("postgres: close: connections still closing after %s (the database stopped answering?)", closeWait)
+	}
 }
 
 // InTx runs fn in a transaction whose ports.Tx (and pgx.Tx, see TxFrom) is

@@ -24,6 +24,7 @@ func TestUnavailable(t *testing.T) {
 		{"too many connections", &pgconn.PgError{Code: "53300"}, true},
 		{"serialization failure", &pgconn.PgError{Code: "40001"}, true},
 		{"deadlock", &pgconn.PgError{Code: "40P01"}, true},
+		{"read-only: a standby, before its promotion", &pgconn.PgError{Code: "25006"}, true},
 		{"unique violation: the work is wrong", &pgconn.PgError{Code: "23505"}, false},
 		{"syntax error: the code is wrong", &pgconn.PgError{Code: "42601"}, false},
 		{"closed connection", fmt.Errorf("query: %w", pgconn.ErrConnClosed), true},

@@ -131,6 +131,12 @@ func (r *Relay) Start() {
 // ctx ends, then returns once its goroutine has. Call it after the
 // handlers stopped and before the publishers close. Rows left are relayed
 // by the next relay to start.
+//
+// When ctx ends, the database's statements end with it, and so does a
+// Publish in flight whose publisher honours the message's context (each
+// message carries ctx; hexmill's MQTT publisher does): Stop then returns
+// within ctx. A publisher that ignores it holds Stop until its own
+// timeout.
 func (r *Relay) Stop(ctx context.Context) error {
 	r.Start() // Stop without Start: nothing to drain but a goroutine to end
 	r.stop.Do(func() { r.stopCh <- ctx })
@@ -238,13 +244,19 @@ func (r *Relay) lead(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
+// releaseTimeout bounds the goodbye (Terminate) to the server when the
+// relay gives up its connection; the socket is closed after it either way.
+const releaseTimeout = time.Second
+
 // release gives up the lead: the connection is closed, which frees the
 // advisory lock whatever state the connection is in.
 func (r *Relay) release() {
 	if r.conn == nil {
 		return
 	}
-	_ = r.conn.Conn().Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	_ = r.conn.Conn().Close(ctx)
 	r.conn.Release()
 	r.conn = nil
 }

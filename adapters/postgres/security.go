@@ -41,8 +41,15 @@ func urlHosts(u *url.URL) []string {
 	if h := u.Query().Get("host"); h != "" {
 		list = h
 	}
+	return splitHosts(list)
+}
+
+// splitHosts are the host names of a comma-separated list of hosts, each
+// with or without a port.
+func splitHosts(list string) []string {
 	var hosts []string
 	for _, hp := range strings.Split(list, ",") {
+		hp = strings.TrimSpace(hp)
 		if h, _, err := net.SplitHostPort(hp); err == nil {
 			hp = h
 		}
@@ -75,7 +82,7 @@ func (c Config) checkPlaintext() error {
 	if c.AllowPlaintext {
 		return nil
 	}
-	field, mode, hosts := "sslmode", c.SSLMode, []string{c.Host}
+	field, mode, hosts := "sslmode", c.SSLMode, splitHosts(c.Host)
 	if c.URL != "" {
 		u, err := url.Parse(c.URL)
 		if err != nil {

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"crypto/tls"
 	"strings"
 	"testing"
 )
@@ -20,6 +21,8 @@ func TestConfigRefusesPlaintext(t *testing.T) {
 		{"url one remote host of two", Config{URL: "postgres://app@127.0.0.1:5432,db.example.com:5432/app?sslmode=disable"}, "url: "},
 		{"url host parameter", Config{URL: "postgres://app@127.0.0.1/app?host=db.example.com&sslmode=disable"}, "url: "},
 		{"field sslmode disable", Config{Host: "db.example.com", SSLMode: "disable"}, "sslmode: "},
+		{"field one remote host of two", Config{Host: "127.0.0.1,db.example.com:5433", SSLMode: "disable"}, "sslmode: "},
+		{"field loopback hosts", Config{Host: "127.0.0.1:5432, localhost", SSLMode: "disable"}, ""},
 		{"url without sslmode", Config{URL: "postgres://app@db.example.com/app"}, ""},
 		{"url verify-full", Config{URL: "postgres://app@db.example.com/app?sslmode=verify-full"}, ""},
 		{"url require", Config{URL: "postgres://app@db.example.com/app?sslmode=require"}, ""},
@@ -57,27 +60,43 @@ func TestDefaultSSLMode(t *testing.T) {
 		{Config{URL: "postgres://app@db.example.com/app?sslmode=require"}, "require"},
 		{Config{URL: "postgres://postgres@127.0.0.1/test"}, "prefer"}, // pgx's own default
 		{Config{Host: "db.example.com"}, "verify-full"},
+		{Config{Host: "127.0.0.1,db.example.com"}, "verify-full"},
 		{Config{}, "prefer"},
 	} {
 		pc, err := tc.cfg.withDefaults().poolConfig()
 		if err != nil {
 			t.Fatal(err)
 		}
-		// pgx turns sslmode into a TLS config and fallbacks: verify-full
-		// checks the server's name and has no plaintext fallback.
-		tlsConf, fallbacks := pc.ConnConfig.TLSConfig, pc.ConnConfig.Fallbacks
-		var got string
+		// pgx turns sslmode into a TLS config per host and fallbacks:
+		// verify-full checks each server's name and has no plaintext
+		// fallback; prefer falls back to plaintext; require checks
+		// nothing.
+		tlsConfs := []*tls.Config{pc.ConnConfig.TLSConfig}
+		for _, f := range pc.ConnConfig.Fallbacks {
+			tlsConfs = append(tlsConfs, f.TLSConfig)
+		}
+		var plain, encrypted, unverified int
+		for _, tc := range tlsConfs {
+			switch {
+			case tc == nil:
+				plain++
+			case tc.InsecureSkipVerify:
+				encrypted++
+				unverified++
+			default:
+				encrypted++
+			}
+		}
+		got := "other"
 		switch {
-		case tlsConf == nil:
+		case encrypted == 0:
 			got = "disable"
-		case tlsConf.InsecureSkipVerify && len(fallbacks) > 0:
+		case plain > 0 && unverified > 0:
 			got = "prefer"
-		case tlsConf.InsecureSkipVerify:
+		case plain == 0 && unverified == len(tlsConfs):
 			got = "require"
-		case tlsConf.ServerName != "" && len(fallbacks) == 0:
+		case plain == 0 && unverified == 0:
 			got = "verify-full"
-		default:
-			got = "other"
 		}
 		if got != tc.want {
 			t.Errorf("%+v: pgx got sslmode %s, want %s", tc.cfg, got, tc.want)

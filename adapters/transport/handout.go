@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -135,11 +136,9 @@ func (h *Handout[T]) Release() { <-h.slots }
 // hands it back its own way (settle is not called).
 func (h *Handout[T]) Send(msg *message.Message, token T) bool {
 	d := &delivery[T]{h: h, msg: msg, token: token}
-	d.Context, d.cancel = context.WithCancel(context.Background())
 	h.mu.Lock()
 	if h.stopped {
 		h.mu.Unlock()
-		d.cancel()
 		<-h.slots
 		return false
 	}
@@ -155,7 +154,7 @@ func (h *Handout[T]) Send(msg *message.Message, token T) bool {
 	case h.out <- msg:
 	case <-h.intake:
 		if d.done.CompareAndSwap(false, true) {
-			d.cancel()
+			d.end()
 			<-h.slots
 			h.untrack(d)
 		}
@@ -245,24 +244,103 @@ func (h *Handout[T]) untrack(d *delivery[T]) {
 }
 
 // delivery is a message handed out, until it is settled. It is the
-// message's context: the Settler is a value of it, so that a message
-// costs one context, not two.
+// message's context too: it carries the Settler (itself) and ends when
+// the message is settled, which spares a message the two allocations of
+// a cancellable context. Its channel is made only when someone asks for
+// Done, and children derived from it (context.WithCancel and friends)
+// register through AfterFunc, without a goroutine.
 type delivery[T any] struct {
-	context.Context
-	cancel context.CancelFunc
-	h      *Handout[T]
-	msg    *message.Message
-	token  T
-	done   atomic.Bool
+	h     *Handout[T]
+	msg   *message.Message
+	token T
+	done  atomic.Bool // settled: the first Settle won
+
+	mu     sync.Mutex
+	ended  bool
+	ch     chan struct{} // made by Done
+	afters map[*func()]struct{}
+}
+
+var _ context.Context = (*delivery[struct{}])(nil)
+
+// Deadline implements context.Context: none.
+func (d *delivery[T]) Deadline() (time.Time, bool) { return time.Time{}, false }
+
+// Done implements context.Context: closed when the message is settled.
+func (d *delivery[T]) Done() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ch == nil {
+		d.ch = make(chan struct{})
+		if d.ended {
+			close(d.ch)
+		}
+	}
+	return d.ch
+}
+
+// Err implements context.Context: context.Canceled once settled.
+func (d *delivery[T]) Err() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ended {
+		return context.Canceled
+	}
+	return nil
 }
 
 // Value implements context.Context: the delivery is the Settler of its
-// message.
+// message, and carries nothing else.
 func (d *delivery[T]) Value(key any) any {
 	if key == (settlerKey{}) {
 		return d
 	}
-	return d.Context.Value(key)
+	return nil
+}
+
+// AfterFunc runs f once the message is settled (at once, on a goroutine
+// of its own, when it already is); stop unregisters f and reports whether
+// it did so before f ran. The context package uses it to propagate the
+// end to derived contexts instead of a goroutine per derived context.
+func (d *delivery[T]) AfterFunc(f func()) (stop func() bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ended {
+		go f()
+		return func() bool { return false }
+	}
+	if d.afters == nil {
+		d.afters = map[*func()]struct{}{}
+	}
+	key := &f
+	d.afters[key] = struct{}{}
+	return func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		_, ok := d.afters[key]
+		delete(d.afters, key)
+		return ok
+	}
+}
+
+// end ends the context: Done closes, Err reports context.Canceled, and
+// the functions given to AfterFunc run.
+func (d *delivery[T]) end() {
+	d.mu.Lock()
+	if d.ended {
+		d.mu.Unlock()
+		return
+	}
+	d.ended = true
+	if d.ch != nil {
+		close(d.ch)
+	}
+	afters := d.afters
+	d.afters = nil
+	d.mu.Unlock()
+	for f := range afters {
+		go (*f)()
+	}
 }
 
 // Settle implements Settler: only the first call counts.
@@ -270,7 +348,7 @@ func (d *delivery[T]) Settle(acked bool) {
 	if d.done.Swap(true) {
 		return
 	}
-	d.cancel()
+	d.end()
 	d.h.settle(d.token, acked)
 	<-d.h.slots
 	d.h.untrack(d)

@@ -52,3 +52,40 @@ func TestContexts(t *testing.T) {
 		t.Fatal("the promise or the Settler got lost")
 	}
 }
+
+// A message's context ends when it is settled, and so do contexts derived
+// from it (through AfterFunc, not a goroutine each).
+func TestDeliveryContext(t *testing.T) {
+	h := NewHandout(SettledByConsumer(context.Background()), 1, func(int, bool) {})
+	defer h.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		msg := <-h.Output()
+		ctx := msg.Context()
+		child, cancel := context.WithCancel(ctx)
+		defer cancel()
+		after := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() { close(after) })
+		if ctx.Err() != nil || child.Err() != nil {
+			t.Error("context ended before the settle")
+		}
+		SettlerFrom(ctx).Settle(true)
+		<-ctx.Done()
+		<-child.Done()
+		<-after
+		if stop() {
+			t.Error("AfterFunc's stop reported it stopped a function that ran")
+		}
+		if ctx.Err() != context.Canceled || child.Err() != context.Canceled {
+			t.Errorf("Err after settle: %v, child %v", ctx.Err(), child.Err())
+		}
+		if _, ok := ctx.Deadline(); ok {
+			t.Error("a message context has a deadline")
+		}
+	}()
+	if !h.Acquire() || !h.Send(message.NewMessage("1", nil), 1) {
+		t.Fatal("not handed out")
+	}
+	<-done
+}

@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -10,11 +11,14 @@ import (
 )
 
 // inflight counts the messages being handled, so that stop can wait for
-// them. Its zero value is ready to use.
+// them. Its zero value is ready to use. The count is an atomic: every
+// handler goroutine changes it twice per message, and a mutex there is
+// the runtime's most contended lock; only a stop that waits takes one.
 type inflight struct {
-	mu   sync.Mutex
-	n    int
-	idle chan struct{} // closed while n == 0; nil means closed
+	n       atomic.Int64
+	waiters atomic.Int32 // stops waiting for idle
+	mu      sync.Mutex
+	idle    chan struct{} // made by wait, closed by the add that reaches 0
 }
 
 // middleware counts a message in flight until it is settled, and settles
@@ -42,30 +46,31 @@ func (f *inflight) middleware(h message.HandlerFunc) message.HandlerFunc {
 }
 
 func (f *inflight) add(d int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.n == 0 && d > 0 {
-		f.idle = make(chan struct{})
-	}
-	f.n += d
-	if f.n == 0 {
-		close(f.idle)
+	// A waiter registers before it reads the count, and add reads the
+	// waiters after it changed the count: one of the two sees the other.
+	if f.n.Add(int64(d)) == 0 && f.waiters.Load() > 0 {
+		f.mu.Lock()
+		if f.idle != nil {
+			close(f.idle)
+			f.idle = nil
+		}
+		f.mu.Unlock()
 	}
 }
 
-func (f *inflight) count() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.n
-}
+func (f *inflight) count() int { return int(f.n.Load()) }
 
 // wait returns true once nothing is in flight, false when ctx ends first.
 func (f *inflight) wait(ctx context.Context) bool {
 	f.mu.Lock()
+	if f.idle == nil {
+		f.idle = make(chan struct{})
+	}
 	idle := f.idle
-	n := f.n
 	f.mu.Unlock()
-	if n == 0 {
+	f.waiters.Add(1)
+	defer f.waiters.Add(-1)
+	if f.n.Load() == 0 {
 		return true
 	}
 	select {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"time"
@@ -26,7 +27,14 @@ func init() {
 			Name:      fmt.Sprintf("aliyun-amqp1-receive/credit-%d", credit),
 			Available: amqp1Available,
 			Raw:       func(ctx context.Context, o Options) (Result, error) { return aliyunRaw(ctx, o, credit) },
-			Hexmill:   func(ctx context.Context, o Options) (Result, error) { return aliyunHexmill(ctx, o, credit) },
+			// hexmill consumes as its runtime does, each message settled
+			// through the transport.Settler in its context; "hexmill,
+			// watermill Ack" is the subscriber used as a plain watermill
+			// one, its Ack bridged onto the Settler.
+			Hexmill: func(ctx context.Context, o Options) (Result, error) { return aliyunHexmill(ctx, o, credit, true) },
+			Baselines: map[string]Run{
+				"hexmill, watermill Ack": func(ctx context.Context, o Options) (Result, error) { return aliyunHexmill(ctx, o, credit, false) },
+			},
 		})
 	}
 }
@@ -59,7 +67,16 @@ func dialAMQP1(ctx context.Context) (*amqp.Conn, error) {
 
 // fillQueue declares a fresh queue and sends n messages as Aliyun pushes
 // them (topic, messageId, generateTime application properties).
-func fillQueue(ctx context.Context, o Options, side string) (string, error) {
+func fillQueue(ctx context.Context, o Options, side string) (queue string, err error) {
+	// Labelled, with the goroutines of its connection, so that a profile
+	// of the run can leave the untimed fill out (-tagignore phase=fill).
+	pprof.Do(ctx, pprof.Labels("phase", "fill"), func(ctx context.Context) {
+		queue, err = fill1(ctx, o, side)
+	})
+	return queue, err
+}
+
+func fill1(ctx context.Context, o Options, side string) (string, error) {
 	queue := fmt.Sprintf("hexmill-bench-aliyun-%s-%s", side, watermill.NewShortUUID())
 	conn, err := dialAMQP1(ctx)
 	if err != nil {
@@ -227,8 +244,9 @@ func handle(b []byte) {
 }
 
 // aliyunHexmill: hexmill's aliyun consumer (one connection, the same
-// credit), a subscriber that handles and acks each message.
-func aliyunHexmill(ctx context.Context, o Options, credit int) (Result, error) {
+// credit), a subscriber that handles and acks each message, through its
+// Settler (byConsumer) or with Ack.
+func aliyunHexmill(ctx context.Context, o Options, credit int, byConsumer bool) (Result, error) {
 	queue, err := fillQueue(ctx, o, "hexmill")
 	defer deleteQueue(queue)
 	if err != nil {
@@ -256,7 +274,7 @@ func aliyunHexmill(ctx context.Context, o Options, credit int) (Result, error) {
 	}
 	defer sub.Close()
 	clk := startClock()
-	out, err := sub.Subscribe(ctx, "/+/+/thing/event/property/post")
+	out, err := sub.Subscribe(subscribeContext(ctx, byConsumer), "/+/+/thing/event/property/post")
 	if err != nil {
 		return Result{}, err
 	}
@@ -266,7 +284,7 @@ func aliyunHexmill(ctx context.Context, o Options, credit int) (Result, error) {
 		select {
 		case m := <-out:
 			handle(m.Payload)
-			m.Ack()
+			ack(m, byConsumer)
 		case <-timeout.C:
 			return Result{}, fmt.Errorf("hexmill: %d of %d messages after 5m", n, o.Messages)
 		}

@@ -32,6 +32,9 @@ type Options struct {
 	// Rounds is how often each side runs, interleaved (raw, hexmill,
 	// baselines, raw, ...); the median round is reported. 0 means 1.
 	Rounds int
+	// Sides, when set, runs only the sides whose name matches ("raw",
+	// "hexmill", a baseline's name): to profile one side alone.
+	Sides *regexp.Regexp
 }
 
 // Run is one side of a case: it moves opts.Messages messages and reports
@@ -150,6 +153,9 @@ func Execute(ctx context.Context, w io.Writer, cs []Case, opts Options) []Row {
 				if ctx.Err() != nil {
 					break
 				}
+				if opts.Sides != nil && !opts.Sides.MatchString(caseRows[i].Side) {
+					continue
+				}
 				res, err := run(ctx, opts)
 				if err != nil {
 					caseRows[i].Failed = append(caseRows[i].Failed, err)
@@ -171,12 +177,19 @@ func Execute(ctx context.Context, w io.Writer, cs []Case, opts Options) []Row {
 		hex := caseRows[1]
 		for i := range caseRows {
 			r := &caseRows[i]
+			if opts.Sides != nil && !opts.Sides.MatchString(r.Side) {
+				continue
+			}
 			if r.Side != "hexmill" && r.Err == nil && hex.Err == nil && r.Result.Rate() > 0 {
 				r.Ratio = hex.Result.Rate() / r.Result.Rate()
 			}
 			writeRow(w, *r)
 		}
-		rows = append(rows, caseRows...)
+		for _, r := range caseRows {
+			if opts.Sides == nil || opts.Sides.MatchString(r.Side) {
+				rows = append(rows, r)
+			}
+		}
 	}
 	return rows
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -33,13 +34,22 @@ func main() {
 	flag.IntVar(&opts.Rounds, "rounds", 1, "rounds per side, interleaved; the median round is reported")
 	flag.StringVar(&filter, "run", "", "only cases whose name matches this regular expression")
 	report := flag.String("report", "", "also write a markdown report with SVG charts into this directory (e.g. docs/bench)")
-	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile (both sides) to this file")
+	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile (every side run) to this file")
+	memProfile := flag.String("memprofile", "", "write this process's allocation profile (every side run) to this file")
+	mutexProfile := flag.String("mutexprofile", "", "write this process's mutex contention profile (every side run) to this file")
+	sides := flag.String("side", "", "only sides whose name matches this regular expression (e.g. '^hexmill$' to profile one side)")
 	flag.Parse()
 
 	re, err := regexp.Compile(filter)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "hexmill-bench: -run: %v\n", err)
 		os.Exit(2)
+	}
+	if *sides != "" {
+		if opts.Sides, err = regexp.Compile(*sides); err != nil {
+			fmt.Fprintf(os.Stderr, "hexmill-bench: -side: %v\n", err)
+			os.Exit(2)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -55,8 +65,23 @@ func main() {
 			os.Exit(2)
 		}
 	}
+	if *mutexProfile != "" {
+		runtime.SetMutexProfileFraction(10)
+	}
 	rows := bench.Execute(ctx, os.Stdout, bench.Cases(re), opts)
 	pprof.StopCPUProfile()
+	if *mutexProfile != "" {
+		if err := writeProfile("mutex", *mutexProfile); err != nil {
+			fmt.Fprintf(os.Stderr, "hexmill-bench: -mutexprofile: %v\n", err)
+			os.Exit(2)
+		}
+	}
+	if *memProfile != "" {
+		if err := writeProfile("allocs", *memProfile); err != nil {
+			fmt.Fprintf(os.Stderr, "hexmill-bench: -memprofile: %v\n", err)
+			os.Exit(2)
+		}
+	}
 	if *report != "" {
 		r := bench.Report{Dir: *report, Command: "cd tools && go run ./cmd/hexmill-bench " + strings.Join(os.Args[1:], " "), Options: opts, Rows: rows, Notes: bench.E2ENotes()}
 		if err := r.Write(); err != nil {
@@ -70,4 +95,18 @@ func main() {
 			os.Exit(1)
 		}
 	}
+}
+
+// writeProfile writes the named runtime profile to path ("allocs": its
+// alloc_space and alloc_objects cover the whole run).
+func writeProfile(name, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }
