@@ -16,7 +16,7 @@ const TelemetryHandlerName = "telemetry"
 // Telemetry is what a device reports at one time: one or more readings.
 type Telemetry struct {
 	// DeviceID may be left out when the binding takes it from the topic
-	// (the device_id attribute).
+	// (the device_id attribute); given, it must be the topic's.
 	DeviceID string             `json:"device_id,omitempty"`
 	Readings map[string]float64 `json:"readings"`
 	At       time.Time          `json:"at"`
