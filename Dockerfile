@@ -17,5 +17,11 @@ FROM ${RUNTIME_IMAGE}
 COPY --from=build /out/hexmill /hexmill
 # distroless' nonroot user, by number so that any runtime image will do.
 USER 65532:65532
+# The service writes no file: run it with a read-only root filesystem, no
+# capabilities and no privilege escalation (docker run --read-only
+# --cap-drop ALL --security-opt no-new-privileges; Kubernetes
+# securityContext readOnlyRootFilesystem: true, runAsNonRoot: true,
+# allowPrivilegeEscalation: false, capabilities.drop: [ALL]); no tmpfs is
+# needed. docker-compose.yml does so; see docs/security.md.
 EXPOSE 8080
 ENTRYPOINT ["/hexmill"]

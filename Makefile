@@ -71,6 +71,20 @@ lint: ## gofmt and go vet, the tools' too
 	$(GO) vet $(PKGS)
 	$(if $(TOOLS_PKGS),cd tools && $(GO) vet $(TOOLS_PKGS))
 
+# govulncheck, pinned; VULN_DB is its database (a mirror where vuln.go.dev
+# is out of reach).
+GOVULNCHECK ?= golang.org/x/vuln/cmd/govulncheck@v1.10.0
+VULN_DB     ?= https://vuln.go.dev
+
+.PHONY: vuln
+vuln: ## govulncheck (pinned) on the module and the tools; where its database VULN_DB cannot be reached, says so in one line and exits 0
+	@probe="$(VULN_DB)/index/db.json.gz"; \
+	if command -v curl >/dev/null 2>&1; then curl -fsS -m 10 -o /dev/null "$$probe" 2>/dev/null; \
+	else wget -q -T 10 -t 1 -O /dev/null "$$probe" 2>/dev/null; fi; \
+	if [ $$? -ne 0 ]; then echo "vuln: skipped: the vulnerability database $(VULN_DB) cannot be reached (set VULN_DB to a mirror)"; exit 0; fi; \
+	set -ex; $(GO) run $(GOVULNCHECK) -db $(VULN_DB) $(PKGS); \
+	$(if $(TOOLS_PKGS),cd tools && $(GO) run $(GOVULNCHECK) -db $(VULN_DB) $(TOOLS_PKGS))
+
 .PHONY: rename
 rename: ## make the clone a service of its own: make rename MODULE=example.com/fleet NAME=fleet
 	$(GO) run ./internal/rename -module "$(MODULE)" -name "$(NAME)"

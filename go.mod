@@ -2,6 +2,10 @@ module github.com/hexmill/hexmill
 
 go 1.26.0
 
+// The toolchain floor: the Go release with the fixes this module is checked
+// against (make vuln); an older local Go fetches it (GOTOOLCHAIN=auto).
+toolchain go1.26.8
+
 require (
 	github.com/Azure/go-amqp v1.7.0
 	github.com/ThreeDotsLabs/watermill v1.5.1

@@ -2,15 +2,17 @@ package app
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
-	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -29,8 +31,20 @@ import (
 // maxInjectBytes bounds a message injected over HTTP.
 const maxInjectBytes = 1 << 20
 
-// OpsServer serves /healthz, /readyz, /metrics and, on the in-memory
-// transport, /inject/{handler}.
+// The ops server's fixed bounds: a request's headers must come within
+// opsReadHeaderTimeout and fit in opsMaxHeaderBytes (its endpoints take
+// none of any size).
+const (
+	opsReadHeaderTimeout = 5 * time.Second
+	opsMaxHeaderBytes    = 16 << 10
+)
+
+// readyLogEvery is how often an unchanged reason for not being ready is
+// logged again, so that a probe polling /readyz does not flood the log.
+const readyLogEvery = time.Minute
+
+// OpsServer serves /healthz, /readyz, /metrics and, when ops.inject is
+// on, /inject/{handler} (see docs/security.md).
 type OpsServer struct {
 	server   *http.Server
 	listener net.Listener
@@ -58,17 +72,31 @@ func newOpsServer(p opsParams) *OpsServer {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})
+	ready := &readiness{logger: p.Logger}
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := p.Runtime.Ready(); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		// The body names the parts only: the reasons carry hosts, users,
+		// client IDs and driver errors, which go to the log.
+		parts := ready.check(p.Runtime.NotReady())
+		if len(parts) > 0 {
+			http.Error(w, "not ready: "+strings.Join(parts, ", "), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("POST /inject/{handler}", injectHandler(p.Config, p.Broker))
+	if p.Config.Ops.InjectOn() {
+		mux.Handle("POST /inject/{handler}", bearer(p.Config.Ops.Token.Reveal(), injectHandler(p.Config, p.Broker, p.Logger)))
+	}
 
-	s := &OpsServer{server: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	ops := p.Config.Ops
+	s := &OpsServer{server: &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: opsReadHeaderTimeout,
+		ReadTimeout:       ops.ReadTimeout,
+		WriteTimeout:      ops.WriteTimeout,
+		IdleTimeout:       ops.IdleTimeout,
+		MaxHeaderBytes:    opsMaxHeaderBytes,
+	}}
 	p.Lifecycle.Append(fx.Hook{
 		OnStart: func(context.Context) error {
 			l, err := net.Listen("tcp", p.Config.HTTPAddr)
@@ -78,7 +106,10 @@ func newOpsServer(p opsParams) *OpsServer {
 			s.listener = l
 			s.done = make(chan error, 1)
 			go func() { s.done <- s.server.Serve(l) }()
-			p.Logger.Info("ops http listening", "addr", l.Addr().String())
+			p.Logger.Info("ops http listening", "addr", l.Addr().String(), "inject", ops.InjectOn(), "inject_token", ops.Token != "")
+			if ops.InjectOn() && ops.Token == "" && !p.Config.OnlyMemory() {
+				p.Logger.Warn("ops.inject is on without ops.token: whoever reaches the ops port can publish to the handlers bound to memory; set ops.token or turn ops.inject off")
+			}
 			return nil
 		},
 		OnStop: func(ctx context.Context) error {
@@ -92,24 +123,82 @@ func newOpsServer(p opsParams) *OpsServer {
 	return s
 }
 
+// readiness logs why the service is not ready when the failing parts change,
+// and again every readyLogEvery while they last.
+type readiness struct {
+	logger *slog.Logger
+
+	mu     sync.Mutex
+	last   string // the parts last logged, "" for ready
+	logged time.Time
+}
+
+// check logs nr when due and returns the parts' names.
+func (r *readiness) check(nr []runtime.NotReady) []string {
+	parts := make([]string, len(nr))
+	reasons := make([]string, len(nr))
+	for i, n := range nr {
+		parts[i], reasons[i] = n.Part, n.Err.Error()
+	}
+	key := strings.Join(parts, ", ")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if key == r.last && (key == "" || now.Sub(r.logged) < readyLogEvery) {
+		return parts
+	}
+	if key == "" {
+		r.logger.Info("ready")
+	} else {
+		r.logger.Warn("not ready", "parts", key, "reasons", strings.Join(reasons, "; "))
+	}
+	r.last, r.logged = key, now
+	return parts
+}
+
+// bearer asks for Authorization: Bearer token when token is set.
+func bearer(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	// Compared as SHA-256 sums in constant time: neither the token's bytes
+	// nor its length show in the time an answer takes.
+	want := sha256.Sum256([]byte("Bearer " + token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ops"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // injectHandler publishes the request body to the topic a handler is bound
 // to, when that binding is on the in-memory transport: the way to try the
-// service by hand without a broker.
-func injectHandler(cfg config.Config, broker *memory.Transport) http.HandlerFunc {
+// service by hand without a broker. Bodies are never logged.
+func injectHandler(cfg config.Config, broker *memory.Transport, logger *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("handler")
 		b, ok := cfg.Handlers[name]
 		if !ok {
-			http.Error(w, fmt.Sprintf("no handler %q; bound handlers: %v\n", name, slices.Sorted(maps.Keys(cfg.Handlers))), http.StatusNotFound)
+			// Not the bound handlers' names: the caller may be anyone.
+			http.Error(w, "no such handler", http.StatusNotFound)
 			return
 		}
 		if b.Transport != config.TransportMemory {
-			http.Error(w, fmt.Sprintf("handler %q is bound to %s: publish to its broker instead\n", name, b.Transport), http.StatusConflict)
+			http.Error(w, "handler is not on the memory transport: publish to its broker instead", http.StatusConflict)
 			return
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxInjectBytes))
 		if err != nil {
-			http.Error(w, "read body: "+err.Error(), http.StatusRequestEntityTooLarge)
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				http.Error(w, fmt.Sprintf("body larger than %d bytes", maxInjectBytes), http.StatusRequestEntityTooLarge)
+				return
+			}
+			http.Error(w, "read body", http.StatusBadRequest)
 			return
 		}
 		if !json.Valid(body) {
@@ -127,9 +216,11 @@ func injectHandler(cfg config.Config, broker *memory.Transport) http.HandlerFunc
 			}
 		}
 		if err := broker.Publish(b.Topic, msg); err != nil {
-			http.Error(w, "publish: "+err.Error(), http.StatusServiceUnavailable)
+			logger.Warn("inject: publish failed", "handler", name, "bytes", len(body), "error", err)
+			http.Error(w, "publish failed; try again later", http.StatusServiceUnavailable)
 			return
 		}
+		logger.Debug("injected", "handler", name, "message_uuid", msg.UUID, "bytes", len(body))
 		w.WriteHeader(http.StatusAccepted)
 		_, _ = fmt.Fprintf(w, "published %s to %s\n", msg.UUID, b.Topic)
 	}

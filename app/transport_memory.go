@@ -19,7 +19,7 @@ import (
 var memoryModule = fx.Module("memory",
 	fx.Provide(
 		func() *section[memory.Config] {
-			return &section[memory.Config]{value: memory.Config{QueueLimit: memory.DefaultQueueLimit}}
+			return &section[memory.Config]{value: memory.Config{QueueLimit: memory.DefaultQueueLimit, MaxQueueBytes: memory.DefaultMaxQueueBytes}}
 		},
 		fx.Annotate(func(s *section[memory.Config]) config.Section {
 			return config.Section{Path: "transports." + config.TransportMemory, Value: &s.value, Transport: config.TransportMemory}

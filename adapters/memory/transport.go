@@ -21,10 +21,19 @@ type Config struct {
 	// QueueLimit bounds each queue; a publish to a full queue fails (the
 	// caller retries) rather than growing memory without bound.
 	QueueLimit int `yaml:"queue_limit"`
+	// MaxQueueBytes bounds each queue in bytes (payloads and metadata) as
+	// QueueLimit does in messages; 0 sets no such bound. A message is
+	// always taken by an empty queue, so one larger than the bound does
+	// not block its topic for good.
+	MaxQueueBytes int64 `yaml:"max_queue_bytes"`
 }
 
 // DefaultQueueLimit is Config.QueueLimit's default.
 const DefaultQueueLimit = 100_000
+
+// DefaultMaxQueueBytes is the service's default of Config.MaxQueueBytes
+// (the app's section sets it; a Config made in code has none).
+const DefaultMaxQueueBytes = 64 << 20
 
 // SetDefaults fills the zero values with defaults. It is idempotent.
 func (c *Config) SetDefaults() {
@@ -37,6 +46,9 @@ func (c *Config) SetDefaults() {
 func (c Config) Validate() error {
 	if c.QueueLimit < 1 {
 		return &ports.FieldError{Field: "queue_limit", Fix: "must be 1 or more, e.g. 100000"}
+	}
+	if c.MaxQueueBytes < 0 {
+		return &ports.FieldError{Field: "max_queue_bytes", Fix: "must be 0 (no bound) or more, e.g. 67108864"}
 	}
 	return nil
 }
@@ -68,13 +80,15 @@ type Transport struct {
 }
 
 type topic struct {
-	queues  map[string]*queue // by group
-	waiting []*message.Message
+	queues       map[string]*queue // by group
+	waiting      []*message.Message
+	waitingBytes int64
 }
 
 type queue struct {
 	name     string
 	messages []*message.Message
+	bytes    int64 // the size of messages, see size
 	// changed is closed and replaced whenever a message is added.
 	changed chan struct{}
 }
@@ -113,20 +127,28 @@ func (b *Transport) Publish(topicName string, msgs ...*message.Message) error {
 	defer b.mu.Unlock()
 	t := b.topic(topicName)
 	for _, msg := range msgs {
+		c := onTopic(msg, topicName)
+		n := size(c)
 		if len(t.queues) == 0 {
-			if len(t.waiting) >= b.cfg.QueueLimit {
-				return fmt.Errorf("%w: topic %s has no subscriber and %d messages waiting", ErrQueueFull, topicName, len(t.waiting))
+			if len(t.waiting) >= b.cfg.QueueLimit || b.overBytes(len(t.waiting), t.waitingBytes, n) {
+				return fmt.Errorf("%w: topic %s has no subscriber and %d messages (%d bytes) waiting", ErrQueueFull, topicName, len(t.waiting), t.waitingBytes)
 			}
-			t.waiting = append(t.waiting, onTopic(msg, topicName))
+			t.waiting = append(t.waiting, c)
+			t.waitingBytes += n
 			continue
 		}
 		for _, q := range t.queues {
-			if len(q.messages) >= b.cfg.QueueLimit {
-				return fmt.Errorf("%w: queue %s holds %d messages", ErrQueueFull, q.name, len(q.messages))
+			if len(q.messages) >= b.cfg.QueueLimit || b.overBytes(len(q.messages), q.bytes, n) {
+				return fmt.Errorf("%w: queue %s holds %d messages (%d bytes)", ErrQueueFull, q.name, len(q.messages), q.bytes)
 			}
 		}
+		first := true
 		for _, q := range t.queues {
-			q.push(onTopic(msg, topicName))
+			if !first {
+				c = c.Copy()
+			}
+			first = false
+			q.push(c)
 		}
 	}
 	return nil
@@ -142,6 +164,26 @@ func onTopic(msg *message.Message, topicName string) *message.Message {
 	c.Metadata[ports.MetadataTopic] = topicName
 	delete(c.Metadata, ports.MetadataRedelivered)
 	return c
+}
+
+// overBytes reports whether a message of n bytes would take a queue of
+// count messages and held bytes past MaxQueueBytes; an empty queue takes
+// any message.
+func (b *Transport) overBytes(count int, held, n int64) bool {
+	return b.cfg.MaxQueueBytes > 0 && count > 0 && held+n > b.cfg.MaxQueueBytes
+}
+
+// size is what a message counts against MaxQueueBytes: its payload and
+// its metadata's keys and values, but the topic, which its queue sets
+// (see onTopic).
+func size(msg *message.Message) int64 {
+	n := len(msg.Payload)
+	for k, v := range msg.Metadata {
+		if k != ports.MetadataTopic {
+			n += len(k) + len(v)
+		}
+	}
+	return int64(n)
 }
 
 // Depth returns how many messages wait in the queue of topic and group
@@ -173,7 +215,7 @@ func (b *Transport) queue(topicName, group string) *queue {
 	if !ok {
 		q = &queue{name: topicName + "/" + group, changed: make(chan struct{})}
 		if len(t.queues) == 0 {
-			q.messages, t.waiting = t.waiting, nil
+			q.messages, q.bytes, t.waiting, t.waitingBytes = t.waiting, t.waitingBytes, nil, 0
 		}
 		t.queues[group] = q
 	}
@@ -190,6 +232,7 @@ func (b *Transport) take(q *queue) (*message.Message, <-chan struct{}) {
 	msg := q.messages[0]
 	q.messages[0] = nil
 	q.messages = q.messages[1:]
+	q.bytes -= size(msg)
 	return msg, nil
 }
 
@@ -198,11 +241,13 @@ func (b *Transport) requeue(q *queue, msg *message.Message) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	q.messages = append([]*message.Message{msg}, q.messages...)
+	q.bytes += size(msg)
 	q.notify()
 }
 
 func (q *queue) push(msg *message.Message) {
 	q.messages = append(q.messages, msg)
+	q.bytes += size(msg)
 	q.notify()
 }
 

@@ -2,6 +2,7 @@ package memory_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -147,5 +148,55 @@ func TestByConsumerIgnoresAck(t *testing.T) {
 	}
 	if n := b.Depth("t", "g"); n != 1 {
 		t.Fatalf("queue holds %d messages after Close; want the acked but unsettled one back", n)
+	}
+}
+
+// max_queue_bytes bounds a queue in bytes as queue_limit does in
+// messages, before and after a subscriber exists; an empty queue takes a
+// message of any size, and taking messages out makes room again.
+func TestMaxQueueBytes(t *testing.T) {
+	b, err := memory.New(memory.Config{MaxQueueBytes: 100}, watermill.NopLogger{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func(n int) *message.Message { return message.NewMessage("id", make([]byte, n)) }
+	publish := func(topic string, n int) error { return b.Publish(topic, msg(n)) }
+
+	if err := publish("waiting", 60); err != nil {
+		t.Fatal(err)
+	}
+	if err := publish("waiting", 60); !errors.Is(err, memory.ErrQueueFull) {
+		t.Fatalf("120 bytes waiting in a queue of 100: %v, want ErrQueueFull", err)
+	}
+	if err := publish("big", 500); err != nil {
+		t.Fatalf("one message larger than the bound, to an empty queue: %v", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := newSubscriber(t, b, "g", 1)
+	out, err := s.Subscribe(ctx, "queued")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := publish("queued", 10); err != nil { // handed to the subscriber: out of the queue
+		t.Fatal(err)
+	}
+	first := <-out
+	for range 2 {
+		if err := publish("queued", 45); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := publish("queued", 45); !errors.Is(err, memory.ErrQueueFull) {
+		t.Fatalf("135 bytes in a queue of 100: %v, want ErrQueueFull", err)
+	}
+	first.Ack()
+	<-out // one of 45 out: room for another
+	if err := publish("queued", 45); err != nil {
+		t.Fatalf("after a message left the queue: %v", err)
+	}
+	if _, err := memory.New(memory.Config{MaxQueueBytes: -1}, nil); err == nil {
+		t.Fatal("a negative max_queue_bytes is accepted")
 	}
 }

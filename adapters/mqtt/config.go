@@ -158,9 +158,13 @@ func (c Config) Validate() error {
 	if len(c.Servers) == 0 {
 		return &ports.FieldError{Field: "servers", Fix: "at least one server URL, e.g. mqtt://127.0.0.1:1883"}
 	}
-	for _, s := range c.Servers {
+	for i, s := range c.Servers {
 		u, err := url.Parse(s)
-		if err != nil || u.Host == "" {
+		if err != nil {
+			// Not echoed: what does not parse may hold a password.
+			return ports.FieldErrorf("servers", "item %d does not parse as a URL; use e.g. mqtt://127.0.0.1:1883, credentials in username and password", i+1)
+		}
+		if u.Host == "" {
 			return ports.FieldErrorf("servers", "%q is not a URL; use e.g. mqtt://127.0.0.1:1883", redactURL(s))
 		}
 		switch u.Scheme {
@@ -227,13 +231,20 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// redactURL is s fit for an error: its password (or, where it does not
+// parse as a URL with credentials, the whole of it) replaced.
 func redactURL(s string) string {
 	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
+	switch {
+	case err != nil:
+		return "[unparsable URL]"
+	case u.User != nil:
+		u.User = url.User("[redacted]")
+		return u.String()
+	case strings.Contains(s, "@"):
+		return "[redacted]" // user:password@host without a scheme
 	}
-	u.User = url.User("[redacted]")
-	return u.String()
+	return s
 }
 
 var placeholders = []string{"{service}", "{hostname}", "{conn}", "{n}"}

@@ -146,10 +146,11 @@ func (c Config) tlsConfig() (*tls.Config, error) {
 
 func (c Config) serverURLs() ([]*url.URL, error) {
 	urls := make([]*url.URL, 0, len(c.Servers))
-	for _, s := range c.Servers {
+	for i, s := range c.Servers {
 		u, err := url.Parse(s)
 		if err != nil {
-			return nil, fmt.Errorf("servers: %w", err)
+			// Not %w: url.Error quotes the URL, which may hold a password.
+			return nil, fmt.Errorf("servers: item %d does not parse as a URL", i+1)
 		}
 		urls = append(urls, u)
 	}

@@ -135,6 +135,18 @@ func (c Config) Validate() error {
 		if _, set := u.User.Password(); set {
 			return &ports.FieldError{Field: "url", Fix: "holds a password; move it to postgres.password (kept out of logs and dumps)"}
 		}
+		// libpq takes secrets in the query too; they would be logged and
+		// dumped with the URL.
+		q, err := url.ParseQuery(u.RawQuery)
+		if err != nil {
+			return &ports.FieldError{Field: "url", Fix: "its query does not parse; want postgres://user@host:5432/db?sslmode=..."}
+		}
+		if q.Has("password") {
+			return &ports.FieldError{Field: "url", Fix: "holds password= in its query; move it to postgres.password (kept out of logs and dumps)"}
+		}
+		if q.Has("sslpassword") {
+			return &ports.FieldError{Field: "url", Fix: "holds sslpassword= in its query, which is logged and dumped with the URL; remove it and give the client key unencrypted, readable by the service only"}
+		}
 	}
 	if c.Port < 1 || c.Port > 65535 {
 		return ports.FieldErrorf("port", "%d; want 1..65535", c.Port)

@@ -36,6 +36,8 @@ type Config struct {
 	Service string `yaml:"service"`
 	// HTTPAddr is where /healthz, /readyz and /metrics listen; "off" disables.
 	HTTPAddr string `yaml:"http_addr"`
+	// Ops is the ops HTTP server's behaviour: /inject, its token, timeouts.
+	Ops OpsConfig `yaml:"ops"`
 	// DrainTimeout bounds how long stop waits for in-flight handlers before
 	// it hands their messages back to the broker.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
@@ -142,6 +144,8 @@ func load(name string, defaults func(*Config), env map[string]string, sections [
 		return cfg, err
 	}
 	cfg.setDefaults()
+	// /inject is on by default only in the zero-config demo.
+	cfg.Ops.setDefaults(env[EnvConfigFile(name)] == "" && cfg.OnlyMemory())
 	if err := cfg.Validate(); err != nil {
 		return cfg, err
 	}
@@ -402,6 +406,9 @@ func (c Config) validate() error {
 		return &ports.FieldError{Field: "log.format", Fix: "must be text or json"}
 	}
 	if err := c.Tracing.Validate(); err != nil {
+		return err
+	}
+	if err := c.Ops.Validate(); err != nil {
 		return err
 	}
 	if len(c.Handlers) == 0 {

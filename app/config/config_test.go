@@ -423,6 +423,19 @@ func TestLoadInvalid(t *testing.T) {
 		{name: "postgres negative retention", env: env{"HEXMILL_POSTGRES_URL": "postgres://app@db/app", "HEXMILL_POSTGRES_RETENTION_KEEP": "-1h"}, field: "postgres.retention.keep", want: []string{"positive duration"}},
 		{name: "postgres negative relay batch", env: env{"HEXMILL_POSTGRES_URL": "postgres://app@db/app", "HEXMILL_POSTGRES_RELAY_BATCH_SIZE": "-1"}, field: "postgres.relay.batch_size", want: []string{"1 or more"}},
 		{name: "topic_params duplicate", env: env{"HEXMILL_HANDLERS_TELEMETRY_TOPIC_PARAMS": "{a}/{a}"}, field: "handlers.telemetry.topic_params", want: []string{"appears twice"}},
+		// Secrets: refused where they would be logged or dumped, and never
+		// echoed (no error here may hold hunter2).
+		{name: "postgres password in url query", env: env{"HEXMILL_POSTGRES_URL": "postgres://app@db/app?sslmode=require&password=hunter2"}, field: "postgres.url", want: []string{"password=", "move it to postgres.password"}},
+		{name: "postgres sslpassword in url query", env: env{"HEXMILL_POSTGRES_URL": "postgres://app@db/app?sslpassword=hunter2"}, field: "postgres.url", want: []string{"sslpassword="}},
+		{name: "postgres url that does not parse", env: env{"HEXMILL_POSTGRES_URL": "postgres://app:hunter2 x@db/app"}, field: "postgres.url", want: []string{"not a URL"}},
+		{name: "tracing endpoint with credentials", env: env{"HEXMILL_TRACING_ENDPOINT": "https://user:hunter2@collector:4318"}, field: "tracing.endpoint", want: []string{"credentials", "OTEL_EXPORTER_OTLP_HEADERS"}},
+		{name: "tracing endpoint with a user", env: env{"HEXMILL_TRACING_ENDPOINT": "https://hunter2@collector:4318"}, field: "tracing.endpoint", want: []string{"credentials"}},
+		{name: "tracing endpoint that does not parse", env: env{"HEXMILL_TRACING_ENDPOINT": "https://user:hunter2 x@collector:4318"}, field: "tracing.endpoint", want: []string{"collector's URL"}},
+		{name: "mqtt server that does not parse", env: env{"HEXMILL_HANDLERS_TELEMETRY_TRANSPORT": "mqtt", "HEXMILL_POISON_TRANSPORT": "mqtt", "HEXMILL_TRANSPORTS_MQTT_SERVERS": "mqtt://u:hunter2 x@h:1883"}, field: "transports.mqtt.servers", want: []string{"item 1 does not parse"}},
+		{name: "mqtt server without a scheme", env: env{"HEXMILL_HANDLERS_TELEMETRY_TRANSPORT": "mqtt", "HEXMILL_POISON_TRANSPORT": "mqtt", "HEXMILL_TRANSPORTS_MQTT_SERVERS": "u:hunter2@h:1883"}, field: "transports.mqtt.servers", want: []string{"[redacted]"}},
+		{name: "rabbitmq url that does not parse", env: env{"HEXMILL_EVENTS_ALERTRAISED_TRANSPORT": "rabbitmq", "HEXMILL_TRANSPORTS_RABBITMQ_URL": "amqp://guest:hunter2 x@h:5672/"}, field: "transports.rabbitmq.url", want: []string{"cannot parse"}},
+		{name: "ops negative read timeout", env: env{"HEXMILL_OPS_READ_TIMEOUT": "-1s"}, field: "ops.read_timeout", want: []string{"positive duration"}},
+		{name: "memory negative max_queue_bytes", env: env{"HEXMILL_TRANSPORTS_MEMORY_MAX_QUEUE_BYTES": "-1"}, field: "transports.memory.max_queue_bytes", want: []string{"0 (no bound)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -456,6 +469,9 @@ func TestLoadInvalid(t *testing.T) {
 				if !strings.Contains(msg, s) {
 					t.Errorf("error %q does not contain %q", msg, s)
 				}
+			}
+			if strings.Contains(msg, "hunter2") {
+				t.Errorf("error %q shows the secret", msg)
 			}
 			if strings.Count(msg, "config:") != 1 || strings.Contains(msg, "\n") {
 				t.Errorf("error %q is not ONE error on one line", msg)
@@ -573,5 +589,58 @@ func TestConfigCredentialsAreSecret(t *testing.T) {
 	}
 	if s.Reveal() != "hunter2" {
 		t.Errorf("Reveal() = %q, want the value", s.Reveal())
+	}
+}
+
+// POST /inject is on by default only in the zero-config demo: no
+// configuration file and every binding on the memory transport; ops.inject
+// says otherwise either way. ops.token is a secret.
+func TestOpsInjectDefault(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string // "" for no file
+		env  env
+		want bool
+	}{
+		{name: "zero-config demo", want: true},
+		{name: "demo from the environment only", env: env{"HEXMILL_HANDLERS_BATTERY_TRANSPORT": "memory", "HEXMILL_HANDLERS_BATTERY_TOPIC": "b"}, want: true},
+		{name: "a configuration file", yaml: "drain_timeout: 5s\n", want: false},
+		{name: "an empty configuration file", yaml: "\n", want: false},
+		{name: "a binding on a broker", env: env{"HEXMILL_EVENTS_ALERTRAISED_TRANSPORT": "rabbitmq"}, want: false},
+		{name: "turned off in the demo", env: env{"HEXMILL_OPS_INJECT": "false"}, want: false},
+		{name: "turned on with a file", yaml: "ops:\n  inject: true\n", want: true},
+		{name: "turned on with a broker", env: env{"HEXMILL_EVENTS_ALERTRAISED_TRANSPORT": "rabbitmq", "HEXMILL_OPS_INJECT": "true"}, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := env{}
+			if tt.yaml != "" {
+				e = writeYAML(t, tt.yaml)
+			}
+			maps.Copy(e, tt.env)
+			l, err := load(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := l.Ops.InjectOn(); got != tt.want {
+				t.Errorf("ops.inject = %t, want %t", got, tt.want)
+			}
+		})
+	}
+
+	l, err := load(env{"HEXMILL_OPS_TOKEN": "hunter2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eq(t, "ops.token", l.Ops.Token, secret.String("hunter2"))
+	dump, err := l.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(dump), "hunter2") || !strings.Contains(string(dump), "token: '[redacted]'") {
+		t.Errorf("the dump does not redact ops.token:\n%s", dump)
+	}
+	if l.Ops.ReadTimeout <= 0 || l.Ops.WriteTimeout <= 0 || l.Ops.IdleTimeout <= 0 {
+		t.Errorf("ops timeouts without defaults: %+v", l.Ops)
 	}
 }

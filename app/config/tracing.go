@@ -92,6 +92,13 @@ func (c TracingConfig) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return &ports.FieldError{Field: "tracing.endpoint", Fix: "want the collector's URL, such as http://127.0.0.1:4317"}
 		}
+		if u.User != nil {
+			// It would be logged and exported with every span batch's
+			// errors; OTLP credentials go in headers
+			// (OTEL_EXPORTER_OTLP_HEADERS), which the exporters read
+			// themselves.
+			return &ports.FieldError{Field: "tracing.endpoint", Fix: "holds credentials (user@ or user:password@); remove them and pass them in OTEL_EXPORTER_OTLP_HEADERS"}
+		}
 	}
 	return nil
 }

@@ -214,22 +214,6 @@ func (p relayPublisher) Publish(topic string, msgs ...*message.Message) error {
 // Close does nothing: the runtime closes the route's publisher.
 func (relayPublisher) Close() error { return nil }
 
-// unready reports the first binding whose publishes have failed for
-// longer than after.
-func (p *eventPublisher) unready(after time.Duration) error {
-	now := time.Now()
-	routes := []route{p.poisonTo}
-	for _, k := range slices.Sorted(maps.Keys(p.routes)) {
-		routes = append(routes, p.routes[k])
-	}
-	for _, r := range routes {
-		if d, err := r.failingFor(now); d > after {
-			return fmt.Errorf("%s has failed to publish for %s: %w", r.field, d.Round(time.Second), err)
-		}
-	}
-	return nil
-}
-
 // send publishes msg on r, in a producer span when tracing is on.
 func (p *eventPublisher) send(ctx context.Context, r route, msg *message.Message) error {
 	if p.tracing == nil {

@@ -414,30 +414,8 @@ func (r *Runtime) Publisher() *Publisher { return r.publisher }
 // connected, and no event binding (nor the poison target) has failed to
 // publish for longer than publish_unready_after.
 func (r *Runtime) Ready() error {
-	r.mu.Lock()
-	state, ended := r.state, r.ended
-	r.mu.Unlock()
-	if state != stateRunning {
-		return errors.New("not consuming")
-	}
-	if len(ended) > 0 {
-		return fmt.Errorf("not consuming: the subscription of %v ended", ended)
-	}
-	for _, name := range slices.Sorted(maps.Keys(r.transports)) {
-		if err := r.transports[name].Ready(); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-	}
-	if r.db != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
-		err := r.db.Ready(ctx)
-		cancel()
-		if err != nil {
-			return err
-		}
-	}
-	if r.cfg.PublishUnreadyAfter > 0 && r.publishers != nil {
-		return r.publishers.unready(r.cfg.PublishUnreadyAfter)
+	if nr := r.NotReady(); len(nr) > 0 {
+		return nr[0].Err
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -109,12 +110,24 @@ func (d *demoRun) log(kind string, msgs <-chan *message.Message) {
 	defer d.wg.Done()
 	for msg := range msgs {
 		if kind == "poison" {
-			d.logger.Warn("poison", "reason", msg.Metadata.Get(middleware.ReasonForPoisonedKey), "handler", msg.Metadata.Get(middleware.PoisonedHandlerKey), "payload", string(msg.Payload))
+			d.logger.Warn("poison", "reason", clip(msg.Metadata.Get(middleware.ReasonForPoisonedKey)), "handler", msg.Metadata.Get(middleware.PoisonedHandlerKey), "payload", clip(string(msg.Payload)))
 		} else {
-			d.logger.Info("event", "type", kind, "payload", string(msg.Payload))
+			d.logger.Info("event", "type", kind, "payload", clip(string(msg.Payload)))
 		}
 		msg.Ack()
 	}
+}
+
+// maxLoggedPayload bounds what the demo logs of a payload: it may be an
+// injected body of anyone's choosing, up to a MiB.
+const maxLoggedPayload = 512
+
+// clip is s cut to maxLoggedPayload bytes, saying how long it was.
+func clip(s string) string {
+	if len(s) <= maxLoggedPayload {
+		return s
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strings.ToValidUTF8(s[:maxLoggedPayload], ""), len(s))
 }
 
 func (d *demoRun) generate(ctx context.Context) {

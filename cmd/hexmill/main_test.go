@@ -117,3 +117,28 @@ func get(t *testing.T, url string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// An injected body reaches the log clipped, never whole: the demo logs
+// what lands on the poison target, and the body is anyone's.
+func TestInjectedBodyNotLoggedWhole(t *testing.T) {
+	s := startService(t, "HEXMILL_DEMO_INTERVAL=1h")
+	addr := s.WaitLog(t, "ops http listening", integration.MsgIs("ops http listening"))["addr"].(string)
+	s.WaitLog(t, "consuming", integration.MsgIs("consuming"))
+	const marker = "hx-end-of-body"
+	body := `{"device_id":"big","readings":{"temperature":"hot"},"pad":"` + strings.Repeat("x", 8<<10) + `","end":"` + marker + `"}`
+	resp, err := http.Post("http://"+addr+"/inject/telemetry", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("inject: %d", resp.StatusCode)
+	}
+	line := s.WaitLog(t, "the poisoned body", integration.MsgIs("poison"))
+	if p, _ := line["payload"].(string); !strings.Contains(p, `"device_id":"big"`) || len(p) > 1024 {
+		t.Errorf("poison log payload is %d bytes, want the body's start, clipped: %.200s", len(p), p)
+	}
+	if n := s.CountLog(func(l map[string]any) bool { return strings.Contains(fmt.Sprint(l), marker) }); n > 0 {
+		t.Errorf("%d log lines hold the whole injected body", n)
+	}
+}
