@@ -24,6 +24,13 @@ type StatusReport struct {
 // DeviceStatusChanged when it changes. Redeliveries and reports older than
 // the stored one change nothing.
 //
+// The device is the one its topic names (the device_id attribute, from the
+// binding's topic_params), which broker ACLs let only that device publish
+// to; a payload device_id that contradicts it is refused (ports.Invalid),
+// so that no device can report for another. A report timed more than
+// Config.ClockSkew ahead of the service's clock is refused too: stored, it
+// would freeze its device's status until that time.
+//
 // Bound idempotently on PostgreSQL (handlers.device-status.idempotent),
 // the handler runs in a transaction (ports.TxFrom): the status, the record
 // that the message was handled and the event (written to the outbox)
@@ -33,13 +40,15 @@ type StatusReport struct {
 // store), a crash between saving and publishing cannot be undone; the
 // handler then publishes first (see Handle).
 type DeviceStatusHandler struct {
+	cfg       Config
 	store     DeviceStore
 	publisher ports.Publisher
+	clock     ports.Clock
 }
 
 // NewDeviceStatusHandler returns the device status handler.
-func NewDeviceStatusHandler(store DeviceStore, publisher ports.Publisher) *DeviceStatusHandler {
-	return &DeviceStatusHandler{store: store, publisher: publisher}
+func NewDeviceStatusHandler(cfg Config, store DeviceStore, publisher ports.Publisher, clock ports.Clock) *DeviceStatusHandler {
+	return &DeviceStatusHandler{cfg: cfg, store: store, publisher: publisher, clock: clock}
 }
 
 // Name implements ports.Handler.
@@ -54,10 +63,12 @@ func (h *DeviceStatusHandler) Handle(ctx context.Context, msg ports.Message) err
 	if err := ports.DecodeJSONStrict(msg.Payload, &r); err != nil {
 		return err
 	}
-	if r.DeviceID == "" {
-		r.DeviceID = msg.Attributes[AttrDeviceID]
+	deviceID, err := deviceOf(r.DeviceID, msg)
+	if err != nil {
+		return ports.Invalid(fmt.Errorf("device status: %w", err))
 	}
-	online, err := r.validate()
+	r.DeviceID = deviceID
+	online, err := r.validate(h.clock.Now().Add(h.cfg.clockSkew()))
 	if err != nil {
 		return ports.Invalid(err)
 	}
@@ -103,7 +114,9 @@ func (h *DeviceStatusHandler) save(ctx context.Context, s DeviceStatus) error {
 	return nil
 }
 
-func (r StatusReport) validate() (online bool, err error) {
+// validate checks a report; latest is the latest time a device's clock
+// may tell.
+func (r StatusReport) validate(latest time.Time) (online bool, err error) {
 	var errs []error
 	if r.DeviceID == "" {
 		errs = append(errs, errors.New("device_id is missing (in the payload or the topic)"))
@@ -115,8 +128,11 @@ func (r StatusReport) validate() (online bool, err error) {
 	default:
 		errs = append(errs, fmt.Errorf("status %q is neither online nor offline", r.Status))
 	}
-	if r.At.IsZero() {
+	switch {
+	case r.At.IsZero():
 		errs = append(errs, errors.New("at is missing: the device's time of the report orders reports"))
+	case r.At.After(latest):
+		errs = append(errs, fmt.Errorf("at %s is further ahead of the service's clock than clock_skew allows: the device's clock is wrong", r.At.Format(time.RFC3339)))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return false, fmt.Errorf("device status: %w", err)

@@ -17,6 +17,15 @@ var (
 	t3 = t2.Add(time.Minute)
 )
 
+// statusNow is the service's clock in the status tests: after t3.
+var statusNow = t3.Add(time.Hour)
+
+// newStatusHandler is the handler with the default configuration and the
+// clock at statusNow.
+func newStatusHandler(store domain.DeviceStore, pub ports.Publisher) *domain.DeviceStatusHandler {
+	return domain.NewDeviceStatusHandler(domain.DefaultConfig(), store, pub, fixedClock{statusNow})
+}
+
 func statusMsg(id, device, status string, at time.Time) ports.Message {
 	p := `{"status":"` + status + `"`
 	if device != "" {
@@ -34,7 +43,7 @@ func changed(device string, online bool, at time.Time) domain.DeviceStatusChange
 }
 
 func TestDeviceStatusHandlerName(t *testing.T) {
-	h := domain.NewDeviceStatusHandler(newFakeStore(), &fakePublisher{})
+	h := newStatusHandler(newFakeStore(), &fakePublisher{})
 	if got := h.Name(); got != domain.DeviceStatusHandlerName {
 		t.Fatalf("Name() = %q, want %q", got, domain.DeviceStatusHandlerName)
 	}
@@ -130,7 +139,7 @@ func TestDeviceStatusChanges(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			store := newFakeStore()
 			pub := &fakePublisher{}
-			h := domain.NewDeviceStatusHandler(store, pub)
+			h := newStatusHandler(store, pub)
 			for i, s := range tt.steps {
 				before := len(pub.published())
 				if err := h.Handle(context.Background(), s.msg); err != nil {
@@ -189,7 +198,7 @@ func TestDeviceStatusPublishFailureIsRetried(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			store := newFakeStore()
 			pub := &fakePublisher{}
-			h := domain.NewDeviceStatusHandler(store, pub)
+			h := newStatusHandler(store, pub)
 			ctx := context.Background()
 			for _, m := range tt.prior {
 				if err := h.Handle(ctx, m); err != nil {
@@ -251,7 +260,7 @@ func TestDeviceStatusStoreErrors(t *testing.T) {
 			store := newFakeStore()
 			store.getErr, store.saveErr = tt.getErr, tt.saveErr
 			pub := &fakePublisher{}
-			h := domain.NewDeviceStatusHandler(store, pub)
+			h := newStatusHandler(store, pub)
 			err := h.Handle(context.Background(), statusMsg("1", "d1", "online", t1))
 			if !errors.Is(err, storeDown) {
 				t.Fatalf("Handle() error = %v, want the store's error", err)
@@ -290,7 +299,7 @@ func TestDeviceStatusInvalid(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			store := newFakeStore()
 			pub := &fakePublisher{}
-			h := domain.NewDeviceStatusHandler(store, pub)
+			h := newStatusHandler(store, pub)
 			err := h.Handle(context.Background(), ports.Message{Metadata: ports.Metadata{ID: "1", Attributes: tt.attrs}, Payload: []byte(tt.payload)})
 			if err == nil {
 				t.Fatal("Handle() error = nil, want an invalid-input error")
@@ -366,7 +375,7 @@ func TestDeviceStatusInTransaction(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			store := newFakeStore()
 			pub := &storeWatcher{store: store}
-			h := domain.NewDeviceStatusHandler(store, pub)
+			h := newStatusHandler(store, pub)
 			ctx := ports.WithTx(context.Background(), fakeTx{})
 			for _, m := range tt.prior {
 				if err := h.Handle(ctx, m); err != nil {
@@ -404,5 +413,67 @@ func TestDeviceStatusInTransaction(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A device reports for itself only: a payload device_id that contradicts
+// the topic's is invalid, and so is a report timed further ahead than
+// clock_skew, which would hide the device's next reports until then. A
+// device whose clock is ahead by less is fine.
+func TestDeviceStatusRefusesWhatItCannotTrust(t *testing.T) {
+	skew := domain.DefaultConfig().ClockSkew
+	onTopic := func(m ports.Message, device string) ports.Message {
+		m.Attributes = map[string]string{domain.AttrDeviceID: device}
+		return m
+	}
+	tests := []struct {
+		name    string
+		msg     ports.Message
+		invalid string // "" when valid
+	}{
+		{"payload contradicts the topic", onTopic(statusMsg("1", "d2", "online", t1), "d1"), `device_id "d2" in the payload contradicts the topic's "d1"`},
+		{"payload repeats the topic", onTopic(statusMsg("1", "d1", "online", t1), "d1"), ""},
+		{"at beyond clock_skew", statusMsg("1", "d1", "online", statusNow.Add(skew+time.Second)), "clock_skew"},
+		{"at within clock_skew", statusMsg("1", "d1", "online", statusNow.Add(skew)), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			store := newFakeStore()
+			err := newStatusHandler(store, &fakePublisher{}).Handle(context.Background(), tt.msg)
+			if tt.invalid == "" {
+				if err != nil {
+					t.Fatalf("Handle() error = %v, want nil", err)
+				}
+				return
+			}
+			if !errors.Is(err, ports.ErrInvalid) || !strings.Contains(err.Error(), tt.invalid) {
+				t.Fatalf("Handle() error = %v, want ports.Invalid naming %q", err, tt.invalid)
+			}
+			if _, ok := store.get("d1"); ok {
+				t.Error("the refused report was stored")
+			}
+			if _, ok := store.get("d2"); ok {
+				t.Error("the refused report was stored")
+			}
+		})
+	}
+}
+
+// One report from a clock far ahead cannot freeze a device's status: it
+// is refused, and the device's next, correctly timed, report changes the
+// status.
+func TestDeviceStatusFutureReportDoesNotFreeze(t *testing.T) {
+	store := newFakeStore()
+	pub := &fakePublisher{}
+	h := newStatusHandler(store, pub)
+	ctx := context.Background()
+	if err := h.Handle(ctx, statusMsg("1", "d1", "online", statusNow.Add(24*time.Hour))); !errors.Is(err, ports.ErrInvalid) {
+		t.Fatalf("report a day ahead: %v, want ports.Invalid", err)
+	}
+	if err := h.Handle(ctx, statusMsg("2", "d1", "offline", statusNow)); err != nil {
+		t.Fatal(err)
+	}
+	if st, ok := store.get("d1"); !ok || st.Online || !st.Since.Equal(statusNow) {
+		t.Fatalf("stored %+v, want d1 offline since %s", st, statusNow)
 	}
 }

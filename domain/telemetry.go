@@ -16,7 +16,7 @@ const TelemetryHandlerName = "telemetry"
 // Telemetry is what a device reports at one time: one or more readings.
 type Telemetry struct {
 	// DeviceID may be left out when the binding takes it from the topic
-	// (the device_id attribute).
+	// (the device_id attribute); given, it must be the topic's.
 	DeviceID string             `json:"device_id,omitempty"`
 	Readings map[string]float64 `json:"readings"`
 	At       time.Time          `json:"at"`
@@ -47,9 +47,11 @@ func (h *TelemetryHandler) Handle(ctx context.Context, msg ports.Message) error 
 	if err := ports.DecodeJSONStrict(msg.Payload, &t); err != nil {
 		return err
 	}
-	if t.DeviceID == "" {
-		t.DeviceID = msg.Attributes[AttrDeviceID]
+	deviceID, err := deviceOf(t.DeviceID, msg)
+	if err != nil {
+		return ports.Invalid(fmt.Errorf("telemetry: %w", err))
 	}
+	t.DeviceID = deviceID
 	if err := t.validate(); err != nil {
 		return ports.Invalid(err)
 	}

@@ -175,10 +175,10 @@ func TestTelemetryAlerts(t *testing.T) {
 			want:    []ports.Event{domain.AlertRaised{DeviceID: "from-topic", Metric: "temperature", Value: 90, Threshold: 80, At: reportAt}},
 		},
 		{
-			name:    "device_id in the payload wins over the attribute",
-			payload: `{"device_id":"from-payload","readings":{"temperature":90},"at":"` + reportAtS + `"}`,
+			name:    "device_id in the payload may repeat the attribute",
+			payload: `{"device_id":"from-topic","readings":{"temperature":90},"at":"` + reportAtS + `"}`,
 			attrs:   map[string]string{domain.AttrDeviceID: "from-topic"},
-			want:    []ports.Event{domain.AlertRaised{DeviceID: "from-payload", Metric: "temperature", Value: 90, Threshold: 80, At: reportAt}},
+			want:    []ports.Event{domain.AlertRaised{DeviceID: "from-topic", Metric: "temperature", Value: 90, Threshold: 80, At: reportAt}},
 		},
 		{
 			name:    "clock used when at is missing",
@@ -239,6 +239,7 @@ func TestTelemetryInvalid(t *testing.T) {
 	}{
 		{"missing device_id", `{"readings":{"temperature":1}}`, nil, []string{"device_id is missing"}},
 		{"empty device_id attribute", `{"readings":{"temperature":1}}`, map[string]string{domain.AttrDeviceID: ""}, []string{"device_id is missing"}},
+		{"device_id contradicts the topic", `{"device_id":"d2","readings":{"temperature":1}}`, map[string]string{domain.AttrDeviceID: "d1"}, []string{`device_id "d2" in the payload contradicts the topic's "d1"`}},
 		{"empty readings", `{"device_id":"d1","readings":{}}`, nil, []string{"readings is empty"}},
 		{"no readings", `{"device_id":"d1"}`, nil, []string{"readings is empty"}},
 		{"null readings", `{"device_id":"d1","readings":null}`, nil, []string{"readings is empty"}},
@@ -329,6 +330,7 @@ func TestConfigValidate(t *testing.T) {
 		{"first bad metric in order", domain.Config{Thresholds: map[string]float64{"z": math.NaN(), "a": math.NaN(), "m": 1}}, "thresholds.a:"},
 		{"empty metric name", domain.Config{Thresholds: map[string]float64{"": 1}}, "metric name must not be empty"},
 		{"empty metric name with NaN", domain.Config{Thresholds: map[string]float64{"": math.NaN()}}, "metric name must not be empty"},
+		{"negative clock_skew", domain.Config{ClockSkew: -time.Second}, "clock_skew: must be a positive duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

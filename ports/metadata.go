@@ -1,8 +1,11 @@
 package ports
 
 // Keys of the transport metadata that fill Metadata. Adapters set them on
-// incoming messages (as watermill message metadata); the app reads them.
-// Every other metadata entry reaches the handler as an attribute.
+// incoming messages (as watermill message metadata) from the wire, never
+// from a sender's user property or header (adapters/transport/metadata.go
+// says where each comes from, per transport); the app reads them. Every
+// other metadata entry reaches the handler as an attribute, except that a
+// binding's topic_params win over entries of the same name.
 const (
 	// MetadataTopic is the concrete topic, queue or routing key a message
 	// arrived on (for example devices/42/telemetry for a subscription to

@@ -42,6 +42,10 @@ type Config struct {
 	Port int `yaml:"port"`
 	// TLS is on by default; turn it off only for a local broker.
 	TLS *bool `yaml:"tls"`
+	// AllowPlaintext lets the signed password travel without TLS to a
+	// host that is not loopback (refused otherwise); it logs a warning at
+	// every start. For a local network only.
+	AllowPlaintext bool `yaml:"allow_plaintext"`
 	// UID and RegionID build the old public instance's host.
 	UID      string `yaml:"uid"`
 	RegionID string `yaml:"region_id"`
@@ -221,7 +225,7 @@ func (c Config) Validate() error {
 	case c.StallTimeout <= 0:
 		return &ports.FieldError{Field: "stall_timeout", Fix: "must be positive, e.g. 2s"}
 	}
-	return nil
+	return c.checkPlaintext()
 }
 
 // Endpoint is the host the connections dial.

@@ -274,7 +274,12 @@ func (c *Transport) unmatched(topic, id string) {
 
 // toWatermill turns an Aliyun push into a watermill message: the payload
 // untouched, the application properties as metadata, and the product key,
-// device name and device ID parsed from the topic.
+// device name and device ID parsed from the topic. Aliyun's topic
+// application property is the wire topic (Aliyun sets it; a device
+// cannot). Every other framework key (transport.FrameworkKey) and the
+// keys parsed from the topic are never taken from a property: the
+// delivery count says redelivered, and a topic that does not parse gives
+// no product key, device name or device ID.
 func toWatermill(am *amqp.Message) *message.Message {
 	var payload []byte
 	switch {
@@ -292,6 +297,11 @@ func toWatermill(am *amqp.Message) *message.Message {
 	}
 	md := make(message.Metadata, len(am.ApplicationProperties)+3)
 	for k, v := range am.ApplicationProperties {
+		switch {
+		case k == ports.MetadataTopic:
+		case transport.FrameworkKey(k), k == MetadataProductKey, k == MetadataDeviceName, k == MetadataDeviceID:
+			continue
+		}
 		md[k] = propertyString(v)
 	}
 	id := md[MetadataMessageID]
@@ -304,9 +314,7 @@ func toWatermill(am *amqp.Message) *message.Message {
 	if pk, dn, ok := ParseTopic(md[ports.MetadataTopic]); ok {
 		md[MetadataProductKey] = pk
 		md[MetadataDeviceName] = dn
-		if md[MetadataDeviceID] == "" {
-			md[MetadataDeviceID] = DeviceID(pk, dn)
-		}
+		md[MetadataDeviceID] = DeviceID(pk, dn)
 	}
 	if am.Header != nil && am.Header.DeliveryCount > 0 {
 		md[ports.MetadataRedelivered] = "true"

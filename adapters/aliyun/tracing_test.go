@@ -93,7 +93,7 @@ domain:
 
 	const traceID, parentID = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 	p := aliyun.NewPusher(t, addr)
-	if err := p.Push(queue, "/a1b2/dev-1/user/telemetry", "m-1", []byte(`{"device_id":"dev-1","readings":{"temperature":100}}`),
+	if err := p.Push(queue, "/a1b2/dev-1/user/telemetry", "m-1", []byte(`{"device_id":"a1b2.dev-1","readings":{"temperature":100}}`),
 		map[string]string{"traceparent": "00-" + traceID + "-" + parentID + "-01"}); err != nil {
 		t.Fatal(err)
 	}

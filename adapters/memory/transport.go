@@ -138,12 +138,13 @@ func (b *Transport) Publish(topicName string, msgs ...*message.Message) error {
 	defer b.mu.Unlock()
 	t := b.topic(topicName)
 	for _, msg := range msgs {
-		n := size(msg)
+		c := onTopic(msg, topicName)
+		n := size(c)
 		if len(t.queues) == 0 {
 			if len(t.waiting) >= b.cfg.QueueLimit || b.overBytes(len(t.waiting), t.waitingBytes, n) {
 				return fmt.Errorf("%w: topic %s has no subscriber and %d messages (%d bytes) waiting", ErrQueueFull, topicName, len(t.waiting), t.waitingBytes)
 			}
-			t.waiting = append(t.waiting, msg.Copy())
+			t.waiting = append(t.waiting, c)
 			t.waitingBytes += n
 			continue
 		}
@@ -152,11 +153,28 @@ func (b *Transport) Publish(topicName string, msgs ...*message.Message) error {
 				return fmt.Errorf("%w: queue %s holds %d messages (%d bytes)", ErrQueueFull, q.name, len(q.messages), q.bytes)
 			}
 		}
+		first := true
 		for _, q := range t.queues {
-			q.push(msg.Copy())
+			if !first {
+				c = c.Copy()
+			}
+			first = false
+			q.push(c)
 		}
 	}
 	return nil
+}
+
+// onTopic is the copy of msg a queue of topicName holds. The queue's topic
+// is its topic (ports.MetadataTopic), whatever the publisher's metadata
+// says, and redelivered is never the publisher's to set (see
+// transport.FrameworkKey); the rest of the metadata is in-process, written
+// by the runtime and the ops inject.
+func onTopic(msg *message.Message, topicName string) *message.Message {
+	c := msg.Copy()
+	c.Metadata[ports.MetadataTopic] = topicName
+	delete(c.Metadata, ports.MetadataRedelivered)
+	return c
 }
 
 // overBytes reports whether a message of n bytes would take a queue of
@@ -167,11 +185,14 @@ func (b *Transport) overBytes(count int, held, n int64) bool {
 }
 
 // size is what a message counts against MaxQueueBytes: its payload and
-// its metadata's keys and values.
+// its metadata's keys and values, but the topic, which its queue sets
+// (see onTopic).
 func size(msg *message.Message) int64 {
 	n := len(msg.Payload)
 	for k, v := range msg.Metadata {
-		n += len(k) + len(v)
+		if k != ports.MetadataTopic {
+			n += len(k) + len(v)
+		}
 	}
 	return int64(n)
 }

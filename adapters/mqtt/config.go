@@ -39,6 +39,10 @@ type Config struct {
 	Username string        `yaml:"username"`
 	Password secret.String `yaml:"password"`
 	TLS      TLSConfig     `yaml:"tls"`
+	// AllowPlaintext lets the password travel over mqtt:// or ws:// to a
+	// server that is not loopback (refused otherwise); it logs a warning
+	// at every start. For a local network only.
+	AllowPlaintext bool `yaml:"allow_plaintext"`
 	// KeepAlive is the MQTT keepalive, in whole seconds (0 turns it off).
 	KeepAlive time.Duration `yaml:"keepalive"`
 	// SessionExpiry is how long the broker keeps a subscriber's session
@@ -201,6 +205,9 @@ func (c Config) Validate() error {
 	}
 	if c.Password != "" && c.Username == "" {
 		return &ports.FieldError{Field: "username", Fix: "must be set when password is"}
+	}
+	if err := c.checkPlaintext(); err != nil {
+		return err
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return &ports.FieldError{Field: "tls.cert_file", Fix: "set both tls.cert_file and tls.key_file for client-certificate auth, or neither"}

@@ -725,7 +725,10 @@ func (r *route) notify() {
 	}
 }
 
-// message converts an MQTT PUBLISH into a watermill message.
+// message converts an MQTT PUBLISH into a watermill message. A user
+// property named like a framework key (transport.FrameworkKey) is dropped:
+// the topic, content type, correlation ID and redelivery come from the
+// packet itself.
 func (s *Subscriber) message(in *inbound) *message.Message {
 	md := message.Metadata{}
 	uuid := in.uuid
@@ -735,6 +738,9 @@ func (s *Subscriber) message(in *inbound) *message.Message {
 				if uuid == "" {
 					uuid = up.Value
 				}
+				continue
+			}
+			if transport.FrameworkKey(up.Key) {
 				continue
 			}
 			md[up.Key] = up.Value

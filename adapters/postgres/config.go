@@ -41,7 +41,8 @@ type Config struct {
 	User     string        `yaml:"user"`     // default postgres
 	Password secret.String `yaml:"password"`
 	// SSLMode is libpq's sslmode (disable, require, verify-full, ...);
-	// default prefer. Ignored when URL is set.
+	// default prefer on a loopback host, verify-full on any other. Ignored
+	// when URL is set (its own sslmode, with the same default).
 	SSLMode string `yaml:"sslmode"`
 	// TargetSessionAttrs is libpq's target_session_attrs: which of the
 	// hosts a connection may use. read-write (a primary) with several
@@ -49,6 +50,11 @@ type Config struct {
 	// standby, prefer-standby. Default any (pgx's). Ignored when URL is
 	// set: put it in the URL.
 	TargetSessionAttrs string `yaml:"target_session_attrs"`
+	// AllowPlaintext lets sslmode disable, allow or prefer reach a host
+	// that is not loopback (refused otherwise: the password and the data
+	// could travel unencrypted, or to an impostor); it logs a warning at
+	// every start. For a local network only.
+	AllowPlaintext bool `yaml:"allow_plaintext"`
 
 	// Schema holds the tables (the framework's and the fork's); it is
 	// created by Migrate and set as the search_path. Default public.
@@ -90,7 +96,7 @@ func (c Config) withDefaults() Config {
 		c.User = "postgres"
 	}
 	if c.SSLMode == "" {
-		c.SSLMode = "prefer"
+		c.SSLMode = defaultSSLMode(splitHosts(c.Host))
 	}
 	if c.Schema == "" {
 		c.Schema = "public"
@@ -177,7 +183,7 @@ func (c Config) Validate() error {
 			return ports.FieldErrorf(d.field, "%s; want a positive duration", d.d)
 		}
 	}
-	return nil
+	return c.checkPlaintext()
 }
 
 // LogValue keeps the password out of logs.
@@ -193,7 +199,7 @@ func (c Config) LogValue() slog.Value {
 
 // poolConfig turns c (with defaults, validated) into pgx's pool config.
 func (c Config) poolConfig() (*pgxpool.Config, error) {
-	conn := c.URL
+	conn := withSSLMode(c.URL)
 	if conn == "" {
 		query := url.Values{"sslmode": {c.SSLMode}}
 		if c.TargetSessionAttrs != "" {

@@ -54,6 +54,12 @@ type Config struct {
 	TLS       TLSConfig       `yaml:"tls"`
 	Reconnect ReconnectConfig `yaml:"reconnect"`
 	Publish   PublishConfig   `yaml:"publish"`
+
+	// AllowPlaintext lets the credentials travel over amqp:// to a broker
+	// that is not loopback (refused otherwise); it logs a warning at every
+	// start. For a local network only.
+	AllowPlaintext bool `yaml:"allow_plaintext"`
+
 	// SubscriberQueue is the template of the queue a subscription declares
 	// itself when its binding sets the bind_exchange option (see
 	// SubscriberConfig). Its name is ignored.
@@ -360,6 +366,9 @@ func (c Config) Validate() error {
 		if _, err := os.Stat(f.path); err != nil {
 			return ports.FieldErrorf(f.name, "cannot read %s; point it at a PEM file", f.path)
 		}
+	}
+	if err := c.checkPlaintext(); err != nil {
+		return err
 	}
 	if c.Reconnect.InitialInterval <= 0 || c.Reconnect.MaxInterval < c.Reconnect.InitialInterval {
 		return &ports.FieldError{Field: "reconnect.initial_interval", Fix: "must be positive and not above reconnect.max_interval, e.g. 200ms and 15s"}

@@ -82,31 +82,36 @@ func checkHeaders(p amqp.Publishing) error {
 	return nil
 }
 
-// unmarshal turns a delivery into a watermill message. The correlation_id,
-// type and content_type properties become metadata, and so do headers (a
-// header wins over a property of the same name): strings as they are,
-// numbers and booleans formatted; tables and arrays (such as the broker's
-// x-death) are left out.
+// unmarshal turns a delivery into a watermill message, the inverse of
+// marshal. The routing key is the topic (a fanout's empty one is left
+// out); the correlation_id, type and content_type properties and the
+// redelivered flag become metadata, and so do headers: strings as they
+// are, numbers and booleans formatted; tables and arrays (such as the
+// broker's x-death) are left out. A header named like a framework key
+// (transport.FrameworkKey) is dropped, so that a sender cannot change the
+// topic, the properties or the poison keys with one; only a property's
+// header that marshal writes (a value too long for the property, which is
+// then empty) is read back.
 func unmarshal(d *amqp.Delivery) *message.Message {
 	id := d.MessageId
 	if h, ok := d.Headers[HeaderMessageUUID].(string); ok && id == "" {
 		id = h
 	}
 	msg := message.NewMessage(id, d.Body)
-	if d.CorrelationId != "" {
-		msg.Metadata[ports.MetadataCorrelationID] = d.CorrelationId
-	}
-	if d.Type != "" {
-		msg.Metadata[ports.MetadataEventType] = d.Type
-	}
-	if d.ContentType != "" {
-		msg.Metadata[ports.MetadataContentType] = d.ContentType
-	}
-	if d.Redelivered {
-		msg.Metadata[ports.MetadataRedelivered] = "true"
+	props := map[string]string{
+		ports.MetadataCorrelationID: d.CorrelationId,
+		ports.MetadataEventType:     d.Type,
+		ports.MetadataContentType:   d.ContentType,
 	}
 	for k, v := range d.Headers {
 		if k == HeaderMessageUUID {
+			continue
+		}
+		if transport.FrameworkKey(k) {
+			prop, ok := props[k]
+			if s, isString := v.(string); ok && isString && prop == "" && len(s) > maxShortstr {
+				msg.Metadata[k] = s
+			}
 			continue
 		}
 		switch v := v.(type) {
@@ -115,6 +120,17 @@ func unmarshal(d *amqp.Delivery) *message.Message {
 		case int, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float32, float64, bool:
 			msg.Metadata[k] = fmt.Sprint(v)
 		}
+	}
+	for k, v := range props {
+		if v != "" {
+			msg.Metadata[k] = v
+		}
+	}
+	if d.RoutingKey != "" {
+		msg.Metadata[ports.MetadataTopic] = d.RoutingKey
+	}
+	if d.Redelivered {
+		msg.Metadata[ports.MetadataRedelivered] = "true"
 	}
 	return msg
 }

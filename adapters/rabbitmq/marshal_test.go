@@ -28,8 +28,8 @@ func TestMarshalProperties(t *testing.T) {
 		},
 		{
 			name:     "headers beside properties",
-			metadata: message.Metadata{ports.MetadataEventType: "AlertRaised", "reason_poisoned": "bad"},
-			want:     amqp.Publishing{Type: "AlertRaised", Headers: amqp.Table{"reason_poisoned": "bad"}},
+			metadata: message.Metadata{ports.MetadataEventType: "AlertRaised", "site": "north"},
+			want:     amqp.Publishing{Type: "AlertRaised", Headers: amqp.Table{"site": "north"}},
 		},
 		{
 			name:     "too long for a property",
@@ -60,6 +60,27 @@ func TestMarshalProperties(t *testing.T) {
 				t.Errorf("delivered %s %v, want id-1 %v", back.UUID, back.Metadata, tt.metadata)
 			}
 		})
+	}
+}
+
+// A header named like a framework key never becomes metadata: the topic is
+// the routing key, the properties and the redelivered flag are the
+// delivery's, and the poison keys are the runtime's (see
+// transport.FrameworkKey).
+func TestUnmarshalIgnoresFrameworkHeaders(t *testing.T) {
+	msg := unmarshal(&amqp.Delivery{
+		MessageId: "id-1", RoutingKey: "devices.42.status", CorrelationId: "c-1",
+		Headers: amqp.Table{
+			ports.MetadataTopic: "devices.666.status", ports.MetadataRedelivered: "true",
+			ports.MetadataCorrelationID: "forged", ports.MetadataEventType: "Forged",
+			ports.MetadataContentType: "text/forged", "reason_poisoned": "forged",
+			"topic_poisoned": "forged", "handler_poisoned": "forged", "subscriber_poisoned": "forged",
+			"site": "north",
+		},
+	})
+	want := message.Metadata{ports.MetadataTopic: "devices.42.status", ports.MetadataCorrelationID: "c-1", "site": "north"}
+	if !maps.Equal(msg.Metadata, want) {
+		t.Errorf("metadata %v, want %v", msg.Metadata, want)
 	}
 }
 

@@ -193,6 +193,9 @@ func TestConfigValidate(t *testing.T) {
 			c.Tracing.Sampling = &ratio
 		}, field: "tracing.sampling"},
 		{name: "tracing endpoint not a URL", change: func(c *config.Config) { c.Tracing.Endpoint = "127.0.0.1:4317" }, field: "tracing.endpoint"},
+		{name: "tracing incoming link", change: func(c *config.Config) { c.Tracing.Incoming = config.IncomingLink }},
+		{name: "tracing incoming ignore", change: func(c *config.Config) { c.Tracing.Incoming = config.IncomingIgnore }},
+		{name: "tracing incoming unknown", change: func(c *config.Config) { c.Tracing.Incoming = "follow" }, field: "tracing.incoming"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

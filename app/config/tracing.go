@@ -21,9 +21,25 @@ type TracingConfig struct {
 	// Protocol is "grpc" (the default) or "http/protobuf".
 	Protocol string `yaml:"protocol"`
 	// Sampling is the ratio of new traces recorded, 0 to 1 (default 1). A
-	// message that carries a trace follows its producer's decision.
+	// message that carries a trace follows its producer's decision, with
+	// Incoming "parent".
 	Sampling *float64 `yaml:"sampling"`
+	// Incoming is what a message's own trace context (its traceparent and
+	// tracestate, which its sender chose) does to the spans it causes:
+	// "parent" (the default, OpenTelemetry's behaviour) continues the
+	// sender's trace and follows its sampling decision; "link" starts a
+	// new trace, sampled by Sampling, with a link to the sender's span, so
+	// that an untrusted sender cannot force every span to be recorded;
+	// "ignore" starts a new trace and drops the sender's context.
+	Incoming string `yaml:"incoming"`
 }
+
+// Incoming trace context policies (TracingConfig.Incoming).
+const (
+	IncomingParent = "parent"
+	IncomingLink   = "link"
+	IncomingIgnore = "ignore"
+)
 
 // Tracing protocols.
 const (
@@ -62,6 +78,11 @@ func (c TracingConfig) Validate() error {
 	case "", TracingGRPC, TracingHTTP:
 	default:
 		return &ports.FieldError{Field: "tracing.protocol", Fix: fmt.Sprintf("unknown protocol %q; use %q or %q", c.Protocol, TracingGRPC, TracingHTTP)}
+	}
+	switch c.Incoming {
+	case "", IncomingParent, IncomingLink, IncomingIgnore:
+	default:
+		return &ports.FieldError{Field: "tracing.incoming", Fix: fmt.Sprintf("unknown policy %q; use %q (continue the sender's trace), %q (a new trace linked to it) or %q", c.Incoming, IncomingParent, IncomingLink, IncomingIgnore)}
 	}
 	if s := c.Ratio(); s < 0 || s > 1 {
 		return &ports.FieldError{Field: "tracing.sampling", Fix: fmt.Sprintf("%v is not a ratio; use a number from 0 to 1", s)}

@@ -149,7 +149,8 @@ func logFailure(name string, abort context.Context, logger *slog.Logger) message
 
 // handlerFunc turns a ports.Handler into a watermill handler, the chain's
 // innermost: it applies the binding's wire format and fills Metadata and
-// the correlation ID.
+// the correlation ID. With topic_params, a message whose topic does not
+// match them is ports.Invalid (poisoned, not retried).
 func handlerFunc(h ports.Handler, b config.Binding, format Format, params *config.TopicParams) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		in := msg
@@ -174,8 +175,17 @@ func handlerFunc(h ports.Handler, b config.Binding, format Format, params *confi
 			}
 			attrs[k] = v
 		}
-		for k, v := range params.Match(topic) {
-			attrs[k] = v
+		// The topic's segments win over metadata of the same name, which
+		// its sender chose; a topic that does not match leaves the
+		// sender's names in place, so its message is never handled.
+		if params != nil {
+			segments := params.Match(topic)
+			if segments == nil {
+				return nil, ports.Invalid(fmt.Errorf("topic %q does not match the binding's topic_params %q: its attributes cannot be taken from the topic", topic, b.TopicParams))
+			}
+			for k, v := range segments {
+				attrs[k] = v
+			}
 		}
 		// The message's context ends when its subscriber closes, which the
 		// stop protocol does once the drain timeout expired.

@@ -23,7 +23,7 @@ func TestChainOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tracer := newTracing(sdktrace.NewTracerProvider())
+	tracer := newTracing(sdktrace.NewTracerProvider(), "")
 	service := func(handler string, next message.HandlerFunc) message.HandlerFunc { return next }
 
 	tests := []struct {

@@ -254,6 +254,9 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 		}
 	}()
 
+	for _, w := range r.cfg.Warnings() {
+		r.logger.Warn("insecure setting: "+w.Setting, "risk", w.Risk)
+	}
 	if r.tracerProvider == nil {
 		if r.ownTracer, err = newTracerProvider(ctx, r.cfg); err != nil {
 			return err
@@ -262,7 +265,7 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 			r.tracerProvider = r.ownTracer
 		}
 	}
-	r.tracing = newTracing(r.tracerProvider)
+	r.tracing = newTracing(r.tracerProvider, r.cfg.Tracing.Incoming)
 
 	for _, name := range r.cfg.UsedTransports() {
 		t, err := r.openers[name].Open(ctx)

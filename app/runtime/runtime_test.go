@@ -612,3 +612,52 @@ func TestPublishFailureMakesUnready(t *testing.T) {
 	receive(t, broker, outTopic, 2) // a reader drains the topic: m2's event goes through
 	waitFor(t, "ready again", func() bool { return rt.Ready() == nil })
 }
+
+// Attributes from topic_params win over the sender's metadata of the same
+// name, and the topic is the one the message arrived on, whatever its
+// metadata says.
+func TestTopicParamsWinOverSenderMetadata(t *testing.T) {
+	broker := newBroker(t)
+	got := make(chan ports.Message, 1)
+	startRuntime(t, testConfig(), broker, func(_ context.Context, _ ports.Publisher, msg ports.Message) error {
+		got <- msg
+		return nil
+	})
+	in := message.NewMessage("m1", []byte("{}"))
+	in.Metadata.Set("kind", "forged")
+	in.Metadata.Set(ports.MetadataTopic, "forged")
+	if err := broker.Publish(inTopic, in); err != nil {
+		t.Fatal(err)
+	}
+	msg := <-got
+	if msg.Topic != inTopic || msg.Attributes["kind"] != inTopic || msg.Attributes[ports.MetadataTopic] != inTopic {
+		t.Fatalf("topic %q, attributes %v: want the topic %s and kind=%s", msg.Topic, msg.Attributes, inTopic, inTopic)
+	}
+}
+
+// A message whose topic does not match topic_params is poisoned at once,
+// never handled with the attributes its sender chose.
+func TestTopicParamsMismatchPoisons(t *testing.T) {
+	broker := newBroker(t)
+	cfg := testConfig()
+	b := cfg.Handlers["test"]
+	b.TopicParams = "devices/{device_id}"
+	cfg.Handlers["test"] = b
+	var handled atomic.Int32
+	startRuntime(t, cfg, broker, func(context.Context, ports.Publisher, ports.Message) error {
+		handled.Add(1)
+		return nil
+	})
+	in := message.NewMessage("m1", []byte("{}"))
+	in.Metadata.Set("device_id", "someone-else")
+	if err := broker.Publish(inTopic, in); err != nil {
+		t.Fatal(err)
+	}
+	got := receive(t, broker, poisonTopic, 1)[0]
+	if reason := got.Metadata.Get(middleware.ReasonForPoisonedKey); !strings.Contains(reason, "does not match the binding's topic_params") {
+		t.Fatalf("poison reason %q", reason)
+	}
+	if n := handled.Load(); n != 0 {
+		t.Fatalf("handled %d times, want never", n)
+	}
+}

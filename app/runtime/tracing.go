@@ -75,26 +75,52 @@ func httpTracesURL(endpoint string) string {
 // carries (MQTT user properties, AMQP 0-9-1 headers, AMQP 1.0 application
 // properties). A nil *tracing is off and makes nothing.
 type tracing struct {
-	tracer trace.Tracer
-	prop   propagation.TextMapPropagator
+	tracer   trace.Tracer
+	prop     propagation.TextMapPropagator
+	incoming string // config.TracingConfig.Incoming
 }
 
 // AttributeRedelivered says that the broker delivered the message before
 // (not one of OpenTelemetry's conventions, which have no such attribute).
 const AttributeRedelivered = attribute.Key("messaging.message.redelivered")
 
-func newTracing(tp trace.TracerProvider) *tracing {
+// newTracing returns the runtime's tracing, nil when tp is nil; incoming is
+// the policy for a message's own trace context (config.IncomingParent,
+// the default when empty, IncomingLink or IncomingIgnore).
+func newTracing(tp trace.TracerProvider, incoming string) *tracing {
 	if tp == nil {
 		return nil
 	}
 	return &tracing{
-		tracer: tp.Tracer("github.com/hexmill/hexmill/app"),
-		prop:   propagation.TraceContext{},
+		tracer:   tp.Tracer("github.com/hexmill/hexmill/app"),
+		prop:     propagation.TraceContext{},
+		incoming: incoming,
 	}
 }
 
+// start starts a delivery's span after the incoming policy: in the
+// sender's trace (parent), in a new trace linked to the sender's span
+// (link: the service's sampler decides, as for any new trace), or in a
+// new trace that ignores it.
+func (t *tracing) start(msg *message.Message, name string) (context.Context, trace.Span) {
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
+	switch t.incoming {
+	case config.IncomingLink:
+		remote := trace.SpanContextFromContext(t.prop.Extract(context.Background(), propagation.MapCarrier(msg.Metadata)))
+		opts = append(opts, trace.WithNewRoot())
+		if remote.IsValid() {
+			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: remote}))
+		}
+		return t.tracer.Start(msg.Context(), name, opts...)
+	case config.IncomingIgnore:
+		return t.tracer.Start(msg.Context(), name, append(opts, trace.WithNewRoot())...)
+	}
+	parent := t.prop.Extract(msg.Context(), propagation.MapCarrier(msg.Metadata))
+	return t.tracer.Start(parent, name, opts...)
+}
+
 // consumer starts a delivery's span, continuing the trace the message
-// carries, if any; the span ends when the message is settled or handed
+// carries, if any, or linking to it (see start); the span ends when the message is settled or handed
 // back. Its name has the binding's topic (a filter such as
 // devices/+/telemetry, as the conventions ask for a name of low
 // cardinality), its attributes the concrete one. Attributes are made only
@@ -119,8 +145,7 @@ func (t *tracing) consumer(b config.Binding) message.HandlerMiddleware {
 	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			parent := t.prop.Extract(msg.Context(), propagation.MapCarrier(msg.Metadata))
-			ctx, span := t.tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindConsumer))
+			ctx, span := t.start(msg, name)
 			defer span.End()
 			if span.IsRecording() {
 				topic := msg.Metadata.Get(ports.MetadataTopic)

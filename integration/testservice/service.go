@@ -46,12 +46,26 @@ func Service() app.Service {
 }
 
 // thresholds is the domain section: a reading above its metric's
-// threshold raises an alert.
+// threshold raises an alert; a status report timed more than clock_skew
+// (default 5m) ahead of the service's clock is refused (the sample's
+// domain.Config).
 type thresholds struct {
 	Thresholds map[string]float64 `yaml:"thresholds"`
+	ClockSkew  time.Duration      `yaml:"clock_skew"`
+}
+
+// clockSkew is ClockSkew or its default.
+func (t thresholds) clockSkew() time.Duration {
+	if t.ClockSkew == 0 {
+		return 5 * time.Minute
+	}
+	return t.ClockSkew
 }
 
 func (t thresholds) Validate() error {
+	if t.ClockSkew < 0 {
+		return &ports.FieldError{Field: "clock_skew", Fix: "must be a positive duration, such as 5m"}
+	}
 	for m, v := range t.Thresholds {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return &ports.FieldError{Field: "thresholds." + m, Fix: "must be a finite number"}
@@ -80,9 +94,11 @@ func (alertRaised) EventType() string { return "AlertRaised" }
 
 func newTelemetryHandler(cfg thresholds, pub ports.Publisher) ports.Handler {
 	return ports.JSONHandler("telemetry", func(ctx context.Context, t telemetry, md ports.Metadata) error {
-		if t.DeviceID == "" {
-			t.DeviceID = md.Attributes["device_id"]
+		deviceID, err := deviceOf(t.DeviceID, md)
+		if err != nil {
+			return ports.Invalid(fmt.Errorf("telemetry: %w", err))
 		}
+		t.DeviceID = deviceID
 		if t.DeviceID == "" {
 			return ports.Invalid(errors.New("telemetry: device_id is missing (in the payload or the topic)"))
 		}
@@ -106,4 +122,18 @@ func newTelemetryHandler(cfg thresholds, pub ports.Publisher) ports.Handler {
 		}
 		return nil
 	}, ports.Strict(), ports.Emits(alertRaised{})) // the end-to-end tests send an unknown field as bad input
+}
+
+// deviceOf is the device a message is about: the topic's (the device_id
+// attribute), which the payload's device ID, if any, must match; else the
+// payload's (the sample's domain.deviceOf).
+func deviceOf(payloadID string, md ports.Metadata) (string, error) {
+	topicID := md.Attributes["device_id"]
+	switch {
+	case topicID == "":
+		return payloadID, nil
+	case payloadID != "" && payloadID != topicID:
+		return "", fmt.Errorf("device_id %q in the payload contradicts the topic's %q: a device reports for itself only", payloadID, topicID)
+	}
+	return topicID, nil
 }

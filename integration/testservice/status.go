@@ -80,12 +80,16 @@ type statusStore interface {
 
 // newStatusHandler keeps each device's last status and publishes
 // DeviceStatusChanged when it changes; duplicates and reports older than
-// the stored one change nothing.
-func newStatusHandler(store statusStore, pub ports.Publisher) ports.Handler {
+// the stored one change nothing. As the sample's, it refuses a payload
+// device_id that contradicts the topic's and a report timed more than
+// clock_skew ahead, which would freeze its device's status.
+func newStatusHandler(cfg thresholds, store statusStore, pub ports.Publisher, clock ports.Clock) ports.Handler {
 	return ports.JSONHandler(StatusHandlerName, func(ctx context.Context, r statusReport, md ports.Metadata) error {
-		if r.DeviceID == "" {
-			r.DeviceID = md.Attributes["device_id"]
+		deviceID, err := deviceOf(r.DeviceID, md)
+		if err != nil {
+			return ports.Invalid(fmt.Errorf("device status: %w", err))
 		}
+		r.DeviceID = deviceID
 		var errs []error
 		if r.DeviceID == "" {
 			errs = append(errs, errors.New("device_id is missing (in the payload or the topic)"))
@@ -93,14 +97,17 @@ func newStatusHandler(store statusStore, pub ports.Publisher) ports.Handler {
 		if r.Status != "online" && r.Status != "offline" {
 			errs = append(errs, fmt.Errorf("status %q is neither online nor offline", r.Status))
 		}
-		if r.At.IsZero() {
+		switch {
+		case r.At.IsZero():
 			errs = append(errs, errors.New("at is missing: it orders the reports"))
+		case r.At.After(clock.Now().Add(cfg.clockSkew())):
+			errs = append(errs, fmt.Errorf("at %s is further ahead of the service's clock than clock_skew allows: the device's clock is wrong", r.At.Format(time.RFC3339)))
 		}
 		if err := errors.Join(errs...); err != nil {
 			return ports.Invalid(fmt.Errorf("device status: %w", err))
 		}
 		s := deviceStatus{DeviceID: r.DeviceID, Online: r.Status == "online", At: r.At}
-		err := store.Apply(ctx, s, func() error {
+		err = store.Apply(ctx, s, func() error {
 			// In the handler's transaction (PostgreSQL) the event goes to
 			// the outbox and commits with the row written just before.
 			return pub.Publish(ctx, deviceStatusChanged{DeviceID: s.DeviceID, Online: s.Online, At: s.At})
