@@ -12,6 +12,11 @@ STRESS_HOGS  ?= 2
 STRESS_COUNT ?= 3
 STRESS_RUN   ?= E2E|Mosquitto
 
+# SERVICE is the service's name: the directory cmd/<SERVICE>/ holding its
+# service.go (`make rename NAME=...` renames it; the Makefile is the
+# framework's and names no service).
+SERVICE ?= $(notdir $(patsubst %/service.go,%,$(firstword $(wildcard cmd/*/service.go))))
+
 .DEFAULT_GOAL := help
 
 .PHONY: help
@@ -19,12 +24,17 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: run
-run: ## build bin/hexmill and run it (in-memory transport and demo unless configured otherwise); Ctrl-C stops it, exit 0
-	$(GO) build -o bin/hexmill ./cmd/hexmill
-	exec ./bin/hexmill
+run: ## build bin/<service> (cmd/<service>/) and run it (in-memory transport and demo unless configured otherwise); Ctrl-C stops it, exit 0
+	@[ -n "$(SERVICE)" ] || { echo "make run: no cmd/<service>/service.go: the service's wiring is where make finds it (or SERVICE=...)"; exit 2; }
+	$(GO) build -o bin/$(SERVICE) ./cmd/$(SERVICE)
+	exec ./bin/$(SERVICE)
+
+.PHONY: print-service
+print-service: ## print the service's name (SERVICE: cmd/<service>/service.go)
+	@echo $(SERVICE)
 
 .PHONY: build
-build: ## build bin/hexmill, and the tools bin/hexmill-bench and bin/hexmill-load from tools/
+build: ## build bin/<service>, and the tools bin/hexmill-bench and bin/hexmill-load from tools/
 	$(GO) build -o bin/ ./cmd/...
 	$(if $(TOOLS_PKGS),cd tools && $(GO) build -o ../bin/ ./cmd/...)
 
@@ -72,13 +82,15 @@ lint: ## gofmt and go vet, the tools' too
 	$(if $(TOOLS_PKGS),cd tools && $(GO) vet $(TOOLS_PKGS))
 
 .PHONY: rename
-rename: ## make the clone a service of its own: make rename MODULE=example.com/fleet NAME=fleet
-	$(GO) run ./internal/rename -module "$(MODULE)" -name "$(NAME)"
+rename: ## give the fork its service's name, in the service's files only (the module path stays): make rename NAME=fleet
+	@[ -z "$(MODULE)" ] || { echo "make rename: MODULE= is gone: a fork keeps the module path github.com/hexmill/hexmill, so that upstream merges without conflicts (docs/fork.md); give NAME= only"; exit 2; }
+	$(GO) run ./internal/rename -name "$(NAME)"
 
 # docker compose (v2) where it is installed, else docker-compose (v1).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 # STATE=1: the service on PostgreSQL, with the state profile's postgres.
-COMPOSE_FILES = $(if $(STATE),-f docker-compose.yml -f deploy/state.compose.yaml --profile state)
+# A fork that deletes deploy/state.compose.yaml has no STATE=1.
+COMPOSE_FILES = $(if $(STATE),$(if $(wildcard deploy/state.compose.yaml),-f docker-compose.yml -f deploy/state.compose.yaml --profile state,$(error STATE=1 needs deploy/state.compose.yaml, which this service does not have)))
 
 .PHONY: up
 up: ## start RabbitMQ, Mosquitto and the service (built from the Dockerfile) with docker compose; STATE=1 puts the service on PostgreSQL (deploy/state.compose.yaml), COMPOSE_PROFILES=tracing adds Jaeger; STACK_*_IMAGE/_PORT override images and ports
