@@ -86,6 +86,20 @@ rename: ## give the fork its service's name, in the service's files only (the mo
 	@[ -z "$(MODULE)" ] || { echo "make rename: MODULE= is gone: a fork keeps the module path github.com/hexmill/hexmill, so that upstream merges without conflicts (docs/fork.md); give NAME= only"; exit 2; }
 	$(GO) run ./internal/rename -name "$(NAME)"
 
+# YOURS is what a fork owns (docs/fork.md): in an upstream merge it stays
+# as the fork has it, and upstream's sample stays out.
+YOURS := domain cmd deploy docker-compose.yml Dockerfile
+
+.PHONY: keep-yours
+keep-yours: ## in an upstream merge (git merge --no-ff --no-commit upstream/main): keep domain/, cmd/, deploy/, docker-compose.yml, Dockerfile as HEAD has them; then git commit
+	@git rev-parse -q --verify MERGE_HEAD >/dev/null || { echo "make keep-yours: no merge in progress: run git merge --no-ff --no-commit upstream/main first (docs/fork.md)"; exit 2; }
+	@git diff -z --no-renames --name-only --diff-filter=A HEAD MERGE_HEAD -- $(YOURS) | xargs -0 -r rm -f --
+	@git reset -q HEAD -- $(YOURS) >/dev/null
+	@git ls-tree -z --name-only HEAD -- $(YOURS) | xargs -0 -r git checkout HEAD --
+	@find domain cmd deploy -depth -type d -empty -delete 2>/dev/null || true
+	@if git ls-files -u | grep -q .; then echo "make keep-yours: conflicts remain outside your files: a framework file was edited in this fork (docs/fork.md, Take an upgrade):"; git diff --name-only --diff-filter=U; exit 1; fi
+	@echo "make keep-yours: your files are as HEAD has them; what upstream changed in its sample: git diff HEAD MERGE_HEAD -- $(YOURS)"
+
 # docker compose (v2) where it is installed, else docker-compose (v1).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 # STATE=1: the service on PostgreSQL, with the state profile's postgres.
