@@ -306,4 +306,3 @@ func write(t *testing.T, dir, file, content string) {
 		t.Fatal(err)
 	}
 }
-
