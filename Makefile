@@ -81,6 +81,10 @@ lint: ## gofmt and go vet, the tools' too
 	$(GO) vet $(PKGS)
 	$(if $(TOOLS_PKGS),cd tools && $(GO) vet $(TOOLS_PKGS))
 
+.PHONY: api
+api: ## regenerate api/ (the exported API of the packages a service imports) and print its hash, which CHANGELOG.md's latest section names (API: <hash>)
+	$(GO) run ./internal/api
+
 .PHONY: rename
 rename: ## give the fork its service's name, in the service's files only (the module path stays): make rename NAME=fleet
 	@[ -z "$(MODULE)" ] || { echo "make rename: MODULE= is gone: a fork keeps the module path github.com/hexmill/hexmill, so that upstream merges without conflicts (docs/fork.md); give NAME= only"; exit 2; }
