@@ -419,7 +419,8 @@ func (c Config) validate() error {
 		return err
 	}
 	if len(c.Handlers) == 0 {
-		return &ports.FieldError{Field: "handlers", Fix: "bind at least one handler, e.g. handlers.<name>.transport and .topic"}
+		return &ports.FieldError{Field: "handlers", Fix: "bind at least one handler: handlers.<name>.transport and .topic in the configuration file, " +
+			c.prefix + "HANDLERS_<NAME>_TRANSPORT and _TOPIC, or defaults in code (app.Service.Defaults; memory transport for a run without brokers)"}
 	}
 	for _, name := range sortedKeys(c.Handlers) {
 		b := c.Handlers[name]
