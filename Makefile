@@ -12,6 +12,11 @@ STRESS_HOGS  ?= 2
 STRESS_COUNT ?= 3
 STRESS_RUN   ?= E2E|Mosquitto
 
+# SERVICE is the service's name: the directory cmd/<SERVICE>/ holding its
+# service.go (`make rename NAME=...` renames it; the Makefile is the
+# framework's and names no service).
+SERVICE ?= $(notdir $(patsubst %/service.go,%,$(firstword $(wildcard cmd/*/service.go))))
+
 .DEFAULT_GOAL := help
 
 .PHONY: help
@@ -19,12 +24,17 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: run
-run: ## build bin/hexmill and run it (in-memory transport and demo unless configured otherwise); Ctrl-C stops it, exit 0
-	$(GO) build -o bin/hexmill ./cmd/hexmill
-	exec ./bin/hexmill
+run: ## build bin/<service> (cmd/<service>/) and run it (in-memory transport and demo unless configured otherwise); Ctrl-C stops it, exit 0
+	@[ -n "$(SERVICE)" ] || { echo "make run: no cmd/<service>/service.go: the service's wiring is where make finds it (or SERVICE=...)"; exit 2; }
+	$(GO) build -o bin/$(SERVICE) ./cmd/$(SERVICE)
+	exec ./bin/$(SERVICE)
+
+.PHONY: print-service
+print-service: ## print the service's name (SERVICE: cmd/<service>/service.go)
+	@echo $(SERVICE)
 
 .PHONY: build
-build: ## build bin/hexmill, and the tools bin/hexmill-bench and bin/hexmill-load from tools/
+build: ## build bin/<service>, and the tools bin/hexmill-bench and bin/hexmill-load from tools/
 	$(GO) build -o bin/ ./cmd/...
 	$(if $(TOOLS_PKGS),cd tools && $(GO) build -o ../bin/ ./cmd/...)
 
@@ -85,14 +95,34 @@ vuln: ## govulncheck (pinned) on the module and the tools; where its database VU
 	set -ex; $(GO) run $(GOVULNCHECK) -db $(VULN_DB) $(PKGS); \
 	$(if $(TOOLS_PKGS),cd tools && $(GO) run $(GOVULNCHECK) -db $(VULN_DB) $(TOOLS_PKGS))
 
+.PHONY: api
+api: ## regenerate api/ (the exported API of the packages a service imports) and print its hash, which CHANGELOG.md's latest section names (API: <hash>)
+	$(GO) run ./internal/api
+
 .PHONY: rename
-rename: ## make the clone a service of its own: make rename MODULE=example.com/fleet NAME=fleet
-	$(GO) run ./internal/rename -module "$(MODULE)" -name "$(NAME)"
+rename: ## give the fork its service's name, in the service's files only (the module path stays): make rename NAME=fleet
+	@[ -z "$(MODULE)" ] || { echo "make rename: MODULE= is gone: a fork keeps the module path github.com/hexmill/hexmill, so that upstream merges without conflicts (docs/fork.md); give NAME= only"; exit 2; }
+	$(GO) run ./internal/rename -name "$(NAME)"
+
+# YOURS is what a fork owns (docs/fork.md): in an upstream merge it stays
+# as the fork has it, and upstream's sample stays out.
+YOURS := domain cmd deploy docker-compose.yml Dockerfile
+
+.PHONY: keep-yours
+keep-yours: ## in an upstream merge (git merge --no-ff --no-commit upstream/main): keep domain/, cmd/, deploy/, docker-compose.yml, Dockerfile as HEAD has them; then git commit
+	@git rev-parse -q --verify MERGE_HEAD >/dev/null || { echo "make keep-yours: no merge in progress: run git merge --no-ff --no-commit upstream/main first (docs/fork.md)"; exit 2; }
+	@git diff -z --no-renames --name-only --diff-filter=A HEAD MERGE_HEAD -- $(YOURS) | xargs -0 -r rm -f --
+	@git reset -q HEAD -- $(YOURS) >/dev/null
+	@git ls-tree -z --name-only HEAD -- $(YOURS) | xargs -0 -r git checkout HEAD --
+	@find domain cmd deploy -depth -type d -empty -delete 2>/dev/null || true
+	@if git ls-files -u | grep -q .; then echo "make keep-yours: conflicts remain outside your files: a framework file was edited in this fork (docs/fork.md, Take an upgrade):"; git diff --name-only --diff-filter=U; exit 1; fi
+	@echo "make keep-yours: your files are as HEAD has them; what upstream changed in its sample: git diff HEAD MERGE_HEAD -- $(YOURS)"
 
 # docker compose (v2) where it is installed, else docker-compose (v1).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 # STATE=1: the service on PostgreSQL, with the state profile's postgres.
-COMPOSE_FILES = $(if $(STATE),-f docker-compose.yml -f deploy/state.compose.yaml --profile state)
+# A fork that deletes deploy/state.compose.yaml has no STATE=1.
+COMPOSE_FILES = $(if $(STATE),$(if $(wildcard deploy/state.compose.yaml),-f docker-compose.yml -f deploy/state.compose.yaml --profile state,$(error STATE=1 needs deploy/state.compose.yaml, which this service does not have)))
 
 .PHONY: up
 up: ## start RabbitMQ, Mosquitto and the service (built from the Dockerfile) with docker compose; STATE=1 puts the service on PostgreSQL (deploy/state.compose.yaml), COMPOSE_PROFILES=tracing adds Jaeger; STACK_*_IMAGE/_PORT override images and ports

@@ -150,7 +150,7 @@ func (c *sharedContainer) start(t testing.TB, env, port string, run func(context
 		}
 		c.ctr, c.err = run(ctx)
 		if c.err != nil {
-			c.err = fmt.Errorf("broker container for %s: %w", env, c.err)
+			c.err = containerError(env, c.err)
 			return
 		}
 		c.endpoint, c.err = c.ctr.PortEndpoint(ctx, port, "")
@@ -162,6 +162,18 @@ func (c *sharedContainer) start(t testing.TB, env, port string, run func(context
 		t.Fatal(c.err)
 	}
 	return c.endpoint
+}
+
+// containerError says why a broker container did not start, first the fix
+// where it is known: a Docker engine that answers but cannot pull an image
+// fails deep in testcontainers' reaper (Ryuk), which starts before any
+// broker.
+func containerError(env string, err error) error {
+	if msg := strings.ToLower(err.Error()); strings.Contains(msg, "ryuk") || strings.Contains(msg, "reaper") {
+		return fmt.Errorf("broker container for %s: testcontainers' reaper (Ryuk) did not start, often because its image cannot be pulled: "+
+			"set TESTCONTAINERS_RYUK_DISABLED=true (the tests remove their containers themselves), or set %s; the error: %w", env, env, err)
+	}
+	return fmt.Errorf("broker container for %s (is its image pullable? set %s to use a broker of your own): %w", env, env, err)
 }
 
 // DockerAvailable reports why no Docker engine can run containers, or nil.

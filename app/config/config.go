@@ -121,6 +121,10 @@ func Load(name string, defaults func(*Config), env map[string]string, sections .
 	return cfg, err
 }
 
+// templateName is the name of the service this repository is a template
+// of; a fork renames it (make rename) and its variables with it.
+const templateName = "hexmill"
+
 func load(name string, defaults func(*Config), env map[string]string, sections []Section) (Config, error) {
 	cfg := Default(name)
 	if defaults != nil {
@@ -130,6 +134,12 @@ func load(name string, defaults func(*Config), env map[string]string, sections [
 	cfg.sections = sections
 	if err := cfg.checkSections(); err != nil {
 		return cfg, err
+	}
+	// The template's variable, copied from its README into a fork's
+	// environment, would otherwise be ignored in silence.
+	if own, template := EnvConfigFile(name), EnvConfigFile(templateName); env[own] == "" && env[template] != "" && own != template {
+		return cfg, &ports.FieldError{Field: "environment", Env: template,
+			Fix: fmt.Sprintf("%s is set but this service reads %s: its variables start with its name, %s", template, own, EnvPrefix(name))}
 	}
 	if path, ok := env[EnvConfigFile(name)]; ok && path != "" {
 		b, err := os.ReadFile(path)
@@ -244,8 +254,8 @@ func (c *Config) checkSectionParents(n *yaml.Node, path string) error {
 		}
 		for j := 0; j+1 < len(v.Content); j += 2 {
 			slices.Sort(under)
-			return &ports.FieldError{Field: join(p, v.Content[j].Value), Fix: fmt.Sprintf("line %d: not a setting; this build knows %s",
-				v.Content[j].Line, strings.Join(under, ", "))}
+			return &ports.FieldError{Field: join(p, v.Content[j].Value), Fix: fmt.Sprintf("line %d: not a setting%s; this build knows %s",
+				v.Content[j].Line, didYouMean(join(p, v.Content[j].Value), under), strings.Join(under, ", "))}
 		}
 		// Left empty: drop it, Config has no such field.
 		n.Content = append(n.Content[:i], n.Content[i+2:]...)
@@ -279,13 +289,17 @@ func (c *Config) sectionKeyError(err error) error {
 			}
 			if len(tops) > 0 {
 				slices.Sort(tops)
-				return &ports.FieldError{Field: ce.Field, Fix: ce.Fix + "; the service's sections: " + strings.Join(tops, ", ")}
+				fix := ce.Fix
+				if !strings.Contains(fix, "did you mean") {
+					fix += didYouMean(ce.Field, tops)
+				}
+				return &ports.FieldError{Field: ce.Field, Fix: fix + "; the service's sections: " + strings.Join(tops, ", ")}
 			}
 		}
 		return err
 	}
 	slices.Sort(under)
-	return &ports.FieldError{Field: ce.Field, Fix: "not a setting; this build knows " + strings.Join(under, ", ")}
+	return &ports.FieldError{Field: ce.Field, Fix: "not a setting" + didYouMean(ce.Field, under) + "; this build knows " + strings.Join(under, ", ")}
 }
 
 func splitLast(path string) (parent, last string) {
@@ -412,7 +426,8 @@ func (c Config) validate() error {
 		return err
 	}
 	if len(c.Handlers) == 0 {
-		return &ports.FieldError{Field: "handlers", Fix: "bind at least one handler, e.g. handlers.<name>.transport and .topic"}
+		return &ports.FieldError{Field: "handlers", Fix: "bind at least one handler: handlers.<name>.transport and .topic in the configuration file, " +
+			c.prefix + "HANDLERS_<NAME>_TRANSPORT and _TOPIC, or defaults in code (app.Service.Defaults; memory transport for a run without brokers)"}
 	}
 	for _, name := range sortedKeys(c.Handlers) {
 		b := c.Handlers[name]

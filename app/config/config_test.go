@@ -102,6 +102,19 @@ func writeYAML(t *testing.T, yaml string) env {
 	return env{envConfigFile: path}
 }
 
+// A fork's service reading FLEET_CONFIG names the template's
+// HEXMILL_CONFIG, set in its stead, instead of ignoring it.
+func TestLoadNamesTheTemplatesConfigVariable(t *testing.T) {
+	_, err := config.Load("fleet", nil, map[string]string{"HEXMILL_CONFIG": "fleet.yaml"})
+	var fe *ports.FieldError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "HEXMILL_CONFIG is set but this service reads FLEET_CONFIG") {
+		t.Fatalf("Load = %v, want a *ports.FieldError naming HEXMILL_CONFIG and FLEET_CONFIG", err)
+	}
+	if _, err := config.Load("fleet", nil, map[string]string{"HEXMILL_CONFIG": "x", "FLEET_CONFIG": ""}); err == nil || !strings.Contains(err.Error(), "FLEET_CONFIG") {
+		t.Fatalf("Load with an empty FLEET_CONFIG = %v, want the same error", err)
+	}
+}
+
 func TestLoadDefaults(t *testing.T) {
 	tests := []struct {
 		name string
@@ -403,6 +416,8 @@ func TestLoadInvalid(t *testing.T) {
 		{name: "typo in a variable", env: env{"HEXMILL_HANDLERS_TELEMETRY_TOPIK": "x"}, field: "environment", want: []string{"HEXMILL_HANDLERS_TELEMETRY_TOPIK sets no setting", "did you mean HEXMILL_HANDLERS_TELEMETRY_TOPIC"}},
 		{name: "typo in a top-level variable", env: env{"HEXMILL_DRAIN_TIMOUT": "3s"}, field: "environment", want: []string{"did you mean HEXMILL_DRAIN_TIMEOUT"}},
 		{name: "unknown transport section", yaml: "transports:\n  kafka:\n    url: x\n", field: "transports.kafka", want: []string{"not a setting", "transports.rabbitmq", "transports.mqtt"}},
+		{name: "typo in a transport section", yaml: "transports:\n  rabitmq:\n    url: x\n", field: "transports.rabitmq", want: []string{"not a setting; did you mean transports.rabbitmq?"}},
+		{name: "typo in a service section", yaml: "demmo:\n  enabled: true\n", field: "demmo", want: []string{"did you mean demo?"}},
 		{name: "bad option in a transport section", yaml: "transports:\n  rabbitmq:\n    heartbeat: often\n", field: "transports.rabbitmq.heartbeat", want: []string{"duration"}},
 		{name: "empty topic", env: env{"HEXMILL_HANDLERS_TELEMETRY_TOPIC": ""}, field: "handlers.telemetry.topic", want: []string{"must name the topic"}},
 		{name: "empty event topic", env: env{"HEXMILL_EVENTS_DEVICESTATUSCHANGED_TOPIC": ""}, field: "events.DeviceStatusChanged.topic", want: []string{"must name the topic"}},
@@ -420,7 +435,7 @@ func TestLoadInvalid(t *testing.T) {
 		{name: "log format", env: env{"HEXMILL_LOG_FORMAT": "xml"}, field: "log.format", want: []string{"text or json"}},
 		{name: "demo enabled not a bool", env: env{"HEXMILL_DEMO_ENABLED": "sometimes"}, field: "demo.enabled", want: []string{"true or false"}},
 		{name: "demo interval", env: env{"HEXMILL_DEMO_INTERVAL": "0s"}, field: "demo.interval", want: []string{"positive duration"}},
-		{name: "unknown top-level YAML key", yaml: "drain_timout: 3s\n", field: "drain_timout", want: []string{"not a setting", "drain_timeout", "line 1"}},
+		{name: "unknown top-level YAML key", yaml: "drain_timout: 3s\n", field: "drain_timout", want: []string{"not a setting; did you mean drain_timeout?", "line 1"}},
 		{name: "unknown nested YAML key", yaml: "handlers:\n  telemetry:\n    topik: x\n", field: "handlers.telemetry.topik", want: []string{"not a setting", "topic", "line 3"}},
 		{name: "unknown YAML key in retry", yaml: "retry:\n  retries: 3\n", field: "retry.retries", want: []string{"not a setting", "max_retries"}},
 		{name: "mapping where a value belongs", yaml: "service:\n  name: x\n", field: "service", want: []string{"cannot use a mapping"}},

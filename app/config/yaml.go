@@ -103,8 +103,8 @@ func checkYAML(n *yaml.Node, t reflect.Type, path string) error {
 			}
 			ft, ok := fields[k.Value]
 			if !ok {
-				return &ports.FieldError{Field: join(path, k.Value), Fix: fmt.Sprintf("line %d: not a setting; %s takes %s",
-					k.Line, orTop(path), strings.Join(sortedKeys(fields), ", "))}
+				return &ports.FieldError{Field: join(path, k.Value), Fix: fmt.Sprintf("line %d: not a setting%s; %s takes %s",
+					k.Line, didYouMean(k.Value, sortedKeys(fields)), orTop(path), strings.Join(sortedKeys(fields), ", "))}
 			}
 			if err := checkYAML(v, ft, join(path, k.Value)); err != nil {
 				return err
@@ -195,6 +195,15 @@ func wantKind(t reflect.Type) string {
 		return "a list"
 	}
 	return "a value of type " + t.String()
+}
+
+// didYouMean is "; did you mean <name>?" for the name of names nearest to
+// key, when it is near enough to be a typo of it, else "".
+func didYouMean(key string, names []string) string {
+	if c := Closest(key, names); c != "" {
+		return "; did you mean " + c + "?"
+	}
+	return ""
 }
 
 func orTop(path string) string {

@@ -148,6 +148,9 @@ func New(p Params) (*Runtime, error) {
 		names[name] = true
 		key, ok := config.BindingKey(r.cfg.Handlers, name)
 		if !ok {
+			if c := config.Closest(name, slices.Sorted(maps.Keys(r.cfg.Handlers))); c != "" {
+				return nil, r.cfg.FieldError("handlers."+name, fmt.Sprintf("the handler is registered but not bound; did you mean handlers.%s for handlers.%s?", name, c))
+			}
 			return nil, r.cfg.FieldError("handlers."+name, "the handler is registered but not bound; set handlers."+name+".transport and .topic in the configuration file, or "+
 				r.cfg.EnvName("handlers."+name+".transport")+" and "+r.cfg.EnvName("handlers."+name+".topic"))
 		}

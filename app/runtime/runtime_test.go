@@ -398,12 +398,25 @@ func TestMetadataAndCorrelation(t *testing.T) {
 }
 
 func TestNewRefusesUnboundHandlers(t *testing.T) {
-	cfg := testConfig()
-	h := ports.HandlerFunc{HandlerName: "unbound", Func: func(context.Context, ports.Message) error { return nil }}
-	_, err := runtime.New(runtime.Params{Config: cfg, Transports: []runtime.Opener{memoryOpener(newBroker(t))}, Handlers: []ports.Handler{h}})
-	var ce *ports.FieldError
-	if !errors.As(err, &ce) || ce.Field != "handlers.unbound" {
-		t.Fatalf("err = %v, want a *ports.FieldError on handlers.unbound", err)
+	for _, tc := range []struct {
+		handler, binding, field, want string
+	}{
+		{"unbound", "", "handlers.unbound", "registered but not bound; set handlers.unbound.transport"},
+		// A typo in the binding's key names the handler it misses.
+		{"firmware", "firmwar", "handlers.firmware", "did you mean handlers.firmware for handlers.firmwar?"},
+	} {
+		t.Run(tc.handler, func(t *testing.T) {
+			cfg := testConfig()
+			if tc.binding != "" {
+				cfg.Handlers[tc.binding] = config.Binding{Transport: config.TransportMemory, Topic: "other"}
+			}
+			h := ports.HandlerFunc{HandlerName: tc.handler, Func: func(context.Context, ports.Message) error { return nil }}
+			_, err := runtime.New(runtime.Params{Config: cfg, Transports: []runtime.Opener{memoryOpener(newBroker(t))}, Handlers: []ports.Handler{h}})
+			var ce *ports.FieldError
+			if !errors.As(err, &ce) || ce.Field != tc.field || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want a *ports.FieldError on %s saying %q", err, tc.field, tc.want)
+			}
+		})
 	}
 }
 
