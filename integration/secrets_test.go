@@ -115,3 +115,35 @@ func TestSecretsNotInStartLog(t *testing.T) {
 	}
 	check("the log", strings.Join(lines, "\n"))
 }
+
+// -print-config redacts a password written in an MQTT server URL, as it
+// does the RabbitMQ url and urls, whether or not a binding uses MQTT.
+func TestPrintConfigRedactsServerURLs(t *testing.T) {
+	const secret = "url-s3cret"
+	cases := []struct {
+		env  []string
+		want []string
+	}{
+		{[]string{"HEXMILL_TRANSPORTS_MQTT_SERVERS=mqtts://u:" + secret + "@broker.example:8883,mqtt://u:" + secret + "@127.0.0.1:1883",
+			"HEXMILL_TRANSPORTS_RABBITMQ_URL=amqp://guest:" + secret + "@127.0.0.1:5672/"},
+			[]string{"mqtts://u:xxxxx@broker.example:8883", "mqtt://u:xxxxx@127.0.0.1:1883", "amqp://guest:xxxxx@127.0.0.1:5672/"}},
+		{[]string{"HEXMILL_TRANSPORTS_RABBITMQ_URLS=amqp://guest:" + secret + "@127.0.0.1:5672/,amqp://guest:" + secret + "@127.0.0.2:5672/"},
+			[]string{"amqp://guest:xxxxx@127.0.0.2:5672/"}},
+	}
+	for _, tc := range cases {
+		cmd := exec.Command(hexmillBinary(t), "-print-config")
+		cmd.Env = append(os.Environ(), append([]string{"HEXMILL_HTTP_ADDR=127.0.0.1:0"}, tc.env...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: -print-config: %v\n%s", tc.env, err, out)
+		}
+		if strings.Contains(string(out), secret) {
+			t.Errorf("%v: -print-config shows the password:\n%s", tc.env, out)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(string(out), w) {
+				t.Errorf("%v: -print-config does not show %s", tc.env, w)
+			}
+		}
+	}
+}

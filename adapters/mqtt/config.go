@@ -5,7 +5,9 @@
 package mqtt
 
 import (
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/url"
 	"os"
@@ -25,7 +27,9 @@ import (
 type Config struct {
 	// Servers are broker URLs tried in turn: mqtt://host:1883,
 	// mqtts://host:8883, ws://host:8080/mqtt, wss://host:8081/mqtt.
-	Servers []string `yaml:"servers"`
+	// Credentials belong in username and password; a password written in
+	// a URL anyway is redacted wherever the servers are printed.
+	Servers ServerList `yaml:"servers"`
 	// ClientID is the template of the client identifier of each
 	// connection. It must be unique per connection in the whole system and
 	// stable across restarts of one replica: the persistent session, and
@@ -264,6 +268,47 @@ func redactURL(s string) string {
 		return u.String()
 	case strings.Contains(s, "@"):
 		return "[redacted]" // user:password@host without a scheme
+	}
+	return s
+}
+
+// ServerList is a list of broker URLs that never prints a password in
+// them: String, logs, JSON and configuration dumps show it redacted.
+type ServerList []string
+
+// Redacted returns the URLs with their passwords replaced by "xxxxx" (and
+// a URL that does not parse, which may hold one, replaced whole).
+func (l ServerList) Redacted() []string {
+	out := make([]string, len(l))
+	for i, s := range l {
+		out[i] = redactServer(s)
+	}
+	return out
+}
+
+// String implements fmt.Stringer with the passwords redacted.
+func (l ServerList) String() string { return strings.Join(l.Redacted(), ",") }
+
+// MarshalYAML keeps a configuration dump from printing the passwords.
+func (l ServerList) MarshalYAML() (any, error) { return l.Redacted(), nil }
+
+// MarshalJSON keeps JSON from printing the passwords.
+func (l ServerList) MarshalJSON() ([]byte, error) { return json.Marshal(l.Redacted()) }
+
+// LogValue keeps slog from printing the passwords.
+func (l ServerList) LogValue() slog.Value { return slog.StringValue(l.String()) }
+
+// redactServer is s with its password replaced by "xxxxx"; where s does
+// not parse, or holds "@" without parsed credentials, it is replaced whole.
+func redactServer(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "[unparsable URL]"
+	case u.User != nil:
+		return u.Redacted()
+	case strings.Contains(s, "@"):
+		return "[redacted]"
 	}
 	return s
 }
