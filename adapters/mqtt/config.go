@@ -264,8 +264,8 @@ func redactURL(s string) string {
 	case err != nil:
 		return "[unparsable URL]"
 	case u.User != nil:
-		u.User = url.User("[redacted]")
-		return u.String()
+		u.User = url.User("xxxxx") // the whole userinfo: a lone username may be a token
+		return strings.Replace(u.String(), "xxxxx@", "[redacted]@", 1)
 	case strings.Contains(s, "@"):
 		return "[redacted]" // user:password@host without a scheme
 	}
