@@ -99,14 +99,22 @@ domain:
 	}
 	t.Cleanup(stop)
 
+	// Each device reports for itself: its payload's device_id is the
+	// topic's (productKey.deviceName), as the sample requires.
 	reading := func(device string, size int) []byte {
-		head := `{"device_id":"` + device + `","readings":{"temperature":`
+		head := `{"device_id":"a1b2.` + device + `","readings":{"temperature":`
 		return []byte(head + strings.Repeat("9", size-len(head)-2) + "}}")
 	}
 	p := aliyun.NewPusher(t, addr)
-	for i, payload := range [][]byte{reading("too-large", 3<<20), reading("number", 900<<10),
-		[]byte(`{"device_id":"good","readings":{"temperature":100}}`)} {
-		if err := p.Push(queue, "/a1b2/dev-1/user/telemetry", fmt.Sprintf("m-%d", i), payload, nil); err != nil {
+	for i, r := range []struct {
+		device  string
+		payload []byte
+	}{
+		{"too-large", reading("too-large", 3<<20)},
+		{"number", reading("number", 900<<10)},
+		{"good", []byte(`{"device_id":"a1b2.good","readings":{"temperature":100}}`)},
+	} {
+		if err := p.Push(queue, "/a1b2/"+r.device+"/user/telemetry", fmt.Sprintf("m-%d", i), r.payload, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -125,13 +133,13 @@ domain:
 		t.Fatalf("nothing in %s after 30s", q)
 		return amqp.Delivery{}
 	}
-	if alert := get(alerts); !strings.Contains(string(alert.Body), `"good"`) {
+	if alert := get(alerts); !strings.Contains(string(alert.Body), `"a1b2.good"`) {
 		t.Fatalf("alert %s, want the good reading's", alert.Body)
 	}
 	got := map[string]amqp.Delivery{}
 	for range 2 {
 		d := get(poison)
-		device, _, _ := strings.Cut(strings.TrimPrefix(string(d.Body), `{"device_id":"`), `"`)
+		device, _, _ := strings.Cut(strings.TrimPrefix(string(d.Body), `{"device_id":"a1b2.`), `"`)
 		got[device] = d
 	}
 	stop()
@@ -216,7 +224,7 @@ domain:
 	}
 	t.Cleanup(func() { _ = svc.Stop(context.Background()) })
 
-	payload := `{"device_id":"d-1","readings":{"temperature":100}}`
+	payload := `{"device_id":"a1b2.d-1","readings":{"temperature":100}}`
 	sent := time.Now()
 	if err := aliyun.NewPusher(t, addr).Push(queue, "/a1b2/d-1/user/telemetry", "m-1", []byte(payload), nil); err != nil {
 		t.Fatal(err)
