@@ -624,12 +624,11 @@ func (c *Transport) bounded(call func() error) error {
 	c.mu.Lock()
 	blocked := c.blocked
 	c.mu.Unlock()
+	// The goroutine is bounded's own: every path waits for it below. (It
+	// is not counted in c.wg: bounded runs on consumers that may outlive
+	// the start of Close, and a WaitGroup must not grow while waited on.)
 	done := make(chan error, 1)
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		done <- call()
-	}()
+	go func() { done <- call() }()
 	select {
 	case err := <-done:
 		return err
