@@ -49,32 +49,18 @@ func TestOneMessageCannotTakeAConnectionDownAMQP1(t *testing.T) {
 	config := fmt.Sprintf(`service: hx-bounds-amqp1
 http_addr: "off"
 drain_timeout: 5s
-poison: {transport: rabbitmq, topic: %[11]s}
+poison: {transport: rabbitmq, topic: %[4]s}
 transports:
-  aliyun:
-    host: %[1]s
-    port: %[2]d
-    tls: false
-    access_key_id: %[3]s
-    access_key_secret: %[4]s
-    consumer_group_id: %[5]s
-    client_id: %[6]s
-    sign_method: %[7]s
-    credit: 50
-    source_address: %[8]s
-    unmatched_delay: 50ms
-    start_timeout: 20s
-  rabbitmq:
-    url: amqp://guest:guest@%[9]s/
-    queues: [{name: %[10]s, type: classic}, {name: %[11]s, type: classic}]
+%[1]s  rabbitmq:
+    url: amqp://guest:guest@%[2]s/
+    queues: [{name: %[3]s, type: classic}, {name: %[4]s, type: classic}]
 handlers:
   telemetry: {transport: aliyun, concurrency: 4}
 events:
-  AlertRaised: {transport: rabbitmq, topic: %[10]s}
+  AlertRaised: {transport: rabbitmq, topic: %[3]s}
 domain:
   thresholds: {temperature: 80}
-`, c.Host, c.Port, c.AccessKeyID, c.AccessKeySecret.Reveal(), c.ConsumerGroupID, c.ClientID, c.SignMethod,
-		c.SourceAddress, addr, alerts, poison)
+`, aliyun.ServiceSection(c), addr, alerts, poison)
 	path := filepath.Join(t.TempDir(), "service.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
@@ -181,34 +167,20 @@ func TestHandedBackTooOftenAMQP1(t *testing.T) {
 	config := fmt.Sprintf(`service: hx-hb-amqp1
 http_addr: "off"
 drain_timeout: 5s
-retry: {max_retries: 0, initial_interval: %[13]s, max_interval: 2s, multiplier: 2}
-poison: {transport: rabbitmq, topic: %[11]s}
+retry: {max_retries: 0, initial_interval: %[6]s, max_interval: 2s, multiplier: 2}
+poison: {transport: rabbitmq, topic: %[4]s}
 transports:
-  aliyun:
-    host: %[1]s
-    port: %[2]d
-    tls: false
-    access_key_id: %[3]s
-    access_key_secret: %[4]s
-    consumer_group_id: %[5]s
-    client_id: %[6]s
-    sign_method: %[7]s
-    credit: 50
-    source_address: %[8]s
-    unmatched_delay: 50ms
-    start_timeout: 20s
-  rabbitmq:
-    url: amqp://guest:guest@%[9]s/
-    exchanges: [{name: %[10]s, type: topic}]
-    queues: [{name: %[11]s, type: classic}]
+%[1]s  rabbitmq:
+    url: amqp://guest:guest@%[2]s/
+    exchanges: [{name: %[3]s, type: topic}]
+    queues: [{name: %[4]s, type: classic}]
 handlers:
-  telemetry: {transport: aliyun, concurrency: 4, max_handbacks: %[12]d}
+  telemetry: {transport: aliyun, concurrency: 4, max_handbacks: %[5]d}
 events:
-  AlertRaised: {transport: rabbitmq, topic: AlertRaised, options: {exchange: %[10]s}}
+  AlertRaised: {transport: rabbitmq, topic: AlertRaised, options: {exchange: %[3]s}}
 domain:
   thresholds: {temperature: 80}
-`, c.Host, c.Port, c.AccessKeyID, c.AccessKeySecret.Reveal(), c.ConsumerGroupID, c.ClientID, c.SignMethod,
-		c.SourceAddress, addr, exchange, poison, 2, initial)
+`, aliyun.ServiceSection(c), addr, exchange, poison, 2, initial)
 	path := filepath.Join(t.TempDir(), "service.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)

@@ -33,22 +33,9 @@ http_addr: "off"
 drain_timeout: 5s
 poison: {transport: memory, topic: poison}
 transports:
-  aliyun:
-    host: %[1]s
-    port: %[2]d
-    tls: false
-    access_key_id: %[3]s
-    access_key_secret: %[4]s
-    consumer_group_id: %[5]s
-    client_id: %[6]s
-    sign_method: %[7]s
-    credit: 50
-    source_address: %[8]s
-    unmatched_delay: 50ms
-    start_timeout: 20s
-handlers:
+%[1]shandlers:
   probe: {transport: aliyun, topic: "/a1b2/+/user/#", topic_params: "/a1b2/{thing}/user/status"}
-`, c.Host, c.Port, c.AccessKeyID, c.AccessKeySecret.Reveal(), c.ConsumerGroupID, c.ClientID, c.SignMethod, c.SourceAddress)
+`, aliyun.ServiceSection(c))
 	path := filepath.Join(t.TempDir(), "service.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)

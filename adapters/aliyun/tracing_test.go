@@ -47,30 +47,16 @@ http_addr: "off"
 drain_timeout: 5s
 poison: {transport: memory, topic: poison}
 transports:
-  aliyun:
-    host: %[1]s
-    port: %[2]d
-    tls: false
-    access_key_id: %[3]s
-    access_key_secret: %[4]s
-    consumer_group_id: %[5]s
-    client_id: %[6]s
-    sign_method: %[7]s
-    credit: 50
-    source_address: %[8]s
-    unmatched_delay: 50ms
-    start_timeout: 20s
-  rabbitmq:
-    url: amqp://guest:guest@%[9]s/
-    queues: [{name: %[10]s, type: classic}]
+%[1]s  rabbitmq:
+    url: amqp://guest:guest@%[2]s/
+    queues: [{name: %[3]s, type: classic}]
 handlers:
   telemetry: {transport: aliyun, concurrency: 4}
 events:
-  AlertRaised: {transport: rabbitmq, topic: %[10]s}
+  AlertRaised: {transport: rabbitmq, topic: %[3]s}
 domain:
   thresholds: {temperature: 80}
-`, c.Host, c.Port, c.AccessKeyID, c.AccessKeySecret.Reveal(), c.ConsumerGroupID, c.ClientID, c.SignMethod,
-		c.SourceAddress, addr, alerts)
+`, aliyun.ServiceSection(c), addr, alerts)
 	path := filepath.Join(t.TempDir(), "service.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
