@@ -81,6 +81,7 @@ type route struct {
 
 	mu      sync.Mutex
 	queue   []pending
+	holding bool          // the pump took a message and has not handed it out yet
 	stopped bool          // the pump has ended: enqueue refuses
 	signal  chan struct{} // holds a token while the queue may have messages
 }
@@ -134,12 +135,19 @@ func (s *Subscriber) Close() error {
 	return nil
 }
 
-// enqueue queues p for r's pump; false once the pump has ended.
+// enqueue hands p to r's consumer at once when it waits for a message and
+// nothing is ahead of p (Handout.Offer), else queues p for r's pump; false
+// once the pump has ended.
 func (r *route) enqueue(p pending) bool {
 	r.mu.Lock()
 	if r.stopped {
 		r.mu.Unlock()
 		return false
+	}
+	if len(r.queue) == 0 && !r.holding && r.h.Offer(p.wm, delivery{l: p.l, am: p.am}) {
+		r.mu.Unlock()
+		p.l.taken()
+		return true
 	}
 	r.queue = append(r.queue, p)
 	r.mu.Unlock()
@@ -164,17 +172,23 @@ func (r *route) pump() {
 		}
 		select {
 		case <-p.l.dead: // its settle could not reach the broker, which redelivers it
+			r.mu.Lock()
+			r.holding = false
+			r.mu.Unlock()
 			p.l.release(p.am)
 			r.h.Release()
 			continue
 		default:
 		}
-		if !r.h.Send(p.wm, delivery{l: p.l, am: p.am}) {
-			r.mu.Lock()
+		sent := r.h.Send(p.wm, delivery{l: p.l, am: p.am})
+		r.mu.Lock()
+		r.holding = false
+		if !sent {
 			r.queue = append([]pending{p}, r.queue...)
 			r.mu.Unlock()
 			break
 		}
+		r.mu.Unlock()
 		p.l.taken()
 	}
 	c.removeRoute(r)
@@ -198,6 +212,7 @@ func (r *route) next() (pending, bool) {
 			p := r.queue[0]
 			r.queue[0] = pending{}
 			r.queue = r.queue[1:]
+			r.holding = true
 			r.mu.Unlock()
 			return p, true
 		}
@@ -295,7 +310,9 @@ func toWatermill(am *amqp.Message) *message.Message {
 			payload = []byte(v)
 		}
 	}
-	md := make(message.Metadata, len(am.ApplicationProperties)+3)
+	// The message's own map takes the metadata: one map per message.
+	wm := message.NewMessage(messageID(am), payload)
+	md := wm.Metadata
 	for k, v := range am.ApplicationProperties {
 		switch {
 		case k == ports.MetadataTopic:
@@ -303,13 +320,6 @@ func toWatermill(am *amqp.Message) *message.Message {
 			continue
 		}
 		md[k] = propertyString(v)
-	}
-	id := md[MetadataMessageID]
-	if id == "" && am.Properties != nil && am.Properties.MessageID != nil {
-		id = propertyString(am.Properties.MessageID)
-	}
-	if id == "" {
-		id = watermill.NewUUID()
 	}
 	if pk, dn, ok := ParseTopic(md[ports.MetadataTopic]); ok {
 		md[MetadataProductKey] = pk
@@ -319,9 +329,23 @@ func toWatermill(am *amqp.Message) *message.Message {
 	if am.Header != nil && am.Header.DeliveryCount > 0 {
 		md[ports.MetadataRedelivered] = "true"
 	}
-	wm := message.NewMessage(id, payload)
-	wm.Metadata = md
 	return wm
+}
+
+// messageID is the message's ID: Aliyun's messageId application
+// property, else the AMQP message-id, else a new UUID.
+func messageID(am *amqp.Message) string {
+	if v, ok := am.ApplicationProperties[MetadataMessageID]; ok {
+		if id := propertyString(v); id != "" {
+			return id
+		}
+	}
+	if am.Properties != nil && am.Properties.MessageID != nil {
+		if id := propertyString(am.Properties.MessageID); id != "" {
+			return id
+		}
+	}
+	return watermill.NewUUID()
 }
 
 func propertyString(v any) string {

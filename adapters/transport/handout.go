@@ -52,12 +52,17 @@ type Handout[T any] struct {
 	owned     sync.WaitGroup // the intake watcher and the Ack bridges
 	senders   sync.WaitGroup // Sends under way
 
-	mu        sync.Mutex
-	closed    bool                      // Close has begun: Go refuses
-	stopped   bool                      // intake stopped: Send refuses
-	n         int                       // counted (handed out or being sent) and not settled
-	idle      chan struct{}             // closed when n drops to 0
-	unsettled map[*delivery[T]]struct{} // what Close hands back
+	mu      sync.Mutex
+	closed  bool          // Close has begun: Go refuses
+	stopped bool          // intake stopped: Send refuses
+	n       int           // counted (handed out or being sent) and not settled
+	idle    chan struct{} // closed when n drops to 0
+	// unsettled is what Close hands back: each delivery sits at its own
+	// index, and free holds the indexes not in use, so that tracking a
+	// message costs no hashing and, once the table has grown to the slots
+	// in use, no allocation.
+	unsettled []*delivery[T]
+	free      []int
 }
 
 // NewHandout returns the Handout of one subscription: subscribe is the
@@ -76,7 +81,6 @@ func NewHandout[T any](subscribe context.Context, slots int, settle func(token T
 		intake:    make(chan struct{}),
 		outClosed: make(chan struct{}),
 		closing:   make(chan struct{}),
-		unsettled: map[*delivery[T]]struct{}{},
 	}
 	h.owned.Add(1)
 	go func() {
@@ -135,6 +139,28 @@ func (h *Handout[T]) Release() { <-h.slots }
 // first: then msg was not handed out, its slot is free, and the adapter
 // hands it back its own way (settle is not called).
 func (h *Handout[T]) Send(msg *message.Message, token T) bool {
+	return h.send(msg, token, true)
+}
+
+// Offer hands msg out at once or not at all: only when a slot is free and
+// the consumer is waiting for a message now. It returns false, having
+// changed nothing (no slot taken, nothing counted, settle not called),
+// when either is not so or intake stopped. An adapter whose intake loop
+// serves several subscriptions offers a message first and queues it for
+// the subscription's own loop (Acquire, Send) only when the offer fails:
+// a consumer that waits gets it without a goroutine in between.
+func (h *Handout[T]) Offer(msg *message.Message, token T) bool {
+	select {
+	case h.slots <- struct{}{}:
+		return h.send(msg, token, false)
+	default:
+		return false
+	}
+}
+
+// send hands msg out in a slot taken: when wait, until the consumer takes
+// it or intake stops; else only if the consumer takes it now.
+func (h *Handout[T]) send(msg *message.Message, token T, wait bool) bool {
 	d := &delivery[T]{h: h, msg: msg, token: token}
 	h.mu.Lock()
 	if h.stopped {
@@ -146,13 +172,25 @@ func (h *Handout[T]) Send(msg *message.Message, token T) bool {
 	// Counted and tracked before it is sent: its consumer may settle it
 	// the moment it has it.
 	h.n++
-	h.unsettled[d] = struct{}{}
+	h.track(d)
 	h.mu.Unlock()
 	defer h.senders.Done()
 	msg.SetContext(d)
-	select {
-	case h.out <- msg:
-	case <-h.intake:
+	var sent bool
+	if wait {
+		select {
+		case h.out <- msg:
+			sent = true
+		case <-h.intake:
+		}
+	} else {
+		select {
+		case h.out <- msg:
+			sent = true
+		default:
+		}
+	}
+	if !sent {
 		if d.done.CompareAndSwap(false, true) {
 			d.end()
 			<-h.slots
@@ -204,9 +242,11 @@ func (h *Handout[T]) Close() {
 	})
 	<-h.outClosed // no Send is under way any more
 	h.mu.Lock()
-	back := make([]*delivery[T], 0, len(h.unsettled))
-	for d := range h.unsettled {
-		back = append(back, d)
+	back := make([]*delivery[T], 0, h.n)
+	for _, d := range h.unsettled {
+		if d != nil {
+			back = append(back, d)
+		}
 	}
 	h.mu.Unlock()
 	for _, d := range back {
@@ -228,11 +268,24 @@ func (h *Handout[T]) stopIntake() {
 	close(h.outClosed)
 }
 
+// track records d among the unsettled. h.mu must be held.
+func (h *Handout[T]) track(d *delivery[T]) {
+	if k := len(h.free); k > 0 {
+		d.index = h.free[k-1]
+		h.free = h.free[:k-1]
+		h.unsettled[d.index] = d
+		return
+	}
+	d.index = len(h.unsettled)
+	h.unsettled = append(h.unsettled, d)
+}
+
 // untrack forgets a settled (or unsent) delivery.
 func (h *Handout[T]) untrack(d *delivery[T]) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	delete(h.unsettled, d)
+	h.unsettled[d.index] = nil
+	h.free = append(h.free, d.index)
 	h.n--
 	if h.n < 0 {
 		panic("transport: a message was settled that its Handout never counted")
@@ -253,6 +306,7 @@ type delivery[T any] struct {
 	h     *Handout[T]
 	msg   *message.Message
 	token T
+	index int         // in h.unsettled
 	done  atomic.Bool // settled: the first Settle won
 
 	mu     sync.Mutex
