@@ -62,7 +62,8 @@ type RabbitMQNodeOptions struct {
 	Config string
 	// Dir is where the node keeps its files (a t.TempDir or os.MkdirTemp).
 	Dir string
-	// StartTimeout bounds the boot; 90 s by default.
+	// StartTimeout bounds the boot; 3 minutes by default (an Erlang node boots
+	// in seconds on a quiet machine and in over a minute on a crowded one).
 	StartTimeout time.Duration
 	// Home is the HOME of the node and of rabbitmqctl, where the Erlang
 	// cookie is; Dir by default. Nodes of one cluster share it.
@@ -92,7 +93,7 @@ func StartRabbitMQNode(opts RabbitMQNodeOptions) (*RabbitMQNode, error) {
 		}
 	}
 	if opts.StartTimeout == 0 {
-		opts.StartTimeout = 90 * time.Second
+		opts.StartTimeout = 3 * time.Minute
 	}
 	port, err := freePort()
 	if err != nil {
