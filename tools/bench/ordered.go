@@ -157,7 +157,9 @@ func orderedMQTT(m orderMode) func(ctx context.Context, opts Options, server str
 			return Result{}, err
 		}
 		defer rt.Stop(context.Background())
-		pub, err := mqtt.NewPublisher(mcfg, nil)
+		pcfg := mcfg // its own client ID: the runtime's transport has a "pub" connection too
+		pcfg.ClientID = "bench-ordered-" + watermill.NewShortUUID() + "-sender-{conn}"
+		pub, err := mqtt.NewPublisher(pcfg, nil)
 		if err != nil {
 			return Result{}, err
 		}
