@@ -33,8 +33,9 @@ import (
 // The workers run the chain as the unordered consumer's do: it settles
 // each message, with the transport's own rules (MQTT acks in arrival
 // order). Waiting messages are not settled until they run; at stop (intake
-// ends) the dispatcher hands them back (nack), lets the running ones
-// finish, and returns once the subscriber closed its channel.
+// ends) the running ones finish, the waiting ones are handed back (nack)
+// once the subscriber closed its channel, and the dispatcher returns when
+// both are done.
 type ordered struct {
 	msgs    <-chan *message.Message
 	handle  message.HandlerFunc
@@ -93,6 +94,12 @@ func (o *ordered) run(wg *sync.WaitGroup) {
 
 // dispatch is the dispatcher's loop. It returns once the subscriber closed
 // its channel and no worker runs a message.
+//
+// At stop (intake ends) it hands nothing more to the workers but keeps
+// reading the channel until the subscriber closes it, and only then hands
+// every message it holds back, the newest first: a subscriber puts back
+// what it had not handed out yet when its intake ended, and those are
+// newer than all the dispatcher holds.
 func (o *ordered) dispatch(work chan<- job, done <-chan job) {
 	d := dispatcher{o: o, keys: map[string]*keyQueue{}}
 	msgs, intake := o.msgs, o.intake.Done()
@@ -103,22 +110,22 @@ func (o *ordered) dispatch(work chan<- job, done <-chan job) {
 		}
 		var out chan<- job
 		var next job
-		if len(d.ready) > 0 {
+		if len(d.ready) > 0 && !d.stopping {
 			out, next = work, d.ready[0]
 		}
 		select {
 		case msg, ok := <-in:
-			if !ok {
+			switch {
+			case !ok:
 				msgs = nil
-				d.stop() // nothing more can be settled through the subscriber
-				continue
+				d.stopping = true
+				d.handBackAll()
+			case d.stopping:
+				d.seq++
+				d.late = append(d.late, job{msg: msg, seq: d.seq})
+			default:
+				d.take(msg)
 			}
-			if d.stopping {
-				handBack(msg)
-				o.handedBack(1)
-				continue
-			}
-			d.take(msg)
 		case out <- next:
 			d.ready[0] = job{}
 			d.ready = d.ready[1:]
@@ -129,7 +136,7 @@ func (o *ordered) dispatch(work chan<- job, done <-chan job) {
 			d.finished(j)
 		case <-intake:
 			intake = nil
-			d.stop()
+			d.stopping = true
 		}
 	}
 }
@@ -145,7 +152,8 @@ type dispatcher struct {
 	waiting  int                  // taken, not handed to a worker (ready, queued, pending)
 	running  int                  // handed to a worker, not done
 	seq      uint64               // messages taken
-	stopping bool
+	late     []job                // taken after intake ended
+	stopping bool                 // intake ended: nothing more to the workers
 }
 
 // take places a message the subscriber handed out.
@@ -203,17 +211,13 @@ func (d *dispatcher) queue() *keyQueue {
 	return &keyQueue{}
 }
 
-// stop hands every waiting message back to its broker, the newest first:
-// a broker that puts a handed-back message at the front of its queue (the
-// memory transport) then has them in arrival order again; RabbitMQ puts
-// each back at its place, and MQTT redelivers what was not acked in its
-// order. Nothing more is handed to a worker.
-func (d *dispatcher) stop() {
-	if d.stopping {
-		return
-	}
-	d.stopping = true
-	back := slices.Clone(d.ready)
+// handBackAll hands every message the dispatcher holds back to its
+// broker, the newest first: a broker that puts a handed-back message at
+// the front of its queue (the memory transport) then has them in arrival
+// order again; RabbitMQ puts each back at its place, and MQTT redelivers
+// what was not acked in its order.
+func (d *dispatcher) handBackAll() {
+	back := append(slices.Clone(d.ready), d.late...)
 	for _, q := range d.keys {
 		back = append(back, q.waiting...)
 	}
@@ -224,7 +228,7 @@ func (d *dispatcher) stop() {
 	for _, j := range back {
 		handBack(j.msg)
 	}
-	d.ready, d.keys, d.pending, d.waiting = nil, nil, nil, 0
+	d.ready, d.late, d.keys, d.pending, d.waiting = nil, nil, nil, nil, 0
 	if len(back) > 0 {
 		d.o.handedBack(len(back))
 	}
