@@ -305,7 +305,7 @@ func (r *Runtime) consumeOrdered(name string, b config.Binding, params *config.T
 		msgs: msgs, handle: handle, keyOf: orderKeyOf(key, params, b.Topic), intake: r.intake,
 		workers: b.Concurrency, maxWaiting: total, maxPerKey: perKey,
 		handedBack: func(n int) {
-			r.logger.Info("stopping: messages waiting for their key handed back to the broker", "handler", name, "messages", n)
+			r.logger.Info("messages waiting for their key handed back to the broker", "handler", name, "messages", n)
 		},
 		ended: func() { r.consumerEnded(name) },
 	}
