@@ -22,7 +22,9 @@ type StatusReport struct {
 
 // DeviceStatusHandler keeps each device's last status and publishes
 // DeviceStatusChanged when it changes. Redeliveries and reports older than
-// the stored one change nothing.
+// the stored one change nothing: the sample binds it with order_by
+// "{device_id}", so one device's reports arrive in order, but a redelivery
+// after a crash comes again, late, and the timestamp check is its guard.
 //
 // The device is the one its topic names (the device_id attribute, from the
 // binding's topic_params), which broker ACLs let only that device publish

@@ -116,6 +116,9 @@ type e2eEnv struct {
 	// extraHandlers and extraEvents to its handlers and events mappings
 	// (indented by two spaces).
 	extra, extraHandlers, extraEvents string
+	// telemetryExtra is added to handlers.telemetry (indented by four
+	// spaces).
+	telemetryExtra string
 }
 
 func newE2EEnv(t *testing.T) *e2eEnv {
@@ -239,7 +242,7 @@ handlers:
     topic: devices/+/telemetry
     group: %[8]s
     topic_params: devices/{device_id}/telemetry
-%[10]sevents:
+%[14]s%[10]sevents:
   AlertRaised:
     transport: rabbitmq
     topic: AlertRaised
@@ -249,7 +252,7 @@ handlers:
   thresholds:
     seq: -1
 %[9]s`, e.run, e.drainTimeout, e.poisonQueue, e.mqttAddr, replica, e.rabbitNodes(), e.exchange, e.group, e.extra, e.extraHandlers, e.extraEvents,
-		e.rabbitExtra, cmp.Or(e.queueType, "classic"))
+		e.rabbitExtra, cmp.Or(e.queueType, "classic"), e.telemetryExtra)
 	path := filepath.Join(e.t.TempDir(), "hexmill-"+replica+".yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		e.t.Fatal(err)

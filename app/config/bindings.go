@@ -61,8 +61,20 @@ type Binding struct {
 	// HandlerTimeout bounds one attempt of the handler: its context is
 	// cancelled then, and the attempt counts as failed (retried, then
 	// poisoned). 0, the default, sets no bound.
-	HandlerTimeout time.Duration     `yaml:"handler_timeout"`
-	Options        map[string]string `yaml:"options"`
+	HandlerTimeout time.Duration `yaml:"handler_timeout"`
+	// OrderBy handles the messages with the same key one at a time, in
+	// arrival order, and different keys in parallel on the concurrency
+	// workers. The key is a template of attributes (topic_params
+	// segments, else metadata), e.g. "{device_id}"; a message without
+	// them is handled unordered. "" (the default) orders nothing. See
+	// docs/ordering.md.
+	OrderBy string `yaml:"order_by"`
+	// OrderMaxWaiting bounds the messages waiting for their key (or a
+	// worker) in total, OrderMaxWaitingPerKey those of one key: at a
+	// bound intake pauses. 0 takes the defaults (OrderBounds).
+	OrderMaxWaiting       int               `yaml:"order_max_waiting"`
+	OrderMaxWaitingPerKey int               `yaml:"order_max_waiting_per_key"`
+	Options               map[string]string `yaml:"options"`
 }
 
 // Message identities of a binding (Binding.MessageID).

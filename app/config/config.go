@@ -447,6 +447,9 @@ func (c Config) validate() error {
 		if _, err := ParseTopicParams(b.TopicParams); err != nil {
 			return &ports.FieldError{Field: path + ".topic_params", Fix: err.Error()}
 		}
+		if err := b.checkOrder(path); err != nil {
+			return err
+		}
 		if b.MessageID != "" && b.MessageID != MessageIDTransport && b.MessageID != MessageIDContent {
 			return &ports.FieldError{Field: path + ".message_id", Fix: fmt.Sprintf("%q is not a message identity; use transport (the sender's or broker's ID, the default) or content (a hash of topic and payload)", b.MessageID)}
 		}

@@ -23,6 +23,11 @@ import (
 //	<service>_messages_handed_back_total{handler_name, reason}
 //	    nacked for redelivery; reason: publish_failed, poison_failed, stopping
 //
+// and, for ordered bindings (order_by, ordered.go),
+//
+//	<service>_messages_without_order_key_total{handler_name}
+//	    handled unordered for want of the key's attributes
+//
 // A poisoned message is acked (acked="acked") but its handler did not
 // succeed (success="false").
 // <service> is the service's name (Service.Name, "-" as "_"), not the

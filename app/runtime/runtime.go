@@ -348,7 +348,7 @@ func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 	name := h.Name()
 	b := r.bindings[name]
 	maxBytes := maxMessageBytes(b, r.transports[b.Transport])
-	sub, err := r.transports[b.Transport].Subscriber(transport.SubscriberConfig{Handler: name, Group: b.Group, Concurrency: b.Concurrency, Options: b.Options,
+	sub, err := r.transports[b.Transport].Subscriber(transport.SubscriberConfig{Handler: name, Group: b.Group, Concurrency: subscriberSlots(b), Options: b.Options,
 		MaxMessageBytes: maxBytes})
 	if err != nil {
 		return fmt.Errorf("handlers.%s: %w", name, err)
@@ -391,6 +391,9 @@ func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 		r.cancelIntake() // ends the Subscribe
 		<-subscribed
 		return fmt.Errorf("handlers.%s: subscribe %s: %w", name, b.Topic, ctx.Err())
+	}
+	if b.Ordered() {
+		return r.consumeOrdered(name, b, params, msgs, handle)
 	}
 	c := &consumer{msgs: msgs, handle: handle, ended: func() { r.consumerEnded(name) }}
 	c.run(b.Concurrency, &r.consumers)

@@ -43,6 +43,9 @@ func service() app.Service {
 // transport, so that a fresh checkout runs with no broker.
 func defaults(c *config.Config) {
 	c.Handlers[domain.TelemetryHandlerName] = config.Binding{Transport: config.TransportMemory, Topic: "devices.telemetry", Group: name}
+	// Unordered: the memory demo's status topic carries no device in its
+	// name (no topic_params) for order_by to key on; the deployed sample
+	// orders by "{device_id}" (deploy/hexmill.compose.yaml).
 	c.Handlers[domain.DeviceStatusHandlerName] = config.Binding{Transport: config.TransportMemory, Topic: "devices.status", Group: name}
 	c.Events[domain.AlertRaisedType] = config.EventBinding{Transport: config.TransportMemory, Topic: "alerts"}
 	c.Events[domain.DeviceStatusChangedType] = config.EventBinding{Transport: config.TransportMemory, Topic: "devices.status-changed"}

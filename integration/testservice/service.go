@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -48,10 +49,13 @@ func Service() app.Service {
 // thresholds is the domain section: a reading above its metric's
 // threshold raises an alert; a status report timed more than clock_skew
 // (default 5m) ahead of the service's clock is refused (the sample's
-// domain.Config).
+// domain.Config). handler_latency, when set, makes the telemetry handler
+// take a random time up to it per message, as real work would (the
+// ordered end-to-end test).
 type thresholds struct {
-	Thresholds map[string]float64 `yaml:"thresholds"`
-	ClockSkew  time.Duration      `yaml:"clock_skew"`
+	Thresholds     map[string]float64 `yaml:"thresholds"`
+	ClockSkew      time.Duration      `yaml:"clock_skew"`
+	HandlerLatency time.Duration      `yaml:"handler_latency"`
 }
 
 // clockSkew is ClockSkew or its default.
@@ -65,6 +69,9 @@ func (t thresholds) clockSkew() time.Duration {
 func (t thresholds) Validate() error {
 	if t.ClockSkew < 0 {
 		return &ports.FieldError{Field: "clock_skew", Fix: "must be a positive duration, such as 5m"}
+	}
+	if t.HandlerLatency < 0 {
+		return &ports.FieldError{Field: "handler_latency", Fix: "must be 0 (none) or a positive duration, such as 20ms"}
 	}
 	for m, v := range t.Thresholds {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
@@ -94,6 +101,13 @@ func (alertRaised) EventType() string { return "AlertRaised" }
 
 func newTelemetryHandler(cfg thresholds, pub ports.Publisher) ports.Handler {
 	return ports.JSONHandler("telemetry", func(ctx context.Context, t telemetry, md ports.Metadata) error {
+		if cfg.HandlerLatency > 0 {
+			select {
+			case <-time.After(rand.N(cfg.HandlerLatency + 1)):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		deviceID, err := deviceOf(t.DeviceID, md)
 		if err != nil {
 			return ports.Invalid(fmt.Errorf("telemetry: %w", err))

@@ -80,6 +80,10 @@ type Case struct {
 	Available func(ctx context.Context) error
 	Hexmill   Run
 	Raw       Run
+	// RawName names the Raw side in the report when it is not the raw
+	// client ("raw" when empty): a case comparing hexmill with itself
+	// in another setting.
+	RawName string
 	// Baselines are further references (for example watermill's stock
 	// publisher), reported as ratios of hexmill to them.
 	Baselines map[string]Run
@@ -136,7 +140,8 @@ func Execute(ctx context.Context, w io.Writer, cs []Case, opts Options) []Row {
 				continue
 			}
 		}
-		caseRows := []Row{{Case: c.Name, Side: "raw"}, {Case: c.Name, Side: "hexmill"}}
+		rawName := cmp.Or(c.RawName, "raw")
+		caseRows := []Row{{Case: c.Name, Side: rawName}, {Case: c.Name, Side: "hexmill"}}
 		runs := []Run{c.Raw, c.Hexmill}
 		names := make([]string, 0, len(c.Baselines))
 		for name := range c.Baselines {

@@ -36,16 +36,8 @@ const mqttReceiveMaximum = 65535
 
 func init() {
 	register(Case{
-		Name: "mqtt/qos1-end-to-end",
-		Available: func(context.Context) error {
-			if os.Getenv(EnvBenchMQTT) != "" {
-				return nil
-			}
-			if _, err := os.Stat(mosquittoBin); err != nil {
-				return fmt.Errorf("set %s or install mosquitto (%v)", EnvBenchMQTT, err)
-			}
-			return nil
-		},
+		Name:      "mqtt/qos1-end-to-end",
+		Available: mqttAvailable,
 		Raw: withBroker(func(ctx context.Context, opts Options, url string) (Result, error) {
 			return rawMQTTEndToEnd(ctx, opts, url, false)
 		}),
@@ -73,6 +65,18 @@ func init() {
 			}),
 		},
 	})
+}
+
+// mqttAvailable reports whether an MQTT case has a broker: EnvBenchMQTT,
+// or mosquitto to start one.
+func mqttAvailable(context.Context) error {
+	if os.Getenv(EnvBenchMQTT) != "" {
+		return nil
+	}
+	if _, err := os.Stat(mosquittoBin); err != nil {
+		return fmt.Errorf("set %s or install mosquitto (%v)", EnvBenchMQTT, err)
+	}
+	return nil
 }
 
 // withBroker gives run a broker: EnvBenchMQTT, or a private mosquitto
