@@ -217,6 +217,11 @@ handlers:
 			if err := fa.Stop(context.Background()); err != nil {
 				t.Fatal(err)
 			}
+			for _, p := range failing {
+				if n := len(a.times(p)); n != 1 {
+					t.Fatalf("%s had %d attempts when the service stopped; want 1 (the restart must fall in the first delay)", p, n)
+				}
+			}
 			fa = delayedApp(t, conf, a)
 
 			a.await(t, "the flaky messages' third attempts", func(a *attempts) bool {
