@@ -31,12 +31,6 @@ func (c Config) DelayedRetries(key string) []time.Duration {
 	return c.Retry.Delayed
 }
 
-// NativeDelays reports whether the framework's transport name parks
-// delayed retries on its broker (RabbitMQ's delay queues); the others
-// need retry.delay_store. A transport a service adds says so itself
-// (transport.Delayer), which the runtime checks at start.
-func NativeDelays(transportName string) bool { return transportName == TransportRabbitMQ }
-
 // checkDelayed validates retry.delayed, retry.delay_store,
 // retry.delay_poll_interval and every binding's retry_delayed.
 func (c Config) checkDelayed() error {
