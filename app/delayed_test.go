@@ -19,6 +19,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/fx"
 
+	"github.com/hexmill/hexmill/adapters/postgres"
 	"github.com/hexmill/hexmill/adapters/rabbitmq"
 	"github.com/hexmill/hexmill/app"
 	"github.com/hexmill/hexmill/app/config"
@@ -304,5 +305,63 @@ func sender(t *testing.T, source string, ch *amqp.Channel, queue, mqttURL, topic
 		if _, err := cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload)}); err != nil {
 			t.Fatal(errors.New("publish: " + err.Error()))
 		}
+	}
+}
+
+// On the memory transport with the PostgreSQL store, a stop while a
+// parked message is being handled again ends by the drain timeout (the
+// handler's context ends), and the message stays in the store for the
+// next start, which handles it.
+func TestDelayedRetriesStopKeepsTheParkedMessage(t *testing.T) {
+	const drain = time.Second
+	e, schema := pgEnv(t, integration.PostgresURL(t), false)
+	e["PGTEST_RETRY_MAX_RETRIES"] = "0"
+	e["PGTEST_RETRY_DELAYED"] = "200ms,200ms"
+	e["PGTEST_RETRY_DELAY_STORE"] = "postgres"
+	e["PGTEST_RETRY_DELAY_POLL_INTERVAL"] = "50ms"
+	e["PGTEST_DRAIN_TIMEOUT"] = drain.String()
+	var mu sync.Mutex
+	calls := 0
+	hung, handled := make(chan struct{}), make(chan ports.Message, 1)
+	handle := func(ctx context.Context, _ ports.Publisher, _ *postgres.DB, msg ports.Message) error {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		switch n {
+		case 1:
+			return errors.New("first delivery fails")
+		case 2: // the parked message, back: hangs until stop gives up
+			close(hung)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		handled <- msg
+		return nil
+	}
+	s := startService(t, pgService(handle), e)
+	publish(t, s.broker, inTopic, "m-1", "item")
+	select {
+	case <-hung:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the parked message did not come back within 30s")
+	}
+	begin := time.Now()
+	s.stop(t)
+	if took := time.Since(begin); took > drain+10*time.Second {
+		t.Errorf("stop took %s; want about the drain timeout %s", took, drain)
+	}
+	db := openDB(t, schema)
+	if n := countRows(t, db, `SELECT count(*) FROM hexmill_delayed_messages`); n != 1 {
+		t.Fatalf("%d parked messages after the stop; want the one cut short", n)
+	}
+	startService(t, pgService(handle), e)
+	select {
+	case msg := <-handled:
+		if msg.Metadata.ID != "m-1" || msg.Metadata.Attributes["delivery_attempt"] != "2" {
+			t.Errorf("handled %s with delivery_attempt %q; want m-1 on its 2nd delivery", msg.Metadata.ID, msg.Metadata.Attributes["delivery_attempt"])
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the parked message was not handled after the restart")
 	}
 }
