@@ -210,7 +210,12 @@ type delayedRow struct {
 // round claims the due rows of one batch and delivers them; it returns
 // how many it claimed.
 func (s *DelayStore) round(claim, hard context.Context) (int, error) {
-	rows, err := s.db.pool.Query(claim, `UPDATE hexmill_delayed_messages SET lease_until = now() + $3::bigint * interval '1 millisecond'
+	// The claim runs on hard: cancelling it half-way could commit leases
+	// whose rows are never read, and they would wait out the lease.
+	if claim.Err() != nil {
+		return 0, nil
+	}
+	rows, err := s.db.pool.Query(hard, `UPDATE hexmill_delayed_messages SET lease_until = now() + $3::bigint * interval '1 millisecond'
 		WHERE id IN (SELECT id FROM hexmill_delayed_messages
 			WHERE handler = ANY($1) AND due_at <= now() AND (lease_until IS NULL OR lease_until <= now())
 			ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED)
