@@ -76,7 +76,7 @@ func newHandlerMetrics(registry *prometheus.Registry, namespace string) (*handle
 	m.handedBack = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace,
 		Name:      "messages_handed_back_total",
-		Help:      "Messages nacked for redelivery, by reason: publish_failed, poison_failed, stopping, database_unavailable",
+		Help:      "Messages nacked for redelivery, by reason: publish_failed, poison_failed, stopping, database_unavailable, park_failed",
 	}, []string{"handler_name", "reason"})
 	m.delayed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace,
