@@ -91,8 +91,22 @@ func (k *parker) handle(p poisoner, msg *message.Message, err error) ([]*message
 	}
 	o := deliveryOf(msg.Context())
 	if perr != nil {
+		err = errors.Join(err, fmt.Errorf("park for the delayed retry after %s: %w", delay, perr))
+		// Handed back as the poison link hands back: after the retry
+		// backoff (a broker that redelivers at once must not spin), and
+		// poisoned past max_handbacks.
+		if p.handbacks != nil {
+			h := p.handbacks.add(handbackKey(msg, p.binding.Topic))
+			if p.maxHandbacks > 0 && h > p.maxHandbacks {
+				return p.poison(msg, fmt.Errorf("%s: %w", handbackReason(h-1, err), err), poisonedHandbacks, false)
+			}
+			wait(msg.Context(), p.abort, handbackDelay(p.retry, h))
+		}
 		o.set(handedBackPark)
-		return nil, errors.Join(err, fmt.Errorf("park for the delayed retry after %s: %w", delay, perr))
+		return nil, err
+	}
+	if p.handbacks != nil {
+		p.handbacks.forget(msg, p.binding.Topic)
 	}
 	o.set(parkedDelayed)
 	k.logger.WarnContext(msg.Context(), "handler failed; message parked for a delayed retry", "handler", k.handler, "message_id", msg.UUID,
