@@ -114,8 +114,10 @@ func delayedApp(t *testing.T, conf string, a *attempts) *fx.App {
 // a handler that fails twice then succeeds sees its attempts near +0,
 // +d1, +d1+d2; a message that always fails is poisoned after its third
 // delivery with every delivery's reason. Meanwhile other messages flow:
-// the failing messages outnumber the workers, so a retry that held its
-// worker for the delay would stall them.
+// the failing messages outnumber the workers, and on MQTT the
+// receive_maximum (the broker sends no more unacked messages, and acks go
+// out in arrival order), so a retry that held its worker or its ack for
+// the delay would stall them.
 //
 // Tolerances: an attempt never comes before its delay (the park happens
 // after the failed attempt, and the broker's or the database's clock
@@ -168,13 +170,13 @@ drain_timeout: 5s
 retry: {max_retries: 0, initial_interval: 10ms, max_interval: 1s, multiplier: 2, delayed: [%[6]s, %[7]s], delay_store: %[8]s, delay_poll_interval: 100ms}
 poison: {transport: rabbitmq, topic: %[5]s}
 transports:
-  mqtt: {servers: [%[2]s], client_id: "hx-dl-%[1]s-{conn}-{n}"}
+  mqtt: {servers: [%[2]s], client_id: "hx-dl-%[1]s-{conn}-{n}", receive_maximum: %[11]d}
   rabbitmq:
     url: %[3]s
     queues: [{name: %[4]s, type: classic}, {name: %[5]s, type: classic}]
 handlers:
   work: %[9]s
-%[10]s`, run, mqttURL, amqpURL, in, poison, d1, d2, map[bool]string{true: "postgres", false: `""`}[store != ""], handler, store)
+%[10]s`, run, mqttURL, amqpURL, in, poison, d1, d2, map[bool]string{true: "postgres", false: `""`}[store != ""], handler, store, workers)
 
 			a := newAttempts()
 			fa := delayedApp(t, conf, a)
