@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -95,6 +96,22 @@ func declareQueue(ch *amqp.Channel, q QueueConfig) error {
 	durable := q.Durable == nil || *q.Durable
 	if _, err := ch.QueueDeclare(q.Name, durable, q.AutoDelete, false, false, q.arguments()); err != nil {
 		return declareError("queue", q.Name, err)
+	}
+	return nil
+}
+
+// declareDelayQueue declares the durable queue name that parks messages
+// of queue source for d: they expire after d and are dead-lettered
+// through the default exchange back to source (delayed retries, see
+// DelayQueueName).
+func declareDelayQueue(ch *amqp.Channel, name, source string, d time.Duration) error {
+	args := amqp.Table{
+		"x-message-ttl":             d.Milliseconds(),
+		"x-dead-letter-exchange":    "",
+		"x-dead-letter-routing-key": source,
+	}
+	if _, err := ch.QueueDeclare(name, true, false, false, false, args); err != nil {
+		return declareError("queue", name, err)
 	}
 	return nil
 }

@@ -91,6 +91,7 @@ type Transport struct {
 	dialCtx   context.Context
 	closeOnce sync.Once
 	wg        sync.WaitGroup // the connection supervisor and stop watchers
+	delays    delays         // delayed retries (delay.go)
 }
 
 // node is one broker the transport may connect to.
@@ -661,6 +662,7 @@ func (c *Transport) closeConn(conn *amqp.Connection) {
 // Close closes the connection and stops reconnecting. Close publishers and
 // subscribers first; it is safe to call more than once.
 func (c *Transport) Close() error {
+	c.closeDelays()
 	c.closeOnce.Do(func() {
 		close(c.closing)
 		c.stopDial()

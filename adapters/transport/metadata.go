@@ -17,6 +17,17 @@ const (
 	// does with a sender's trace context is tracing.incoming's decision.
 	MetadataTraceParent = "traceparent"
 	MetadataTraceState  = "tracestate"
+
+	// MetadataDeliveryAttempt is the number of the delivery a message is
+	// on, counted by delayed retries (docs/retries.md): absent on the
+	// first, 2 after the first delay, and so on. MetadataAttemptReasons
+	// holds the reason each earlier delivery failed, one line each, its
+	// value bounded by MetadataValueBytes. A sender can set them too; they
+	// are not framework keys, since a delayed message comes back through
+	// the subscriber with them: the worst a sender gets is its own
+	// message poisoned early, or a longer poison reason.
+	MetadataDeliveryAttempt = "delivery_attempt"
+	MetadataAttemptReasons  = "attempt_reasons"
 )
 
 // frameworkKeys are the metadata keys whose value the framework vouches

@@ -19,6 +19,18 @@ type RetryConfig struct {
 	InitialInterval time.Duration `yaml:"initial_interval"`
 	MaxInterval     time.Duration `yaml:"max_interval"`
 	Multiplier      float64       `yaml:"multiplier"`
+	// Delayed are the delayed retries (docs/retries.md): after the
+	// in-process retries fail, the message is parked for the next of
+	// these delays and its worker moves on; after the last, it is
+	// poisoned. Empty: none. A binding's retry_delayed overrides it.
+	Delayed []time.Duration `yaml:"delayed"`
+	// DelayStore parks the messages of transports that cannot delay
+	// natively (all but RabbitMQ): "postgres" (needs the postgres
+	// section) or "" (none: retry.delayed needs RabbitMQ bindings).
+	DelayStore string `yaml:"delay_store"`
+	// DelayPollInterval is how often the store is asked for messages
+	// whose delay is over; default 1s.
+	DelayPollInterval time.Duration `yaml:"delay_poll_interval"`
 }
 
 // Binding says where a handler's messages come from.
@@ -72,9 +84,12 @@ type Binding struct {
 	// OrderMaxWaiting bounds the messages waiting for their key (or a
 	// worker) in total, OrderMaxWaitingPerKey those of one key: at a
 	// bound intake pauses. 0 takes the defaults (OrderBounds).
-	OrderMaxWaiting       int               `yaml:"order_max_waiting"`
-	OrderMaxWaitingPerKey int               `yaml:"order_max_waiting_per_key"`
-	Options               map[string]string `yaml:"options"`
+	OrderMaxWaiting       int `yaml:"order_max_waiting"`
+	OrderMaxWaitingPerKey int `yaml:"order_max_waiting_per_key"`
+	// RetryDelayed overrides retry.delayed for this binding; an empty
+	// list ([]) turns delayed retries off for it.
+	RetryDelayed []time.Duration   `yaml:"retry_delayed"`
+	Options      map[string]string `yaml:"options"`
 }
 
 // Message identities of a binding (Binding.MessageID).

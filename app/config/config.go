@@ -409,6 +409,9 @@ func (c Config) validate() error {
 	if c.Retry.Multiplier < 1 {
 		return &ports.FieldError{Field: "retry.multiplier", Fix: "must be 1 or more, e.g. 2"}
 	}
+	if err := c.checkDelayed(); err != nil {
+		return err
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -133,7 +133,7 @@ func TestLoadDefaults(t *testing.T) {
 				t.Fatalf("Load() = %v, want the defaults", err)
 			}
 			def := config.Default(testName)
-			if cfg.Service != def.Service || cfg.DrainTimeout != def.DrainTimeout || cfg.Retry != def.Retry || cfg.Log != def.Log {
+			if cfg.Service != def.Service || cfg.DrainTimeout != def.DrainTimeout || !reflect.DeepEqual(cfg.Retry, def.Retry) || cfg.Log != def.Log {
 				t.Errorf("Load() = %+v, want the defaults %+v", cfg, def)
 			}
 			if err := cfg.Validate(); err != nil {

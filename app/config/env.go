@@ -231,6 +231,9 @@ func setScalar(v reflect.Value, raw string) error {
 		}
 		v.SetFloat(f)
 	case reflect.Slice:
+		if v.Type().Elem() == durationType {
+			return setDurations(v, raw)
+		}
 		if v.Type().Elem().Kind() != reflect.String {
 			return fmt.Errorf("cannot be set from the environment; use the YAML file")
 		}
@@ -257,4 +260,22 @@ func join(path, name string) string {
 func envName(prefix, path string) string {
 	r := strings.NewReplacer(".", "_", "-", "_")
 	return prefix + strings.ToUpper(r.Replace(path))
+}
+
+// setDurations sets a list of durations from a comma-separated list
+// (e.g. retry.delayed: 30s,5m,30m); an empty value is an empty list.
+func setDurations(v reflect.Value, raw string) error {
+	items := []time.Duration{}
+	for _, s := range strings.Split(raw, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("want comma-separated durations such as 30s,5m,30m")
+		}
+		items = append(items, d)
+	}
+	v.Set(reflect.ValueOf(items))
+	return nil
 }

@@ -64,6 +64,7 @@ type chainParams struct {
 	middlewares []Middleware
 	maxBytes    int        // the binding's max_message_bytes, resolved
 	handbacks   *handbacks // the handler's hand-back counts
+	parker      *parker    // nil: no delayed retries
 }
 
 // links is a handler's chain, outermost first; the order is written here
@@ -82,7 +83,9 @@ type chainParams struct {
 //   - handler_span: the span of the handler's attempts;
 //   - poison: sends a message that failed for good to the poison target
 //     and lets it be acked; outside the transaction, so that a poisoned
-//     message is published directly, after the rollback;
+//     message is published directly, after the rollback; with delayed
+//     retries, parks a message that failed after the in-process retries
+//     instead, until its last delay (delayed.go);
 //   - retry: runs a failing handler again, with backoff;
 //   - dedup: on an idempotent binding, each attempt in its own
 //     transaction, which a duplicate ends before anything below runs;
@@ -111,7 +114,7 @@ func links(p chainParams) []link {
 		{"inflight", p.inflight.middleware},
 		{"handler_span", p.tracing.handler(p.handler)},
 		{"poison", poisoner{handler: p.handler, binding: b, abort: p.abort, database: p.db != nil, publishers: p.publishers, logger: p.logger,
-			maxBytes: p.maxBytes, maxHandbacks: b.MaxHandbacks, handbacks: p.handbacks, retry: p.retry}.middleware},
+			maxBytes: p.maxBytes, maxHandbacks: b.MaxHandbacks, handbacks: p.handbacks, retry: p.retry, delayed: p.parker}.middleware},
 		{"retry", retry{handler: p.handler, cfg: p.retry, abort: p.abort, logger: p.logger, timeout: b.HandlerTimeout}.middleware},
 		{"dedup", dedupLink},
 		{"recoverer", middleware.Recoverer},

@@ -58,6 +58,8 @@ const (
 	handedBackPoison   outcome = "poison_failed"          // the poison target refused it
 	handedBackDatabase outcome = "database_unavailable"   // PostgreSQL could not be used (postgres.Unavailable)
 	handedBackStopping outcome = "stopping"               // cut short by stop
+	handedBackPark     outcome = "park_failed"            // could not be parked for its delayed retry
+	parkedDelayed      outcome = "delayed"                // parked for a delayed retry (acked)
 )
 
 // set records what became of d's message; a nil d (a chain without the

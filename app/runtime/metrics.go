@@ -21,7 +21,10 @@ import (
 //	<service>_messages_poisoned_total{handler_name, reason}
 //	    reason: invalid (bad input) or retries_exhausted
 //	<service>_messages_handed_back_total{handler_name, reason}
-//	    nacked for redelivery; reason: publish_failed, poison_failed, stopping
+//	    nacked for redelivery; reason: publish_failed, poison_failed, stopping,
+//	    database_unavailable, park_failed
+//	<service>_messages_delayed_total{handler_name}
+//	    parked for a delayed retry (retry.delayed), acked
 //
 // and, for ordered bindings (order_by, ordered.go),
 //
@@ -45,6 +48,7 @@ type handlerMetrics struct {
 	received    *prometheus.CounterVec
 	poisoned    *prometheus.CounterVec
 	handedBack  *prometheus.CounterVec
+	delayed     *prometheus.CounterVec
 }
 
 // handlerTimeBuckets are watermill's default buckets for the handler time.
@@ -72,9 +76,17 @@ func newHandlerMetrics(registry *prometheus.Registry, namespace string) (*handle
 	m.handedBack = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace,
 		Name:      "messages_handed_back_total",
-		Help:      "Messages nacked for redelivery, by reason: publish_failed, poison_failed, stopping, database_unavailable",
+		Help:      "Messages nacked for redelivery, by reason: publish_failed, poison_failed, stopping, database_unavailable, park_failed",
 	}, []string{"handler_name", "reason"})
+	m.delayed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "messages_delayed_total",
+		Help:      "Messages parked for a delayed retry (retry.delayed) after their handler failed",
+	}, []string{"handler_name"})
 	var err error
+	if m.delayed, err = register(registry, m.delayed); err != nil {
+		return nil, err
+	}
 	if m.handlerTime, err = register(registry, m.handlerTime); err != nil {
 		return nil, err
 	}
@@ -121,9 +133,10 @@ func (m *handlerMetrics) middleware(handler, transport string) message.HandlerMi
 		poisoned[r] = m.poisoned.WithLabelValues(handler, string(r))
 	}
 	handedBack := map[outcome]prometheus.Counter{}
-	for _, r := range []outcome{handedBackPublish, handedBackPoison, handedBackStopping, handedBackDatabase} {
+	for _, r := range []outcome{handedBackPublish, handedBackPoison, handedBackStopping, handedBackDatabase, handedBackPark} {
 		handedBack[r] = m.handedBack.WithLabelValues(handler, string(r))
 	}
+	delayed := m.delayed.WithLabelValues(handler)
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			d := deliveryOf(msg.Context())
@@ -141,6 +154,10 @@ func (m *handlerMetrics) middleware(handler, transport string) message.HandlerMi
 				if c, ok := handedBack[o]; ok {
 					c.Inc()
 				}
+			case o == parkedDelayed:
+				failed.Observe(took)
+				acked.Inc()
+				delayed.Inc()
 			case o != "":
 				failed.Observe(took)
 				acked.Inc()

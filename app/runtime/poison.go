@@ -40,6 +40,9 @@ type poisoner struct {
 	handbacks    *handbacks
 	// retry is the backoff a message waits before it is handed back.
 	retry config.RetryConfig
+	// delayed parks a message that failed after the in-process retries
+	// for its next delayed retry; nil: none.
+	delayed *parker
 }
 
 func (p poisoner) middleware(h message.HandlerFunc) message.HandlerFunc {
@@ -81,6 +84,9 @@ func (p poisoner) middleware(h message.HandlerFunc) message.HandlerFunc {
 			}
 			err = fmt.Errorf("%s: %w", handbackReason(n-1, err), err)
 			return p.poison(msg, err, poisonedHandbacks, false)
+		}
+		if p.delayed != nil && !errors.Is(err, ports.ErrInvalid) {
+			return p.delayed.handle(p, msg, err)
 		}
 		outcome := poisonedRetries
 		if errors.Is(err, ports.ErrInvalid) {

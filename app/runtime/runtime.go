@@ -57,6 +57,11 @@ type Runtime struct {
 	inflight    inflight
 	metrics     *handlerMetrics // nil without a registry
 	relay       *postgres.Relay // nil without a DB or without event bindings
+	// Delayed retries (delayed.go): each handler's parker, the store's
+	// poller and the chains it delivers to.
+	parkers      map[string]*parker
+	delayStore   *postgres.DelayStore // nil: no binding parks in it
+	delayHandles map[string]message.HandlerFunc
 
 	tracerProvider trace.TracerProvider     // nil: tracing off
 	ownTracer      *sdktrace.TracerProvider // made from the config; shut down at stop
@@ -312,11 +317,15 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 	// The in-flight middleware settles every message through its
 	// subscriber's transport.Settler: no subscriber need wait on Ack and Nack.
 	r.intake, r.cancelIntake = context.WithCancel(transport.SettledByConsumer(context.Background()))
+	if err := r.setUpDelays(ctx); err != nil {
+		return err
+	}
 	for _, h := range r.handlers {
 		if err := r.consume(ctx, h); err != nil {
 			return err
 		}
 	}
+	r.startDelays()
 	r.logger.Info("consuming", "handlers", len(r.handlers), "transports", r.cfg.UsedTransports())
 	return nil
 }
@@ -371,7 +380,11 @@ func (r *Runtime) consume(ctx context.Context, h ports.Handler) error {
 		middlewares: r.extra,
 		maxBytes:    maxBytes,
 		handbacks:   newHandbacks(),
+		parker:      r.parkers[name],
 	}), handlerFunc(h, b, format, params))
+	if r.delayHandles != nil && r.parkers[name] != nil && r.parkers[name].native == nil {
+		r.delayHandles[name] = handle
+	}
 
 	// Subscribe returns once the subscription consumes; the subscription
 	// lives until stop cancels intake, not as long as ctx.
@@ -454,6 +467,7 @@ func (r *Runtime) Stop(ctx context.Context) error {
 	// 1. Stop intake: subscriptions end, delivered messages stay settleable.
 	r.logger.Info("stopping: intake stopped, draining", "in_flight", r.inflight.count(), "drain_timeout", r.cfg.DrainTimeout)
 	r.cancelIntake()
+	r.stopDelayIntake()
 
 	// 2. Wait for in-flight handlers, bounded by the drain timeout.
 	drainCtx, cancelDrain := context.WithTimeout(ctx, r.cfg.DrainTimeout)
@@ -494,6 +508,9 @@ func (r *Runtime) closeAll(ctx context.Context) error {
 		}
 	}
 	if err := r.waitConsumers(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := r.stopDelays(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	// No handler writes to the outbox any more: relay what it holds
