@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/ports"
@@ -22,6 +24,12 @@ type delays struct {
 	mu  sync.Mutex
 	pub *Publisher
 }
+
+// headerParkedTopic carries a parked message's routing key through its
+// delay queue: the message comes back through the default exchange, whose
+// routing key is the source queue's name, and unmarshal gives it its
+// topic back from here (parkedTopic).
+const headerParkedTopic = "hexmill-parked-topic"
 
 // DelayQueueName is the queue that parks the messages of queue source for
 // d: "<source>.delay.<d>", e.g. orders.delay.30s.
@@ -89,12 +97,48 @@ func (c *Transport) Delay(ctx context.Context, sc SubscriberConfig, topic string
 	}
 	out := message.NewMessage(msg.UUID, msg.Payload)
 	out.Metadata = maps.Clone(msg.Metadata)
-	delete(out.Metadata, ports.MetadataTopic) // the routing key, set again on delivery
+	// The routing key travels in a header and is the topic again on
+	// delivery (parkedTopic), so that topic_params match as they did the
+	// first time.
+	delete(out.Metadata, ports.MetadataTopic)
+	if t := msg.Metadata.Get(ports.MetadataTopic); t != "" {
+		out.Metadata[headerParkedTopic] = t
+	}
 	out.SetContext(ctx)
 	if err := p.Publish(DelayQueueName(source, delay), out); err != nil {
 		return fmt.Errorf("park in %s: %w", DelayQueueName(source, delay), err)
 	}
 	return nil
+}
+
+// parkedTopic is the routing key a message had before it was parked, when
+// d comes back from a delay queue of its own queue: through the default
+// exchange with the queue as its routing key, and dead-lettered by the
+// broker (the first x-death entry, the latest, says it expired in
+// "<queue>.delay.<d>"). Any other delivery keeps the routing key it has:
+// the header alone is a sender's word. What remains is a publisher that
+// may write to the default exchange (amq.default) and forges x-death too,
+// which can put any message in any queue anyway: deny devices that
+// permission (docs/security.md).
+func parkedTopic(d *amqp.Delivery) (string, bool) {
+	t, ok := d.Headers[headerParkedTopic].(string)
+	if !ok || t == "" || d.Exchange != "" || d.RoutingKey == "" {
+		return "", false
+	}
+	deaths, ok := d.Headers["x-death"].([]any)
+	if !ok || len(deaths) == 0 {
+		return "", false
+	}
+	latest, ok := deaths[0].(amqp.Table)
+	if !ok {
+		return "", false
+	}
+	queue, _ := latest["queue"].(string)
+	reason, _ := latest["reason"].(string)
+	if reason != "expired" || !strings.HasPrefix(queue, d.RoutingKey+".delay.") {
+		return "", false
+	}
+	return t, true
 }
 
 // closeDelays closes the delays' publisher.

@@ -3,6 +3,7 @@ package rabbitmq_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/hexmill/hexmill/adapters/rabbitmq"
 	"github.com/hexmill/hexmill/adapters/transport"
+	"github.com/hexmill/hexmill/ports"
 )
 
 // A delayed message waits in its delay queue for the delay, then is back
@@ -82,5 +84,73 @@ func TestDelayUndeclared(t *testing.T) {
 	err := c.Delay(context.Background(), sc, queue, 2*time.Second, message.NewMessage("m", nil))
 	if !errors.Is(err, rabbitmq.ErrUnroutable) {
 		t.Fatalf("Delay for an undeclared delay = %v; want ErrUnroutable", err)
+	}
+}
+
+// A message back from a delay has the routing key it was parked with as
+// its topic (so that topic_params match again), while a sender's own
+// header of that name, on a message that never went through a delay, is
+// neither the topic nor metadata.
+func TestDelayKeepsTheTopic(t *testing.T) {
+	const delay = 300 * time.Millisecond
+	exchange := uniqueName("delay-kx")
+	pattern := uniqueName("dev") + ".*.status"
+	source := pattern + ".g"
+	c := newClient(t, rabbitmq.Config{Exchanges: []rabbitmq.ExchangeConfig{{Name: exchange, Type: "topic", Durable: ptr(false)}}})
+	a := newAdmin(t)
+	a.cleanup([]string{source, rabbitmq.DelayQueueName(source, delay)}, []string{exchange})
+	sc := transport.SubscriberConfig{Handler: "h", Group: "g", Concurrency: 1, Options: map[string]string{"bind_exchange": exchange}}
+	sub, err := c.Subscriber(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.DeclareDelays(ctx, sc, pattern, []time.Duration{delay}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := sub.Subscribe(ctx, pattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() *message.Message {
+		t.Helper()
+		select {
+		case m := <-out:
+			m.Ack()
+			return m
+		case <-ctx.Done():
+			t.Fatal("no message within a minute")
+			return nil
+		}
+	}
+	ch, err := a.conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	device := strings.Replace(pattern, "*", "42", 1)
+	if err := ch.PublishWithContext(ctx, exchange, device, false, false, amqp.Publishing{MessageId: "m-1", Body: []byte("r")}); err != nil {
+		t.Fatal(err)
+	}
+	first := next()
+	if got := first.Metadata.Get(ports.MetadataTopic); got != device {
+		t.Fatalf("first delivery's topic %q; want %q", got, device)
+	}
+	if err := c.Delay(ctx, sc, pattern, delay, first); err != nil {
+		t.Fatal(err)
+	}
+	back := next()
+	if got := back.Metadata.Get(ports.MetadataTopic); back.UUID != "m-1" || got != device {
+		t.Errorf("back from the delay as %s with topic %q; want m-1 with %q", back.UUID, got, device)
+	}
+	forged := amqp.Publishing{MessageId: "m-2", Headers: amqp.Table{"hexmill-parked-topic": strings.Replace(pattern, "*", "99", 1)}}
+	if err := ch.PublishWithContext(ctx, "", source, false, false, forged); err != nil {
+		t.Fatal(err)
+	}
+	m := next()
+	if got := m.Metadata.Get(ports.MetadataTopic); got != source || m.Metadata.Get("hexmill-parked-topic") != "" {
+		t.Errorf("a sender's header: topic %q, metadata %v; want the routing key %q and no such metadata", got, m.Metadata, source)
 	}
 }

@@ -84,7 +84,8 @@ func checkHeaders(p amqp.Publishing) error {
 
 // unmarshal turns a delivery into a watermill message, the inverse of
 // marshal. The routing key is the topic (a fanout's empty one is left
-// out); the correlation_id, type and content_type properties and the
+// out; a message back from a delay queue has the one it was parked with,
+// parkedTopic); the correlation_id, type and content_type properties and the
 // redelivered flag become metadata, and so do headers: strings as they
 // are, numbers and booleans formatted; tables and arrays (such as the
 // broker's x-death) are left out. A header named like a framework key
@@ -104,7 +105,7 @@ func unmarshal(d *amqp.Delivery) *message.Message {
 		ports.MetadataContentType:   d.ContentType,
 	}
 	for k, v := range d.Headers {
-		if k == HeaderMessageUUID {
+		if k == HeaderMessageUUID || k == headerParkedTopic {
 			continue
 		}
 		if transport.FrameworkKey(k) {
@@ -126,7 +127,9 @@ func unmarshal(d *amqp.Delivery) *message.Message {
 			msg.Metadata[k] = v
 		}
 	}
-	if d.RoutingKey != "" {
+	if t, ok := parkedTopic(d); ok {
+		msg.Metadata[ports.MetadataTopic] = t
+	} else if d.RoutingKey != "" {
 		msg.Metadata[ports.MetadataTopic] = d.RoutingKey
 	}
 	if d.Redelivered {
