@@ -61,15 +61,16 @@ func openRabbit(ctx context.Context, t transport.Transport, queue string) (*rabb
 	return &rabbitStore{t: t, ch: ch, queue: queue}, nil
 }
 
-// held is what a command read from the queue and has not settled.
+// held is a message a command read from the queue.
 type held struct {
-	d      amqp.Delivery
-	letter Letter
+	d       amqp.Delivery
+	letter  Letter
+	settled bool // acked
 }
 
 // readAll gets every ready message of the queue, unacked.
-func (s *rabbitStore) readAll() ([]held, error) {
-	var out []held
+func (s *rabbitStore) readAll() ([]*held, error) {
+	var out []*held
 	for {
 		d, ok, err := s.ch.Get(s.queue, false)
 		if err != nil {
@@ -78,16 +79,21 @@ func (s *rabbitStore) readAll() ([]held, error) {
 		if !ok {
 			return out, nil
 		}
-		out = append(out, held{d: d, letter: letterOf(d)})
+		out = append(out, &held{d: d, letter: letterOf(d)})
 	}
 }
 
-// requeue gives back every message still unsettled on the channel.
-func (s *rabbitStore) requeue(h []held) error {
-	if len(h) == 0 {
+// requeue gives back every message still unsettled on the channel: one
+// nack with multiple set, up to the last message not acked.
+func (s *rabbitStore) requeue(h []*held) error {
+	i := len(h) - 1
+	for i >= 0 && h[i].settled {
+		i--
+	}
+	if i < 0 {
 		return nil
 	}
-	if err := s.ch.Nack(h[len(h)-1].d.DeliveryTag, true, true); err != nil {
+	if err := s.ch.Nack(h[i].d.DeliveryTag, true, true); err != nil {
 		return fmt.Errorf("requeue the poison queue's messages: %w (they return when the connection closes)", err)
 	}
 	return nil
@@ -127,6 +133,7 @@ func (s *rabbitStore) Replay(ctx context.Context, f Filter, send func(context.Co
 				err = fmt.Errorf("ack dead letter %s: %w (it was replayed and stays: a second replay sends it again)", m.letter.ID, err)
 				break
 			}
+			m.settled = true
 			n++
 		}
 	}
@@ -148,6 +155,7 @@ func (s *rabbitStore) Purge(_ context.Context, f Filter) (int, error) {
 			if err = s.ch.Ack(m.d.DeliveryTag, false); err != nil {
 				break
 			}
+			m.settled = true
 			n++
 		}
 	}
