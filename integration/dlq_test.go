@@ -330,3 +330,219 @@ func TestDLQ(t *testing.T) {
 		})
 	}
 }
+
+// queueIDs are the message IDs in queue, read without taking them: the
+// channel closes with them unacked.
+func (e *dlqEnv) queueIDs(queue string) map[string]bool {
+	e.t.Helper()
+	conn, err := amqp.Dial(e.rabbitURL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for {
+		d, ok, err := ch.Get(queue, false)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if !ok {
+			return ids
+		}
+		ids[d.MessageId] = true
+	}
+}
+
+// TestDLQReplayKilled SIGKILLs dlq replay while it republishes: every
+// dead letter is then in the DLQ or on its handler's queue (the republish
+// was confirmed before it left the DLQ), and a second replay and the
+// service handle them all.
+func TestDLQReplayKilled(t *testing.T) {
+	const n = 600
+	for _, store := range []string{"rabbitmq", "postgres"} {
+		t.Run(store, func(t *testing.T) {
+			e := newDLQEnv(t, store)
+			s := e.start("5m")
+			for i := range n {
+				e.publish(e.statusQ, fmt.Sprintf("status-%d", i), statusAhead(fmt.Sprintf("dev-%d", i)))
+			}
+			awaitPoisoned(t, s, n)
+			e.stop(s) // the replayed messages stay on the handler's queue
+
+			replay := e.dlqCmd("replay", "--all")
+			var out bytes.Buffer
+			replay.Stdout, replay.Stderr = &out, &out
+			if err := replay.Start(); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(2 * time.Minute)
+			tick := time.NewTicker(5 * time.Millisecond)
+			for e.queueDepth(e.statusQ) == 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("replay republished nothing in 2m: %s", out.String())
+				}
+				<-tick.C
+			}
+			tick.Stop()
+			_ = replay.Process.Signal(syscall.SIGKILL)
+			_ = replay.Wait()
+
+			// RabbitMQ requeues the killed command's unacked messages
+			// once it notices the connection is gone.
+			var inDLQ, onQueue map[string]bool
+			deadline = time.Now().Add(2 * time.Minute)
+			for {
+				inDLQ, onQueue = map[string]bool{}, e.queueIDs(e.statusQ)
+				for _, l := range e.list() {
+					inDLQ[l.MessageID] = true
+				}
+				missing := 0
+				for i := range n {
+					id := fmt.Sprintf("status-%d", i)
+					if !inDLQ[id] && !onQueue[id] {
+						missing++
+					}
+				}
+				if missing == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("after the kill %d messages are neither in the DLQ (%d) nor on the queue (%d)", missing, len(inDLQ), len(onQueue))
+				}
+				time.Sleep(100 * time.Millisecond) // polling the broker's requeue: no event to await
+			}
+			if len(inDLQ) == 0 {
+				t.Fatalf("replay finished before the kill (%d on the queue): the test proves nothing", len(onQueue))
+			}
+			t.Logf("killed mid-replay: %d still in the DLQ, %d on the handler's queue", len(inDLQ), len(onQueue))
+
+			if out := e.dlq("replay", "--all"); !strings.Contains(out, fmt.Sprintf("replayed %d dead letters", len(inDLQ))) {
+				t.Fatalf("second replay: %q", out)
+			}
+			s = e.start("3h")
+			e.awaitCount("device statuses stored", `SELECT count(*) FROM device_status`, func(c int) bool { return c == n })
+			if left := e.list(); len(left) != 0 {
+				t.Fatalf("%d dead letters left", len(left))
+			}
+			e.stop(s)
+		})
+	}
+}
+
+// duplicate puts a second copy of the only dead letter in the DLQ, as a
+// replay killed between its confirmed republish and its delete (or ack)
+// leaves it.
+func (e *dlqEnv) duplicate() {
+	e.t.Helper()
+	if e.store == "postgres" {
+		_, err := e.db.Pool().Exec(context.Background(), `INSERT INTO hexmill_dead_letters
+			(handler, topic, transport, reason, message_id, attempts, metadata, payload, first_failed_at, last_failed_at)
+			SELECT handler, topic, transport, reason, message_id, attempts, metadata, payload, first_failed_at, last_failed_at FROM hexmill_dead_letters`)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		return
+	}
+	ch := integration.RabbitMQChannel(e.t, e.rabbitURL)
+	d, ok, err := ch.Get(e.poisonQ, false)
+	if err != nil || !ok {
+		e.t.Fatalf("get the dead letter: %v %v", ok, err)
+	}
+	if err := e.ch.PublishWithContext(context.Background(), "", e.poisonQ, true, false, amqp.Publishing{MessageId: d.MessageId,
+		Headers: d.Headers, ContentType: d.ContentType, Body: d.Body, DeliveryMode: amqp.Persistent}); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := d.Nack(false, true); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// TestDLQReplayDedup replays a dead letter twice (two copies in the DLQ)
+// to an idempotent binding: it is handled once.
+func TestDLQReplayDedup(t *testing.T) {
+	for _, store := range []string{"rabbitmq", "postgres"} {
+		t.Run(store, func(t *testing.T) {
+			e := newDLQEnv(t, store)
+			s := e.start("5m")
+			e.publish(e.statusQ, "status-dup", statusAhead("dev-dup"))
+			awaitPoisoned(t, s, 1)
+			e.stop(s)
+			e.duplicate()
+			if got := e.list(); len(got) != 2 || got[0].MessageID != "status-dup" || got[1].MessageID != "status-dup" {
+				t.Fatalf("two copies of status-dup expected in the DLQ: %+v", got)
+			}
+
+			s = e.start("3h")
+			if out := e.dlq("replay", "--all"); !strings.Contains(out, "replayed 2 dead letters") {
+				t.Fatalf("replay: %q", out)
+			}
+			deadline := time.Now().Add(2 * time.Minute)
+			for s.handledBy(t, "device-status") < 2 {
+				if time.Now().After(deadline) {
+					t.Fatalf("device-status handled %d of the 2 copies in 2m", s.handledBy(t, "device-status"))
+				}
+				time.Sleep(20 * time.Millisecond) // polling /metrics: no event to await
+			}
+			var recorded, changes int
+			ctx := context.Background()
+			if err := e.db.Pool().QueryRow(ctx, `SELECT count(*) FROM hexmill_processed_messages WHERE handler = 'device-status' AND message_id = 'status-dup'`).Scan(&recorded); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.db.Pool().QueryRow(ctx, `SELECT changes FROM device_status WHERE device_id = 'dev-dup'`).Scan(&changes); err != nil {
+				t.Fatal(err)
+			}
+			if recorded != 1 || changes != 1 {
+				t.Fatalf("status-dup recorded %d times, its device changed %d times; want 1 and 1", recorded, changes)
+			}
+			e.awaitCount("outbox relayed", `SELECT count(*) FROM hexmill_outbox`, func(c int) bool { return c == 0 })
+			if got := len(e.queueIDs(e.sink)); got != 1 {
+				t.Fatalf("%d DeviceStatusChanged events for one replayed message twice, want 1", got)
+			}
+			e.stop(s)
+		})
+	}
+}
+
+// TestDLQUsage: mistakes on the dlq command line, and a poison target
+// that keeps nothing to read, are one clear line and exit status 2.
+func TestDLQUsage(t *testing.T) {
+	bin := hexmillBinary(t)
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"dlq"}, 2, "no command; use list, show, replay or purge"},
+		{[]string{"dlq", "frob"}, 2, `"frob" is not a dlq command`},
+		{[]string{"dlq", "show"}, 2, "dlq show takes one ID"},
+		{[]string{"dlq", "show", "1", "2"}, 2, "dlq show takes one ID"},
+		{[]string{"dlq", "list", "7"}, 2, "dlq list takes no ID"},
+		{[]string{"dlq", "replay"}, 2, "dlq replay: say what to replay"},
+		{[]string{"dlq", "replay", "7", "--all"}, 2, "--all with an ID or a filter"},
+		{[]string{"dlq", "purge"}, 2, "dlq purge: say what to purge"},
+		{[]string{"dlq", "purge", "7"}, 2, "dlq purge takes no ID"},
+		{[]string{"dlq", "list", "--older-than", "yesterday"}, 2, `invalid value "yesterday" for flag -older-than`},
+		{[]string{"dlq", "list", "--older-than", "2h", "--newer-than", "1h"}, 2, "--older-than must be shorter than --newer-than"},
+		{[]string{"dlq", "list", "--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"dlq", "list"}, 2, "poison.transport is memory"},
+		{[]string{"dlq", "--help"}, 0, "usage: <service> dlq <command>"},
+	} {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			cmd := exec.Command(bin, c.args...)
+			cmd.Env = append(os.Environ(), "HEXMILL_CONFIG=", "HEXMILL_HTTP_ADDR=off")
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			err := cmd.Run()
+			if code := exitCode(err); code != c.code || !strings.Contains(out.String(), c.want) {
+				t.Fatalf("exit %d, output %q; want exit %d and %q", code, out.String(), c.code, c.want)
+			}
+			if c.code != 0 && strings.Count(strings.TrimSpace(out.String()), "\n") != 0 {
+				t.Errorf("more than one line: %q", out.String())
+			}
+		})
+	}
+}
