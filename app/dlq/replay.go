@@ -54,6 +54,11 @@ func (s *sender) send(ctx context.Context, l Letter) error {
 		return fmt.Errorf("dead letter %s: handler %q has no binding in this configuration; replay it with the configuration of the service that poisoned it, or purge it", l.ID, l.Handler)
 	}
 	b := s.cfg.Handlers[key]
+	if b.Transport == config.TransportMemory {
+		// Published here, it would reach this process's memory broker
+		// only, and be lost with it.
+		return fmt.Errorf("dead letter %s: handler %s consumes from memory, inside the service's process, which this command cannot reach; bind it to a broker to replay", l.ID, l.Handler)
+	}
 	md := replayMetadata(l, time.Now())
 	if b.Transport == config.TransportRabbitMQ {
 		return s.sendRabbit(ctx, l, b, md)
