@@ -1,8 +1,13 @@
 package dlq
 
 import (
+	"context"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/hexmill/hexmill/adapters/transport"
+	"github.com/hexmill/hexmill/app/config"
 )
 
 func TestFilterMatch(t *testing.T) {
@@ -48,5 +53,25 @@ func TestReplayMetadata(t *testing.T) {
 	}
 	if l.Metadata["reason_poisoned"] != "x" {
 		t.Error("the letter's own metadata changed")
+	}
+}
+
+// A replay refuses what it cannot deliver before it opens anything: a
+// handler no longer bound, and one bound to memory (inside the service's
+// process).
+func TestSendRefuses(t *testing.T) {
+	cfg := config.Config{Handlers: map[string]config.Binding{"telemetry": {Transport: config.TransportMemory, Topic: "t"}}}
+	s := &sender{cfg: cfg, open: func(context.Context, string) (transport.Transport, error) {
+		t.Fatal("send opened a transport")
+		return nil, nil
+	}}
+	for _, c := range []struct{ handler, want string }{
+		{"telemetry", "consumes from memory"},
+		{"gone", `handler "gone" has no binding in this configuration`},
+	} {
+		err := s.send(context.Background(), Letter{ID: "1", Handler: c.handler})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("send to %s: %v, want %q", c.handler, err, c.want)
+		}
 	}
 }
