@@ -14,10 +14,6 @@ import (
 	"github.com/hexmill/hexmill/adapters/transport"
 )
 
-// deliveryAttemptKey is the metadata key of the delivery-attempt counter
-// (delayed retries); a dead letter without it counts one attempt.
-const deliveryAttemptKey = "delivery_attempt"
-
 // DeadLetter is one row of hexmill_dead_letters: a poisoned message.
 type DeadLetter struct {
 	ID        int64
@@ -95,7 +91,7 @@ func (p DeadLetterPublisher) Publish(_ string, msgs ...*message.Message) error {
 		now := time.Now().UTC()
 		last := parseTime(md[transport.MetadataPoisonedAt], now)
 		first := parseTime(md[transport.MetadataFirstPoisonedAt], last)
-		attempts, err := strconv.Atoi(md[deliveryAttemptKey])
+		attempts, err := strconv.Atoi(md[transport.MetadataDeliveryAttempt])
 		if err != nil || attempts < 1 {
 			attempts = 1
 		}

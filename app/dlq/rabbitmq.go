@@ -15,10 +15,6 @@ import (
 	"github.com/hexmill/hexmill/ports"
 )
 
-// deliveryAttemptKey is the metadata key of the delivery-attempt counter
-// (delayed retries); a dead letter without it counts one attempt.
-const deliveryAttemptKey = "delivery_attempt"
-
 // channeler opens AMQP channels: the RabbitMQ transport.
 type channeler interface {
 	Channel(ctx context.Context) (*amqp.Channel, error)
@@ -192,7 +188,7 @@ func letterOf(d amqp.Delivery) Letter {
 	}
 	delete(md, rabbitmq.HeaderMessageUUID)
 	last := parseTime(md[transport.MetadataPoisonedAt], d.Timestamp)
-	attempts, err := strconv.Atoi(md[deliveryAttemptKey])
+	attempts, err := strconv.Atoi(md[transport.MetadataDeliveryAttempt])
 	if err != nil || attempts < 1 {
 		attempts = 1
 	}
