@@ -65,6 +65,7 @@ const (
 //	-print-config   print the effective configuration, secrets redacted
 //	-check-config   validate the configuration (bindings, their options,
 //	                formats, handlers) and exit; nothing connects
+//	dlq ...         list, show, replay or purge dead letters (app/dlq)
 //
 // Every configuration error, whether found while loading or while the
 // graph is built, is one line on stderr and exit status 2.
@@ -88,6 +89,9 @@ func Main(svc Service) int {
 		}
 		fmt.Fprintf(os.Stderr, "%s: %v\n", svc.Name, oneLine(err))
 		return ExitFailed
+	}
+	if flags.Arg(0) == "dlq" {
+		return runDLQ(svc, flags.Args()[1:], fail)
 	}
 
 	var cfg config.Config

@@ -367,7 +367,9 @@ func (c Config) UsedTransports() []string {
 	for _, e := range c.Events {
 		add(e.Transport)
 	}
-	add(c.Poison.Transport)
+	if c.Poison.Transport != PoisonPostgres {
+		add(c.Poison.Transport)
+	}
 	slices.Sort(used)
 	return used
 }
@@ -484,7 +486,11 @@ func (c Config) validate() error {
 			"a poisoned message is acked at its source, so it must go where it is kept, e.g. rabbitmq with poison.topic a bound queue "+
 			"(memory keeps it only until the process ends)", strings.Join(durable, ", "))}
 	}
-	if err := c.checkTransport("poison.transport", c.Poison.Transport); err != nil {
+	if c.Poison.Transport == PoisonPostgres {
+		if err := c.checkPoisonPostgres(); err != nil {
+			return err
+		}
+	} else if err := c.checkTransport("poison.transport", c.Poison.Transport); err != nil {
 		return err
 	}
 	if c.Poison.Topic == "" {

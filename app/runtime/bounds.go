@@ -56,7 +56,7 @@ func poisonCopy(msg *message.Message, tooLarge bool) *message.Message {
 	out := message.NewMessage(msg.UUID, payload)
 	out.SetContext(msg.Context())
 	framework := []string{middleware.ReasonForPoisonedKey, middleware.PoisonedTopicKey, middleware.PoisonedHandlerKey,
-		middleware.PoisonedSubscriberKey, ports.MetadataTopic, ports.MetadataCorrelationID,
+		middleware.PoisonedSubscriberKey, transport.MetadataPoisonedAt, transport.MetadataFirstPoisonedAt, ports.MetadataTopic, ports.MetadataCorrelationID,
 		transport.MetadataTraceParent, transport.MetadataTraceState}
 	keys := slices.DeleteFunc(slices.Sorted(maps.Keys(msg.Metadata)), func(k string) bool { return slices.Contains(framework, k) })
 	budget := poisonMetadataBudgetBytes

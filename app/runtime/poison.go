@@ -105,6 +105,7 @@ func (p poisoner) poison(msg *message.Message, err error, reason outcome, tooLar
 	msg.Metadata.Set(middleware.PoisonedTopicKey, b.Topic)
 	msg.Metadata.Set(middleware.PoisonedHandlerKey, handler)
 	msg.Metadata.Set(middleware.PoisonedSubscriberKey, b.Transport)
+	stampPoisoned(msg)
 	poisoned(msg.Context(), errors.New(transport.Truncate(err.Error(), transport.MetadataValueBytes)))
 	if perr := p.publishers.send(msg.Context(), p.publishers.poisonTo, poisonCopy(msg, tooLarge)); perr != nil {
 		o.set(handedBackPoison)

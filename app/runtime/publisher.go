@@ -97,9 +97,11 @@ func (r route) failingFor(now time.Time) (time.Duration, error) {
 var _ ports.Publisher = (*eventPublisher)(nil)
 
 // newEventPublisher opens the event bindings' and the poison target's
-// publishers; with outbox, events published in a PostgreSQL transaction
-// go to the outbox instead.
-func newEventPublisher(cfg config.Config, transports map[string]transport.Transport, registry *prometheus.Registry, t *tracing, outbox bool) (*eventPublisher, error) {
+// publishers; with a database (db not nil), events published in a
+// PostgreSQL transaction go to the outbox instead, and poison.transport
+// postgres writes dead letters to it.
+func newEventPublisher(cfg config.Config, transports map[string]transport.Transport, registry *prometheus.Registry, t *tracing, db *postgres.DB) (*eventPublisher, error) {
+	outbox := db != nil
 	p := &eventPublisher{routes: map[string]route{}, tracing: t}
 	var publishTime *prometheus.HistogramVec
 	if registry != nil {
@@ -134,7 +136,7 @@ func newEventPublisher(cfg config.Config, transports map[string]transport.Transp
 		}
 		p.routes[config.NormalKey(eventType)] = r
 	}
-	r, err := open("poison", cfg.Poison)
+	r, err := openPoison(cfg, db, open)
 	if err != nil {
 		_ = p.Close()
 		return nil, err

@@ -288,7 +288,7 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 			}
 		}
 	}
-	publishers, err := newEventPublisher(r.cfg, r.transports, r.registry, r.tracing, r.db != nil)
+	publishers, err := newEventPublisher(r.cfg, r.transports, r.registry, r.tracing, r.db)
 	if err != nil {
 		return err
 	}
@@ -310,6 +310,9 @@ func (r *Runtime) Start(ctx context.Context) (err error) {
 
 	if r.registry != nil {
 		if r.metrics, err = newHandlerMetrics(r.registry, r.cfg.Namespace()); err != nil {
+			return err
+		}
+		if err := r.registerDeadLetters(); err != nil {
 			return err
 		}
 	}
