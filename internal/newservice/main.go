@@ -136,10 +136,7 @@ func (d data) GoMod() string {
 	if d.Toolchain != nil {
 		fmt.Fprintf(&b, "\n%s\n", d.Toolchain)
 	}
-	fmt.Fprintf(&b, "\nrequire %s %s\n", d.Framework, d.Version)
-	if len(d.Requires) > 0 {
-		fmt.Fprintf(&b, "\nrequire (\n%s)\n", d.Requires)
-	}
+	fmt.Fprintf(&b, "\nrequire (\n\t%s %s\n%s)\n", d.Framework, d.Version, d.Requires)
 	if d.Replace != "none" {
 		fmt.Fprintf(&b, "\n// Until %s is published at %s: the local checkout.\n// Then delete this line and run go mod tidy (README.md, \"Upgrade\").\nreplace %s => %s\n",
 			d.Framework, d.Version, d.Framework, d.Replace)
