@@ -158,6 +158,9 @@ func check(o *Options) error {
 	if err := checkModule(o.Module); err != nil {
 		return fmt.Errorf("-module %q: %v", o.Module, err)
 	}
+	if inside(o.Root, o.Dir) {
+		return fmt.Errorf("-dir %s is inside the framework's checkout: a service module lives in a directory (and repository) of its own, e.g. DIR=../fleet", o.Dir)
+	}
 	if o.Version != "" && !validVersion.MatchString(o.Version) {
 		return fmt.Errorf("-version %q: give a semantic version such as v0.1.0", o.Version)
 	}
@@ -200,6 +203,17 @@ func checkModule(p string) error {
 		return fmt.Errorf("its first element %q is not a lower-case domain name: want a path such as example.com/fleet or github.com/you/fleet", first)
 	}
 	return nil
+}
+
+// inside says whether dir is root or under it.
+func inside(root, dir string) bool {
+	r, err1 := filepath.Abs(root)
+	d, err2 := filepath.Abs(dir)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	rel, err := filepath.Rel(r, d)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 func latestVersion(root string) (string, error) {

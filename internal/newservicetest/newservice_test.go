@@ -74,7 +74,11 @@ func TestNewService(t *testing.T) {
 	}
 
 	makeIn(t, dir, env, "lint")
-	makeIn(t, dir, env, "test")
+	if testing.Short() {
+		makeIn(t, dir, env, "test", "TESTFLAGS=-short") // no containers in short mode
+	} else {
+		makeIn(t, dir, env, "test")
+	}
 	if rabbitURL == "" {
 		if testing.Short() {
 			t.Skip("short mode: the new module is written, linted and tested; its binary on brokers is not run")
@@ -170,6 +174,7 @@ func TestNewServiceRefuses(t *testing.T) {
 	}{
 		{"no dir", []string{"-dir", ""}, []string{"-dir", "DIR=../fleet"}},
 		{"dir not empty", []string{"-dir", full}, []string{"is not empty", "notes.txt", "new or empty directory"}},
+		{"dir inside the framework", []string{"-dir", "fleet"}, []string{"inside the framework's checkout", "DIR=../fleet"}},
 		{"no module", []string{"-module", ""}, []string{"-module", "MODULE=example.com/fleet"}},
 		{"module with a space", []string{"-module", "example.com/my fleet"}, []string{`-module "example.com/my fleet"`, "' ' is not allowed"}},
 		{"module without a domain", []string{"-module", "fleet"}, []string{`-module "fleet"`, "domain name"}},
@@ -201,8 +206,10 @@ func TestNewServiceRefuses(t *testing.T) {
 					t.Errorf("the error %q does not say %q", strings.TrimSpace(string(out)), w)
 				}
 			}
-			if _, err := os.Stat(dir); err == nil {
-				t.Errorf("%s was written", dir)
+			for _, d := range []string{dir, filepath.Join(framework, "fleet")} {
+				if _, err := os.Stat(d); err == nil {
+					t.Errorf("%s was written", d)
+				}
 			}
 			if entries, _ := os.ReadDir(full); len(entries) != 1 {
 				t.Errorf("the non-empty directory changed: %v", entries)
