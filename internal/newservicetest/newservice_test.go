@@ -79,6 +79,17 @@ func TestNewService(t *testing.T) {
 	} else {
 		makeIn(t, dir, env, "test")
 	}
+	// Its deploy/ configuration is valid as written: every handler bound,
+	// every event it declares too (nothing connects).
+	makeIn(t, dir, env, "build")
+	prefix := strings.ToUpper(strings.ReplaceAll(name, "-", "_")) + "_"
+	bin := filepath.Join(dir, "bin", name)
+	check := exec.Command(bin, "-check-config")
+	check.Env = append(env, prefix+"CONFIG="+filepath.Join(dir, "deploy", name+".yaml"))
+	if out, err := check.CombinedOutput(); err != nil || !strings.Contains(string(out), "configuration ok") {
+		t.Fatalf("%s -check-config with deploy/%s.yaml: %v\n%s", name, name, err, out)
+	}
+
 	if rabbitURL == "" {
 		if testing.Short() {
 			t.Skip("short mode: the new module is written, linted and tested; its binary on brokers is not run")
@@ -95,9 +106,7 @@ func TestNewService(t *testing.T) {
 			_, _ = ch.QueueDelete(q, false, false, false)
 		}
 	})
-	makeIn(t, dir, env, "build")
-	prefix := strings.ToUpper(strings.ReplaceAll(name, "-", "_")) + "_"
-	cmd := exec.Command(filepath.Join(dir, "bin", name))
+	cmd := exec.Command(bin)
 	cmd.Dir = dir
 	cmd.Env = append(env,
 		prefix+"CONFIG="+filepath.Join(dir, "deploy", name+".yaml"),
