@@ -104,6 +104,14 @@ rename: ## give the fork its service's name, in the service's files only (the mo
 	@[ -z "$(MODULE)" ] || { echo "make rename: MODULE= is gone: a fork keeps the module path github.com/hexmill/hexmill, so that upstream merges without conflicts (docs/fork.md); give NAME= only"; exit 2; }
 	$(GO) run ./internal/rename -name "$(NAME)"
 
+# REPLACE is where the new module's go.mod points its replace of the
+# framework: this checkout unless given; none for a published version.
+REPLACE ?= $(CURDIR)
+
+.PHONY: new-service
+new-service: ## write a service module of its own, requiring this framework (docs/fork.md): make new-service DIR=../fleet MODULE=example.com/fleet NAME=fleet [REPLACE=<framework checkout>|none]
+	$(GO) run ./internal/newservice -dir "$(DIR)" -module "$(MODULE)" -name "$(NAME)" -replace "$(REPLACE)"
+
 # YOURS is what a fork owns (docs/fork.md): in an upstream merge it stays
 # as the fork has it, and upstream's sample stays out.
 YOURS := domain cmd deploy docker-compose.yml Dockerfile
