@@ -114,32 +114,17 @@ func (s *rabbitStore) List(_ context.Context, f Filter) ([]Letter, error) {
 }
 
 func (s *rabbitStore) Replay(ctx context.Context, f Filter, send func(context.Context, Letter) error) (int, error) {
-	h, err := s.readAll()
-	n := 0
-	if err == nil {
-		now := time.Now()
-		for _, m := range h {
-			if !f.match(m.letter, now) {
-				continue
-			}
-			if err = send(ctx, m.letter); err != nil {
-				break
-			}
-			if err = s.ch.Ack(m.d.DeliveryTag, false); err != nil {
-				err = fmt.Errorf("ack dead letter %s: %w (it was replayed and stays: a second replay sends it again)", m.letter.ID, err)
-				break
-			}
-			m.settled = true
-			n++
-		}
-	}
-	if rerr := s.requeue(h); err == nil {
-		err = rerr
-	}
-	return n, err
+	return s.ackMatching(f, func(l Letter) error { return send(ctx, l) })
 }
 
 func (s *rabbitStore) Purge(_ context.Context, f Filter) (int, error) {
+	return s.ackMatching(f, nil)
+}
+
+// ackMatching reads the poison queue, acks each dead letter f matches,
+// after before (when given) returned nil for it, and requeues the rest;
+// it stops at the first error. It returns how many it acked.
+func (s *rabbitStore) ackMatching(f Filter, before func(Letter) error) (int, error) {
 	h, err := s.readAll()
 	n := 0
 	if err == nil {
@@ -148,7 +133,15 @@ func (s *rabbitStore) Purge(_ context.Context, f Filter) (int, error) {
 			if !f.match(m.letter, now) {
 				continue
 			}
+			if before != nil {
+				if err = before(m.letter); err != nil {
+					break
+				}
+			}
 			if err = s.ch.Ack(m.d.DeliveryTag, false); err != nil {
+				if before != nil {
+					err = fmt.Errorf("ack dead letter %s: %w (it was replayed and stays: a second replay sends it again)", m.letter.ID, err)
+				}
 				break
 			}
 			m.settled = true

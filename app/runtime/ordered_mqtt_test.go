@@ -40,30 +40,13 @@ func TestOrderedOnMQTT(t *testing.T) {
 		TopicParams: base + "/devices/{device}/status", OrderBy: "{device}", Options: map[string]string{}}
 	cfg.Poison = config.EventBinding{Transport: config.TransportMQTT, Topic: base + "/poison"}
 
-	log := newHandledLog(t, keys*perKey)
-	h := ports.HandlerFunc{HandlerName: "test", Func: func(_ context.Context, msg ports.Message) error {
-		key, seq := log.begin(msg)
-		time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond) // handler latency, not synchronisation
-		log.end(key, seq, true)
-		return nil
-	}}
-	opener := runtime.Opener{Name: config.TransportMQTT, Open: func(ctx context.Context) (transport.Transport, error) {
+	log, rt := startOrdered(t, cfg, config.TransportMQTT, func(ctx context.Context) (transport.Transport, error) {
 		tr, err := mqtt.New(mcfg, watermill.NopLogger{})
 		if err != nil {
 			return nil, err
 		}
 		return tr, tr.Open(ctx)
-	}}
-	rt, err := runtime.New(runtime.Params{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Transports: []runtime.Opener{opener}, Handlers: []ports.Handler{h}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := rt.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rt.Stop(context.Background()) })
+	}, keys*perKey)
 
 	pub, err := mqtt.NewPublisher(mcfg, watermill.NopLogger{})
 	if err != nil {
@@ -90,4 +73,31 @@ func TestOrderedOnMQTT(t *testing.T) {
 	if err := rt.Stop(context.Background()); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
+}
+
+// startOrdered starts a runtime with cfg, whose binding "test" is on the
+// transport name that open opens; its handler logs each message's key and
+// sequence number and takes up to 2 ms. The runtime stops when the test
+// ends.
+func startOrdered(t *testing.T, cfg config.Config, name string, open func(context.Context) (transport.Transport, error), want int) (*handledLog, *runtime.Runtime) {
+	t.Helper()
+	log := newHandledLog(t, want)
+	h := ports.HandlerFunc{HandlerName: "test", Func: func(_ context.Context, msg ports.Message) error {
+		key, seq := log.begin(msg)
+		time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond) // handler latency, not synchronisation
+		log.end(key, seq, true)
+		return nil
+	}}
+	rt, err := runtime.New(runtime.Params{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Transports: []runtime.Opener{{Name: name, Open: open}}, Handlers: []ports.Handler{h}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Stop(context.Background()) })
+	return log, rt
 }

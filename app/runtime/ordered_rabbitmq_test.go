@@ -3,9 +3,6 @@ package runtime_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"testing"
 	"time"
@@ -16,9 +13,7 @@ import (
 	"github.com/hexmill/hexmill/adapters/rabbitmq"
 	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/app/config"
-	"github.com/hexmill/hexmill/app/runtime"
 	"github.com/hexmill/hexmill/integration"
-	"github.com/hexmill/hexmill/ports"
 )
 
 // On RabbitMQ, with the key taken from a header (metadata), each device's
@@ -39,30 +34,15 @@ func TestOrderedOnRabbitMQ(t *testing.T) {
 		OrderBy: "{device}", Options: map[string]string{}}
 	cfg.Poison = config.EventBinding{Transport: config.TransportRabbitMQ, Topic: queue + ".poison"}
 
-	log := newHandledLog(t, keys*perKey)
-	h := ports.HandlerFunc{HandlerName: "test", Func: func(_ context.Context, msg ports.Message) error {
-		key, seq := log.begin(msg)
-		time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond) // handler latency, not synchronisation
-		log.end(key, seq, true)
-		return nil
-	}}
-	opener := runtime.Opener{Name: config.TransportRabbitMQ, Open: func(ctx context.Context) (transport.Transport, error) {
+	log, rt := startOrdered(t, cfg, config.TransportRabbitMQ, func(ctx context.Context) (transport.Transport, error) {
 		tr, err := rabbitmq.New(rcfg, watermill.NopLogger{})
 		if err != nil {
 			return nil, err
 		}
 		return tr, tr.Open(ctx)
-	}}
-	rt, err := runtime.New(runtime.Params{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Transports: []runtime.Opener{opener}, Handlers: []ports.Handler{h}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	}, keys*perKey)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := rt.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rt.Stop(context.Background()) })
 
 	conn, err := amqp.Dial(url)
 	if err != nil {
