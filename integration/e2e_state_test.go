@@ -55,7 +55,12 @@ func TestE2EStateReplicasKillDuplicates(t *testing.T) {
 	killedAt, _ := st.count(ctx, countProcessed)
 	t.Logf("%s (the active relay) SIGKILLed at %d of %d reports handled, %d sent", holder.name, killedAt, plan.unique, sent.Load())
 	next := relayHolder(t, ctx, survivors)
-	st.await(ctx, "the group goes on", countProcessed, func(n int) bool { return n >= killedAt+plan.unique/6 })
+	// The killed replica's session keeps its share of what is still to
+	// come, and what it held, until it is restarted: the survivors can
+	// reach about two thirds of what was left at the kill, which on a busy
+	// machine (a late kill) can be less than a sixth of the whole.
+	goOn := min(plan.unique/6, (plan.unique-killedAt)/3)
+	st.await(ctx, "the group goes on", countProcessed, func(n int) bool { return n >= killedAt+goOn })
 	t.Logf("%s's relay took over; the group went on; restarting %s", next.name, holder.name)
 	for i, r := range replicas {
 		if r == holder {

@@ -163,7 +163,11 @@ func TestE2EReplicasShareAndKill(t *testing.T) {
 
 	replicas[1].kill(t)
 	killedAt := chk.Received()
-	if err := chk.AwaitReceived(ctx, killedAt+sc.Count/6); err != nil {
+	// The killed replica's session keeps its share of what is still to
+	// come until it is restarted: the others can reach about two thirds of
+	// what was left, which after a late kill (a busy machine) can be less
+	// than a sixth of the whole.
+	if err := chk.AwaitReceived(ctx, killedAt+min(sc.Count/6, (sc.Count-killedAt)/3)); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("r1 SIGKILLed at %d received; the group went on to %d; restarting r1", killedAt, chk.Received())
