@@ -70,21 +70,7 @@ func TestDelayedRetriesNative(t *testing.T) {
 		calls[attempt]++
 		return fmt.Errorf("down (delivery %q)", attempt)
 	}}
-	rt, err := runtime.New(runtime.Params{
-		Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: registry,
-		Transports: []runtime.Opener{{Name: config.TransportMemory, Open: func(ctx context.Context) (transport.Transport, error) {
-			if err := mem.Open(ctx); err != nil {
-				return nil, err
-			}
-			return broker, nil
-		}}}, Handlers: []ports.Handler{h},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	rt := startOnBroker(t, cfg, registry, mem, broker, h)
 	defer func() { _ = rt.Stop(context.Background()) }()
 	publish(t, mem, inTopic, "m", "{}")
 	dead := receive(t, mem, poisonTopic, 1)[0]
@@ -134,21 +120,7 @@ func TestDelayedRetriesParkFails(t *testing.T) {
 	cfg.Handlers["test"] = b
 	registry := prometheus.NewRegistry()
 	h := ports.HandlerFunc{HandlerName: "test", Func: func(context.Context, ports.Message) error { return errors.New("down") }}
-	rt, err := runtime.New(runtime.Params{
-		Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: registry,
-		Transports: []runtime.Opener{{Name: config.TransportMemory, Open: func(ctx context.Context) (transport.Transport, error) {
-			if err := mem.Open(ctx); err != nil {
-				return nil, err
-			}
-			return broker, nil
-		}}}, Handlers: []ports.Handler{h},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	rt := startOnBroker(t, cfg, registry, mem, broker, h)
 	publish(t, mem, inTopic, "m", "{}")
 	dead := receive(t, mem, poisonTopic, 1)[0]
 	if r := dead.Metadata.Get("reason_poisoned"); !strings.HasPrefix(r, "handed_back_too_often: handed back 2 times") || !strings.Contains(r, "broker gone") {
@@ -188,4 +160,26 @@ func counterValue(t *testing.T, registry *prometheus.Registry, name string, labe
 		}
 	}
 	return 0
+}
+
+// startOnBroker starts a runtime with h on broker, which wraps mem, the
+// memory transport it opens.
+func startOnBroker(t *testing.T, cfg config.Config, registry *prometheus.Registry, mem *memory.Transport, broker transport.Transport, h ports.Handler) *runtime.Runtime {
+	t.Helper()
+	rt, err := runtime.New(runtime.Params{
+		Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: registry,
+		Transports: []runtime.Opener{{Name: config.TransportMemory, Open: func(ctx context.Context) (transport.Transport, error) {
+			if err := mem.Open(ctx); err != nil {
+				return nil, err
+			}
+			return broker, nil
+		}}}, Handlers: []ports.Handler{h},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return rt
 }
