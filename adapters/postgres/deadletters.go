@@ -40,6 +40,11 @@ type DeadLetterFilter struct {
 	// OlderThan and NewerThan compare the age of the last failure by the
 	// database's clock; 0 does not filter.
 	OlderThan, NewerThan time.Duration
+	// AfterID selects only ids above it: the next page after a row.
+	AfterID int64
+	// Limit bounds how many DeadLetters returns and PurgeDeadLetters
+	// deletes, the oldest first; 0 does not bound.
+	Limit int
 }
 
 func (f DeadLetterFilter) where() (string, []any) {
@@ -63,6 +68,9 @@ func (f DeadLetterFilter) where() (string, []any) {
 	}
 	if f.NewerThan > 0 {
 		add("last_failed_at >= now() - ? * interval '1 second'", f.NewerThan.Seconds())
+	}
+	if f.AfterID > 0 {
+		add("id > ?", f.AfterID)
 	}
 	if len(conds) == 0 {
 		return "", nil
@@ -117,11 +125,19 @@ func parseTime(s string, otherwise time.Time) time.Time {
 	return otherwise
 }
 
+// limit is f's LIMIT clause, empty when it has none.
+func (f DeadLetterFilter) limit() string {
+	if f.Limit > 0 {
+		return " LIMIT " + strconv.Itoa(f.Limit)
+	}
+	return ""
+}
+
 // DeadLetters returns the dead letters f selects, oldest first.
 func (db *DB) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, error) {
 	where, args := f.where()
 	rows, err := db.pool.Query(ctx, `SELECT id, handler, topic, transport, reason, message_id, attempts, metadata, payload,
-		first_failed_at, last_failed_at FROM hexmill_dead_letters`+where+` ORDER BY id`, args...)
+		first_failed_at, last_failed_at FROM hexmill_dead_letters`+where+` ORDER BY id`+f.limit(), args...)
 	if err != nil {
 		return nil, fmt.Errorf("dead letters: %w", err)
 	}
@@ -151,6 +167,9 @@ func (db *DB) DeleteDeadLetter(ctx context.Context, id int64) (bool, error) {
 // many.
 func (db *DB) PurgeDeadLetters(ctx context.Context, f DeadLetterFilter) (int64, error) {
 	where, args := f.where()
+	if f.Limit > 0 {
+		where = ` WHERE id IN (SELECT id FROM hexmill_dead_letters` + where + ` ORDER BY id` + f.limit() + `)`
+	}
 	tag, err := db.pool.Exec(ctx, `DELETE FROM hexmill_dead_letters`+where, args...)
 	if err != nil {
 		return 0, fmt.Errorf("purge dead letters: %w", err)

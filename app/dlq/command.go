@@ -63,6 +63,13 @@ filter flags (list, replay, purge):
   --newer-than DURATION  only those last failed more recently, e.g. 1h
   --all                  replay or purge every dead letter
   --json                 list and show print JSON
+
+  --max N                every command: read at most N dead letters
+                         (default 100000): on RabbitMQ the messages taken
+                         from the queue, selected or not; on PostgreSQL
+                         the rows selected. With more, list says it is
+                         partial; show, replay and purge stop with an
+                         error once they handled those N
 `
 
 // usageErr is a mistake in the command line: exit status 2.
@@ -100,6 +107,7 @@ func parse(args []string) (options, error) {
 	fs.DurationVar(&o.filter.NewerThan, "newer-than", 0, "")
 	fs.BoolVar(&o.filter.All, "all", false, "")
 	fs.BoolVar(&o.json, "json", false, "")
+	fs.IntVar(&o.filter.Max, "max", DefaultMax, "")
 	rest := args[1:]
 	var ids []string
 	for {
@@ -121,6 +129,8 @@ func parse(args []string) (options, error) {
 		return o, usageError("--older-than and --newer-than take a positive duration, e.g. 24h")
 	case f.OlderThan > 0 && f.NewerThan > 0 && f.OlderThan >= f.NewerThan:
 		return o, usageError("--older-than must be shorter than --newer-than, or nothing matches")
+	case f.Max < 1:
+		return o, usageError(fmt.Sprintf("--max takes a positive number of dead letters, e.g. %d", DefaultMax))
 	}
 	switch o.command {
 	case "list":
@@ -212,20 +222,37 @@ func run(ctx context.Context, o options, env Env) (err error) {
 	}()
 	switch o.command {
 	case "list":
-		letters, err := store.List(ctx, o.filter)
-		if err != nil {
+		// What list prints, up to --max of them; not their payloads.
+		var letters []Letter
+		err := store.List(ctx, o.filter, func(l Letter) bool {
+			l.Metadata, l.Payload = nil, nil
+			letters = append(letters, l)
+			return true
+		})
+		var capped maxError
+		if err != nil && !errors.As(err, &capped) {
 			return err
 		}
-		return printList(env.Stdout, letters, o.json)
+		if err := printList(env.Stdout, letters, o.json); err != nil {
+			return err
+		}
+		if capped.max > 0 {
+			fmt.Fprintf(env.Stderr, "%s: dlq list: the list is partial: %v\n", env.Config.Service, capped)
+		}
+		return nil
 	case "show":
-		letters, err := store.List(ctx, o.filter)
-		if err != nil {
-			return err
+		var shown *Letter
+		err := store.List(ctx, o.filter, func(l Letter) bool {
+			shown = &l
+			return false
+		})
+		switch {
+		case shown != nil:
+			return printShow(env.Stdout, *shown, o.json)
+		case err != nil:
+			return fmt.Errorf("dead letter %s not found: %w", o.filter.IDs[0], err)
 		}
-		if len(letters) == 0 {
-			return fmt.Errorf("no dead letter %s (dlq list prints their IDs)", o.filter.IDs[0])
-		}
-		return printShow(env.Stdout, letters[0], o.json)
+		return fmt.Errorf("no dead letter %s (dlq list prints their IDs)", o.filter.IDs[0])
 	case "replay":
 		s := &sender{cfg: env.Config, open: open, pubs: map[string]message.Publisher{}, seen: map[string]bool{}}
 		defer s.Close()

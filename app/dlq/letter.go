@@ -6,6 +6,7 @@ package dlq
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -39,6 +40,38 @@ type Filter struct {
 	// OlderThan and NewerThan compare the age of the last failure.
 	OlderThan, NewerThan time.Duration
 	All                  bool
+	// Max bounds what one command reads (DefaultMax when 0): on RabbitMQ
+	// the messages it takes from the queue, selected or not; on
+	// PostgreSQL the rows it selects.
+	Max int
+}
+
+// DefaultMax is the most dead letters one command reads unless --max
+// says otherwise.
+const DefaultMax = 100000
+
+// max is f's bound on what a command reads.
+func (f Filter) max() int {
+	if f.Max > 0 {
+		return f.Max
+	}
+	return DefaultMax
+}
+
+// maxError is a command stopped at its bound (Filter.Max) with more dead
+// letters to read.
+type maxError struct {
+	max   int
+	queue bool // RabbitMQ: the bound counts every message read
+}
+
+func (e maxError) Error() string {
+	if e.queue {
+		return fmt.Sprintf("stopped at --max %d: the poison queue holds more messages than that and the rest were not read; "+
+			"raise --max, or shorten the queue by replaying or purging what was read", e.max)
+	}
+	return fmt.Sprintf("stopped at --max %d: more dead letters than that are selected and the rest were not read; "+
+		"narrow the filter, raise --max, or run replay or purge again for the next ones", e.max)
 }
 
 // empty reports whether f selects by nothing.
@@ -63,7 +96,12 @@ func (f Filter) match(l Letter, now time.Time) bool {
 	return true
 }
 
-// Store keeps dead letters.
+// Store keeps dead letters. Each method reads at most f.Max dead letters
+// and returns a maxError, after it handled those, when there are more.
+// None holds more than a few payloads at a time.
+//
+// List hands each letter f selects to visit, oldest first, until visit
+// returns false.
 //
 // Replay hands each selected letter to send and removes it from the store
 // only once send returned nil, which it does once the letter's republish
@@ -71,7 +109,7 @@ func (f Filter) match(l Letter, now time.Time) bool {
 // replayed and still in the store (replay is at least once). It stops at
 // the first failure, which it returns with the count replayed before it.
 type Store interface {
-	List(ctx context.Context, f Filter) ([]Letter, error)
+	List(ctx context.Context, f Filter, visit func(Letter) bool) error
 	Replay(ctx context.Context, f Filter, send func(context.Context, Letter) error) (int, error)
 	Purge(ctx context.Context, f Filter) (int, error)
 	Close() error

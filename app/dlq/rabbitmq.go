@@ -20,12 +20,12 @@ type channeler interface {
 	Channel(ctx context.Context) (*amqp.Channel, error)
 }
 
-// rabbitStore is a RabbitMQ poison queue. Every command reads the whole
-// queue with basic.get on one channel, settles what it selected (ack
-// after a confirmed republish, or for a purge) and requeues the rest
-// (nack with requeue) before it returns; a crash requeues every
-// unsettled message with the connection. The queue is held in memory
-// meanwhile.
+// rabbitStore is a RabbitMQ poison queue. Every command reads the queue
+// with basic.get on one channel, up to Filter.Max messages, settles what
+// it selected as it reads it (ack after a confirmed republish, or for a
+// purge) and requeues the rest (nack with requeue) before it returns; a
+// crash requeues every unsettled message with the connection. It holds
+// one message at a time: the broker holds the unsettled ones.
 type rabbitStore struct {
 	t     transport.Transport
 	ch    *amqp.Channel
@@ -57,60 +57,64 @@ func openRabbit(ctx context.Context, t transport.Transport, queue string) (*rabb
 	return &rabbitStore{t: t, ch: ch, queue: queue}, nil
 }
 
-// held is a message a command read from the queue.
-type held struct {
-	d       amqp.Delivery
-	letter  Letter
-	settled bool // acked
-}
+// errStop ends a scan early, without error.
+var errStop = errors.New("stop")
 
-// readAll gets every ready message of the queue, unacked.
-func (s *rabbitStore) readAll() ([]*held, error) {
-	var out []*held
-	for {
-		d, ok, err := s.ch.Get(s.queue, false)
-		if err != nil {
-			return out, fmt.Errorf("read the poison queue %q: %w", s.queue, err)
+// scan gets the queue's messages one by one, unacked, up to f.Max, and
+// hands each that f selects to act, which reports whether it acked it.
+// It holds one message at a time: the broker keeps the unacked ones, and
+// one nack with multiple set requeues all it did not ack (up to the last
+// of them) before it returns. It stops at act's first error (errStop:
+// no error), and with a maxError once it has read f.Max and there are
+// more.
+func (s *rabbitStore) scan(f Filter, act func(amqp.Delivery, Letter) (bool, error)) error {
+	var unacked uint64 // the last delivery tag not acked
+	err := func() error {
+		now := time.Now()
+		for n := 0; ; n++ {
+			d, ok, err := s.ch.Get(s.queue, false)
+			if err != nil {
+				return fmt.Errorf("read the poison queue %q: %w", s.queue, err)
+			}
+			if !ok {
+				return nil
+			}
+			if n == f.max() {
+				unacked = d.DeliveryTag
+				return maxError{max: n, queue: true}
+			}
+			l := letterOf(d)
+			if !f.match(l, now) {
+				unacked = d.DeliveryTag
+				continue
+			}
+			acked, err := act(d, l)
+			if !acked {
+				unacked = d.DeliveryTag
+			}
+			if err != nil {
+				return err
+			}
 		}
-		if !ok {
-			return out, nil
-		}
-		out = append(out, &held{d: d, letter: letterOf(d)})
+	}()
+	if errors.Is(err, errStop) {
+		err = nil
 	}
-}
-
-// requeue gives back every message still unsettled on the channel: one
-// nack with multiple set, up to the last message not acked.
-func (s *rabbitStore) requeue(h []*held) error {
-	i := len(h) - 1
-	for i >= 0 && h[i].settled {
-		i--
-	}
-	if i < 0 {
-		return nil
-	}
-	if err := s.ch.Nack(h[i].d.DeliveryTag, true, true); err != nil {
-		return fmt.Errorf("requeue the poison queue's messages: %w (they return when the connection closes)", err)
-	}
-	return nil
-}
-
-func (s *rabbitStore) List(_ context.Context, f Filter) ([]Letter, error) {
-	h, err := s.readAll()
-	if rerr := s.requeue(h); err == nil {
-		err = rerr
-	}
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	var out []Letter
-	for _, m := range h {
-		if f.match(m.letter, now) {
-			out = append(out, m.letter)
+	if unacked > 0 {
+		if nerr := s.ch.Nack(unacked, true, true); nerr != nil && err == nil {
+			err = fmt.Errorf("requeue the poison queue's messages: %w (they return when the connection closes)", nerr)
 		}
 	}
-	return out, nil
+	return err
+}
+
+func (s *rabbitStore) List(_ context.Context, f Filter, visit func(Letter) bool) error {
+	return s.scan(f, func(_ amqp.Delivery, l Letter) (bool, error) {
+		if !visit(l) {
+			return false, errStop
+		}
+		return false, nil
+	})
 }
 
 func (s *rabbitStore) Replay(ctx context.Context, f Filter, send func(context.Context, Letter) error) (int, error) {
@@ -121,36 +125,26 @@ func (s *rabbitStore) Purge(_ context.Context, f Filter) (int, error) {
 	return s.ackMatching(f, nil)
 }
 
-// ackMatching reads the poison queue, acks each dead letter f matches,
-// after before (when given) returned nil for it, and requeues the rest;
-// it stops at the first error. It returns how many it acked.
+// ackMatching acks each dead letter f selects as it reads it, after
+// before (when given) returned nil for it; it stops at the first error.
+// It returns how many it acked.
 func (s *rabbitStore) ackMatching(f Filter, before func(Letter) error) (int, error) {
-	h, err := s.readAll()
 	n := 0
-	if err == nil {
-		now := time.Now()
-		for _, m := range h {
-			if !f.match(m.letter, now) {
-				continue
+	err := s.scan(f, func(d amqp.Delivery, l Letter) (bool, error) {
+		if before != nil {
+			if err := before(l); err != nil {
+				return false, err
 			}
-			if before != nil {
-				if err = before(m.letter); err != nil {
-					break
-				}
-			}
-			if err = s.ch.Ack(m.d.DeliveryTag, false); err != nil {
-				if before != nil {
-					err = fmt.Errorf("ack dead letter %s: %w (it was replayed and stays: a second replay sends it again)", m.letter.ID, err)
-				}
-				break
-			}
-			m.settled = true
-			n++
 		}
-	}
-	if rerr := s.requeue(h); err == nil {
-		err = rerr
-	}
+		if err := s.ch.Ack(d.DeliveryTag, false); err != nil {
+			if before != nil {
+				err = fmt.Errorf("ack dead letter %s: %w (it was replayed and stays: a second replay sends it again)", l.ID, err)
+			}
+			return false, err
+		}
+		n++
+		return true, nil
+	})
 	return n, err
 }
 
