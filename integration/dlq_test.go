@@ -9,9 +9,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -154,6 +157,17 @@ func (e *dlqEnv) dlq(args ...string) string {
 		e.t.Fatalf("dlq %v: %v\nstdout: %s\nstderr: %s", args, err, stdout.String(), stderr.String())
 	}
 	return stdout.String()
+}
+
+// dlqExit runs the dlq command to its end and returns its exit status,
+// stdout and stderr.
+func (e *dlqEnv) dlqExit(args ...string) (int, string, string) {
+	e.t.Helper()
+	cmd := e.dlqCmd(args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return exitCode(err), stdout.String(), stderr.String()
 }
 
 // list runs dlq list --json with args.
@@ -507,6 +521,157 @@ func TestDLQReplayDedup(t *testing.T) {
 	}
 }
 
+// messageIDs are the letters' message IDs, in order.
+func messageIDs(letters []dlq.Letter) []string {
+	ids := make([]string, len(letters))
+	for i, l := range letters {
+		ids[i] = l.MessageID
+	}
+	return ids
+}
+
+// firstSelected are the message IDs a command bounded by --max max acts
+// on, in the store's order: on RabbitMQ those that sel selects among the
+// first max messages (the bound counts every message read), on
+// PostgreSQL the first max that sel selects (it counts rows selected).
+func firstSelected(store string, letters []dlq.Letter, max int, sel func(dlq.Letter) bool) map[string]bool {
+	out := map[string]bool{}
+	for i, l := range letters {
+		if store == "rabbitmq" && i == max || len(out) == max {
+			break
+		}
+		if sel(l) {
+			out[l.MessageID] = true
+		}
+	}
+	return out
+}
+
+// without is ids less those in drop, in order.
+func without(ids []string, drop map[string]bool) []string {
+	var out []string
+	for _, id := range ids {
+		if !drop[id] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// TestDLQMax bounds each command with --max below the number of dead
+// letters (10 status reports poisoned first, then 20 telemetry
+// messages): list prints the first ones and notes it is partial; show
+// stops at its letter; purge and replay act on the first ones, then stop
+// with an error naming the bound, and every dead letter they did not act
+// on is still there.
+func TestDLQMax(t *testing.T) {
+	for _, store := range []string{"rabbitmq", "postgres"} {
+		t.Run(store, func(t *testing.T) {
+			e := newDLQEnv(t, store)
+			s := e.start("5m")
+			// Two rounds, so that the statuses come first in the DLQ.
+			for i := range 10 {
+				e.publish(e.statusQ, fmt.Sprintf("status-%d", i), statusAhead(fmt.Sprintf("dev-%d", i)))
+			}
+			awaitPoisoned(t, s, 10)
+			for i := range 20 {
+				e.publish(e.telemetryQ, fmt.Sprintf("telemetry-%d", i), telemetryEmpty(fmt.Sprintf("dev-%d", i)))
+			}
+			awaitPoisoned(t, s, 20)
+			e.stop(s) // the replayed messages stay on the handler's queue
+
+			// left checks that the DLQ holds the dead letters want after a
+			// command, and returns them in the store's order: a capped
+			// command puts back in a quorum queue what it read, at the
+			// queue's end.
+			left := func(after string, want []string) []dlq.Letter {
+				t.Helper()
+				all := e.list()
+				if got := messageIDs(all); !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
+					t.Fatalf("after %s the DLQ holds %v, want %v", after, got, want)
+				}
+				if store == "rabbitmq" {
+					if n := e.queueDepth(e.poisonQ); n != len(want) {
+						t.Fatalf("after %s the poison queue holds %d messages, want %d", after, n, len(want))
+					}
+				}
+				return all
+			}
+			all := e.list()
+			ids := messageIDs(all)
+			if len(all) != 30 || byHandler(all)["device-status"] != 10 || !strings.HasPrefix(ids[9], "status-") {
+				t.Fatalf("DLQ %v: want 10 status reports, then 20 telemetry messages", ids)
+			}
+
+			for _, c := range []struct {
+				max     string
+				n       int
+				partial bool
+			}{
+				{"10", 10, true},
+				{"29", 29, true},
+				{"30", 30, false},
+			} {
+				code, out, stderr := e.dlqExit("list", "--json", "--max", c.max)
+				var got []dlq.Letter
+				if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil {
+					t.Fatalf("list --max %s: exit %d, %v\n%s%s", c.max, code, err, out, stderr)
+				}
+				if want := messageIDs(all)[:c.n]; !slices.Equal(messageIDs(got), want) {
+					t.Errorf("list --max %s: %v, want the first %d: %v", c.max, messageIDs(got), c.n, want)
+				}
+				note := "the list is partial: stopped at --max " + c.max
+				if strings.Contains(stderr, note) != c.partial {
+					t.Errorf("list --max %s: stderr %q; want the note %q: %v", c.max, stderr, note, c.partial)
+				}
+				all = left("list --max "+c.max, ids)
+			}
+
+			// show reads up to its letter: the first with --max 1. The
+			// last one is past --max 10 on RabbitMQ (its messages are
+			// read in order); PostgreSQL selects it by ID.
+			if out := e.dlq("show", all[0].ID, "--max", "1"); !strings.Contains(out, all[0].MessageID) {
+				t.Errorf("show %s --max 1:\n%s", all[0].ID, out)
+			}
+			all = left("show --max 1", ids)
+			code, _, stderr := e.dlqExit("show", all[29].ID, "--max", "10")
+			if want := fmt.Sprintf("dead letter %s not found: stopped at --max 10", all[29].ID); store == "rabbitmq" && (code != 1 || !strings.Contains(stderr, want)) {
+				t.Errorf("show %s --max 10: exit %d, %q; want 1 and %q", all[29].ID, code, stderr, want)
+			} else if store == "postgres" && code != 0 {
+				t.Errorf("show %s --max 10: exit %d, %q", all[29].ID, code, stderr)
+			}
+			all = left("show --max 10", ids)
+
+			// purge: on RabbitMQ the messages of the other handler count
+			// against the bound too, and are put back.
+			purged := firstSelected(store, all, 15, func(l dlq.Letter) bool { return l.Handler == "telemetry" })
+			code, out, stderr := e.dlqExit("purge", "--handler", "telemetry", "--max", "15")
+			if code != 1 || !strings.Contains(out, fmt.Sprintf("purged %d dead letters", len(purged))) || !strings.Contains(stderr, "stopped at --max 15") {
+				t.Fatalf("purge --max 15: exit %d, %q, %q; want 1, purged %d and the bound", code, out, stderr, len(purged))
+			}
+			ids = without(ids, purged)
+			all = left("purge --max 15", ids)
+
+			replayed := firstSelected(store, all, 4, func(l dlq.Letter) bool { return strings.Contains(l.Reason, "clock_skew") })
+			code, out, stderr = e.dlqExit("replay", "--reason", "clock_skew", "--max", "4")
+			if code != 1 || !strings.Contains(out, fmt.Sprintf("replayed %d dead letters", len(replayed))) || !strings.Contains(stderr, "stopped at --max 4") {
+				t.Fatalf("replay --max 4: exit %d, %q, %q; want 1, replayed %d and the bound", code, out, stderr, len(replayed))
+			}
+			if got := e.queueIDs(e.statusQ); !maps.Equal(got, replayed) {
+				t.Fatalf("replay --max 4: the handler's queue holds %v, want %v", got, replayed)
+			}
+			ids = without(ids, replayed)
+			left("replay --max 4", ids)
+
+			if out := e.dlq("purge", "--all", "--max", strconv.Itoa(len(ids))); !strings.Contains(out, fmt.Sprintf("purged %d dead letters", len(ids))) {
+				t.Fatalf("purge --all --max %d: %q", len(ids), out)
+			}
+			left("purge --all", nil)
+			t.Logf("%s: purged %d and replayed %d under the bound", store, len(purged), len(replayed))
+		})
+	}
+}
+
 // TestDLQUsage: mistakes on the dlq command line, and a poison target
 // that keeps nothing to read, are one clear line and exit status 2.
 func TestDLQUsage(t *testing.T) {
@@ -528,6 +693,7 @@ func TestDLQUsage(t *testing.T) {
 		{[]string{"dlq", "list", "--older-than", "yesterday"}, 2, `invalid value "yesterday" for flag -older-than`},
 		{[]string{"dlq", "list", "--older-than", "2h", "--newer-than", "1h"}, 2, "--older-than must be shorter than --newer-than"},
 		{[]string{"dlq", "list", "--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"dlq", "list", "--max", "0"}, 2, "--max takes a positive number of dead letters"},
 		{[]string{"dlq", "list"}, 2, "poison.transport is memory"},
 		{[]string{"dlq", "--help"}, 0, "usage: <service> dlq <command>"},
 	} {
