@@ -256,6 +256,78 @@ func TestUnmatchedReleasedAndDispatch(t *testing.T) {
 	_ = sub.Close()
 }
 
+// A subscription whose handler holds its messages never stalls another
+// on the same link: its backlog waits while the other's messages are
+// handed out, before and after the other falls behind too, and every
+// message arrives, in order per subscription.
+func TestBackloggedSubscriptionDoesNotStallAnother(t *testing.T) {
+	addr := signingBroker(t)
+	queue := uniqueQueue("backlog")
+	cfg := testConfig(t, addr, queue)
+	cfg.Credit = 20
+	c := newConsumer(t, cfg)
+	sub, err := c.Subscriber(SubscriberConfig{Handler: "backlog", Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	telemetry, err := sub.Subscribe(context.Background(), telemetryFilter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, err := sub.Subscribe(context.Background(), statusFilter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPusher(t, addr)
+	push := func(topic, id string) {
+		t.Helper()
+		if err := p.push(queue, topic, id, []byte(`{}`), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Telemetry is not read: its backlog grows, and status messages
+	// still arrive one by one.
+	for i := range 8 {
+		push(fmt.Sprintf("/pk/dev%d/thing/event/property/post", i), fmt.Sprintf("tele-%d", i))
+	}
+	eventually(t, "telemetry backlog received", 10*time.Second, func() bool { return c.Stats().Received >= 8 })
+	for i := range 3 {
+		push("/as/mqtt/status/pk/dev", fmt.Sprintf("status-%d", i))
+		if m := receive(t, status); m.UUID != fmt.Sprintf("status-%d", i) {
+			t.Fatalf("status got %s, want status-%d", m.UUID, i)
+		} else {
+			m.Ack()
+		}
+	}
+
+	// Now status falls behind too, and more comes in: draining status
+	// hands out every message.
+	for i := 3; i < 11; i++ {
+		push("/as/mqtt/status/pk/dev", fmt.Sprintf("status-%d", i))
+	}
+	eventually(t, "status backlog received", 10*time.Second, func() bool { return c.Stats().Received >= 8+3+5 })
+	for i := 11; i < 30; i++ {
+		push("/as/mqtt/status/pk/dev", fmt.Sprintf("status-%d", i))
+	}
+	for i := 3; i < 30; i++ {
+		if m := receive(t, status); m.UUID != fmt.Sprintf("status-%d", i) {
+			t.Fatalf("status got %s, want status-%d", m.UUID, i)
+		} else {
+			m.Ack()
+		}
+	}
+	for i := range 8 {
+		if m := receive(t, telemetry); m.UUID != fmt.Sprintf("tele-%d", i) {
+			t.Fatalf("telemetry got %s, want tele-%d", m.UUID, i)
+		} else {
+			m.Ack()
+		}
+	}
+	eventually(t, "all accepted", 10*time.Second, func() bool { return c.Stats().Accepted == 8+30 })
+}
+
 // The connection is cut mid-stream under load: the adapter reconnects with
 // a fresh signature and every message is handled at least once.
 func TestProxyCutUnderLoad(t *testing.T) {

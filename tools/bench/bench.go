@@ -117,14 +117,16 @@ func Cases(filter *regexp.Regexp) []Case {
 // Row is one reported line.
 type Row struct {
 	Case, Side string
-	Result     Result    // the median round by rate
-	Rates      []float64 // every successful round's rate, in order
-	Failed     []error   // the rounds that failed
-	Ratio      float64   // hexmill rate / this side's rate; 0 on the hexmill row
-	Err        error     // set when every round failed
+	Result     Result        // the median round by rate
+	Rates      []float64     // every successful round's rate, in order
+	CPU        time.Duration // the median of the rounds' CPU time per message; 0 if unknown
+	Failed     []error       // the rounds that failed
+	Ratio      float64       // hexmill rate / this side's rate; 0 on the hexmill row
+	CPURatio   float64       // hexmill CPU per message / this side's; 0 on the hexmill row
+	Err        error         // set when every round failed
 }
 
-const tableHeader = "| case | side | messages | msg/s | rounds (msg/s) | CPU / msg | p50 | p99 | hexmill / side |\n|---|---|---:|---:|---|---:|---:|---:|---:|\n"
+const tableHeader = "| case | side | messages | msg/s | rounds (msg/s) | CPU / msg | p50 | p99 | hexmill / side | CPU hexmill / side |\n|---|---|---:|---:|---|---:|---:|---:|---:|---:|\n"
 
 // Execute runs the cases and writes a markdown table to w as it goes. Each
 // round runs the raw client first, then hexmill, then the baselines, so
@@ -136,7 +138,7 @@ func Execute(ctx context.Context, w io.Writer, cs []Case, opts Options) []Row {
 	for _, c := range cs {
 		if c.Available != nil {
 			if err := c.Available(ctx); err != nil {
-				fmt.Fprintf(w, "| %s | skipped: %v | | | | | | | |\n", c.Name, err)
+				fmt.Fprintf(w, "| %s | skipped: %v | | | | | | | | |\n", c.Name, err)
 				continue
 			}
 		}
@@ -173,6 +175,7 @@ func Execute(ctx context.Context, w io.Writer, cs []Case, opts Options) []Row {
 		for i := range caseRows {
 			if len(results[i]) > 0 {
 				caseRows[i].Result = median(results[i])
+				caseRows[i].CPU = medianCPU(results[i])
 			} else if len(caseRows[i].Failed) > 0 {
 				caseRows[i].Err = caseRows[i].Failed[0]
 			} else {
@@ -187,6 +190,9 @@ func Execute(ctx context.Context, w io.Writer, cs []Case, opts Options) []Row {
 			}
 			if r.Side != "hexmill" && r.Err == nil && hex.Err == nil && r.Result.Rate() > 0 {
 				r.Ratio = hex.Result.Rate() / r.Result.Rate()
+			}
+			if r.Side != "hexmill" && r.CPU > 0 && hex.CPU > 0 {
+				r.CPURatio = float64(hex.CPU) / float64(r.CPU)
 			}
 			writeRow(w, *r)
 		}
@@ -210,9 +216,28 @@ func median(rs []Result) Result {
 	return s[(len(s)-1)/2]
 }
 
+// medianCPU returns the median of the rounds' CPU time per message (the
+// lower of the middle two for an even count), 0 when a round has none. It
+// is taken over the rounds on its own, not from the median round by rate:
+// on a shared machine a round's rate and its CPU are disturbed apart.
+func medianCPU(rs []Result) time.Duration {
+	per := make([]time.Duration, 0, len(rs))
+	for _, r := range rs {
+		if r.CPU <= 0 || r.Messages <= 0 {
+			return 0
+		}
+		per = append(per, r.CPU/time.Duration(r.Messages))
+	}
+	if len(per) == 0 {
+		return 0
+	}
+	slices.Sort(per)
+	return per[(len(per)-1)/2]
+}
+
 func writeRow(w io.Writer, r Row) {
 	if r.Err != nil {
-		fmt.Fprintf(w, "| %s | %s | error: %v | | | | | | |\n", r.Case, r.Side, r.Err)
+		fmt.Fprintf(w, "| %s | %s | error: %v | | | | | | | |\n", r.Case, r.Side, r.Err)
 		return
 	}
 	ratio := ""
@@ -227,11 +252,15 @@ func writeRow(w io.Writer, r Row) {
 		rounds = append(rounds, "failed: "+err.Error())
 	}
 	cpu := "-"
-	if r.Result.CPU > 0 && r.Result.Messages > 0 {
-		cpu = fmt.Sprintf("%.1f µs", float64(r.Result.CPU.Nanoseconds())/1e3/float64(r.Result.Messages))
+	if r.CPU > 0 {
+		cpu = fmt.Sprintf("%.1f µs", float64(r.CPU.Nanoseconds())/1e3)
 	}
-	fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %s | %s | %s | %s |\n", r.Case, r.Side, r.Result.Messages,
-		r.Result.Rate(), strings.Join(rounds, " / "), cpu, fmtLatency(r.Result.Percentile(50)), fmtLatency(r.Result.Percentile(99)), ratio)
+	cpuRatio := ""
+	if r.CPURatio > 0 {
+		cpuRatio = fmt.Sprintf("%.2fx", r.CPURatio)
+	}
+	fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s |\n", r.Case, r.Side, r.Result.Messages,
+		r.Result.Rate(), strings.Join(rounds, " / "), cpu, fmtLatency(r.Result.Percentile(50)), fmtLatency(r.Result.Percentile(99)), ratio, cpuRatio)
 }
 
 func fmtLatency(d time.Duration) string {

@@ -31,7 +31,7 @@ func main() {
 	flag.IntVar(&opts.Messages, "n", 50000, "messages per side")
 	flag.IntVar(&opts.Publishers, "publishers", 16, "concurrent publishers")
 	flag.IntVar(&opts.Size, "size", 64, "payload bytes")
-	flag.IntVar(&opts.Rounds, "rounds", 1, "rounds per side, interleaved; the median round is reported")
+	flag.IntVar(&opts.Rounds, "rounds", 1, "rounds per side, interleaved; the median round by throughput is reported, and the median CPU per message")
 	flag.StringVar(&filter, "run", "", "only cases whose name matches this regular expression")
 	report := flag.String("report", "", "also write a markdown report with SVG charts into this directory (e.g. docs/bench)")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile (every side run) to this file")
