@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/Azure/go-amqp"
@@ -84,6 +85,7 @@ type route struct {
 	holding bool          // the pump took a message and has not handed it out yet
 	stopped bool          // the pump has ended: enqueue refuses
 	signal  chan struct{} // holds a token while the queue may have messages
+	queued  atomic.Int32  // len(queue), read without mu by allAhead
 }
 
 // pending is a message matched to a route, not yet handed out.
@@ -150,6 +152,7 @@ func (r *route) enqueue(p pending) bool {
 		return true
 	}
 	r.queue = append(r.queue, p)
+	r.queued.Store(int32(len(r.queue)))
 	r.mu.Unlock()
 	select {
 	case r.signal <- struct{}{}:
@@ -185,6 +188,7 @@ func (r *route) pump() {
 		r.holding = false
 		if !sent {
 			r.queue = append([]pending{p}, r.queue...)
+			r.queued.Store(int32(len(r.queue)))
 			r.mu.Unlock()
 			break
 		}
@@ -196,6 +200,7 @@ func (r *route) pump() {
 	r.stopped = true
 	rest := r.queue
 	r.queue = nil
+	r.queued.Store(0)
 	r.mu.Unlock()
 	for _, p := range rest {
 		c.wg.Add(1)
@@ -213,7 +218,12 @@ func (r *route) next() (pending, bool) {
 			r.queue[0] = pending{}
 			r.queue = r.queue[1:]
 			r.holding = true
+			n := len(r.queue)
+			r.queued.Store(int32(n))
 			r.mu.Unlock()
+			if n == handAhead-1 { // it fell behind: a waiting serve loop reads again
+				r.sub.c.catchUp()
+			}
 			return p, true
 		}
 		r.mu.Unlock()

@@ -61,6 +61,12 @@ type Transport struct {
 	stats   counters
 	loggedT map[string]bool // unmatched topics already logged
 
+	// behind is closed by catchUp when a route's queue drops below
+	// handAhead, or the routes change: a serve loop that waits because
+	// every route is ahead (allAhead) waits for it. nil when none waits.
+	behindMu sync.Mutex
+	behind   chan struct{}
+
 	// subs are the Handouts of every subscription; Close closes them,
 	// which releases what they handed out and is unsettled.
 	subs transport.Subscriptions[delivery]
@@ -243,6 +249,7 @@ func (c *Transport) removeRoute(r *route) {
 	}
 	c.routes.Store(&routes)
 	c.intake.Store(len(routes) > 0)
+	c.catchUp()
 }
 
 func (c *Transport) currentRoutes() []*route {
@@ -253,6 +260,49 @@ func (c *Transport) currentRoutes() []*route {
 }
 
 func (c *Transport) intakeOn() bool { return c.intake.Load() }
+
+// handAhead is how many messages a link's serve loop queues for a route
+// beyond the one its pump is handing out, before it leaves the next ones
+// in go-amqp's buffer (see allAhead).
+const handAhead = 2
+
+// allAhead reports whether every route has at least handAhead messages
+// queued. Only then does a serve loop wait instead of receiving: a route
+// that is behind, or idle, keeps intake going, so a route whose handler
+// holds its messages never holds up another.
+func (c *Transport) allAhead() bool {
+	p := c.routes.Load()
+	if p == nil || len(*p) == 0 {
+		return false
+	}
+	for _, r := range *p {
+		if r.queued.Load() < handAhead {
+			return false
+		}
+	}
+	return true
+}
+
+// behindWait returns the channel catchUp closes. A serve loop takes it
+// before it looks at allAhead, so that a catchUp in between is not missed.
+func (c *Transport) behindWait() <-chan struct{} {
+	c.behindMu.Lock()
+	defer c.behindMu.Unlock()
+	if c.behind == nil {
+		c.behind = make(chan struct{})
+	}
+	return c.behind
+}
+
+// catchUp wakes the serve loops waiting for a route to fall behind.
+func (c *Transport) catchUp() {
+	c.behindMu.Lock()
+	if c.behind != nil {
+		close(c.behind)
+		c.behind = nil
+	}
+	c.behindMu.Unlock()
+}
 
 // match returns the first active route whose filter matches topic,
 // preferring the most specific one: an exact filter before wildcards,
@@ -541,6 +591,21 @@ func (l *link) serve() error {
 		// What go-amqp has buffered is taken without a timer; only a wait
 		// for the next message is bounded by the stall timeout.
 		m, err := l.receiver.Prefetched(), error(nil)
+		if m == nil {
+			// Every route has messages queued: what the broker sends stays
+			// in go-amqp's buffer until a route falls behind, and is then
+			// taken in one go. Parking in Receive for each arrival instead
+			// costs a wake-up per message and reads no sooner.
+			if behind := c.behindWait(); c.allAhead() {
+				select {
+				case <-behind:
+					continue
+				case <-l.conn.Done(): // Receive reports why
+				case <-ctx.Done():
+					return ErrClosed
+				}
+			}
+		}
 		if m == nil {
 			m, err = l.receiver.Receive(stall.arm(), nil)
 			stall.disarm()
