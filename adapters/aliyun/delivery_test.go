@@ -287,6 +287,15 @@ func TestBackloggedSubscriptionDoesNotStallAnother(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// expect takes the next message of out, which must be id, and acks it.
+	expect := func(out <-chan *message.Message, id string) {
+		t.Helper()
+		m := receive(t, out)
+		if m.UUID != id {
+			t.Fatalf("got %s, want %s", m.UUID, id)
+		}
+		m.Ack()
+	}
 
 	// Telemetry is not read: its backlog grows, and status messages
 	// still arrive one by one.
@@ -296,11 +305,7 @@ func TestBackloggedSubscriptionDoesNotStallAnother(t *testing.T) {
 	eventually(t, "telemetry backlog received", 10*time.Second, func() bool { return c.Stats().Received >= 8 })
 	for i := range 3 {
 		push("/as/mqtt/status/pk/dev", fmt.Sprintf("status-%d", i))
-		if m := receive(t, status); m.UUID != fmt.Sprintf("status-%d", i) {
-			t.Fatalf("status got %s, want status-%d", m.UUID, i)
-		} else {
-			m.Ack()
-		}
+		expect(status, fmt.Sprintf("status-%d", i))
 	}
 
 	// Now status falls behind too, and more comes in: draining status
@@ -316,18 +321,10 @@ func TestBackloggedSubscriptionDoesNotStallAnother(t *testing.T) {
 		push("/as/mqtt/status/pk/dev", fmt.Sprintf("status-%d", i))
 	}
 	for i := 3; i < 30; i++ {
-		if m := receive(t, status); m.UUID != fmt.Sprintf("status-%d", i) {
-			t.Fatalf("status got %s, want status-%d", m.UUID, i)
-		} else {
-			m.Ack()
-		}
+		expect(status, fmt.Sprintf("status-%d", i))
 	}
 	for i := range 8 {
-		if m := receive(t, telemetry); m.UUID != fmt.Sprintf("tele-%d", i) {
-			t.Fatalf("telemetry got %s, want tele-%d", m.UUID, i)
-		} else {
-			m.Ack()
-		}
+		expect(telemetry, fmt.Sprintf("tele-%d", i))
 	}
 	eventually(t, "all accepted", 10*time.Second, func() bool { return c.Stats().Accepted == 8+30 })
 }

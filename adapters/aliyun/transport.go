@@ -283,15 +283,29 @@ func (c *Transport) allAhead() bool {
 	return true
 }
 
-// behindWait returns the channel catchUp closes. A serve loop takes it
-// before it looks at allAhead, so that a catchUp in between is not missed.
-func (c *Transport) behindWait() <-chan struct{} {
+// waitBehind waits until a route falls behind (catchUp) and reports true;
+// false, at once, when none is ahead any more, or when l's connection (for
+// Receive to report why) or ctx ends first. The channel is taken before
+// allAhead is looked at again, so that a catchUp in between is not missed;
+// only a serve loop that found every route ahead takes it, which keeps the
+// lock off the path of a link whose routes keep up.
+func (c *Transport) waitBehind(ctx context.Context, l *link) bool {
 	c.behindMu.Lock()
-	defer c.behindMu.Unlock()
 	if c.behind == nil {
 		c.behind = make(chan struct{})
 	}
-	return c.behind
+	behind := c.behind
+	c.behindMu.Unlock()
+	if !c.allAhead() {
+		return false
+	}
+	select {
+	case <-behind:
+		return true
+	case <-l.conn.Done():
+	case <-ctx.Done():
+	}
+	return false
 }
 
 // catchUp wakes the serve loops waiting for a route to fall behind.
@@ -596,17 +610,14 @@ func (l *link) serve() error {
 			// in go-amqp's buffer until a route falls behind, and is then
 			// taken in one go. Parking in Receive for each arrival instead
 			// costs a wake-up per message and reads no sooner.
-			if behind := c.behindWait(); c.allAhead() {
-				select {
-				case <-behind:
+			if c.allAhead() {
+				if c.waitBehind(ctx, l) {
 					continue
-				case <-l.conn.Done(): // Receive reports why
-				case <-ctx.Done():
+				}
+				if ctx.Err() != nil {
 					return ErrClosed
 				}
 			}
-		}
-		if m == nil {
 			m, err = l.receiver.Receive(stall.arm(), nil)
 			stall.disarm()
 			if err != nil && ctx.Err() == nil && stall.fired() {
