@@ -191,16 +191,15 @@ func TestOrderedRetryingKeyBlocksOnlyItself(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the other keys to be handled", func() bool {
+	// On a busy machine the others can all be handled before the stuck
+	// message's second attempt: wait for both.
+	waitFor(t, "the other keys to be handled and the stuck message retried", func() bool {
 		log.mu.Lock()
 		defer log.mu.Unlock()
-		return log.n == others
+		return log.n == others && attempts.Load() >= 2
 	})
 	if got := log.snapshot()["stuck"]; len(got) != 0 {
 		t.Fatalf("key stuck: handled %v while its first message retried, want nothing", got)
-	}
-	if attempts.Load() < 2 {
-		t.Fatalf("the stuck message was attempted %d times, want it retrying", attempts.Load())
 	}
 	release.Store(true)
 	log.wait("after the retry succeeded")
