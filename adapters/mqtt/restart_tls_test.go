@@ -61,18 +61,39 @@ func TestBrokerRestart(t *testing.T) {
 			}
 		}()
 	}
+	// The restarts run one after the other, the second only once the
+	// subscriber has reconnected after the first: two overlapping restarts
+	// of a slow container are one outage.
+	restart := make(chan struct{})
+	restarts.Add(1)
+	go func() { // owned: the producer below waits for restarts
+		defer restarts.Done()
+		for n := uint64(2); n <= 3; n++ {
+			if _, ok := <-restart; !ok {
+				return
+			}
+			broker.Restart()
+			for sub.Connections() < n {
+				select {
+				case <-time.After(10 * time.Millisecond):
+				case <-t.Context().Done():
+					return
+				}
+			}
+		}
+	}()
 	received := map[string]bool{}
 	done := make(chan struct{})
 	go func() { // owned: the test waits for done
 		defer close(done)
 		for i := range total {
 			if i == total/3 || i == total/2 {
-				restarts.Add(1)
-				go func() { defer restarts.Done(); broker.Restart() }()
+				restart <- struct{}{}
 			}
 			work <- struct{}{}
 		}
 		close(work)
+		close(restart)
 		wg.Wait()
 		restarts.Wait()
 	}()
