@@ -12,18 +12,31 @@ import (
 // handler, for the metrics of what the handler publishes: a publish knows
 // only the context it is given. Links know their handler from the chain
 // (chainParams), not from here.
+//
+// It is the message's context too: the one the message came with, and a
+// value more, in one allocation where context.WithValue would add one.
 type delivery struct {
+	context.Context
 	handler string
 	outcome outcome
 }
 
 type deliveryKey struct{}
 
-// newDelivery gives each message its delivery, in its context.
+// Value implements context.Context: the delivery, or what the message's
+// own context carries.
+func (d *delivery) Value(key any) any {
+	if key == (deliveryKey{}) {
+		return d
+	}
+	return d.Context.Value(key)
+}
+
+// newDelivery gives each message its delivery, as its context.
 func newDelivery(handler string) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			msg.SetContext(context.WithValue(msg.Context(), deliveryKey{}, &delivery{handler: handler}))
+			msg.SetContext(&delivery{Context: msg.Context(), handler: handler})
 			return h(msg)
 		}
 	}
