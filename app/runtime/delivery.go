@@ -32,6 +32,17 @@ func (d *delivery) Value(key any) any {
 	return d.Context.Value(key)
 }
 
+// AfterFunc lets contexts derived from the delivery (a handler_timeout's,
+// a handler's own) end with it through the message's context, as
+// context.AfterFunc does, where the context package would otherwise
+// start a goroutine per derived context to wait for it.
+func (d *delivery) AfterFunc(f func()) (stop func() bool) {
+	if a, ok := d.Context.(interface{ AfterFunc(func()) func() bool }); ok {
+		return a.AfterFunc(f)
+	}
+	return context.AfterFunc(d.Context, f)
+}
+
 // newDelivery gives each message its delivery, as its context.
 func newDelivery(handler string) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
