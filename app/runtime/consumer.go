@@ -68,11 +68,12 @@ func (c *consumer) work() {
 	for {
 		c.waiting.Add(1)
 		msg, ok := <-c.msgs
-		if c.waiting.Add(-1) == 0 && ok {
-			c.spawn()
-		}
+		left := c.waiting.Add(-1)
 		if !ok {
 			break
+		}
+		if left == 0 {
+			c.spawn()
 		}
 		_, _ = c.handle(msg) // the chain settles msg and logs errors
 	}
