@@ -53,6 +53,9 @@ type Metadata struct {
 	ReceivedAt time.Time
 	// Attributes are values taken from the transport at the edge, for
 	// example "device_id" from a topic such as devices/{device_id}/telemetry.
+	// They are read only: the map may be the message's own metadata,
+	// which a retry and the poison target read after the handler. A
+	// handler that wants changed attributes copies them (maps.Clone).
 	Attributes map[string]string
 }
 

@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -143,7 +145,7 @@ func New[H ports.Handler](t testing.TB, newHandler func(ports.Publisher) H, opts
 		Transports:  []runtime.Opener{h.opener()},
 		Handlers:    []ports.Handler{handler},
 		Formats:     s.formats,
-		Middlewares: s.middlewares,
+		Middlewares: append(slices.Clone(s.middlewares), h.readOnlyAttributes),
 	})
 	if err != nil {
 		t.Fatalf("apptest: %v", err)
@@ -190,6 +192,22 @@ func (h *Harness) Send(payload string, metadata ...string) Outcome {
 	case <-timeout:
 		h.t.Fatal("apptest: Send: the message was not settled within 30s")
 		return ""
+	}
+}
+
+// readOnlyAttributes, the chain's innermost middleware, fails the test
+// when the handler changed its message's attributes, which
+// ports.Metadata declares read only: the runtime hands the handler the
+// message's own metadata, which a retry and the poison target read.
+func (h *Harness) readOnlyAttributes(handler string, next message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		before := maps.Clone(msg.Metadata)
+		out, err := next(msg)
+		if !maps.Equal(before, msg.Metadata) {
+			h.t.Errorf("apptest: handler %s changed its message's Attributes from %v to %v: they are read only (ports.Metadata); copy them with maps.Clone to change them",
+				handler, before, msg.Metadata)
+		}
+		return out, err
 	}
 }
 

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -102,5 +105,60 @@ func TestHarnessFormatAndMiddleware(t *testing.T) {
 	}
 	if seen.Load() != 1 {
 		t.Fatalf("middleware saw %d messages, want 1", seen.Load())
+	}
+}
+
+// errorsTB records what a harness reports with Errorf.
+type errorsTB struct {
+	testing.TB
+	mu   sync.Mutex
+	errs []string
+}
+
+func (e *errorsTB) Errorf(format string, args ...any) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.errs = append(e.errs, fmt.Sprintf(format, args...))
+}
+
+func (e *errorsTB) reported() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.errs)
+}
+
+// The harness fails a test whose handler changes its message's
+// Attributes (read only, ports.Metadata), and only such a test.
+func TestHarnessAttributesAreReadOnly(t *testing.T) {
+	tests := []struct {
+		name   string
+		handle func(attrs map[string]string)
+		want   string // in the reported error; "" none
+	}{
+		{"read", func(attrs map[string]string) { _ = attrs["device_id"] }, ""},
+		{"changed", func(attrs map[string]string) { attrs["device_id"] = "d2" }, "handler attrs changed its message's Attributes"},
+		{"deleted", func(attrs map[string]string) { delete(attrs, "device_id") }, "copy them with maps.Clone"},
+		{"copied and changed", func(attrs map[string]string) { maps.Clone(attrs)["device_id"] = "d2" }, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tb := &errorsTB{TB: t}
+			h := apptest.New(tb, func(ports.Publisher) ports.Handler {
+				return ports.HandlerFunc{HandlerName: "attrs", Func: func(_ context.Context, msg ports.Message) error {
+					tt.handle(msg.Attributes)
+					return nil
+				}}
+			})
+			if got := h.Send("{}", "device_id", "d1"); got != apptest.Handled {
+				t.Fatalf("outcome %s, want handled", got)
+			}
+			errs := tb.reported()
+			switch {
+			case tt.want == "" && len(errs) > 0:
+				t.Fatalf("reported %q, want nothing", errs)
+			case tt.want != "" && (len(errs) != 1 || !strings.Contains(errs[0], tt.want)):
+				t.Fatalf("reported %q, want one error containing %q", errs, tt.want)
+			}
+		})
 	}
 }

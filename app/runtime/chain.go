@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"time"
 	"unicode/utf8"
 
@@ -171,13 +172,18 @@ func handlerFunc(h ports.Handler, b config.Binding, format Format, params *confi
 		if correlationID == "" {
 			correlationID = msg.UUID
 		}
-		attrs := make(map[string]string, len(in.Metadata)+2)
 		for k, v := range in.Metadata {
 			if err := checkUTF8(k, v); err != nil {
 				return nil, ports.Invalid(err)
 			}
-			attrs[k] = v
 		}
+		// The handler reads the message's metadata itself as its
+		// Attributes, which ports.Metadata declares read only: no copy
+		// per message. The runtime writes no metadata of a message once
+		// its handler has it (the poison and retry keys go into a copy,
+		// see detachMetadata), so that a handler that keeps the map
+		// never races with the runtime.
+		attrs := map[string]string(in.Metadata)
 		// The topic's segments win over metadata of the same name, which
 		// its sender chose; a topic that does not match leaves the
 		// sender's names in place, so its message is never handled.
@@ -186,9 +192,11 @@ func handlerFunc(h ports.Handler, b config.Binding, format Format, params *confi
 			if segments == nil {
 				return nil, ports.Invalid(fmt.Errorf("topic %q does not match the binding's topic_params %q: its attributes cannot be taken from the topic", topic, b.TopicParams))
 			}
-			for k, v := range segments {
-				attrs[k] = v
+			if in == msg { // the segments go into a copy: the poison target gets the message as it came
+				attrs = make(map[string]string, len(in.Metadata)+len(segments))
+				maps.Copy(attrs, in.Metadata)
 			}
+			maps.Copy(attrs, segments)
 		}
 		// The message's context ends when its subscriber closes, which the
 		// stop protocol does once the drain timeout expired.

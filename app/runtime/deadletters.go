@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"maps"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -12,6 +13,15 @@ import (
 	"github.com/hexmill/hexmill/adapters/transport"
 	"github.com/hexmill/hexmill/app/config"
 )
+
+// detachMetadata gives msg a copy of its metadata before the runtime
+// writes into it: the handler was given the metadata itself (as
+// ports.Metadata.Attributes) and may still read it.
+func detachMetadata(msg *message.Message) {
+	md := make(message.Metadata, len(msg.Metadata)+8)
+	maps.Copy(md, msg.Metadata)
+	msg.Metadata = md
+}
 
 // stampPoisoned writes when msg was poisoned, and keeps when it was first
 // poisoned (a replayed message carries it).

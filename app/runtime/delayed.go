@@ -71,6 +71,7 @@ func (k *parker) handle(p poisoner, msg *message.Message, err error) ([]*message
 	n := deliveryAttempt(msg)
 	reasons := attemptReasons(msg, n, err)
 	if n > len(k.delays) {
+		detachMetadata(msg)
 		msg.Metadata.Set(transport.MetadataAttemptReasons, reasons)
 		all := fmt.Errorf("%s after %d deliveries (retry.delayed): %s", poisonedRetries, n, strings.ReplaceAll(reasons, "\n", "; "))
 		return p.poison(msg, all, poisonedRetries, false)

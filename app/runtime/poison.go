@@ -101,6 +101,7 @@ func (p poisoner) middleware(h message.HandlerFunc) message.HandlerFunc {
 // tooLarge sends only the head of its payload.
 func (p poisoner) poison(msg *message.Message, err error, reason outcome, tooLarge bool) ([]*message.Message, error) {
 	handler, b, o := p.handler, p.binding, deliveryOf(msg.Context())
+	detachMetadata(msg)
 	msg.Metadata.Set(middleware.ReasonForPoisonedKey, transport.Truncate(err.Error(), transport.MetadataValueBytes))
 	msg.Metadata.Set(middleware.PoisonedTopicKey, b.Topic)
 	msg.Metadata.Set(middleware.PoisonedHandlerKey, handler)

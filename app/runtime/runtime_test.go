@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -672,5 +673,64 @@ func TestTopicParamsMismatchPoisons(t *testing.T) {
 	}
 	if n := handled.Load(); n != 0 {
 		t.Fatalf("handled %d times, want never", n)
+	}
+}
+
+// A handler's Attributes are the message's metadata, not a copy, when
+// there are no topic parameters to add: the runtime writes nothing into
+// them after the handler had them (the poison keys go into a copy), so a
+// handler that keeps the map and reads it on, from another goroutine,
+// never races with the runtime (-race) and never sees them change.
+func TestRuntimeWritesNoAttributesAHandlerHolds(t *testing.T) {
+	tests := []struct {
+		name        string
+		topicParams string
+	}{
+		{"no topic parameters", ""},
+		{"topic parameters", "{kind}"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			broker := newBroker(t)
+			cfg := testConfig()
+			b := cfg.Handlers["test"]
+			b.TopicParams = tt.topicParams
+			cfg.Handlers["test"] = b
+			kept := make(chan map[string]string, 8)
+			startRuntime(t, cfg, broker, func(_ context.Context, _ ports.Publisher, msg ports.Message) error {
+				kept <- msg.Attributes
+				return errors.New("fails every attempt")
+			})
+			snapshot := make(chan map[string]string, 1)
+			done := make(chan struct{})
+			held := make(chan map[string]string, 1)
+			go func() { // reads what the handler kept until the message is poisoned
+				attrs := <-kept
+				snapshot <- maps.Clone(attrs)
+				defer func() { held <- attrs }()
+				for {
+					select {
+					case <-done:
+						return
+					default:
+						_ = attrs["sender"]
+					}
+				}
+			}()
+			in := message.NewMessage("m1", []byte("{}"))
+			in.Metadata.Set("sender", "s1")
+			if err := broker.Publish(inTopic, in); err != nil {
+				t.Fatal(err)
+			}
+			poisoned := receive(t, broker, poisonTopic, 1)[0]
+			close(done)
+			if got := poisoned.Metadata.Get(middleware.ReasonForPoisonedKey); got != "fails every attempt" || poisoned.Metadata.Get("sender") != "s1" {
+				t.Fatalf("poisoned with metadata %v, want the reason and the sender's entry", poisoned.Metadata)
+			}
+			before, after := <-snapshot, <-held
+			if before["sender"] != "s1" || !maps.Equal(before, after) {
+				t.Fatalf("the attributes a handler kept changed from %v to %v after it returned", before, after)
+			}
+		})
 	}
 }
