@@ -19,7 +19,7 @@ package bench
 // generator (integration/load, 16 publishers x 64 in flight, as fast as
 // PUBACKs come) and the same sink consumer, so the ratio is the cost of
 // hexmill over hand-written client code. The hexmill side also reports
-// the service's peak RSS (VmHWM), see E2ENotes.
+// the service's peak RSS (VmHWM), see Notes.
 
 import (
 	"bufio"
@@ -103,28 +103,6 @@ func e2eAvailable(context.Context) error {
 		return fmt.Errorf("RabbitMQ at HEXMILL_TEST_RABBITMQ_URL: %v", err)
 	}
 	return conn.Close()
-}
-
-var (
-	e2eNotesMu sync.Mutex
-	e2eNotes   []string
-)
-
-// E2ENotes are the end-to-end case's figures that the table has no column
-// for (lost, duplicated, the service's peak RSS), one line per side run,
-// for Report.Notes.
-func E2ENotes() []string {
-	e2eNotesMu.Lock()
-	defer e2eNotesMu.Unlock()
-	return append([]string(nil), e2eNotes...)
-}
-
-func addE2ENote(format string, args ...any) {
-	line := fmt.Sprintf(format, args...)
-	fmt.Fprintln(os.Stderr, line)
-	e2eNotesMu.Lock()
-	e2eNotes = append(e2eNotes, line)
-	e2eNotesMu.Unlock()
 }
 
 // e2eNames are one side's broker names.
@@ -232,7 +210,7 @@ func e2eSide(side string, start pipeline) Run {
 		res.CPU = client
 		extra = stop() + extra
 		stopped = true
-		addE2ENote("e2e/mqtt-service-rabbitmq %s: %d messages, %.0f msg/s end to end (generator %.0f msg/s), lost %d, duplicated %d%s",
+		addNote("e2e/mqtt-service-rabbitmq %s: %d messages, %.0f msg/s end to end (generator %.0f msg/s), lost %d, duplicated %d%s",
 			side, opts.Messages, res.Rate(), sent.Rate(), lost, dup, extra)
 		if err != nil {
 			return res, err
@@ -815,7 +793,7 @@ func rabbitmqCeiling(ctx context.Context, opts Options) (Result, error) {
 	}
 	res := clk.result(opts.Messages, lat)
 	if perMessage, _ := cpu.read(opts.Messages); perMessage != "" {
-		addE2ENote("e2e/mqtt-service-rabbitmq rabbitmq-only: %d persistent confirmed publishes, %.0f msg/s; broker CPU per message: %s", opts.Messages, res.Rate(), perMessage)
+		addNote("e2e/mqtt-service-rabbitmq rabbitmq-only: %d persistent confirmed publishes, %.0f msg/s; broker CPU per message: %s", opts.Messages, res.Rate(), perMessage)
 	}
 	return res, nil
 }

@@ -90,7 +90,7 @@ func e2eBacklogSide(side string, start pipeline) Run {
 			return res, err
 		}
 		_, lost, dup, err := sink.wait(ctx, sent.Started)
-		addE2ENote("e2e/mqtt-service-rabbitmq-backlog %s: %d messages queued in mosquitto, drained at %.0f msg/s, lost %d, duplicated %d%s",
+		addNote("e2e/mqtt-service-rabbitmq-backlog %s: %d messages queued in mosquitto, drained at %.0f msg/s, lost %d, duplicated %d%s",
 			side, opts.Messages, res.Rate(), lost, dup, extra)
 		if err != nil {
 			return res, err

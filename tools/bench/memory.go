@@ -27,6 +27,10 @@ func init() {
 		Name:    "memory/pipeline",
 		Hexmill: memoryHexmill,
 		Raw:     memoryRaw,
+		// Its rounds take a fraction of a second: the first pays the
+		// heap's growth, and the median needs more of them.
+		Warmup:    true,
+		MinRounds: 9,
 		// Tracing on (docs/tracing.md): the spans' cost per message, with
 		// their export over OTLP/HTTP to a sink in this process.
 		Baselines: map[string]Run{

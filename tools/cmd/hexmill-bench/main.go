@@ -83,7 +83,7 @@ func main() {
 		}
 	}
 	if *report != "" {
-		r := bench.Report{Dir: *report, Command: "cd tools && go run ./cmd/hexmill-bench " + strings.Join(os.Args[1:], " "), Options: opts, Rows: rows, Notes: bench.E2ENotes()}
+		r := bench.Report{Dir: *report, Command: "cd tools && go run ./cmd/hexmill-bench " + strings.Join(os.Args[1:], " "), Options: opts, Rows: rows, Notes: bench.Notes()}
 		if err := r.Write(); err != nil {
 			fmt.Fprintf(os.Stderr, "hexmill-bench: report: %v\n", err)
 			os.Exit(1)
