@@ -199,8 +199,17 @@ func handlerFunc(h ports.Handler, b config.Binding, format Format, params *confi
 			maps.Copy(attrs, segments)
 		}
 		// The message's context ends when its subscriber closes, which the
-		// stop protocol does once the drain timeout expired.
-		ctx := ports.WithCorrelationID(msg.Context(), correlationID)
+		// stop protocol does once the drain timeout expired. It carries the
+		// correlation ID in its delivery (set once: every attempt finds
+		// the same), else in a layer of its own.
+		ctx := msg.Context()
+		if d := deliveryOf(ctx); d != nil && (d.correlationID == "" || d.correlationID == correlationID) {
+			if d.correlationID == "" {
+				d.correlationID = correlationID
+			}
+		} else {
+			ctx = ports.WithCorrelationID(ctx, correlationID)
+		}
 		return nil, h.Handle(ctx, ports.Message{
 			Metadata: ports.Metadata{
 				ID: msg.UUID, CorrelationID: correlationID, Topic: topic,

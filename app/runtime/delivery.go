@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/hexmill/hexmill/ports"
 )
 
 // delivery is a message's state on its way through the chain, made once
@@ -13,21 +15,30 @@ import (
 // only the context it is given. Links know their handler from the chain
 // (chainParams), not from here.
 //
-// It is the message's context too: the one the message came with, and a
-// value more, in one allocation where context.WithValue would add one.
+// It is the message's context too: the one the message came with, and
+// the delivery and the message's correlation ID as values, in one
+// allocation where context.WithValue would add one each.
 type delivery struct {
 	context.Context
 	handler string
 	outcome outcome
+	// correlationID is set once, by the handler's link before the first
+	// attempt runs the handler, and only read after.
+	correlationID string
 }
 
 type deliveryKey struct{}
 
-// Value implements context.Context: the delivery, or what the message's
-// own context carries.
+// Value implements context.Context: the delivery, its correlation ID, or
+// what the message's own context carries.
 func (d *delivery) Value(key any) any {
-	if key == (deliveryKey{}) {
+	switch key {
+	case deliveryKey{}:
 		return d
+	case ports.CorrelationIDKey{}:
+		if d.correlationID != "" {
+			return d.correlationID
+		}
 	}
 	return d.Context.Value(key)
 }

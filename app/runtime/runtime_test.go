@@ -734,3 +734,49 @@ func TestRuntimeWritesNoAttributesAHandlerHolds(t *testing.T) {
 		})
 	}
 }
+
+// Every attempt's context carries the message's correlation ID, and so do
+// contexts derived from it: the one the sender set, else the message's
+// ID.
+func TestCorrelationIDInEveryAttempt(t *testing.T) {
+	tests := []struct {
+		name, sent, want string
+	}{
+		{"sent", "corr-7", "corr-7"},
+		{"not sent", "", "m1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			broker := newBroker(t)
+			seen := make(chan string, 6)
+			var attempts atomic.Int32
+			startRuntime(t, testConfig(), broker, func(ctx context.Context, _ ports.Publisher, _ ports.Message) error {
+				derived, cancel := context.WithCancel(ctx)
+				defer cancel()
+				seen <- ports.CorrelationID(ctx)
+				seen <- ports.CorrelationID(derived)
+				if attempts.Add(1) < 3 {
+					return errors.New("fails twice")
+				}
+				return nil
+			})
+			in := message.NewMessage("m1", []byte("{}"))
+			if tt.sent != "" {
+				in.Metadata.Set(ports.MetadataCorrelationID, tt.sent)
+			}
+			if err := broker.Publish(inTopic, in); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 6 {
+				select {
+				case got := <-seen:
+					if got != tt.want {
+						t.Fatalf("attempt %d: correlation ID %q, want %q", i/2+1, got, tt.want)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatalf("%d of 3 attempts seen", i/2)
+				}
+			}
+		})
+	}
+}
