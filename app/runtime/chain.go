@@ -180,7 +180,7 @@ func handlerFunc(h ports.Handler, b config.Binding, format Format, params *confi
 		// The handler reads the message's metadata itself as its
 		// Attributes, which ports.Metadata declares read only: no copy
 		// per message. The runtime writes no metadata of a message once
-		// its handler has it (the poison and retry keys go into a copy,
+		// its handler has it (the poison and delay keys go into a copy,
 		// see detachMetadata), so that a handler that keeps the map
 		// never races with the runtime.
 		attrs := map[string]string(in.Metadata)
