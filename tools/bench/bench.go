@@ -48,10 +48,7 @@ type Result struct {
 	Elapsed  time.Duration
 	// CPU is the CPU time the side's client code used (this process, and
 	// for out-of-process sides the process under test), 0 if unknown.
-	CPU time.Duration
-	// BrokerCPU is the CPU time the broker used over the run, when the
-	// case measures it (a broker on this machine), else 0.
-	BrokerCPU time.Duration
+	CPU       time.Duration
 	Latencies []time.Duration
 }
 
@@ -131,7 +128,6 @@ type Row struct {
 	Result     Result        // the median round by rate
 	Rates      []float64     // every successful round's rate, in order
 	CPU        time.Duration // the median of the rounds' CPU time per message; 0 if unknown
-	BrokerCPU  time.Duration // the median of the rounds' broker CPU time per message; 0 if not measured
 	Failed     []error       // the rounds that failed
 	Ratio      float64       // hexmill rate / this side's rate; 0 on the hexmill row
 	CPURatio   float64       // hexmill CPU per message / this side's; 0 on the hexmill row
@@ -195,7 +191,6 @@ func Execute(ctx context.Context, w io.Writer, cs []Case, opts Options) []Row {
 			if len(results[i]) > 0 {
 				caseRows[i].Result = median(results[i])
 				caseRows[i].CPU = medianCPU(results[i])
-				caseRows[i].BrokerCPU = medianBrokerCPU(results[i])
 			} else if len(caseRows[i].Failed) > 0 {
 				caseRows[i].Err = caseRows[i].Failed[0]
 			} else {
@@ -216,17 +211,10 @@ func Execute(ctx context.Context, w io.Writer, cs []Case, opts Options) []Row {
 			}
 			writeRow(w, *r)
 		}
-		var broker []string
 		for _, r := range caseRows {
 			if opts.Sides == nil || opts.Sides.MatchString(r.Side) {
 				rows = append(rows, r)
-				if r.BrokerCPU > 0 {
-					broker = append(broker, fmt.Sprintf("%s %.1f µs", r.Side, float64(r.BrokerCPU.Nanoseconds())/1e3))
-				}
 			}
-		}
-		if len(broker) > 0 {
-			addNote("%s: the broker's CPU per message (median over the rounds): %s", c.Name, strings.Join(broker, ", "))
 		}
 	}
 	return rows
@@ -238,7 +226,7 @@ var (
 )
 
 // Notes are the figures that the table has no column for (the end-to-end
-// case's lost, duplicated and peak RSS, the broker's CPU), for
+// case's lost, duplicated and peak RSS, the brokers' CPU), for
 // Report.Notes.
 func Notes() []string {
 	notesMu.Lock()
@@ -271,21 +259,12 @@ func median(rs []Result) Result {
 // is taken over the rounds on its own, not from the median round by rate:
 // on a shared machine a round's rate and its CPU are disturbed apart.
 func medianCPU(rs []Result) time.Duration {
-	return medianPerMessage(rs, func(r Result) time.Duration { return r.CPU })
-}
-
-// medianBrokerCPU is medianCPU for the broker's CPU time.
-func medianBrokerCPU(rs []Result) time.Duration {
-	return medianPerMessage(rs, func(r Result) time.Duration { return r.BrokerCPU })
-}
-
-func medianPerMessage(rs []Result, cpu func(Result) time.Duration) time.Duration {
 	per := make([]time.Duration, 0, len(rs))
 	for _, r := range rs {
-		if cpu(r) <= 0 || r.Messages <= 0 {
+		if r.CPU <= 0 || r.Messages <= 0 {
 			return 0
 		}
-		per = append(per, cpu(r)/time.Duration(r.Messages))
+		per = append(per, r.CPU/time.Duration(r.Messages))
 	}
 	if len(per) == 0 {
 		return 0

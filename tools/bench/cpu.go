@@ -113,18 +113,6 @@ func (m *cpuMeter) read(n int) (perMessage string, client time.Duration) {
 	return fmt.Sprintf("%s; total %.0f µs", strings.Join(parts, ", "), float64(total.Microseconds())/float64(n)), client
 }
 
-// brokers returns the CPU time the processes that are not the side's own
-// code (the brokers) used since add.
-func (m *cpuMeter) brokers() time.Duration {
-	var total time.Duration
-	for _, p := range m.procs {
-		if t, ok := cpuTime(p.pid); ok && !p.client {
-			total += t - p.start
-		}
-	}
-	return total
-}
-
 // isLoopback reports whether the broker at rawURL runs on this machine (its
 // CPU time can be read).
 func isLoopback(rawURL string) bool {

@@ -50,7 +50,7 @@ func init() {
 	register(Case{
 		Name: "rabbitmq/publish-confirmed", Available: available,
 		// RabbitMQ's pace (its disk, its schedulers) varies much from
-		// round to round, and it is what limits every side: more rounds.
+		// round to round: more rounds.
 		MinRounds: 7,
 		Raw:       func(ctx context.Context, o Options) (Result, error) { return rawPublish(ctx, o, rabbitWindow, false) },
 		Hexmill:   func(ctx context.Context, o Options) (Result, error) { return hexmillPublish(ctx, o, rabbitWindow) },
@@ -130,7 +130,6 @@ func runPublishers(ctx context.Context, o Options, window int, send func(worker,
 		errs []error
 		lat  []time.Duration
 	)
-	broker := brokerMeter()
 	clk := startClock()
 	for i := range o.Publishers {
 		wg.Add(1)
@@ -156,7 +155,6 @@ func runPublishers(ctx context.Context, o Options, window int, send func(worker,
 	}
 	wg.Wait()
 	res := clk.result(o.Messages, lat)
-	res.BrokerCPU = broker.brokers()
 	if ctx.Err() != nil {
 		errs = append(errs, ctx.Err())
 	}
@@ -196,7 +194,6 @@ func rawPublish(ctx context.Context, o Options, window int, sliding bool) (Resul
 		mu   sync.Mutex
 		errs []error
 	)
-	broker := brokerMeter()
 	clk := startClock()
 	for i := range o.Publishers {
 		wg.Add(1)
@@ -242,9 +239,7 @@ func rawPublish(ctx context.Context, o Options, window int, sliding bool) (Resul
 		}()
 	}
 	wg.Wait()
-	res := clk.result(o.Messages, nil)
-	res.BrokerCPU = broker.brokers()
-	return res, errors.Join(errs...)
+	return clk.result(o.Messages, nil), errors.Join(errs...)
 }
 
 func hexmillPublish(ctx context.Context, o Options, window int) (Result, error) {
