@@ -117,9 +117,8 @@ type PublishConfig struct {
 	// returns (default true). Confirms are pipelined: many messages are in
 	// flight on each channel.
 	Confirm *bool `yaml:"confirm"`
-	// Channels is the most long-lived channels a publisher opens: a call
-	// takes one that no other call is using, else the least used, and a
-	// channel is opened when first taken.
+	// Channels is the number of long-lived channels per publisher; calls
+	// are spread over them.
 	Channels int `yaml:"channels"`
 	// ConfirmTimeout bounds the wait for one publish's confirm.
 	ConfirmTimeout time.Duration `yaml:"confirm_timeout"`
@@ -293,7 +292,7 @@ func (c *Config) SetDefaults() {
 	setBool(&c.Publish.Mandatory, true)
 	setBool(&c.Publish.Confirm, true)
 	if c.Publish.Channels == 0 {
-		c.Publish.Channels = 16
+		c.Publish.Channels = 8
 	}
 	if c.Publish.ConfirmTimeout == 0 {
 		c.Publish.ConfirmTimeout = 30 * time.Second

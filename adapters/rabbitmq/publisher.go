@@ -59,6 +59,7 @@ type Publisher struct {
 	mandatory, persistent, confirm bool
 	confirmTimeout, outageWait     time.Duration
 	slots                          []*pubSlot
+	next                           atomic.Uint64
 
 	closeMu  sync.RWMutex
 	closed   bool
@@ -143,8 +144,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		return errors.Join(errs...)
 	}
 
-	slot := p.pick()
-	defer slot.calls.Add(-1)
+	slot := p.slots[p.next.Add(1)%uint64(len(p.slots))]
 	var errs []error
 	// What each sent message waits for: two pointers, so that a call of
 	// many messages allocates one small slice; the return key is rebuilt
@@ -237,34 +237,12 @@ func (p *Publisher) Close() error {
 	return nil
 }
 
-// pick returns the slot for a call, counted in its calls: the first
-// without a call in progress, else the one with the fewest. A call waits
-// for the confirms of every message published before its own on its
-// channel, so calls that share a channel wait for each other; and a
-// publisher opens only as many channels as it has calls at once.
-func (p *Publisher) pick() *pubSlot {
-	best := p.slots[0]
-	for _, s := range p.slots {
-		c := s.calls.Load()
-		if c == 0 {
-			best = s
-			break
-		}
-		if c < best.calls.Load() {
-			best = s
-		}
-	}
-	best.calls.Add(1)
-	return best
-}
-
 // pubSlot is one long-lived channel of a publisher, reopened on demand
 // after it closes.
 type pubSlot struct {
-	p     *Publisher
-	calls atomic.Int32 // Publish calls using the slot
-	mu    sync.RWMutex // held for writing only to (re)open the channel
-	cc    *confirmChannel
+	p  *Publisher
+	mu sync.RWMutex // held for writing only to (re)open the channel
+	cc *confirmChannel
 }
 
 // confirmChannel is one AMQP channel in confirm mode. amqp091-go tracks
