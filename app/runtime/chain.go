@@ -203,11 +203,10 @@ func handlerFunc(h ports.Handler, b config.Binding, format Format, params *confi
 		// correlation ID in its delivery (set once: every attempt finds
 		// the same), else in a layer of its own.
 		ctx := msg.Context()
-		if d := deliveryOf(ctx); d != nil && (d.correlationID == "" || d.correlationID == correlationID) {
-			if d.correlationID == "" {
-				d.correlationID = correlationID
-			}
-		} else {
+		switch d := deliveryOf(ctx); {
+		case d != nil && d.correlationID == "":
+			d.correlationID = correlationID
+		case d == nil || d.correlationID != correlationID:
 			ctx = ports.WithCorrelationID(ctx, correlationID)
 		}
 		return nil, h.Handle(ctx, ports.Message{

@@ -18,7 +18,7 @@ import (
 // writes into it: the handler was given the metadata itself (as
 // ports.Metadata.Attributes) and may still read it.
 func detachMetadata(msg *message.Message) {
-	md := make(message.Metadata, len(msg.Metadata)+8)
+	md := make(message.Metadata, len(msg.Metadata)+8) // room for the poison keys
 	maps.Copy(md, msg.Metadata)
 	msg.Metadata = md
 }
