@@ -269,7 +269,7 @@ func (c *Transport) dialer() func(network, addr string) (net.Conn, error) {
 			_ = conn.Close()
 			return nil, err
 		}
-		return conn, nil
+		return newQueuedConn(conn), nil
 	}
 }
 
