@@ -3,9 +3,12 @@ package aliyun
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +19,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/hexmill/hexmill/adapters/transport"
+	"github.com/hexmill/hexmill/adapters/transport/queuedconn"
 	"github.com/hexmill/hexmill/ports"
 )
 
@@ -53,7 +57,8 @@ type Transport struct {
 	startOnce sync.Once
 	conns     []*connection
 
-	plainUser, plainPassword string // WithPlainAuth
+	plainUser, plainPassword string         // WithPlainAuth
+	tlsRoots                 *x509.CertPool // nil: the system's (tests trust their own CA)
 
 	mu      sync.Mutex               // guards route changes, loggedT, Open against Close
 	routes  atomic.Pointer[[]*route] // copy on write: read per message
@@ -458,9 +463,6 @@ func (cn *connection) dial() (*link, error) {
 		IdleTimeout: c.cfg.IdleTimeout,
 		SASLType:    amqp.SASLTypePlain(cred.UserName, cred.Password),
 	}
-	if c.cfg.tls() {
-		opts.TLSConfig = &tls.Config{ServerName: c.cfg.Endpoint(), MinVersion: tls.VersionTLS12}
-	}
 	who := fmt.Sprintf("client %s, consumer group %s, user %s", cn.clientID, c.cfg.ConsumerGroupID, cred.LogName)
 	fail := func(stage string, err error) error {
 		err = redact(err, cred)
@@ -469,7 +471,7 @@ func (cn *connection) dial() (*link, error) {
 		}
 		return fmt.Errorf("aliyun: %s (%s): %w", stage, who, err)
 	}
-	conn, err := amqp.Dial(ctx, c.cfg.address(), opts)
+	conn, err := c.connect(ctx, opts)
 	if err != nil {
 		return nil, fail("dial "+c.cfg.address(), err)
 	}
@@ -489,6 +491,34 @@ func (cn *connection) dial() (*link, error) {
 	}
 	return &link{cn: cn, conn: conn, session: session, receiver: receiver, logName: cred.LogName, cred: cred,
 		credit: c.cfg.Credit, batch: max(1, c.cfg.Credit/4), dead: make(chan struct{}), idle: make(chan struct{}, 1)}, nil
+}
+
+// connect opens the socket (TLS unless turned off) and the AMQP
+// connection on it, within ctx. go-amqp writes each frame (a disposition
+// per message) with a system call of its own; the socket queues them, so
+// that the frames of a busy link leave together (docs/aliyun.md,
+// Writes).
+func (c *Transport) connect(ctx context.Context, opts *amqp.ConnOptions) (*amqp.Conn, error) {
+	var d net.Dialer
+	tcp, err := d.DialContext(ctx, "tcp", net.JoinHostPort(c.cfg.Endpoint(), strconv.Itoa(c.cfg.Port)))
+	if err != nil {
+		return nil, err
+	}
+	var sock net.Conn = queuedconn.New(tcp)
+	if c.cfg.tls() {
+		tc := tls.Client(sock, &tls.Config{ServerName: c.cfg.Endpoint(), RootCAs: c.tlsRoots, MinVersion: tls.VersionTLS12})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = sock.Close()
+			return nil, err
+		}
+		sock = tc
+	}
+	conn, err := amqp.NewConn(ctx, sock, opts)
+	if err != nil {
+		_ = sock.Close()
+		return nil, err
+	}
+	return conn, nil
 }
 
 const linkCloseTimeout = 500 * time.Millisecond

@@ -31,6 +31,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hexmill/hexmill/adapters/transport"
+	"github.com/hexmill/hexmill/adapters/transport/queuedconn"
 )
 
 // Errors of the transport; match them with errors.Is.
@@ -258,6 +259,7 @@ func (c *Transport) dial(idx int) (link, error) {
 
 // dialer is amqp091-go's DefaultDial that Close also ends: a TCP connect
 // bounded by dial_timeout, and a deadline on the TLS and AMQP handshakes.
+// The socket's writes are queued (docs/rabbitmq.md, Writes).
 func (c *Transport) dialer() func(network, addr string) (net.Conn, error) {
 	return func(network, addr string) (net.Conn, error) {
 		d := net.Dialer{Timeout: c.cfg.DialTimeout}
@@ -269,7 +271,7 @@ func (c *Transport) dialer() func(network, addr string) (net.Conn, error) {
 			_ = conn.Close()
 			return nil, err
 		}
-		return newQueuedConn(conn), nil
+		return queuedconn.New(conn), nil
 	}
 }
 

@@ -1,4 +1,14 @@
-package rabbitmq
+// Package queuedconn holds the socket an adapter puts under an AMQP
+// client (amqp091-go, go-amqp) whose writes are one system call per
+// frame: Write queues the bytes and returns, and one goroutine per
+// connection hands the queue to the socket, so that what is queued while
+// a write is under way leaves in the next write, together.
+//
+// No message is less safe for it: a write that returned never meant that
+// the broker had the message (its confirm or settlement does), and a
+// write that fails closes the socket, so the client's reader sees the
+// connection end and fails what it still awaits.
+package queuedconn
 
 import (
 	"net"
@@ -6,29 +16,20 @@ import (
 	"time"
 )
 
-// Bounds of a connection's write queue (see queuedConn).
+// Bounds of a connection's write queue.
 const (
-	// writeQueueBytes is how many bytes Write queues before it waits for
+	// queueBytes is how many bytes Write queues before it waits for
 	// the socket, so that TCP's push-back (a broker that stopped reading,
 	// as RabbitMQ does under a resource alarm) still reaches the client.
-	writeQueueBytes = 256 << 10
+	queueBytes = 256 << 10
 	// closeFlushWait bounds how long Close lets the queue drain (say, a
-	// connection.close-ok still queued) before it closes the socket.
+	// the close handshake's last frame) before it closes the socket.
 	closeFlushWait = time.Second
 )
 
-// queuedConn is the socket under an AMQP connection. amqp091-go flushes
-// every publish and every ack on its own, one write system call each,
-// under the connection's send lock, so concurrent publishers take turns
-// at the system call. queuedConn's Write queues the bytes and returns; one
-// goroutine hands the queue to the socket, so that what publishers queue
-// while a write is under way leaves in the next write, together.
-//
-// No message is less safe for it: a write that returned never meant that
-// the broker had the message (its confirm does), and a write that fails
-// closes the socket, so the client's reader sees the connection end and
-// fails every confirm still awaited.
-type queuedConn struct {
+// Conn is a socket whose writes are queued. Reads, deadlines and the
+// addresses are the socket's own; a deadline reaches the write under way.
+type Conn struct {
 	net.Conn
 
 	mu      sync.Mutex
@@ -41,22 +42,23 @@ type queuedConn struct {
 	done    chan struct{} // closed when the writer returned
 }
 
-// newQueuedConn starts conn's writer; Close stops it.
-func newQueuedConn(conn net.Conn) *queuedConn {
-	q := &queuedConn{Conn: conn, done: make(chan struct{})}
+// New returns conn with its writes queued and starts its writer, which
+// Close stops.
+func New(conn net.Conn) *Conn {
+	q := &Conn{Conn: conn, done: make(chan struct{})}
 	q.ready.L = &q.mu
 	q.room.L = &q.mu
 	go q.write()
 	return q
 }
 
-// Write queues p. It waits while the queue holds writeQueueBytes or more
+// Write queues p. It waits while the queue holds queueBytes or more
 // (one p of any size is taken into an empty queue) and returns the
 // socket's error once a write failed.
-func (q *queuedConn) Write(p []byte) (int, error) {
+func (q *Conn) Write(p []byte) (int, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for q.err == nil && !q.closing && len(q.queue) > 0 && len(q.queue)+len(p) > writeQueueBytes {
+	for q.err == nil && !q.closing && len(q.queue) > 0 && len(q.queue)+len(p) > queueBytes {
 		q.room.Wait()
 	}
 	switch {
@@ -73,7 +75,7 @@ func (q *queuedConn) Write(p []byte) (int, error) {
 // write hands the queue to the socket until Close emptied it or a write
 // failed; then it closes the socket, so that the connection's reader ends
 // too.
-func (q *queuedConn) write() {
+func (q *Conn) write() {
 	defer close(q.done)
 	q.mu.Lock()
 	for {
@@ -103,7 +105,7 @@ func (q *queuedConn) write() {
 
 // Close lets the writer hand what is queued to the socket, for at most
 // closeFlushWait, closes the socket and waits for the writer.
-func (q *queuedConn) Close() error {
+func (q *Conn) Close() error {
 	q.mu.Lock()
 	already := q.closing
 	q.closing = true

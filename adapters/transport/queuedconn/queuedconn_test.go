@@ -1,4 +1,4 @@
-package rabbitmq
+package queuedconn
 
 import (
 	"bytes"
@@ -39,7 +39,7 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 }
 
 // queued is how many bytes wait in q's queue.
-func (q *queuedConn) queued() int {
+func (q *Conn) queued() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.queue)
@@ -47,10 +47,10 @@ func (q *queuedConn) queued() int {
 
 // Concurrent writers, as publishers on one connection: every Write
 // arrives whole, each writer's in its order, nothing lost.
-func TestQueuedConnKeepsEachWriteWhole(t *testing.T) {
+func TestKeepsEachWriteWhole(t *testing.T) {
 	const writers, records = 16, 400
 	client, server := tcpPair(t)
-	q := newQueuedConn(client)
+	q := New(client)
 
 	// A record: writer (2 bytes), sequence (4), length (4), then length
 	// bytes of the sequence's low byte. Lengths vary up to 9 000 bytes,
@@ -107,11 +107,11 @@ func TestQueuedConnKeepsEachWriteWhole(t *testing.T) {
 
 // A peer that does not read holds Write at the queue's bound: the queue
 // never grows past it, and all arrives once the peer reads.
-func TestQueuedConnBoundsItsQueue(t *testing.T) {
+func TestBoundsItsQueue(t *testing.T) {
 	const chunk, chunks = 16 << 10, 64
 	client, server := net.Pipe() // a write waits for the peer's read
 	defer server.Close()
-	q := newQueuedConn(client)
+	q := New(client)
 	defer q.Close()
 
 	wrote := make(chan error, 1)
@@ -128,14 +128,14 @@ func TestQueuedConnBoundsItsQueue(t *testing.T) {
 	// The writer holds the first chunk(s) in its write to the pipe; the
 	// queue fills up to the bound.
 	deadline := time.Now().Add(20 * time.Second)
-	for q.queued() <= writeQueueBytes-chunk {
+	for q.queued() <= queueBytes-chunk {
 		if time.Now().After(deadline) {
 			t.Fatalf("queue never filled: %d bytes", q.queued())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if n := q.queued(); n > writeQueueBytes {
-		t.Fatalf("queue holds %d bytes, bound %d", n, writeQueueBytes)
+	if n := q.queued(); n > queueBytes {
+		t.Fatalf("queue holds %d bytes, bound %d", n, queueBytes)
 	}
 	select {
 	case err := <-wrote:
@@ -157,12 +157,12 @@ func TestQueuedConnBoundsItsQueue(t *testing.T) {
 	}
 }
 
-// A write that fails (here: a deadline in the past, as Transport.cut sets
+// A write that fails (here: a deadline in the past, as an adapter's stop sets
 // one) closes the socket, so that a read under way ends, and every later
 // Write returns the error.
-func TestQueuedConnWriteErrorEndsTheConnection(t *testing.T) {
+func TestWriteErrorEndsTheConnection(t *testing.T) {
 	client, _ := tcpPair(t)
-	q := newQueuedConn(client)
+	q := New(client)
 	defer q.Close()
 
 	read := make(chan error, 1)
@@ -191,10 +191,10 @@ func TestQueuedConnWriteErrorEndsTheConnection(t *testing.T) {
 
 // Close hands what is queued to the socket, even to a peer that reads
 // only later; to a peer that never reads, it gives up after closeFlushWait.
-func TestQueuedConnClose(t *testing.T) {
+func TestClose(t *testing.T) {
 	t.Run("hands the queue over", func(t *testing.T) {
 		client, server := tcpPair(t)
-		q := newQueuedConn(client)
+		q := New(client)
 		want := bytes.Repeat([]byte("close-ok"), 10000)
 		for i := 0; i < len(want); i += 800 {
 			if _, err := q.Write(want[i:min(i+800, len(want))]); err != nil {
@@ -218,7 +218,7 @@ func TestQueuedConnClose(t *testing.T) {
 	t.Run("gives up on a peer that does not read", func(t *testing.T) {
 		client, server := net.Pipe()
 		defer server.Close()
-		q := newQueuedConn(client)
+		q := New(client)
 		if _, err := q.Write([]byte("never read")); err != nil {
 			t.Fatal(err)
 		}
