@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"sync"
@@ -29,9 +30,24 @@ type Proxy struct {
 // target. It is closed when the test ends.
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
+	return newProxy(t, target, nil)
+}
+
+// NewTLSProxy is NewProxy terminating TLS with cfg on its port: a client
+// speaks TLS to it and the bytes inside go to target as they are.
+func NewTLSProxy(t testing.TB, target string, cfg *tls.Config) *Proxy {
+	t.Helper()
+	return newProxy(t, target, cfg)
+}
+
+func newProxy(t testing.TB, target string, cfg *tls.Config) *Proxy {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("proxy listen: %v", err)
+	}
+	if cfg != nil {
+		l = tls.NewListener(l, cfg)
 	}
 	p := &Proxy{target: target, listener: l, conns: map[net.Conn]struct{}{},
 		flowing: make(chan struct{}), upFlowing: make(chan struct{}), closed: make(chan struct{})}

@@ -7,14 +7,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"io"
 	"math/big"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/hexmill/hexmill/integration"
 )
 
 // Aliyun's endpoint speaks TLS: through a TLS-terminating proxy in front of
@@ -24,7 +24,7 @@ import (
 func TestTLSConnectAndReceive(t *testing.T) {
 	addr := signingBroker(t)
 	cert, roots := selfSignedLoopback(t)
-	proxy := tlsProxy(t, cert, addr)
+	proxy := integration.NewTLSProxy(t, addr, &tls.Config{Certificates: []tls.Certificate{cert}}).Addr()
 	p := newPusher(t, addr)
 
 	t.Run("trusted", func(t *testing.T) {
@@ -98,56 +98,4 @@ func selfSignedLoopback(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	roots := x509.NewCertPool()
 	roots.AddCert(leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, roots
-}
-
-// tlsProxy terminates TLS with cert on a loopback port and relays each
-// connection to target; it returns its address and stops at the test's end.
-func tlsProxy(t *testing.T, cert tls.Certificate, target string) string {
-	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			client, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			server, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = client.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, client, server)
-			mu.Unlock()
-			for _, pair := range [][2]net.Conn{{server, client}, {client, server}} {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					_, _ = io.Copy(pair[0], pair[1])
-					_ = pair[0].Close()
-					_ = pair[1].Close()
-				}()
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
 }
