@@ -217,10 +217,11 @@ func (p *Proxy) pipe(dst, src net.Conn, up bool) {
 	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
-		// Nothing is read while stalled, so the sender's writes back up.
-		if !p.awaitFlowing(up) {
-			break
-		}
+		// While stalled, what is read is held: one buffer's worth, after
+		// which the sender's writes back up. The read is not put off until
+		// the stall ends, so that bytes sent after the stall always show
+		// in AwaitHolding, however late this goroutine came back from its
+		// last write.
 		n, err := src.Read(buf)
 		if n > 0 {
 			p.hold(1)
