@@ -22,7 +22,7 @@ const (
 	// the socket, so that TCP's push-back (a broker that stopped reading,
 	// as RabbitMQ does under a resource alarm) still reaches the client.
 	queueBytes = 256 << 10
-	// closeFlushWait bounds how long Close lets the queue drain (say, a
+	// closeFlushWait bounds how long Close lets the queue drain (say,
 	// the close handshake's last frame) before it closes the socket.
 	closeFlushWait = time.Second
 )
