@@ -76,6 +76,12 @@ type RabbitMQNodeOptions struct {
 // StartRabbitMQNode boots a private node and returns once it reports
 // "completed" (listening). Stop it with Stop.
 func StartRabbitMQNode(opts RabbitMQNodeOptions) (*RabbitMQNode, error) {
+	return startNode(opts, freePort)
+}
+
+// startNode is StartRabbitMQNode with the AMQP listener's port taken from
+// listenPort.
+func startNode(opts RabbitMQNodeOptions, listenPort func() (int, error)) (*RabbitMQNode, error) {
 	server := os.Getenv(EnvRabbitMQServer)
 	if server == "" {
 		if _, err := exec.LookPath("rabbitmq-server"); err == nil {
@@ -95,7 +101,26 @@ func StartRabbitMQNode(opts RabbitMQNodeOptions) (*RabbitMQNode, error) {
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 3 * time.Minute
 	}
-	port, err := freePort()
+	// A free port is free when freePort looks, not necessarily when the
+	// node binds it seconds later: on a busy machine an outgoing
+	// connection may take it as its source port meanwhile. A node that
+	// could not listen for that reason is started again on new ports.
+	var err error
+	for range startAttempts {
+		var n *RabbitMQNode
+		if n, err = startRabbitMQNode(opts, server, listenPort); err == nil || !strings.Contains(err.Error(), "eaddrinuse") {
+			return n, err
+		}
+	}
+	return nil, err
+}
+
+// startAttempts bounds the starts of one node whose port was taken.
+const startAttempts = 3
+
+// startRabbitMQNode is one attempt of StartRabbitMQNode, on new ports.
+func startRabbitMQNode(opts RabbitMQNodeOptions, server string, listenPort func() (int, error)) (*RabbitMQNode, error) {
+	port, err := listenPort()
 	if err != nil {
 		return nil, err
 	}
