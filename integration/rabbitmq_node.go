@@ -108,7 +108,7 @@ func startNode(opts RabbitMQNodeOptions, listenPort func() (int, error)) (*Rabbi
 	var err error
 	for range startAttempts {
 		var n *RabbitMQNode
-		if n, err = startRabbitMQNode(opts, server, listenPort); err == nil || !strings.Contains(err.Error(), "eaddrinuse") {
+		if n, err = startOnce(opts, server, listenPort); err == nil || !strings.Contains(err.Error(), "eaddrinuse") {
 			return n, err
 		}
 	}
@@ -118,8 +118,8 @@ func startNode(opts RabbitMQNodeOptions, listenPort func() (int, error)) (*Rabbi
 // startAttempts bounds the starts of one node whose port was taken.
 const startAttempts = 3
 
-// startRabbitMQNode is one attempt of StartRabbitMQNode, on new ports.
-func startRabbitMQNode(opts RabbitMQNodeOptions, server string, listenPort func() (int, error)) (*RabbitMQNode, error) {
+// startOnce is one attempt of StartRabbitMQNode, on new ports.
+func startOnce(opts RabbitMQNodeOptions, server string, listenPort func() (int, error)) (*RabbitMQNode, error) {
 	port, err := listenPort()
 	if err != nil {
 		return nil, err
